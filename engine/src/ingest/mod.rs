@@ -1,0 +1,526 @@
+//! Ingest: raw extracts (with NHS numbers) → a new, complete, verified store version.
+//!
+//! Steps: read the reference extracts (practices, postcode → LSOA), the Type 1 objections and
+//! the GP registrations; then the large extracts in parallel. Every record is validated; bad
+//! records go to the rejects report (extract, line, column, reason — never a value). GP rows of
+//! objectors are dropped, hospital rows kept. NHS numbers become keyed `patient_id`s, dates of
+//! birth become birth months, postcodes become LSOA and IMD decile, and every personal row gets
+//! its person's secret record key. If any extract's reject rate exceeds the limit, nothing is
+//! published. Otherwise the tables are written as sorted Parquet into a staging directory and
+//! published atomically (see [`crate::store`]).
+//!
+//! Each run is a full snapshot: a later extract that records a new objection produces a version
+//! without that person's GP rows.
+
+pub mod source;
+pub mod tables;
+pub mod validate;
+pub mod writer;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::keys::Keys;
+use crate::store::{
+    self, ExtractCounts, FailPoint, Manifest, SourceEntry, Store, StoreVersion, TableEntry,
+};
+use crate::{Error, Result, catalog};
+use source::Extract;
+use tables::{Context, Processed};
+
+/// Default limit on the share of rejected records in any one extract.
+pub const DEFAULT_MAX_REJECT_RATE: f64 = 0.01;
+
+/// Default number of published versions kept (the current one and one to roll back to).
+pub const DEFAULT_KEEP_VERSIONS: usize = 2;
+
+/// Name of the rejects report written beside the store's versions after every run.
+pub const LAST_REJECTS: &str = "last-ingest-rejects.csv";
+
+/// Options of one ingest run.
+#[derive(Debug, Clone)]
+pub struct IngestOptions {
+    /// Directory holding the raw extracts (`gp_patients.csv` …).
+    pub extracts: PathBuf,
+    /// The store to publish into (created if absent).
+    pub store: PathBuf,
+    /// Largest acceptable share of rejected records per extract (0.0–1.0).
+    pub max_reject_rate: f64,
+    /// Published versions to keep after this one is published (at least 1).
+    pub keep_versions: usize,
+    /// Show progress bars on a terminal.
+    pub progress: bool,
+    /// The clock: when this run happens (recorded in the manifest).
+    pub now: SystemTime,
+    /// Injected failure, for crash-safety tests.
+    pub fail_point: Option<FailPoint>,
+}
+
+impl IngestOptions {
+    /// Options with defaults for the given directories.
+    pub fn new(extracts: impl Into<PathBuf>, store: impl Into<PathBuf>) -> IngestOptions {
+        IngestOptions {
+            extracts: extracts.into(),
+            store: store.into(),
+            max_reject_rate: DEFAULT_MAX_REJECT_RATE,
+            keep_versions: DEFAULT_KEEP_VERSIONS,
+            progress: false,
+            now: SystemTime::now(),
+            fail_point: None,
+        }
+    }
+}
+
+/// What a successful run did.
+#[derive(Debug)]
+pub struct IngestReport {
+    /// The published version.
+    pub version: StoreVersion,
+    /// Counts per extract.
+    pub counts: Vec<ExtractCounts>,
+    /// Where the rejects report is.
+    pub rejects_report: PathBuf,
+    /// What clean-up removed before publishing.
+    pub cleanup: store::Cleanup,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+impl IngestReport {
+    /// A human-readable summary table.
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "published {} in {:.1}s\n{:<20} {:>12} {:>12} {:>10} {:>12}\n",
+            store::version_name(self.version.manifest.version),
+            self.elapsed.as_secs_f64(),
+            "extract",
+            "read",
+            "accepted",
+            "rejected",
+            "objection"
+        );
+        for c in &self.counts {
+            s.push_str(&format!(
+                "{:<20} {:>12} {:>12} {:>10} {:>12}\n",
+                c.extract, c.read, c.accepted, c.rejected, c.removed_by_objection
+            ));
+        }
+        s.push_str("table                        rows\n");
+        for t in &self.version.manifest.tables {
+            s.push_str(&format!("{:<22} {:>12}\n", t.name, t.rows));
+        }
+        s.push_str(&format!(
+            "rejects report: {}\n",
+            self.rejects_report.display()
+        ));
+        s
+    }
+}
+
+/// Runs ingest. On any error nothing is published and the previous version stays current.
+pub fn ingest(opts: &IngestOptions, keys: &Keys) -> Result<IngestReport> {
+    let started = Instant::now();
+    if !(0.0..=1.0).contains(&opts.max_reject_rate) {
+        return Err(Error::InvalidOption(format!(
+            "max reject rate must be between 0 and 1, got {}",
+            opts.max_reject_rate
+        )));
+    }
+    if !opts.extracts.is_dir() {
+        return Err(Error::Missing(format!(
+            "{}: extracts directory not found",
+            opts.extracts.display()
+        )));
+    }
+    let store = Store::new(&opts.store);
+    let lock = store.lock()?;
+    let cleanup = store.cleanup(&lock, usize::MAX)?;
+    if cleanup != store::Cleanup::default() {
+        tracing::info!(
+            staging = cleanup.staging_removed,
+            orphans = cleanup.orphans_removed,
+            "removed leftovers of an interrupted run"
+        );
+    }
+
+    let bars = Bars::new(opts.progress);
+    let path = |name: &str| opts.extracts.join(name);
+
+    // Open every extract first so that a missing file or bad header fails before any work.
+    let mut open = HashMap::new();
+    for name in EXTRACTS {
+        open.insert(*name, Extract::open(&path(name), columns_of(name))?);
+    }
+    let mut take = |name: &str| open.remove(name).expect("opened above");
+
+    let mut processed: Vec<Processed> = Vec::new();
+    let mut sources: Vec<SourceEntry> = Vec::new();
+    let mut ex = take("practices.csv");
+    let bar = bars.bar(&ex);
+    let (p, practices) = tables::practices(&mut ex, bar)?;
+    processed.push(p);
+    sources.push(source_entry(ex)?);
+    let mut ex = take("postcode_lsoa.csv");
+    let bar = bars.bar(&ex);
+    let (p, postcodes, lsoas) = tables::postcodes(&mut ex, bar)?;
+    processed.push(p);
+    sources.push(source_entry(ex)?);
+    let mut ex = take("gp_objections.csv");
+    let bar = bars.bar(&ex);
+    let (p, objectors) = tables::objections(&mut ex, bar)?;
+    processed.push(p);
+    sources.push(source_entry(ex)?);
+    let mut ctx = Context {
+        pseudo: keys.pseudonymiser(),
+        practices,
+        postcodes,
+        lsoas,
+        objectors,
+        gp_people: HashMap::new(),
+        ids: HashSet::new(),
+    };
+    let mut ex = take("gp_patients.csv");
+    let bar = bars.bar(&ex);
+    processed.push(tables::patients(&mut ctx, &mut ex, bar)?);
+    sources.push(source_entry(ex)?);
+
+    let staging = store.begin(&lock)?;
+
+    // The large extracts, largest first, on all cores; each worker validates, sorts and writes
+    // its tables into staging as soon as its extract is read.
+    let jobs: Vec<(&str, Extract)> = PARALLEL.iter().map(|n| (*n, take(n))).collect();
+    let jobs: Vec<Mutex<Option<(&str, Extract)>>> =
+        jobs.into_iter().map(|j| Mutex::new(Some(j))).collect();
+    let next = AtomicUsize::new(0);
+    type Done = (usize, Processed, Vec<TableEntry>, SourceEntry);
+    let results: Mutex<Vec<Done>> = Mutex::new(Vec::new());
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let ctx = &ctx;
+    let first_error: Mutex<Option<Error>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..workers.min(jobs.len()) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(job) = jobs.get(i) else { break };
+                    if lock_ok(&first_error).is_some() {
+                        break;
+                    }
+                    let Some((name, mut ex)) = lock_ok(job).take() else {
+                        break;
+                    };
+                    let bar = bars.bar(&ex);
+                    let outcome = run_parallel_job(name, ctx, &mut ex, bar).and_then(|mut p| {
+                        let src = source_entry(ex)?;
+                        let entries = write_tables(&staging, &mut p, opts.fail_point)?;
+                        Ok((p, entries, src))
+                    });
+                    match outcome {
+                        Ok((p, entries, src)) => lock_ok(&results).push((i, p, entries, src)),
+                        Err(e) => {
+                            lock_ok(&first_error).get_or_insert(e);
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e);
+    }
+    let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    results.sort_by_key(|(i, ..)| *i);
+
+    // Tables of the sequential extracts.
+    let mut entries: Vec<TableEntry> = Vec::new();
+    for p in &mut processed {
+        entries.extend(write_tables(&staging, p, None)?);
+    }
+    for (_, p, e, src) in results {
+        entries.extend(e);
+        processed.push(p);
+        sources.push(src);
+    }
+    bars.finish();
+
+    // Rejects: report always; publish only within the limit.
+    let report_text = rejects_csv(&processed);
+    let last_report = opts.store.join(LAST_REJECTS);
+    write_atomic(&last_report, report_text.as_bytes())?;
+    let over: Vec<String> = processed
+        .iter()
+        .filter(|p| p.counts.read > 0)
+        .filter(|p| p.counts.rejected as f64 / p.counts.read as f64 > opts.max_reject_rate)
+        .map(|p| {
+            format!(
+                "{}: {} of {} records rejected ({:.2}%)",
+                p.counts.extract,
+                p.counts.rejected,
+                p.counts.read,
+                100.0 * p.counts.rejected as f64 / p.counts.read as f64
+            )
+        })
+        .collect();
+    if !over.is_empty() {
+        return Err(Error::RejectLimit(format!(
+            "reject rate above the limit of {:.2}%, nothing published: {}; see {}",
+            100.0 * opts.max_reject_rate,
+            over.join("; "),
+            last_report.display()
+        )));
+    }
+    staging.write_file("rejects.csv", report_text.as_bytes())?;
+
+    sources.sort_by_key(|s| EXTRACTS.iter().position(|n| *n == s.name));
+    // Manifest tables in catalogue order.
+    entries.sort_by_key(|e| catalog::TABLES.iter().position(|t| t.name == e.name));
+    let counts: Vec<ExtractCounts> = EXTRACTS
+        .iter()
+        .filter_map(|n| processed.iter().find(|p| p.counts.extract == *n))
+        .map(|p| p.counts.clone())
+        .collect();
+    let manifest = Manifest {
+        format: store::MANIFEST_FORMAT,
+        version: staging.version(),
+        created_at: crate::dates::rfc3339(opts.now),
+        generator: format!("fivesafes {}", env!("CARGO_PKG_VERSION")),
+        pseudonym_key_fingerprint: keys.pseudonym_fingerprint(),
+        record_key_fingerprint: keys.record_fingerprint(),
+        sources,
+        ingest: counts.clone(),
+        tables: entries,
+    };
+    let version = staging.publish(&manifest, opts.fail_point)?;
+    let cleanup_after = store.cleanup(&lock, opts.keep_versions)?;
+    tracing::info!(
+        version = manifest.version,
+        old_removed = cleanup_after.old_removed,
+        "published store version"
+    );
+    Ok(IngestReport {
+        version,
+        counts,
+        rejects_report: last_report,
+        cleanup,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Every raw extract, in processing order.
+pub const EXTRACTS: &[&str] = &[
+    "practices.csv",
+    "postcode_lsoa.csv",
+    "gp_objections.csv",
+    "gp_patients.csv",
+    "gp_events.csv",
+    "gp_medications.csv",
+    "hes_op.csv",
+    "hes_ae.csv",
+    "hes_apc.csv",
+    "ndoo.csv",
+];
+
+/// Extracts processed in parallel once the registrations are known (largest first).
+const PARALLEL: &[&str] = &[
+    "gp_events.csv",
+    "gp_medications.csv",
+    "hes_op.csv",
+    "hes_ae.csv",
+    "hes_apc.csv",
+    "ndoo.csv",
+];
+
+/// The raw columns of each extract (DATA_MODEL.md §1).
+pub fn columns_of(extract: &str) -> &'static [&'static str] {
+    match extract {
+        "practices.csv" => &["practice_code", "practice_name", "sub_icb_code", "region"],
+        "postcode_lsoa.csv" => &["postcode", "lsoa", "imd_decile"],
+        "gp_objections.csv" => &["nhs_number", "code_date", "snomedct_code"],
+        "gp_patients.csv" => &[
+            "nhs_number",
+            "date_of_birth",
+            "sex",
+            "ethnicity",
+            "postcode",
+            "practice_code",
+            "registration_start",
+            "registration_end",
+            "date_of_death",
+        ],
+        "gp_events.csv" => &["nhs_number", "event_date", "snomedct_code", "numeric_value"],
+        "gp_medications.csv" => &["nhs_number", "issue_date", "dmd_code", "bnf_code"],
+        "hes_apc.csv" => &[
+            "nhs_number",
+            "epikey",
+            "spell_id",
+            "epiorder",
+            "admidate",
+            "epistart",
+            "epiend",
+            "disdate",
+            "admimeth",
+            "admisorc",
+            "dismeth",
+            "procode3",
+            "gpprac",
+            "startage",
+            "sex",
+            "postcode",
+            "diag_4_01",
+            "diag_4_concat",
+            "opertn_4_01",
+            "opertn_4_concat",
+        ],
+        "hes_op.csv" => &[
+            "nhs_number",
+            "attendkey",
+            "apptdate",
+            "attended",
+            "firstatt",
+            "tretspef",
+            "procode3",
+            "gpprac",
+            "apptage",
+        ],
+        "hes_ae.csv" => &[
+            "nhs_number",
+            "aekey",
+            "arrivaldate",
+            "aearrivalmode",
+            "aeattenddisp",
+            "procode3",
+            "gpprac",
+            "arrivalage",
+        ],
+        "ndoo.csv" => &["nhs_number", "opted_out", "as_of"],
+        _ => &[],
+    }
+}
+
+fn run_parallel_job(
+    name: &str,
+    ctx: &Context,
+    ex: &mut Extract,
+    bar: impl FnMut(u64),
+) -> Result<Processed> {
+    match name {
+        "gp_events.csv" => tables::events(ctx, ex, bar),
+        "gp_medications.csv" => tables::medications(ctx, ex, bar),
+        "hes_apc.csv" => tables::hes_apc(ctx, ex, bar),
+        "hes_op.csv" => tables::hes_op(ctx, ex, bar),
+        "hes_ae.csv" => tables::hes_ae(ctx, ex, bar),
+        "ndoo.csv" => tables::ndoo(ctx, ex, bar),
+        other => Err(Error::InvalidOption(format!("no parallel job for {other}"))),
+    }
+}
+
+fn write_tables(
+    staging: &store::Staging,
+    p: &mut Processed,
+    fail: Option<FailPoint>,
+) -> Result<Vec<TableEntry>> {
+    let mut out = Vec::new();
+    for (def, rows) in p.tables.drain(..) {
+        let (schema, batches) = rows.finish()?;
+        let file = writer::write_table(staging, def, schema, batches)?;
+        if fail == Some(FailPoint::MidTables) {
+            return Err(store::injected(FailPoint::MidTables));
+        }
+        out.push(TableEntry::new(def, vec![file]));
+    }
+    Ok(out)
+}
+
+fn source_entry(ex: Extract) -> Result<SourceEntry> {
+    let name = ex
+        .path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let (bytes, sha256) = ex.finish()?;
+    Ok(SourceEntry {
+        name,
+        bytes,
+        sha256,
+    })
+}
+
+fn rejects_csv(processed: &[Processed]) -> String {
+    let mut s = String::from("extract,line,column,reason\n");
+    for p in processed {
+        for (line, col, reason) in &p.rejects.details {
+            s.push_str(&format!("{},{line},{col},{reason}\n", p.counts.extract));
+        }
+        let shown = p.rejects.details.len() as u64;
+        if p.rejects.count > shown {
+            s.push_str(&format!(
+                "{},,,{} more rejects not listed\n",
+                p.counts.extract,
+                p.rejects.count - shown
+            ));
+        }
+    }
+    s
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+fn lock_ok<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Progress bars, one per extract, by bytes read; hidden unless asked for and on a terminal.
+struct Bars {
+    /// The bar group (hidden when progress is off).
+    multi: MultiProgress,
+}
+
+impl Bars {
+    fn new(show: bool) -> Bars {
+        let target = if show {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        };
+        Bars {
+            multi: MultiProgress::with_draw_target(target),
+        }
+    }
+
+    fn bar(&self, ex: &Extract) -> impl FnMut(u64) + use<> {
+        let bar = self.multi.add(ProgressBar::new(ex.bytes));
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{msg:<20} [{bar:30}] {bytes:>10}/{total_bytes:<10} {elapsed:>4} eta {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        let name = ex
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        bar.set_message(name);
+        move |pos| {
+            bar.set_position(pos);
+            if pos >= bar.length().unwrap_or(0) {
+                bar.finish();
+            }
+        }
+    }
+
+    fn finish(&self) {
+        let _ = self.multi.clear();
+    }
+}

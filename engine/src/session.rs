@@ -1,0 +1,111 @@
+//! DataFusion sessions over a verified store version.
+//!
+//! [`open_session`] registers the personal and public tables of a version from its manifest
+//! (never by listing directories) in a session with a bounded, spill-capable memory pool.
+//! Governance tables are left out; [`table_provider`] gives the policy layer any table,
+//! including governance ones, to build project views from.
+
+use std::sync::Arc;
+
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::execution::SessionState;
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+use crate::catalog::TableClass;
+use crate::store::StoreVersion;
+use crate::{Error, Result};
+
+/// Resource settings of a session.
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    /// Bytes of memory that all queries of the session may hold together; operators that can
+    /// spill to disk do so beyond it, the others fail with a resources-exhausted error.
+    pub memory_limit: usize,
+    /// Partitions (parallel streams) per query; defaults to the number of cores.
+    pub target_partitions: usize,
+    /// Rows per batch.
+    pub batch_size: usize,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions {
+            memory_limit: 2 << 30,
+            target_partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            batch_size: 8192,
+        }
+    }
+}
+
+/// A session configuration with the given resources (no `information_schema`).
+pub fn new_context(opts: &SessionOptions) -> Result<SessionContext> {
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_pool(Arc::new(FairSpillPool::new(opts.memory_limit)))
+        .build_arc()?;
+    let config = SessionConfig::new()
+        .with_target_partitions(opts.target_partitions.max(1))
+        .with_batch_size(opts.batch_size.max(1))
+        .with_information_schema(false);
+    Ok(SessionContext::new_with_config_rt(config, runtime))
+}
+
+/// Opens a version as a session with every personal and public table registered.
+pub async fn open_session(version: &StoreVersion, opts: &SessionOptions) -> Result<SessionContext> {
+    let ctx = new_context(opts)?;
+    for t in &version.manifest.tables {
+        if t.class == TableClass::Governance {
+            continue;
+        }
+        let provider = table_provider(&ctx.state(), version, &t.name).await?;
+        ctx.register_table(t.name.as_str(), provider)?;
+    }
+    Ok(ctx)
+}
+
+/// A Parquet table provider over exactly the files the manifest lists for `name`, with the
+/// schema checked against the manifest's columns.
+pub async fn table_provider(
+    state: &SessionState,
+    version: &StoreVersion,
+    name: &str,
+) -> Result<Arc<ListingTable>> {
+    let entry = version
+        .manifest
+        .table(name)
+        .ok_or_else(|| Error::store(&version.dir, format!("version has no table {name}")))?;
+    let urls = entry
+        .files
+        .iter()
+        .map(|f| {
+            let path = version.dir.join(&f.path);
+            let path = path
+                .to_str()
+                .ok_or_else(|| Error::store(&path, "path is not valid UTF-8"))?;
+            Ok(ListingTableUrl::parse(path)?)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let options =
+        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let config = ListingTableConfig::new_with_multi_paths(urls)
+        .with_listing_options(options)
+        .infer_schema(state)
+        .await?;
+    let schema = config
+        .file_schema
+        .clone()
+        .ok_or_else(|| Error::store(&version.dir, format!("table {name} has no schema")))?;
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    let expected: Vec<&str> = entry.columns.iter().map(|c| c.name.as_str()).collect();
+    if names != expected {
+        return Err(Error::store(
+            &version.dir,
+            format!("table {name}: file columns {names:?} differ from the manifest's {expected:?}"),
+        ));
+    }
+    Ok(Arc::new(ListingTable::try_new(config)?))
+}

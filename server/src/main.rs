@@ -1,0 +1,199 @@
+//! The `fivesafes` binary: a thin command-line front end over the library crates.
+//!
+//! Subcommands: `keys init`, `synth`, `ingest`, `store info`. The server, query client, demo
+//! and audit commands build on these.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use fivesafes_engine::ingest::{self, IngestOptions};
+use fivesafes_engine::keys::{self, Keys};
+use fivesafes_engine::store::{self, Store};
+use fivesafes_engine::synth::{self, SynthOptions};
+
+/// fivesafes: a secure data environment for linked, pseudonymised NHS records.
+#[derive(Debug, Parser)]
+#[command(name = "fivesafes", version, about, long_about = None)]
+struct Cli {
+    /// The command to run.
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Manage the environment's secret keys.
+    Keys {
+        /// What to do with the keys.
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Write seeded synthetic raw extracts (with synthetic NHS numbers) for testing and demos.
+    Synth {
+        /// Number of synthetic patients.
+        #[arg(long, default_value_t = 20_000)]
+        patients: u64,
+        /// Random seed: the same seed and size give byte-identical files.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Output directory (created if needed).
+        #[arg(long, default_value = "extracts")]
+        out: PathBuf,
+        /// Do not show a progress bar.
+        #[arg(long)]
+        no_progress: bool,
+    },
+    /// Validate, pseudonymise and publish raw extracts as a new secure-store version.
+    Ingest {
+        /// Directory holding the raw extracts.
+        #[arg(long)]
+        extracts: PathBuf,
+        /// Store directory (created if needed).
+        #[arg(long)]
+        store: PathBuf,
+        /// Keys directory created by `fivesafes keys init`.
+        #[arg(long)]
+        keys: PathBuf,
+        /// Largest share of rejected records in any extract before nothing is published.
+        #[arg(long, default_value_t = ingest::DEFAULT_MAX_REJECT_RATE)]
+        max_reject_rate: f64,
+        /// Published versions to keep (older ones are deleted after publishing).
+        #[arg(long, default_value_t = ingest::DEFAULT_KEEP_VERSIONS)]
+        keep_versions: usize,
+        /// Do not show progress bars.
+        #[arg(long)]
+        no_progress: bool,
+    },
+    /// Inspect the secure store.
+    Store {
+        /// What to do with the store.
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Create a new keys directory (pseudonymisation key, record-key secret, audit key pair).
+    Init {
+        /// Directory to create; it must not already hold keys.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// Verify the current version (manifest hash, every file's checksum) and list its tables.
+    Info {
+        /// Store directory.
+        #[arg(long)]
+        store: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Keys {
+            command: KeysCommand::Init { dir },
+        } => {
+            let report = keys::init(&dir)?;
+            for f in &report.files {
+                println!("wrote {}", f.display());
+            }
+            println!(
+                "keep {} private and backed up: losing pseudonym.key breaks linkage with every \
+                 earlier store version; give auditors only {}",
+                dir.display(),
+                dir.join(keys::AUDIT_PUB).display()
+            );
+        }
+        Command::Synth {
+            patients,
+            seed,
+            out,
+            no_progress,
+        } => {
+            let started = std::time::Instant::now();
+            let summary = synth::generate(&SynthOptions {
+                patients,
+                seed,
+                out: out.clone(),
+                progress: !no_progress,
+            })?;
+            for (name, rows) in &summary.files {
+                println!("{name:<20} {rows:>12} rows");
+            }
+            println!(
+                "wrote {} in {:.1}s ({:.1} MiB)",
+                out.display(),
+                started.elapsed().as_secs_f64(),
+                summary.bytes as f64 / (1 << 20) as f64
+            );
+        }
+        Command::Ingest {
+            extracts,
+            store,
+            keys,
+            max_reject_rate,
+            keep_versions,
+            no_progress,
+        } => {
+            let keys = Keys::load(&keys)?;
+            let mut opts = IngestOptions::new(extracts, store);
+            opts.max_reject_rate = max_reject_rate;
+            opts.keep_versions = keep_versions;
+            opts.progress = !no_progress;
+            let report = ingest::ingest(&opts, &keys)?;
+            print!("{}", report.summary());
+        }
+        Command::Store {
+            command: StoreCommand::Info { store },
+        } => {
+            let version = Store::new(&store)
+                .open_current()
+                .with_context(|| format!("opening store {}", store.display()))?;
+            let m = &version.manifest;
+            println!(
+                "{} created {} by {} (all {} files verified)",
+                store::version_name(m.version),
+                m.created_at,
+                m.generator,
+                m.tables.iter().map(|t| t.files.len()).sum::<usize>()
+            );
+            println!(
+                "{:<24} {:<10} {:>12} {:>12}",
+                "table", "class", "rows", "bytes"
+            );
+            for t in &m.tables {
+                println!(
+                    "{:<24} {:<10} {:>12} {:>12}",
+                    t.name,
+                    format!("{:?}", t.class).to_lowercase(),
+                    t.rows,
+                    t.files.iter().map(|f| f.bytes).sum::<u64>()
+                );
+            }
+        }
+    }
+    Ok(())
+}
