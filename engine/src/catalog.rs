@@ -286,6 +286,74 @@ pub fn table(name: &str) -> Option<&'static TableDef> {
     TABLES.iter().find(|t| t.name == name)
 }
 
+/// The columns of a raw extract file (DATA_MODEL.md §1), in the order the generator writes
+/// them; ingest accepts them in any order. Empty for an unknown file name.
+pub fn raw_columns(extract: &str) -> &'static [&'static str] {
+    match extract {
+        "practices.csv" => &["practice_code", "practice_name", "sub_icb_code", "region"],
+        "postcode_lsoa.csv" => &["postcode", "lsoa", "imd_decile"],
+        "gp_objections.csv" => &["nhs_number", "code_date", "snomedct_code"],
+        "gp_patients.csv" => &[
+            "nhs_number",
+            "date_of_birth",
+            "sex",
+            "ethnicity",
+            "postcode",
+            "practice_code",
+            "registration_start",
+            "registration_end",
+            "date_of_death",
+        ],
+        "gp_events.csv" => &["nhs_number", "event_date", "snomedct_code", "numeric_value"],
+        "gp_medications.csv" => &["nhs_number", "issue_date", "dmd_code", "bnf_code"],
+        "hes_apc.csv" => &[
+            "nhs_number",
+            "epikey",
+            "spell_id",
+            "epiorder",
+            "admidate",
+            "epistart",
+            "epiend",
+            "disdate",
+            "admimeth",
+            "admisorc",
+            "dismeth",
+            "procode3",
+            "gpprac",
+            "startage",
+            "sex",
+            "postcode",
+            "diag_4_01",
+            "diag_4_concat",
+            "opertn_4_01",
+            "opertn_4_concat",
+        ],
+        "hes_op.csv" => &[
+            "nhs_number",
+            "attendkey",
+            "apptdate",
+            "attended",
+            "firstatt",
+            "tretspef",
+            "procode3",
+            "gpprac",
+            "apptage",
+        ],
+        "hes_ae.csv" => &[
+            "nhs_number",
+            "aekey",
+            "arrivaldate",
+            "aearrivalmode",
+            "aeattenddisp",
+            "procode3",
+            "gpprac",
+            "arrivalage",
+        ],
+        "ndoo.csv" => &["nhs_number", "opted_out", "as_of"],
+        _ => &[],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

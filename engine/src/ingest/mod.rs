@@ -30,6 +30,7 @@ use crate::store::{
     self, ExtractCounts, FailPoint, Manifest, SourceEntry, Store, StoreVersion, TableEntry,
 };
 use crate::{Error, Result, catalog};
+pub use catalog::raw_columns as columns_of;
 use source::Extract;
 use tables::{Context, Processed};
 
@@ -154,7 +155,10 @@ pub fn ingest(opts: &IngestOptions, keys: &Keys) -> Result<IngestReport> {
     // Open every extract first so that a missing file or bad header fails before any work.
     let mut open = HashMap::new();
     for name in EXTRACTS {
-        open.insert(*name, Extract::open(&path(name), columns_of(name))?);
+        open.insert(
+            *name,
+            Extract::open(&path(name), catalog::raw_columns(name))?,
+        );
     }
     let mut take = |name: &str| open.remove(name).expect("opened above");
 
@@ -167,7 +171,7 @@ pub fn ingest(opts: &IngestOptions, keys: &Keys) -> Result<IngestReport> {
     sources.push(source_entry(ex)?);
     let mut ex = take("postcode_lsoa.csv");
     let bar = bars.bar(&ex);
-    let (p, postcodes, lsoas) = tables::postcodes(&mut ex, bar)?;
+    let (p, (postcodes, lsoas)) = tables::postcodes(&mut ex, bar)?;
     processed.push(p);
     sources.push(source_entry(ex)?);
     let mut ex = take("gp_objections.csv");
@@ -335,73 +339,6 @@ const PARALLEL: &[&str] = &[
     "hes_apc.csv",
     "ndoo.csv",
 ];
-
-/// The raw columns of each extract (DATA_MODEL.md §1).
-pub fn columns_of(extract: &str) -> &'static [&'static str] {
-    match extract {
-        "practices.csv" => &["practice_code", "practice_name", "sub_icb_code", "region"],
-        "postcode_lsoa.csv" => &["postcode", "lsoa", "imd_decile"],
-        "gp_objections.csv" => &["nhs_number", "code_date", "snomedct_code"],
-        "gp_patients.csv" => &[
-            "nhs_number",
-            "date_of_birth",
-            "sex",
-            "ethnicity",
-            "postcode",
-            "practice_code",
-            "registration_start",
-            "registration_end",
-            "date_of_death",
-        ],
-        "gp_events.csv" => &["nhs_number", "event_date", "snomedct_code", "numeric_value"],
-        "gp_medications.csv" => &["nhs_number", "issue_date", "dmd_code", "bnf_code"],
-        "hes_apc.csv" => &[
-            "nhs_number",
-            "epikey",
-            "spell_id",
-            "epiorder",
-            "admidate",
-            "epistart",
-            "epiend",
-            "disdate",
-            "admimeth",
-            "admisorc",
-            "dismeth",
-            "procode3",
-            "gpprac",
-            "startage",
-            "sex",
-            "postcode",
-            "diag_4_01",
-            "diag_4_concat",
-            "opertn_4_01",
-            "opertn_4_concat",
-        ],
-        "hes_op.csv" => &[
-            "nhs_number",
-            "attendkey",
-            "apptdate",
-            "attended",
-            "firstatt",
-            "tretspef",
-            "procode3",
-            "gpprac",
-            "apptage",
-        ],
-        "hes_ae.csv" => &[
-            "nhs_number",
-            "aekey",
-            "arrivaldate",
-            "aearrivalmode",
-            "aeattenddisp",
-            "procode3",
-            "gpprac",
-            "arrivalage",
-        ],
-        "ndoo.csv" => &["nhs_number", "opted_out", "as_of"],
-        _ => &[],
-    }
-}
 
 fn run_parallel_job(
     name: &str,

@@ -160,7 +160,7 @@ impl Extract {
                 positions: &self.positions,
                 line,
             })?;
-            if n % 65_536 == 0 {
+            if n.is_multiple_of(65_536) {
                 progress(rec.position().map(|p| p.byte()).unwrap_or(0));
             }
         }

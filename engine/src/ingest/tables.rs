@@ -139,13 +139,13 @@ pub fn practices(
     ex: &mut Extract,
     progress: impl FnMut(u64),
 ) -> Result<(Processed, HashSet<[u8; 6]>)> {
-    const COLS: &[&str] = &["practice_code", "practice_name", "sub_icb_code", "region"];
+    let cols = catalog::raw_columns("practices.csv");
     let mut out = Processed::new("practices.csv");
     let mut rows = Rows::new(&catalog::PRACTICES);
     let mut codes = HashSet::new();
     let rej = &mut out.rejects;
     let read = ex.for_each(progress, |r| {
-        let code = check!(rej, r, COLS[0], "malformed practice code", {
+        let code = check!(rej, r, cols[0], "malformed practice code", {
             let c = r.get(0);
             v::practice_code(c)
                 .then(|| <[u8; 6]>::try_from(c).ok())
@@ -154,26 +154,26 @@ pub fn practices(
         let name = check!(
             rej,
             r,
-            COLS[1],
+            cols[1],
             "empty or not UTF-8",
             text(r.get(1)).filter(|s| !s.is_empty())
         );
         let sub_icb = check!(
             rej,
             r,
-            COLS[2],
+            cols[2],
             "malformed sub-ICB code",
             v::alnum(r.get(2), 3, 5).then(|| text(r.get(2))).flatten()
         );
         let region = check!(
             rej,
             r,
-            COLS[3],
+            cols[3],
             "empty or not UTF-8",
             text(r.get(3)).filter(|s| !s.is_empty())
         );
         if !codes.insert(code) {
-            rej.add(r.line, COLS[0], "duplicate practice code");
+            rej.add(r.line, cols[0], "duplicate practice code");
             return Ok(());
         }
         rows.str(0, text(&code).unwrap_or_default());
@@ -189,12 +189,15 @@ pub fn practices(
     Ok((out, codes))
 }
 
+/// A postcode lookup: normalised postcode → index into the list of (LSOA, IMD decile).
+pub type PostcodeLookup = (HashMap<[u8; 7], u32>, Vec<(String, i16)>);
+
 /// `postcode_lsoa.csv` → the public `lsoas` table and the postcode lookup.
 pub fn postcodes(
     ex: &mut Extract,
     progress: impl FnMut(u64),
-) -> Result<(Processed, HashMap<[u8; 7], u32>, Vec<(String, i16)>)> {
-    const COLS: &[&str] = &["postcode", "lsoa", "imd_decile"];
+) -> Result<(Processed, PostcodeLookup)> {
+    let cols = catalog::raw_columns("postcode_lsoa.csv");
     let mut out = Processed::new("postcode_lsoa.csv");
     let mut map = HashMap::new();
     let mut lsoas: Vec<(String, i16)> = Vec::new();
@@ -204,28 +207,28 @@ pub fn postcodes(
         let key = check!(
             rej,
             r,
-            COLS[0],
+            cols[0],
             "malformed postcode",
             v::postcode_key(r.get(0))
         );
         let lsoa = check!(
             rej,
             r,
-            COLS[1],
+            cols[1],
             "malformed LSOA code",
             v::lsoa(r.get(1)).then(|| text(r.get(1))).flatten()
         );
         let imd = check!(
             rej,
             r,
-            COLS[2],
+            cols[2],
             "IMD decile not 1-10",
             v::small_order(r.get(2)).filter(|d| (1..=10).contains(d))
         );
         let i = match index.get(lsoa) {
             Some(&i) => {
                 if lsoas[i as usize].1 != imd {
-                    rej.add(r.line, COLS[2], "LSOA listed with two IMD deciles");
+                    rej.add(r.line, cols[2], "LSOA listed with two IMD deciles");
                     return Ok(());
                 }
                 i
@@ -238,7 +241,7 @@ pub fn postcodes(
             }
         };
         if map.insert(key, i).is_some() {
-            rej.add(r.line, COLS[0], "duplicate postcode");
+            rej.add(r.line, cols[0], "duplicate postcode");
         }
         Ok(())
     })?;
@@ -252,7 +255,7 @@ pub fn postcodes(
     out.counts.rejected = out.rejects.count;
     out.counts.accepted = read - out.rejects.count;
     out.tables.push((&catalog::LSOAS, rows));
-    Ok((out, map, lsoas))
+    Ok((out, (map, lsoas)))
 }
 
 /// `gp_objections.csv` → the set of people whose latest Type 1 code is a dissent. On the same
@@ -261,7 +264,7 @@ pub fn objections(
     ex: &mut Extract,
     progress: impl FnMut(u64),
 ) -> Result<(Processed, HashSet<u64>)> {
-    const COLS: &[&str] = &["nhs_number", "code_date", "snomedct_code"];
+    let cols = catalog::raw_columns("gp_objections.csv");
     let mut out = Processed::new("gp_objections.csv");
     let mut latest: HashMap<u64, (i32, bool)> = HashMap::new();
     let rej = &mut out.rejects;
@@ -269,15 +272,15 @@ pub fn objections(
         let nhs = check!(
             rej,
             r,
-            COLS[0],
+            cols[0],
             "invalid NHS number",
             v::nhs_number(r.get(0))
         );
-        let date = check!(rej, r, COLS[1], "unparsable date", v::date(r.get(1)));
+        let date = check!(rej, r, cols[1], "unparsable date", v::date(r.get(1)));
         let dissent = check!(
             rej,
             r,
-            COLS[2],
+            cols[2],
             "not a Type 1 dissent or withdrawal code",
             match r.get(2) {
                 TYPE1_DISSENT => Some(true),
@@ -320,17 +323,7 @@ pub fn patients(
     ex: &mut Extract,
     progress: impl FnMut(u64),
 ) -> Result<Processed> {
-    const COLS: &[&str] = &[
-        "nhs_number",
-        "date_of_birth",
-        "sex",
-        "ethnicity",
-        "postcode",
-        "practice_code",
-        "registration_start",
-        "registration_end",
-        "date_of_death",
-    ];
+    let cols = catalog::raw_columns("gp_patients.csv");
     let mut out = Processed::new("gp_patients.csv");
     let mut people: HashMap<u64, Demographics> = HashMap::new();
     let mut regs: Vec<(u64, [u8; 6], i32, Option<i32>)> = Vec::new();
@@ -341,59 +334,59 @@ pub fn patients(
             let nhs = check!(
                 rej,
                 r,
-                COLS[0],
+                cols[0],
                 "invalid NHS number",
                 v::nhs_number(r.get(0))
             );
-            let dob = check!(rej, r, COLS[1], "unparsable date", v::date(r.get(1)));
+            let dob = check!(rej, r, cols[1], "unparsable date", v::date(r.get(1)));
             let sex = check!(
                 rej,
                 r,
-                COLS[2],
+                cols[2],
                 "not one of F, M, I, U",
                 v::sex(r.get(2)).then(|| r.get(2)[0])
             );
             let eth = check!(
                 rej,
                 r,
-                COLS[3],
+                cols[3],
                 "not an ethnic category letter",
                 v::ethnicity(r.get(3)).then(|| r.get(3)[0])
             );
             // An unknown or malformed postcode leaves the area unknown; it is no reason to drop
             // the person (real extracts have many).
             let lsoa = v::postcode_key(r.get(4)).and_then(|k| ctx.postcodes.get(&k).copied());
-            let practice = check!(rej, r, COLS[5], "malformed practice code", {
+            let practice = check!(rej, r, cols[5], "malformed practice code", {
                 let c = r.get(5);
                 v::practice_code(c)
                     .then(|| <[u8; 6]>::try_from(c).ok())
                     .flatten()
             });
             if !ctx.practices.contains(&practice) {
-                rej.add(r.line, COLS[5], "practice not in practices.csv");
+                rej.add(r.line, cols[5], "practice not in practices.csv");
                 return Ok(());
             }
-            let start = check!(rej, r, COLS[6], "unparsable date", v::date(r.get(6)));
+            let start = check!(rej, r, cols[6], "unparsable date", v::date(r.get(6)));
             let end = check!(
                 rej,
                 r,
-                COLS[7],
+                cols[7],
                 "unparsable date",
                 v::opt_date(r.get(7)).ok()
             );
             let death = check!(
                 rej,
                 r,
-                COLS[8],
+                cols[8],
                 "unparsable date",
                 v::opt_date(r.get(8)).ok()
             );
             if end.is_some_and(|e| e < start) {
-                rej.add(r.line, COLS[7], "registration ends before it starts");
+                rej.add(r.line, cols[7], "registration ends before it starts");
                 return Ok(());
             }
             if start < dob || death.is_some_and(|d| d < dob) {
-                rej.add(r.line, COLS[1], "date of birth after registration or death");
+                rej.add(r.line, cols[1], "date of birth after registration or death");
                 return Ok(());
             }
             regs.push((nhs, practice, start, end));
@@ -523,23 +516,23 @@ fn gp_person(
 
 /// `gp_events.csv` → `clinical_events`.
 pub fn events(ctx: &Context, ex: &mut Extract, progress: impl FnMut(u64)) -> Result<Processed> {
-    const COLS: &[&str] = &["nhs_number", "event_date", "snomedct_code", "numeric_value"];
+    let cols = catalog::raw_columns("gp_events.csv");
     let mut out = Processed::new("gp_events.csv");
     let mut rows = Rows::new(&catalog::CLINICAL_EVENTS);
     let (rej, removed) = (&mut out.rejects, &mut out.counts.removed_by_objection);
     let read = ex.for_each(progress, |r| {
-        let date = check!(rej, r, COLS[1], "unparsable date", v::date(r.get(1)));
+        let date = check!(rej, r, cols[1], "unparsable date", v::date(r.get(1)));
         let code = check!(
             rej,
             r,
-            COLS[2],
+            cols[2],
             "malformed SNOMED CT code",
             v::snomed(r.get(2)).then(|| text(r.get(2))).flatten()
         );
         let value = check!(
             rej,
             r,
-            COLS[3],
+            cols[3],
             "not a finite number",
             v::opt_number(r.get(3)).ok()
         );
@@ -563,23 +556,23 @@ pub fn medications(
     ex: &mut Extract,
     progress: impl FnMut(u64),
 ) -> Result<Processed> {
-    const COLS: &[&str] = &["nhs_number", "issue_date", "dmd_code", "bnf_code"];
+    let cols = catalog::raw_columns("gp_medications.csv");
     let mut out = Processed::new("gp_medications.csv");
     let mut rows = Rows::new(&catalog::MEDICATIONS);
     let (rej, removed) = (&mut out.rejects, &mut out.counts.removed_by_objection);
     let read = ex.for_each(progress, |r| {
-        let date = check!(rej, r, COLS[1], "unparsable date", v::date(r.get(1)));
+        let date = check!(rej, r, cols[1], "unparsable date", v::date(r.get(1)));
         let dmd = check!(
             rej,
             r,
-            COLS[2],
+            cols[2],
             "malformed dm+d code",
             v::dmd(r.get(2)).then(|| text(r.get(2))).flatten()
         );
         let bnf = check!(
             rej,
             r,
-            COLS[3],
+            cols[3],
             "malformed BNF code",
             v::bnf(r.get(3)).then(|| text(r.get(3))).flatten()
         );
@@ -611,28 +604,7 @@ fn hes_person(ctx: &Context, r: &Record<'_>, rej: &mut Rejects) -> Result<Option
 
 /// `hes_apc.csv` → `hes_apc`.
 pub fn hes_apc(ctx: &Context, ex: &mut Extract, progress: impl FnMut(u64)) -> Result<Processed> {
-    const COLS: &[&str] = &[
-        "nhs_number",
-        "epikey",
-        "spell_id",
-        "epiorder",
-        "admidate",
-        "epistart",
-        "epiend",
-        "disdate",
-        "admimeth",
-        "admisorc",
-        "dismeth",
-        "procode3",
-        "gpprac",
-        "startage",
-        "sex",
-        "postcode",
-        "diag_4_01",
-        "diag_4_concat",
-        "opertn_4_01",
-        "opertn_4_concat",
-    ];
+    let cols = catalog::raw_columns("hes_apc.csv");
     let mut out = Processed::new("hes_apc.csv");
     let mut rows = Rows::new(&catalog::HES_APC);
     let rej = &mut out.rejects;
@@ -640,80 +612,80 @@ pub fn hes_apc(ctx: &Context, ex: &mut Extract, progress: impl FnMut(u64)) -> Re
         let epikey = check!(
             rej,
             r,
-            COLS[1],
+            cols[1],
             "not a positive integer",
             v::record_id(r.get(1))
         );
         let spell = check!(
             rej,
             r,
-            COLS[2],
+            cols[2],
             "not a positive integer",
             v::record_id(r.get(2))
         );
-        let order = check!(rej, r, COLS[3], "not 1-99", v::small_order(r.get(3)));
-        let admidate = check!(rej, r, COLS[4], "unparsable date", v::date(r.get(4)));
-        let epistart = check!(rej, r, COLS[5], "unparsable date", v::date(r.get(5)));
+        let order = check!(rej, r, cols[3], "not 1-99", v::small_order(r.get(3)));
+        let admidate = check!(rej, r, cols[4], "unparsable date", v::date(r.get(4)));
+        let epistart = check!(rej, r, cols[5], "unparsable date", v::date(r.get(5)));
         let epiend = check!(
             rej,
             r,
-            COLS[6],
+            cols[6],
             "unparsable date",
             v::opt_date(r.get(6)).ok()
         );
         let disdate = check!(
             rej,
             r,
-            COLS[7],
+            cols[7],
             "unparsable date",
             v::opt_date(r.get(7)).ok()
         );
         if disdate.is_some_and(|d| d < admidate) || epiend.is_some_and(|e| e < epistart) {
-            rej.add(r.line, COLS[7], "ends before it starts");
+            rej.add(r.line, cols[7], "ends before it starts");
             return Ok(());
         }
         let admimeth = check!(
             rej,
             r,
-            COLS[8],
+            cols[8],
             "unknown admission method",
             v::admimeth(r.get(8)).then(|| text(r.get(8))).flatten()
         );
         let admisorc = check!(
             rej,
             r,
-            COLS[9],
+            cols[9],
             "malformed code",
             v::alnum(r.get(9), 1, 2).then(|| text(r.get(9))).flatten()
         );
         let dismeth = check!(
             rej,
             r,
-            COLS[10],
+            cols[10],
             "malformed code",
             v::alnum(r.get(10), 1, 2).then(|| text(r.get(10))).flatten()
         );
         let procode = check!(
             rej,
             r,
-            COLS[11],
+            cols[11],
             "malformed provider code",
             v::alnum(r.get(11), 3, 3).then(|| text(r.get(11))).flatten()
         );
         let gpprac = check!(
             rej,
             r,
-            COLS[12],
+            cols[12],
             "malformed practice code",
             v::practice_code(r.get(12))
                 .then(|| text(r.get(12)))
                 .flatten()
         );
-        let age = check!(rej, r, COLS[13], "not an age", v::age(r.get(13)));
+        let age = check!(rej, r, cols[13], "not an age", v::age(r.get(13)));
         let sex = check!(
             rej,
             r,
-            COLS[14],
+            cols[14],
             "not one of F, M, I, U",
             v::sex(r.get(14)).then(|| text(r.get(14))).flatten()
         );
@@ -723,14 +695,14 @@ pub fn hes_apc(ctx: &Context, ex: &mut Extract, progress: impl FnMut(u64)) -> Re
         let diag = check!(
             rej,
             r,
-            COLS[16],
+            cols[16],
             "malformed ICD-10 code",
             v::icd10(r.get(16)).then(|| text(r.get(16))).flatten()
         );
         let diags = check!(
             rej,
             r,
-            COLS[17],
+            cols[17],
             "malformed ICD-10 list",
             v::icd10_list(r.get(17)).then(|| text(r.get(17))).flatten()
         );
@@ -738,7 +710,7 @@ pub fn hes_apc(ctx: &Context, ex: &mut Extract, progress: impl FnMut(u64)) -> Re
         let op = check!(
             rej,
             r,
-            COLS[18],
+            cols[18],
             "malformed OPCS-4 code",
             if op.is_empty() {
                 Some(None)
@@ -750,7 +722,7 @@ pub fn hes_apc(ctx: &Context, ex: &mut Extract, progress: impl FnMut(u64)) -> Re
         let ops = check!(
             rej,
             r,
-            COLS[19],
+            cols[19],
             "malformed OPCS-4 list",
             if ops.is_empty() {
                 Some(None)
@@ -790,17 +762,7 @@ pub fn hes_apc(ctx: &Context, ex: &mut Extract, progress: impl FnMut(u64)) -> Re
 
 /// `hes_op.csv` → `hes_op`.
 pub fn hes_op(ctx: &Context, ex: &mut Extract, progress: impl FnMut(u64)) -> Result<Processed> {
-    const COLS: &[&str] = &[
-        "nhs_number",
-        "attendkey",
-        "apptdate",
-        "attended",
-        "firstatt",
-        "tretspef",
-        "procode3",
-        "gpprac",
-        "apptage",
-    ];
+    let cols = catalog::raw_columns("hes_op.csv");
     let mut out = Processed::new("hes_op.csv");
     let mut rows = Rows::new(&catalog::HES_OP);
     let rej = &mut out.rejects;
@@ -808,15 +770,15 @@ pub fn hes_op(ctx: &Context, ex: &mut Extract, progress: impl FnMut(u64)) -> Res
         let key = check!(
             rej,
             r,
-            COLS[1],
+            cols[1],
             "not a positive integer",
             v::record_id(r.get(1))
         );
-        let date = check!(rej, r, COLS[2], "unparsable date", v::date(r.get(2)));
+        let date = check!(rej, r, cols[2], "unparsable date", v::date(r.get(2)));
         let attended = check!(
             rej,
             r,
-            COLS[3],
+            cols[3],
             "unknown attendance code",
             matches!(r.get(3), b"0" | b"2" | b"3" | b"4" | b"5" | b"6" | b"7")
                 .then(|| text(r.get(3)))
@@ -825,32 +787,32 @@ pub fn hes_op(ctx: &Context, ex: &mut Extract, progress: impl FnMut(u64)) -> Res
         let firstatt = check!(
             rej,
             r,
-            COLS[4],
+            cols[4],
             "unknown first-attendance code",
             v::alnum(r.get(4), 1, 1).then(|| text(r.get(4))).flatten()
         );
         let tretspef = check!(
             rej,
             r,
-            COLS[5],
+            cols[5],
             "malformed specialty code",
             v::alnum(r.get(5), 3, 3).then(|| text(r.get(5))).flatten()
         );
         let procode = check!(
             rej,
             r,
-            COLS[6],
+            cols[6],
             "malformed provider code",
             v::alnum(r.get(6), 3, 3).then(|| text(r.get(6))).flatten()
         );
         let gpprac = check!(
             rej,
             r,
-            COLS[7],
+            cols[7],
             "malformed practice code",
             v::practice_code(r.get(7)).then(|| text(r.get(7))).flatten()
         );
-        let age = check!(rej, r, COLS[8], "not an age", v::age(r.get(8)));
+        let age = check!(rej, r, cols[8], "not an age", v::age(r.get(8)));
         let Some(p) = hes_person(ctx, r, rej)? else {
             return Ok(());
         };
@@ -872,16 +834,7 @@ pub fn hes_op(ctx: &Context, ex: &mut Extract, progress: impl FnMut(u64)) -> Res
 
 /// `hes_ae.csv` → `hes_ae`.
 pub fn hes_ae(ctx: &Context, ex: &mut Extract, progress: impl FnMut(u64)) -> Result<Processed> {
-    const COLS: &[&str] = &[
-        "nhs_number",
-        "aekey",
-        "arrivaldate",
-        "aearrivalmode",
-        "aeattenddisp",
-        "procode3",
-        "gpprac",
-        "arrivalage",
-    ];
+    let cols = catalog::raw_columns("hes_ae.csv");
     let mut out = Processed::new("hes_ae.csv");
     let mut rows = Rows::new(&catalog::HES_AE);
     let rej = &mut out.rejects;
@@ -889,40 +842,40 @@ pub fn hes_ae(ctx: &Context, ex: &mut Extract, progress: impl FnMut(u64)) -> Res
         let key = check!(
             rej,
             r,
-            COLS[1],
+            cols[1],
             "not a positive integer",
             v::record_id(r.get(1))
         );
-        let date = check!(rej, r, COLS[2], "unparsable date", v::date(r.get(2)));
+        let date = check!(rej, r, cols[2], "unparsable date", v::date(r.get(2)));
         let mode = check!(
             rej,
             r,
-            COLS[3],
+            cols[3],
             "malformed arrival mode",
             v::alnum(r.get(3), 1, 2).then(|| text(r.get(3))).flatten()
         );
         let disp = check!(
             rej,
             r,
-            COLS[4],
+            cols[4],
             "malformed disposal code",
             v::alnum(r.get(4), 2, 2).then(|| text(r.get(4))).flatten()
         );
         let procode = check!(
             rej,
             r,
-            COLS[5],
+            cols[5],
             "malformed provider code",
             v::alnum(r.get(5), 3, 3).then(|| text(r.get(5))).flatten()
         );
         let gpprac = check!(
             rej,
             r,
-            COLS[6],
+            cols[6],
             "malformed practice code",
             v::practice_code(r.get(6)).then(|| text(r.get(6))).flatten()
         );
-        let age = check!(rej, r, COLS[7], "not an age", v::age(r.get(7)));
+        let age = check!(rej, r, cols[7], "not an age", v::age(r.get(7)));
         let Some(p) = hes_person(ctx, r, rej)? else {
             return Ok(());
         };
@@ -943,7 +896,7 @@ pub fn hes_ae(ctx: &Context, ex: &mut Extract, progress: impl FnMut(u64)) -> Res
 
 /// `ndoo.csv` → the governance table `national_opt_out` (latest `as_of` per person wins).
 pub fn ndoo(ctx: &Context, ex: &mut Extract, progress: impl FnMut(u64)) -> Result<Processed> {
-    const COLS: &[&str] = &["nhs_number", "opted_out", "as_of"];
+    let cols = catalog::raw_columns("ndoo.csv");
     let mut out = Processed::new("ndoo.csv");
     let mut latest: HashMap<u64, (i32, bool)> = HashMap::new();
     let rej = &mut out.rejects;
@@ -951,12 +904,12 @@ pub fn ndoo(ctx: &Context, ex: &mut Extract, progress: impl FnMut(u64)) -> Resul
         let nhs = check!(
             rej,
             r,
-            COLS[0],
+            cols[0],
             "invalid NHS number",
             v::nhs_number(r.get(0))
         );
-        let opted = check!(rej, r, COLS[1], "not true or false", v::boolean(r.get(1)));
-        let as_of = check!(rej, r, COLS[2], "unparsable date", v::date(r.get(2)));
+        let opted = check!(rej, r, cols[1], "not true or false", v::boolean(r.get(1)));
+        let as_of = check!(rej, r, cols[2], "unparsable date", v::date(r.get(2)));
         let e = latest.entry(nhs).or_insert((as_of, opted));
         // Latest status wins; on the same date an opt-out wins (fail closed).
         if as_of > e.0 || (as_of == e.0 && opted) {

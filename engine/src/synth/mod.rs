@@ -49,70 +49,6 @@ pub const EXTRACT_FILES: &[&str] = &[
     "ndoo.csv",
 ];
 
-/// The header of each extract (DATA_MODEL.md §1), in [`EXTRACT_FILES`] order.
-pub(crate) const HEADERS: [&[&str]; 10] = [
-    &["practice_code", "practice_name", "sub_icb_code", "region"],
-    &["postcode", "lsoa", "imd_decile"],
-    &[
-        "nhs_number",
-        "date_of_birth",
-        "sex",
-        "ethnicity",
-        "postcode",
-        "practice_code",
-        "registration_start",
-        "registration_end",
-        "date_of_death",
-    ],
-    &["nhs_number", "event_date", "snomedct_code", "numeric_value"],
-    &["nhs_number", "issue_date", "dmd_code", "bnf_code"],
-    &["nhs_number", "code_date", "snomedct_code"],
-    &[
-        "nhs_number",
-        "epikey",
-        "spell_id",
-        "epiorder",
-        "admidate",
-        "epistart",
-        "epiend",
-        "disdate",
-        "admimeth",
-        "admisorc",
-        "dismeth",
-        "procode3",
-        "gpprac",
-        "startage",
-        "sex",
-        "postcode",
-        "diag_4_01",
-        "diag_4_concat",
-        "opertn_4_01",
-        "opertn_4_concat",
-    ],
-    &[
-        "nhs_number",
-        "attendkey",
-        "apptdate",
-        "attended",
-        "firstatt",
-        "tretspef",
-        "procode3",
-        "gpprac",
-        "apptage",
-    ],
-    &[
-        "nhs_number",
-        "aekey",
-        "arrivaldate",
-        "aearrivalmode",
-        "aeattenddisp",
-        "procode3",
-        "gpprac",
-        "arrivalage",
-    ],
-    &["nhs_number", "opted_out", "as_of"],
-];
-
 /// Patients per chunk (fixed: part of the output's definition, not a tuning knob).
 pub(crate) const CHUNK: u64 = 4096;
 /// Largest supported patient count (NHS-number space and id strides).
@@ -209,8 +145,7 @@ pub fn generate(opts: &SynthOptions) -> Result<SynthSummary> {
     let reference = reference::Reference::build(opts.seed, opts.patients);
     let mut files = EXTRACT_FILES
         .iter()
-        .zip(HEADERS)
-        .map(|(name, header)| OutFile::create(&opts.out, name, header))
+        .map(|name| OutFile::create(&opts.out, name, crate::catalog::raw_columns(name)))
         .collect::<Result<Vec<_>>>()?;
 
     let (practices, postcodes) = reference.format().map_err(|e| csv_err(&files[0].tmp, e))?;

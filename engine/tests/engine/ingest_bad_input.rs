@@ -80,7 +80,7 @@ fn missing_column() {
     let (_d, x, store, _) = setup();
     edit(&x.join("gp_events.csv"), |t| {
         t.lines()
-            .map(|l| l.rsplitn(2, ',').nth(1).unwrap_or(l).to_string() + "\n")
+            .map(|l| l.rsplit_once(',').map_or(l, |x| x.0).to_string() + "\n")
             .collect()
     });
     expect_refused(
