@@ -140,6 +140,7 @@ pub fn ingest(opts: &IngestOptions, keys: &Keys) -> Result<IngestReport> {
     }
     let store = Store::new(&opts.store);
     let lock = store.lock()?;
+    refuse_keys_inside_store(keys, &opts.store)?;
     let cleanup = store.cleanup(&lock, usize::MAX)?;
     if cleanup != store::Cleanup::default() {
         tracing::info!(
@@ -372,6 +373,23 @@ fn write_tables(
         out.push(TableEntry::new(def, vec![file]));
     }
     Ok(out)
+}
+
+/// Keys never live inside the store: a copy of the store (backup, transfer) must never carry
+/// the secrets that link it back to NHS numbers.
+fn refuse_keys_inside_store(keys: &Keys, store: &Path) -> Result<()> {
+    if keys.dir.as_os_str().is_empty() {
+        return Ok(());
+    }
+    let canon = |p: &Path| std::fs::canonicalize(p).map_err(|e| Error::io(p, e));
+    if canon(&keys.dir)?.starts_with(canon(store)?) {
+        return Err(Error::InvalidOption(format!(
+            "the keys directory {} is inside the store {}; keys must live outside the store",
+            keys.dir.display(),
+            store.display()
+        )));
+    }
+    Ok(())
 }
 
 fn source_entry(ex: Extract) -> Result<SourceEntry> {

@@ -183,3 +183,16 @@ fn too_many_bad_records_publish_nothing_and_report_without_values() {
     let ok = fivesafes_engine::ingest::ingest(&opts, &keys()).expect("within limit");
     assert_eq!(ok.version.manifest.version, 2);
 }
+
+#[test]
+fn keys_inside_the_store_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (x, store) = (dir.path().join("x"), dir.path().join("store"));
+    valid_extracts(&x);
+    let keys_dir = store.join("keys");
+    fivesafes_engine::keys::init(&keys_dir).expect("keys");
+    let keys = fivesafes_engine::keys::Keys::load(&keys_dir).expect("load");
+    let err = run_ingest(&x, &store, &keys).expect_err("refused");
+    assert!(err.to_string().contains("keys must live outside the store"), "{err}");
+    assert!(Store::new(&store).current_version_number().expect("read").is_none());
+}
