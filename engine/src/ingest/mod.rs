@@ -17,7 +17,9 @@ pub mod tables;
 pub mod validate;
 pub mod writer;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+
+use foldhash::{HashMap as FastMap, HashSet as FastSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -186,14 +188,18 @@ pub fn ingest(opts: &IngestOptions, keys: &Keys) -> Result<IngestReport> {
         postcodes,
         lsoas,
         objectors,
-        gp_people: HashMap::new(),
-        ids: HashSet::new(),
+        gp_people: FastMap::default(),
+        ids: FastSet::default(),
     };
     let mut ex = take("gp_patients.csv");
     let bar = bars.bar(&ex);
     processed.push(tables::patients(&mut ctx, &mut ex, bar)?);
     sources.push(source_entry(ex)?);
 
+    tracing::info!(
+        ms = started.elapsed().as_millis() as u64,
+        "reference extracts, objections and registrations read"
+    );
     let staging = store.begin(&lock)?;
 
     // The large extracts, largest first, on all cores; each worker validates, sorts and writes
@@ -347,7 +353,8 @@ fn run_parallel_job(
     ex: &mut Extract,
     bar: impl FnMut(u64),
 ) -> Result<Processed> {
-    match name {
+    let started = Instant::now();
+    let out = match name {
         "gp_events.csv" => tables::events(ctx, ex, bar),
         "gp_medications.csv" => tables::medications(ctx, ex, bar),
         "hes_apc.csv" => tables::hes_apc(ctx, ex, bar),
@@ -355,7 +362,14 @@ fn run_parallel_job(
         "hes_ae.csv" => tables::hes_ae(ctx, ex, bar),
         "ndoo.csv" => tables::ndoo(ctx, ex, bar),
         other => Err(Error::InvalidOption(format!("no parallel job for {other}"))),
-    }
+    }?;
+    tracing::info!(
+        extract = name,
+        rows = out.counts.read,
+        read_ms = started.elapsed().as_millis() as u64,
+        "extract read"
+    );
+    Ok(out)
 }
 
 fn write_tables(

@@ -2,7 +2,9 @@
 //! and append the stored row. A record that fails a check becomes a reject (line, column,
 //! reason) and is not written; structural problems stop the run (see `source`).
 
-use std::collections::{HashMap, HashSet};
+// Hash maps with a fast (non-SipHash) hasher: keys are NHS numbers and codes from trusted
+// extracts, looked up once or more per record.
+use foldhash::{HashMap, HashSet};
 
 use crate::catalog;
 use crate::dates::first_of_month;
@@ -142,7 +144,7 @@ pub fn practices(
     let cols = catalog::raw_columns("practices.csv");
     let mut out = Processed::new("practices.csv");
     let mut rows = Rows::new(&catalog::PRACTICES);
-    let mut codes = HashSet::new();
+    let mut codes = HashSet::default();
     let rej = &mut out.rejects;
     let read = ex.for_each(progress, |r| {
         let code = check!(rej, r, cols[0], "malformed practice code", {
@@ -199,9 +201,9 @@ pub fn postcodes(
 ) -> Result<(Processed, PostcodeLookup)> {
     let cols = catalog::raw_columns("postcode_lsoa.csv");
     let mut out = Processed::new("postcode_lsoa.csv");
-    let mut map = HashMap::new();
+    let mut map = HashMap::default();
     let mut lsoas: Vec<(String, i16)> = Vec::new();
-    let mut index: HashMap<String, u32> = HashMap::new();
+    let mut index: HashMap<String, u32> = HashMap::default();
     let rej = &mut out.rejects;
     let read = ex.for_each(progress, |r| {
         let key = check!(
@@ -266,7 +268,7 @@ pub fn objections(
 ) -> Result<(Processed, HashSet<u64>)> {
     let cols = catalog::raw_columns("gp_objections.csv");
     let mut out = Processed::new("gp_objections.csv");
-    let mut latest: HashMap<u64, (i32, bool)> = HashMap::new();
+    let mut latest: HashMap<u64, (i32, bool)> = HashMap::default();
     let rej = &mut out.rejects;
     let read = ex.for_each(progress, |r| {
         let nhs = check!(
@@ -325,7 +327,7 @@ pub fn patients(
 ) -> Result<Processed> {
     let cols = catalog::raw_columns("gp_patients.csv");
     let mut out = Processed::new("gp_patients.csv");
-    let mut people: HashMap<u64, Demographics> = HashMap::new();
+    let mut people: HashMap<u64, Demographics> = HashMap::default();
     let mut regs: Vec<(u64, [u8; 6], i32, Option<i32>)> = Vec::new();
     let rej = &mut out.rejects;
     let read = {
@@ -898,7 +900,7 @@ pub fn hes_ae(ctx: &Context, ex: &mut Extract, progress: impl FnMut(u64)) -> Res
 pub fn ndoo(ctx: &Context, ex: &mut Extract, progress: impl FnMut(u64)) -> Result<Processed> {
     let cols = catalog::raw_columns("ndoo.csv");
     let mut out = Processed::new("ndoo.csv");
-    let mut latest: HashMap<u64, (i32, bool)> = HashMap::new();
+    let mut latest: HashMap<u64, (i32, bool)> = HashMap::default();
     let rej = &mut out.rejects;
     let read = ex.for_each(progress, |r| {
         let nhs = check!(

@@ -2,11 +2,12 @@
 //! staging version.
 
 use arrow::array::{
-    ArrayBuilder, ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int16Builder,
-    Int64Builder, RecordBatch, StringBuilder, UInt8Builder,
+    ArrayBuilder, ArrayRef, AsArray, BooleanBuilder, Date32Builder, Float64Builder, Int16Builder,
+    Int64Builder, RecordBatch, StringBuilder, UInt8Builder, UInt32Array,
 };
 use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
 use arrow::datatypes::{DataType, SchemaRef};
+use arrow::datatypes::{Date32Type, Int16Type, Int64Type};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -206,23 +207,31 @@ pub fn write_table(
     schema: SchemaRef,
     batches: Vec<RecordBatch>,
 ) -> Result<FileEntry> {
+    let started = std::time::Instant::now();
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
     let sorted = if rows == 0 || def.sort_by.is_empty() {
         batches
     } else {
         let all = concat_batches(&schema, &batches)?;
         drop(batches);
-        let keys = def
+        let columns = def
             .sort_by
             .iter()
-            .map(|name| {
-                Ok(SortColumn {
-                    values: all.column(schema.index_of(name)?).clone(),
-                    options: None,
-                })
-            })
+            .map(|name| Ok(all.column(schema.index_of(name)?).clone()))
             .collect::<Result<Vec<_>>>()?;
-        let idx = lexsort_to_indices(&keys, None)?;
+        let idx = match packed_sort_indices(&columns) {
+            Some(idx) => idx,
+            None => {
+                let keys: Vec<SortColumn> = columns
+                    .into_iter()
+                    .map(|values| SortColumn {
+                        values,
+                        options: None,
+                    })
+                    .collect();
+                lexsort_to_indices(&keys, None)?
+            }
+        };
         let sorted = take_record_batch(&all, &idx)?;
         drop(all);
         (0..rows)
@@ -230,6 +239,7 @@ pub fn write_table(
             .map(|off| sorted.slice(off, BATCH_ROWS.min(rows - off)))
             .collect()
     };
+    let sort_ms = started.elapsed().as_millis() as u64;
     let (rel, file) = staging.create_table_file(def.name, 0)?;
     let mut writer = ArrowWriter::try_new(file, schema, Some(writer_properties()))?;
     for b in &sorted {
@@ -237,10 +247,194 @@ pub fn write_table(
     }
     let file = writer.into_inner()?;
     let (bytes, sha256) = file.finish()?;
+    tracing::info!(
+        table = def.name,
+        rows,
+        bytes,
+        sort_ms,
+        write_ms = started.elapsed().as_millis() as u64 - sort_ms,
+        "table written"
+    );
     Ok(FileEntry {
         path: rel,
         rows: rows as u64,
         bytes,
         sha256,
     })
+}
+
+/// Dense ranks of a column's values (0 = null, then 1.. in ascending order) and the largest
+/// rank. Strings are ranked through their distinct values, so sorting never compares strings
+/// row by row; `None` for types not used in sort keys.
+fn ranks(a: &ArrayRef) -> Option<(Vec<u32>, u32)> {
+    match a.data_type() {
+        DataType::Utf8 => {
+            let s = a.as_string::<i32>();
+            let mut ids: foldhash::HashMap<&str, u32> = foldhash::HashMap::default();
+            let mut distinct: Vec<&str> = Vec::new();
+            let row_ids: Vec<u32> = s
+                .iter()
+                .map(|v| match v {
+                    None => u32::MAX,
+                    Some(v) => *ids.entry(v).or_insert_with(|| {
+                        distinct.push(v);
+                        distinct.len() as u32 - 1
+                    }),
+                })
+                .collect();
+            let mut order: Vec<u32> = (0..distinct.len() as u32).collect();
+            order.sort_unstable_by_key(|&i| distinct[i as usize]);
+            let mut rank_of = vec![0u32; distinct.len()];
+            for (rank, &id) in order.iter().enumerate() {
+                rank_of[id as usize] = rank as u32 + 1;
+            }
+            let ranks = row_ids
+                .into_iter()
+                .map(|id| {
+                    if id == u32::MAX {
+                        0
+                    } else {
+                        rank_of[id as usize]
+                    }
+                })
+                .collect();
+            Some((ranks, distinct.len() as u32))
+        }
+        DataType::Date32 => int_ranks(
+            a.as_primitive::<Date32Type>()
+                .iter()
+                .map(|v| v.map(i64::from)),
+        ),
+        DataType::Int16 => int_ranks(
+            a.as_primitive::<Int16Type>()
+                .iter()
+                .map(|v| v.map(i64::from)),
+        ),
+        DataType::Int64 => int_ranks(a.as_primitive::<Int64Type>().iter()),
+        _ => None,
+    }
+}
+
+/// Dense ranks of integers: offsets from the minimum when the range is small, else ranks
+/// among the sorted distinct values.
+fn int_ranks(values: impl Iterator<Item = Option<i64>> + Clone) -> Option<(Vec<u32>, u32)> {
+    let (min, max) = values
+        .clone()
+        .flatten()
+        .fold((i64::MAX, i64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    if min > max {
+        // All null.
+        let n = values.count();
+        return Some((vec![0; n], 0));
+    }
+    if let Some(span) = max.checked_sub(min).filter(|&s| s < (1 << 24)) {
+        let ranks = values
+            .map(|v| v.map_or(0, |v| (v - min) as u32 + 1))
+            .collect();
+        return Some((ranks, span as u32 + 1));
+    }
+    let mut distinct: Vec<i64> = values.clone().flatten().collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let ranks = values
+        .map(|v| v.map_or(0, |v| distinct.partition_point(|&d| d < v) as u32 + 1))
+        .collect();
+    Some((ranks, distinct.len() as u32))
+}
+
+/// The sorting permutation by several columns, computed by packing each row's column ranks
+/// and its row number into one `u64` and sorting those: much faster than comparing rows
+/// column by column. `None` when the key does not fit in 64 bits.
+fn packed_sort_indices(columns: &[ArrayRef]) -> Option<UInt32Array> {
+    let rows = columns.first()?.len();
+    if rows > u32::MAX as usize {
+        return None;
+    }
+    let row_bits = bits(rows as u32);
+    let mut keys = vec![0u64; rows];
+    let mut used = row_bits;
+    for c in columns {
+        let (r, max) = ranks(c)?;
+        let b = bits(max);
+        used += b;
+        if used > 64 {
+            return None;
+        }
+        for (k, r) in keys.iter_mut().zip(r) {
+            *k = (*k << b) | u64::from(r);
+        }
+    }
+    for (i, k) in keys.iter_mut().enumerate() {
+        *k = (*k << row_bits) | i as u64;
+    }
+    keys.sort_unstable();
+    let mask = (1u64 << row_bits) - 1;
+    Some(keys.into_iter().map(|k| (k & mask) as u32).collect())
+}
+
+/// Bits needed to represent `v`.
+fn bits(v: u32) -> u32 {
+    32 - v.leading_zeros()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Date32Array, Int64Array, StringArray};
+    use std::sync::Arc;
+
+    #[test]
+    fn packed_sort_matches_lexsort() {
+        let codes: ArrayRef = Arc::new(StringArray::from(vec![
+            Some("b"),
+            None,
+            Some("a"),
+            Some("b"),
+            Some("a"),
+            Some("c"),
+            Some("a"),
+        ]));
+        let dates: ArrayRef = Arc::new(Date32Array::from(vec![
+            Some(5),
+            Some(1),
+            Some(9),
+            Some(2),
+            None,
+            Some(0),
+            Some(-3),
+        ]));
+        let ids: ArrayRef = Arc::new(Int64Array::from(vec![i64::MAX, 3, -7, 1 << 40, 0, 12, 5]));
+        for cols in [
+            vec![codes.clone(), dates.clone()],
+            vec![codes.clone(), ids.clone()],
+            vec![dates.clone()],
+            vec![ids.clone(), codes.clone()],
+        ] {
+            let packed = packed_sort_indices(&cols).expect("fits");
+            let keys: Vec<SortColumn> = cols
+                .iter()
+                .map(|c| SortColumn {
+                    values: c.clone(),
+                    options: None,
+                })
+                .collect();
+            let lex = lexsort_to_indices(&keys, None).expect("lexsort");
+            // Equal keys may come in any order; compare the sorted key tuples.
+            let take = |idx: &UInt32Array| -> Vec<String> {
+                idx.values()
+                    .iter()
+                    .map(|&i| {
+                        cols.iter()
+                            .map(|c| {
+                                arrow::util::display::array_value_to_string(c, i as usize)
+                                    .expect("display")
+                            })
+                            .collect::<Vec<_>>()
+                            .join("|")
+                    })
+                    .collect()
+            };
+            assert_eq!(take(&packed), take(&lex));
+        }
+    }
 }

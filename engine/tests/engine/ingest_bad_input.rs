@@ -193,6 +193,14 @@ fn keys_inside_the_store_are_refused() {
     fivesafes_engine::keys::init(&keys_dir).expect("keys");
     let keys = fivesafes_engine::keys::Keys::load(&keys_dir).expect("load");
     let err = run_ingest(&x, &store, &keys).expect_err("refused");
-    assert!(err.to_string().contains("keys must live outside the store"), "{err}");
-    assert!(Store::new(&store).current_version_number().expect("read").is_none());
+    assert!(
+        err.to_string().contains("keys must live outside the store"),
+        "{err}"
+    );
+    assert!(
+        Store::new(&store)
+            .current_version_number()
+            .expect("read")
+            .is_none()
+    );
 }

@@ -1,0 +1,186 @@
+//! The statement gate: turns SQL text into a logical plan without executing anything, and
+//! refuses every statement that is not a single read-only query before any table is read.
+//!
+//! Checks, in order: size; exactly one statement; the statement is a query (no DDL, DML,
+//! `COPY`, `SET`, `PREPARE`, `EXPLAIN` in any form, `SHOW`, `DESCRIBE`); planning inside the
+//! project's session (hidden tables do not exist there, so they fail exactly like typos);
+//! then the plan is checked again node by node, subqueries included, because some statements
+//! that parse as queries plan as something else (`SELECT … INTO` creates a table).
+
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::DataFusionError;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::{SQLOptions, SessionContext};
+use datafusion::sql::parser::{DFParserBuilder, Statement as DfStatement};
+use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+
+use crate::decision::{Refusal, Rule};
+
+/// Largest SQL text accepted, in bytes.
+pub const MAX_SQL_BYTES: usize = 256 * 1024;
+
+/// Deepest expression or query nesting the parser accepts.
+pub const MAX_NESTING: usize = 64;
+
+/// Why a statement did not become a plan.
+#[derive(Debug, thiserror::Error)]
+pub enum GateError {
+    /// The policy refused it.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// The SQL is not valid or names something that does not exist in the project
+    /// (a syntax error, an unknown table or column). Depends only on the text and the
+    /// project's schema, never on data.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Plans `sql` in the project's session `ctx` after the statement checks.
+pub async fn plan_query(ctx: &SessionContext, sql: &str) -> Result<LogicalPlan, GateError> {
+    if sql.len() > MAX_SQL_BYTES {
+        return Err(Refusal::new(
+            Rule::TooComplex,
+            format!(
+                "the statement is {} bytes long; the limit is {MAX_SQL_BYTES}",
+                sql.len()
+            ),
+        )
+        .into());
+    }
+    let dialect = GenericDialect {};
+    let mut statements = DFParserBuilder::new(sql)
+        .with_dialect(&dialect)
+        .with_recursion_limit(MAX_NESTING)
+        .build()
+        .and_then(|mut p| p.parse_statements())
+        .map_err(|e| parse_error(&e))?;
+    let statement = match (statements.pop_front(), statements.is_empty()) {
+        (Some(s), true) => s,
+        (None, _) => return Err(GateError::Invalid("empty statement".into())),
+        (Some(_), false) => {
+            return Err(Refusal::new(Rule::OnlyQueries, "send one statement at a time").into());
+        }
+    };
+    match &statement {
+        DfStatement::Statement(s) if matches!(s.as_ref(), SqlStatement::Query(_)) => {}
+        other => {
+            return Err(Refusal::new(
+                Rule::OnlyQueries,
+                format!(
+                    "only read-only queries (SELECT, WITH … SELECT) are accepted, not {}",
+                    statement_kind(other)
+                ),
+            )
+            .into());
+        }
+    }
+    let plan = ctx
+        .state()
+        .statement_to_plan(statement)
+        .await
+        .map_err(|e| plan_error(&e))?;
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+        .verify_plan(&plan)
+        .map_err(|_| {
+            Refusal::new(
+                Rule::OnlyQueries,
+                "the statement would create or change something (e.g. SELECT … INTO); only \
+                 read-only queries are accepted",
+            )
+        })?;
+    check_nodes(&plan)?;
+    Ok(plan)
+}
+
+/// Refuses plan nodes that no analyst query may contain, anywhere, subqueries included.
+pub fn check_nodes(plan: &LogicalPlan) -> Result<(), Refusal> {
+    let mut refusal = None;
+    plan.apply_with_subqueries(|node| {
+        let found = match node {
+            LogicalPlan::Explain(_) | LogicalPlan::Analyze(_) => Some(Refusal::new(
+                Rule::SideChannel,
+                "EXPLAIN is not available: plans and row counts can reveal individuals",
+            )),
+            LogicalPlan::Ddl(_)
+            | LogicalPlan::Dml(_)
+            | LogicalPlan::Copy(_)
+            | LogicalPlan::Statement(_)
+            | LogicalPlan::DescribeTable(_) => Some(Refusal::new(
+                Rule::OnlyQueries,
+                "only read-only queries are accepted",
+            )),
+            LogicalPlan::RecursiveQuery(_) => Some(Refusal::new(
+                Rule::Unsupported,
+                "recursive queries (WITH RECURSIVE) are not supported",
+            )),
+            LogicalPlan::Extension(_) => Some(Refusal::new(
+                Rule::Unsupported,
+                "this construct is not supported",
+            )),
+            _ => None,
+        };
+        Ok(match found {
+            Some(r) => {
+                refusal = Some(r);
+                TreeNodeRecursion::Stop
+            }
+            None => TreeNodeRecursion::Continue,
+        })
+    })
+    .map_err(|_| Refusal::new(Rule::Unsupported, "the query could not be analysed"))?;
+    refusal.map_or(Ok(()), Err)
+}
+
+fn statement_kind(s: &DfStatement) -> String {
+    match s {
+        DfStatement::Statement(inner) => {
+            // The first keyword(s) of the statement, e.g. "INSERT", "CREATE TABLE", "SET".
+            let text = inner.to_string();
+            let words: Vec<&str> = text.split_whitespace().take(2).collect();
+            match words.as_slice() {
+                [a, b] if matches!(*a, "CREATE" | "DROP" | "ALTER" | "SHOW") => {
+                    format!("{a} {b}")
+                }
+                [a, ..] => (*a).to_string(),
+                [] => "an empty statement".into(),
+            }
+        }
+        DfStatement::CreateExternalTable(_) => "CREATE EXTERNAL TABLE".into(),
+        DfStatement::CopyTo(_) => "COPY".into(),
+        DfStatement::Explain(_) => "EXPLAIN".into(),
+        DfStatement::Reset(_) => "RESET".into(),
+    }
+}
+
+fn parse_error(e: &DataFusionError) -> GateError {
+    let text = e.to_string();
+    if text.contains("RecursionLimitExceeded") || text.to_lowercase().contains("recursion limit") {
+        return Refusal::new(
+            Rule::TooComplex,
+            format!("the statement is nested more than {MAX_NESTING} levels deep"),
+        )
+        .into();
+    }
+    GateError::Invalid(clean(&text))
+}
+
+fn plan_error(e: &DataFusionError) -> GateError {
+    GateError::Invalid(clean(&e.to_string()))
+}
+
+/// DataFusion's planning messages name tables, columns and SQL fragments of the query itself;
+/// strip its internal prefixes and any backtrace.
+fn clean(text: &str) -> String {
+    let first = text.lines().next().unwrap_or_default();
+    first
+        .trim_start_matches("SQL error: ")
+        .trim_start_matches("Error during planning: ")
+        .trim_start_matches("Schema error: ")
+        .trim_start_matches("ParserError(\"")
+        .trim_end_matches("\")")
+        .to_string()
+}

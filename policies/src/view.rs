@@ -1,0 +1,132 @@
+//! Project views: the DataFusion session a project's queries are planned and run in.
+//!
+//! It contains only the project's approved tables, each as a view that exposes only the
+//! approved columns (never a secret column) and, when the national data opt-out applies, only
+//! the rows of persons recorded as *not* opted out — a person absent from the opt-out list has
+//! unknown status and is excluded (fail closed). The opt-out filter sits under everything the
+//! analyst writes, so no query can see an opted-out person's rows. The session has no
+//! `information_schema`, no table functions (`generate_series`, `range`), no URL tables and no
+//! table factories (`CREATE EXTERNAL TABLE`); hidden tables are simply not there, so naming
+//! one fails exactly like a typo.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::catalog::view::ViewTable;
+use datafusion::datasource::provider_as_source;
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::logical_expr::{JoinType, LogicalPlan, LogicalPlanBuilder, col, lit};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use fivesafes_engine::catalog::{PRIVACY_UNIT, TableClass};
+use fivesafes_engine::session::{SessionOptions, table_provider};
+use fivesafes_engine::store::StoreVersion;
+
+/// The governance table holding national opt-out status.
+const OPT_OUT_TABLE: &str = "national_opt_out";
+
+/// What a project may see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewSpec {
+    /// Approved tables and, for each, the approved columns in the order to expose them.
+    pub tables: Vec<(String, Vec<String>)>,
+    /// Whether the national data opt-out applies (it does unless the project is exempt).
+    pub opt_out_applies: bool,
+}
+
+/// A project view could not be built: the project register and the store disagree.
+#[derive(Debug, thiserror::Error)]
+pub enum ViewError {
+    /// The register approves something the store does not have, or must never be approved.
+    #[error("project view: {0}")]
+    Config(String),
+    /// Opening the store's tables failed.
+    #[error("project view: {0}")]
+    Engine(#[from] fivesafes_engine::Error),
+    /// DataFusion failed while building the views.
+    #[error("project view: {0}")]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+}
+
+/// A session with the engine's resource limits and none of the ways to reach data outside
+/// the registered tables.
+pub fn restricted_context(opts: &SessionOptions) -> Result<SessionContext, ViewError> {
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_pool(Arc::new(FairSpillPool::new(opts.memory_limit)))
+        .build_arc()?;
+    let config = SessionConfig::new()
+        .with_target_partitions(opts.target_partitions.max(1))
+        .with_batch_size(opts.batch_size.max(1))
+        .with_information_schema(false);
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_runtime_env(runtime)
+        .with_default_features()
+        // Replaces the defaults: no generate_series/range, no CREATE EXTERNAL TABLE formats.
+        .with_table_functions(HashMap::new())
+        .with_table_factories(HashMap::new())
+        .build();
+    Ok(SessionContext::new_with_state(state))
+}
+
+/// Builds the session of a project over a verified store version.
+pub async fn project_session(
+    version: &StoreVersion,
+    spec: &ViewSpec,
+    opts: &SessionOptions,
+) -> Result<SessionContext, ViewError> {
+    let ctx = restricted_context(opts)?;
+    let state = ctx.state();
+    let allowed = if spec.opt_out_applies {
+        let ndoo = table_provider(&state, version, OPT_OUT_TABLE).await?;
+        Some(
+            LogicalPlanBuilder::scan(OPT_OUT_TABLE, provider_as_source(ndoo), None)?
+                .filter(col("opted_out").eq(lit(false)))?
+                .project(vec![col(PRIVACY_UNIT)])?
+                .build()?,
+        )
+    } else {
+        None
+    };
+    for (name, columns) in &spec.tables {
+        let entry = version
+            .manifest
+            .table(name)
+            .ok_or_else(|| ViewError::Config(format!("the store has no table {name}")))?;
+        if entry.class == TableClass::Governance {
+            return Err(ViewError::Config(format!(
+                "{name} is governance data and cannot be part of a project"
+            )));
+        }
+        for c in columns {
+            if entry.secret_columns.contains(c) {
+                return Err(ViewError::Config(format!("{name}.{c} is secret")));
+            }
+            if !entry.columns.iter().any(|e| &e.name == c) {
+                return Err(ViewError::Config(format!("{name} has no column {c}")));
+            }
+        }
+        let personal = entry.class == TableClass::Personal;
+        if personal && !columns.iter().any(|c| c == PRIVACY_UNIT) {
+            return Err(ViewError::Config(format!(
+                "{name} is personal: its view must include {PRIVACY_UNIT}"
+            )));
+        }
+        let base = table_provider(&state, version, name).await?;
+        let mut plan = LogicalPlanBuilder::scan(name.as_str(), provider_as_source(base), None)?;
+        if let (true, Some(allowed)) = (personal, &allowed) {
+            plan = plan.join(
+                allowed.clone(),
+                JoinType::LeftSemi,
+                (vec![PRIVACY_UNIT], vec![PRIVACY_UNIT]),
+                None,
+            )?;
+        }
+        let plan: LogicalPlan = plan
+            .project(columns.iter().map(|c| col(format!("{name}.{c}"))))?
+            .build()?;
+        ctx.register_table(name.as_str(), Arc::new(ViewTable::new(plan, None)))?;
+    }
+    Ok(ctx)
+}
