@@ -252,6 +252,16 @@ impl Store {
 
     /// Creates the store directories if needed and takes the publish lock.
     pub fn lock(&self) -> Result<StoreLock> {
+        if !self.root.exists() {
+            // A new store is private to its owner: it holds pseudonymised personal data.
+            fs::create_dir_all(&self.root).map_err(|e| Error::io(&self.root, e))?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                fs::set_permissions(&self.root, fs::Permissions::from_mode(0o700))
+                    .map_err(|e| Error::io(&self.root, e))?;
+            }
+        }
         fs::create_dir_all(self.versions_dir()).map_err(|e| Error::io(&self.root, e))?;
         let path = self.root.join(".lock");
         let file = fs::OpenOptions::new()
@@ -637,10 +647,19 @@ mod tests {
     #[test]
     fn publish_open_and_failures_leave_previous_version() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::new(dir.path());
+        let store = Store::new(dir.path().join("s"));
         assert!(store.open_current().is_err());
         publish_one(&store, b"one", None).expect("v1");
         assert_eq!(store.open_current().expect("open").manifest.version, 1);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(store.root())
+                .expect("meta")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o700, "a new store is private to its owner");
+        }
         for point in [FailPoint::BeforeRename, FailPoint::BeforeCurrent] {
             assert!(publish_one(&store, b"two", Some(point)).is_err());
             assert_eq!(store.open_current().expect("open").manifest.version, 1);

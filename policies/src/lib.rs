@@ -9,16 +9,23 @@
 //! - [`view`]: the DataFusion session of one project (approved tables and columns only,
 //!   national opt-out applied).
 //! - [`gate`]: the statement gate (single read-only queries only, planned without executing).
+//! - [`analysis`]: privacy-unit tracking over the planned query: public rows, rows about
+//!   single persons, or cells aggregated over several persons; refusals by rule.
 //! - [`decision`]: typed policy decisions with stable rule ids.
+//! - [`output`]: the arithmetic of output control for one released cell: the noisy
+//!   suppression threshold, cell-key perturbation of counts, rounding, protected sums, means
+//!   and rates, deterministic from the cell key.
 //! - [`error`]: the crate's error type.
 //!
-//! Plan analysis and output control come next; the store already records the privacy
-//! metadata they need in each manifest (personal tables, privacy unit, identifying and secret
-//! columns).
+//! Still to come: the plan rewrite that yields each cell's distinct-person count and cell key
+//! and applies [`output`] to every released cell, and low-effect detection (DESIGN.md rule 7).
+//! Until then no query path is exposed to analysts.
 
+pub mod analysis;
 pub mod decision;
 pub mod error;
 pub mod gate;
+pub mod output;
 pub mod register;
 pub mod view;
 

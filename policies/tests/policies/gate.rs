@@ -16,7 +16,7 @@ use fivesafes_policies::decision::Rule;
 use fivesafes_policies::gate::{GateError, plan_query};
 use fivesafes_policies::view::{ViewSpec, project_session};
 
-fn store(dir: &Path) -> StoreVersion {
+pub(crate) fn store(dir: &Path) -> StoreVersion {
     let x = dir.join("x");
     generate(&SynthOptions {
         patients: 1_500,
@@ -30,7 +30,7 @@ fn store(dir: &Path) -> StoreVersion {
     Store::new(dir.join("store")).open_current().expect("open")
 }
 
-fn spec(opt_out_applies: bool) -> ViewSpec {
+pub(crate) fn spec(opt_out_applies: bool) -> ViewSpec {
     let all = |t: &str| -> (String, Vec<String>) {
         let def = fivesafes_engine::catalog::table(t).expect("table");
         let cols = def

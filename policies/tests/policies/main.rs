@@ -1,4 +1,5 @@
 //! Integration tests of the policy layer (one test binary, one module per concern).
 
+mod analysis;
 mod gate;
 mod register;
