@@ -267,6 +267,22 @@ pub const NATIONAL_OPT_OUT: TableDef = TableDef {
     sort_by: &["patient_id"],
 };
 
+/// `person_keys`: governance data, every person of any personal table (GP-registered,
+/// objectors with hospital rows, people only in hospital data) with their secret record key.
+/// Output control joins per-person partial results to it to compute cell keys; never visible
+/// to analysts.
+pub const PERSON_KEYS: TableDef = TableDef {
+    name: "person_keys",
+    class: TableClass::Governance,
+    columns: &[
+        col("patient_id", Int64, false),
+        col("record_key", UInt8, false),
+    ],
+    identifying: &["patient_id"],
+    secret: &["record_key"],
+    sort_by: &["patient_id"],
+};
+
 /// Every table of the store, in publication order.
 pub const TABLES: &[TableDef] = &[
     PATIENTS,
@@ -279,6 +295,7 @@ pub const TABLES: &[TableDef] = &[
     PRACTICES,
     LSOAS,
     NATIONAL_OPT_OUT,
+    PERSON_KEYS,
 ];
 
 /// Looks a table up by name.

@@ -248,8 +248,37 @@ pub fn ingest(opts: &IngestOptions, keys: &Keys) -> Result<IngestReport> {
     let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
     results.sort_by_key(|(i, ..)| *i);
 
+    // Every person's record key, for output control: registered people (objectors included,
+    // their hospital rows are kept) and people seen only in hospital data.
+    let mut others: FastMap<u64, tables::Person> = FastMap::default();
+    for (_, p, _, _) in &results {
+        others.extend(p.others.iter().map(|(k, v)| (*k, *v)));
+    }
+    let mut keys_rows: Vec<(i64, u8)> = ctx
+        .gp_people
+        .values()
+        .chain(others.values())
+        .map(|p| (p.id, p.key))
+        .collect();
+    keys_rows.sort_unstable();
+    if keys_rows.windows(2).any(|w| w[0].0 == w[1].0) {
+        return Err(Error::InvalidOption(
+            "two NHS numbers map to the same patient_id under this key; generate a new \
+             pseudonymisation key"
+                .into(),
+        ));
+    }
+    let mut person_keys = writer::Rows::new(&catalog::PERSON_KEYS);
+    for (id, key) in keys_rows {
+        person_keys.i64(0, id);
+        person_keys.u8(1, key);
+        person_keys.end_row()?;
+    }
+    let (schema, batches) = person_keys.finish()?;
+    let file = writer::write_table(&staging, &catalog::PERSON_KEYS, schema, batches)?;
+
     // Tables of the sequential extracts.
-    let mut entries: Vec<TableEntry> = Vec::new();
+    let mut entries: Vec<TableEntry> = vec![TableEntry::new(&catalog::PERSON_KEYS, vec![file])];
     for p in &mut processed {
         entries.extend(write_tables(&staging, p, None)?);
     }

@@ -49,6 +49,9 @@ pub struct Processed {
     pub rejects: Rejects,
     /// Stored rows, by table (an extract may feed two tables).
     pub tables: Vec<(&'static catalog::TableDef, Rows)>,
+    /// People of hospital records who are not registered with a GP in this extract, by NHS
+    /// number (pseudonymised once each; merged into `person_keys`).
+    pub others: HashMap<u64, Person>,
 }
 
 impl Processed {
@@ -60,6 +63,7 @@ impl Processed {
             },
             rejects: Rejects::default(),
             tables: Vec::new(),
+            others: HashMap::default(),
         }
     }
 }
@@ -594,9 +598,24 @@ pub fn medications(
 
 /// The person of a hospital record: any valid NHS number (hospital data is kept for Type 1
 /// objectors and for people not registered with a GP in this extract).
-fn hes_person(ctx: &Context, r: &Record<'_>, rej: &mut Rejects) -> Result<Option<Person>> {
+fn hes_person(
+    ctx: &Context,
+    r: &Record<'_>,
+    rej: &mut Rejects,
+    others: &mut HashMap<u64, Person>,
+) -> Result<Option<Person>> {
     match v::nhs_number(r.get(0)) {
-        Some(nhs) => ctx.person(nhs).map(Some),
+        Some(nhs) => match ctx.gp_people.get(&nhs) {
+            Some(p) => Ok(Some(*p)),
+            None => match others.get(&nhs) {
+                Some(p) => Ok(Some(*p)),
+                None => {
+                    let p = ctx.person(nhs)?;
+                    others.insert(nhs, p);
+                    Ok(Some(p))
+                }
+            },
+        },
         None => {
             rej.add(r.line, "nhs_number", "invalid NHS number");
             Ok(None)
@@ -609,7 +628,7 @@ pub fn hes_apc(ctx: &Context, ex: &mut Extract, progress: impl FnMut(u64)) -> Re
     let cols = catalog::raw_columns("hes_apc.csv");
     let mut out = Processed::new("hes_apc.csv");
     let mut rows = Rows::new(&catalog::HES_APC);
-    let rej = &mut out.rejects;
+    let (rej, others) = (&mut out.rejects, &mut out.others);
     let read = ex.for_each(progress, |r| {
         let epikey = check!(
             rej,
@@ -732,7 +751,7 @@ pub fn hes_apc(ctx: &Context, ex: &mut Extract, progress: impl FnMut(u64)) -> Re
                 v::opcs4_list(ops).then(|| text(ops))
             }
         );
-        let Some(p) = hes_person(ctx, r, rej)? else {
+        let Some(p) = hes_person(ctx, r, rej, others)? else {
             return Ok(());
         };
         rows.i64(0, p.id);
@@ -767,7 +786,7 @@ pub fn hes_op(ctx: &Context, ex: &mut Extract, progress: impl FnMut(u64)) -> Res
     let cols = catalog::raw_columns("hes_op.csv");
     let mut out = Processed::new("hes_op.csv");
     let mut rows = Rows::new(&catalog::HES_OP);
-    let rej = &mut out.rejects;
+    let (rej, others) = (&mut out.rejects, &mut out.others);
     let read = ex.for_each(progress, |r| {
         let key = check!(
             rej,
@@ -815,7 +834,7 @@ pub fn hes_op(ctx: &Context, ex: &mut Extract, progress: impl FnMut(u64)) -> Res
             v::practice_code(r.get(7)).then(|| text(r.get(7))).flatten()
         );
         let age = check!(rej, r, cols[8], "not an age", v::age(r.get(8)));
-        let Some(p) = hes_person(ctx, r, rej)? else {
+        let Some(p) = hes_person(ctx, r, rej, others)? else {
             return Ok(());
         };
         rows.i64(0, p.id);
@@ -839,7 +858,7 @@ pub fn hes_ae(ctx: &Context, ex: &mut Extract, progress: impl FnMut(u64)) -> Res
     let cols = catalog::raw_columns("hes_ae.csv");
     let mut out = Processed::new("hes_ae.csv");
     let mut rows = Rows::new(&catalog::HES_AE);
-    let rej = &mut out.rejects;
+    let (rej, others) = (&mut out.rejects, &mut out.others);
     let read = ex.for_each(progress, |r| {
         let key = check!(
             rej,
@@ -878,7 +897,7 @@ pub fn hes_ae(ctx: &Context, ex: &mut Extract, progress: impl FnMut(u64)) -> Res
             v::practice_code(r.get(6)).then(|| text(r.get(6))).flatten()
         );
         let age = check!(rej, r, cols[7], "not an age", v::age(r.get(7)));
-        let Some(p) = hes_person(ctx, r, rej)? else {
+        let Some(p) = hes_person(ctx, r, rej, others)? else {
             return Ok(());
         };
         rows.i64(0, p.id);

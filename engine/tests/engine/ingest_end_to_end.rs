@@ -7,7 +7,7 @@ use aho_corasick::AhoCorasick;
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Date32Type, Int64Type};
 use fivesafes_engine::dates::civil_from_days;
-use fivesafes_engine::session::{SessionOptions, open_session};
+use fivesafes_engine::session::{SessionOptions, open_session, table_provider};
 use fivesafes_engine::store::Store;
 
 use crate::fixtures::*;
@@ -60,6 +60,35 @@ async fn synthetic_extracts_ingest_into_a_consistent_store() {
     );
     // Governance data is not in the analyst session.
     assert!(ctx.sql("SELECT * FROM national_opt_out").await.is_err());
+    assert!(ctx.sql("SELECT * FROM person_keys").await.is_err());
+    // person_keys holds every person of every personal table with the same record key.
+    let keys = table_provider(&ctx.state(), &version, "person_keys")
+        .await
+        .expect("keys");
+    ctx.register_table("person_keys", keys).expect("register");
+    assert_eq!(
+        count(
+            &ctx,
+            "SELECT COUNT(*) - COUNT(DISTINCT patient_id) FROM person_keys"
+        )
+        .await,
+        0
+    );
+    for t in [
+        "patients",
+        "practice_registrations",
+        "clinical_events",
+        "medications",
+        "hes_apc",
+        "hes_op",
+        "hes_ae",
+    ] {
+        let missing = count(&ctx, &format!(
+            "SELECT COUNT(*) FROM {t} x LEFT JOIN person_keys k \
+             ON x.patient_id = k.patient_id AND x.record_key = k.record_key WHERE k.patient_id IS NULL"
+        )).await;
+        assert_eq!(missing, 0, "{t}");
+    }
     // GP-sourced rows all belong to a stored patient; hospital rows may not (HES-only people).
     for t in ["clinical_events", "medications", "practice_registrations"] {
         let orphans = count(&ctx, &format!(
