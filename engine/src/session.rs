@@ -13,7 +13,7 @@ use datafusion::datasource::listing::{
 };
 use datafusion::execution::SessionState;
 use datafusion::execution::memory_pool::FairSpillPool;
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::catalog::TableClass;
@@ -42,8 +42,9 @@ impl Default for SessionOptions {
     }
 }
 
-/// A session configuration with the given resources (no `information_schema`).
-pub fn new_context(opts: &SessionOptions) -> Result<SessionContext> {
+/// The runtime (bounded, spill-capable memory pool) and configuration (partitions, batch
+/// size, no `information_schema`) every session of the engine is built from.
+pub fn runtime_and_config(opts: &SessionOptions) -> Result<(Arc<RuntimeEnv>, SessionConfig)> {
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_pool(Arc::new(FairSpillPool::new(opts.memory_limit)))
         .build_arc()?;
@@ -51,6 +52,12 @@ pub fn new_context(opts: &SessionOptions) -> Result<SessionContext> {
         .with_target_partitions(opts.target_partitions.max(1))
         .with_batch_size(opts.batch_size.max(1))
         .with_information_schema(false);
+    Ok((runtime, config))
+}
+
+/// A session with the given resources.
+pub fn new_context(opts: &SessionOptions) -> Result<SessionContext> {
+    let (runtime, config) = runtime_and_config(opts)?;
     Ok(SessionContext::new_with_config_rt(config, runtime))
 }
 

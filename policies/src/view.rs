@@ -14,13 +14,11 @@ use std::sync::Arc;
 
 use datafusion::catalog::view::ViewTable;
 use datafusion::datasource::provider_as_source;
-use datafusion::execution::memory_pool::FairSpillPool;
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::{JoinType, LogicalPlan, LogicalPlanBuilder, col, lit};
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::prelude::SessionContext;
 use fivesafes_engine::catalog::{PRIVACY_UNIT, TableClass};
-use fivesafes_engine::session::{SessionOptions, table_provider};
+use fivesafes_engine::session::{SessionOptions, runtime_and_config, table_provider};
 use fivesafes_engine::store::StoreVersion;
 
 /// The governance table holding national opt-out status.
@@ -52,13 +50,7 @@ pub enum ViewError {
 /// A session with the engine's resource limits and none of the ways to reach data outside
 /// the registered tables.
 pub fn restricted_context(opts: &SessionOptions) -> Result<SessionContext, ViewError> {
-    let runtime = RuntimeEnvBuilder::new()
-        .with_memory_pool(Arc::new(FairSpillPool::new(opts.memory_limit)))
-        .build_arc()?;
-    let config = SessionConfig::new()
-        .with_target_partitions(opts.target_partitions.max(1))
-        .with_batch_size(opts.batch_size.max(1))
-        .with_information_schema(false);
+    let (runtime, config) = runtime_and_config(opts)?;
     let state = SessionStateBuilder::new()
         .with_config(config)
         .with_runtime_env(runtime)
