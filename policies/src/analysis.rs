@@ -54,6 +54,45 @@ impl TableFacts {
     }
 }
 
+impl TableFacts {
+    /// The facts of the engine's static catalog (the tables every store version has), for
+    /// callers that have no manifest at hand (the plan rewrite).
+    pub(crate) fn from_catalog() -> TableFacts {
+        TableFacts {
+            personal: fivesafes_engine::catalog::TABLES
+                .iter()
+                .filter(|t| t.class == TableClass::Personal)
+                .map(|t| {
+                    (
+                        t.name.to_string(),
+                        t.identifying.iter().map(|c| c.to_string()).collect(),
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+/// What the plan rewrite needs to know about a relation: its kind, and for each output
+/// column whether it is the privacy unit or an identifying column passed through unchanged.
+#[derive(Debug, Clone)]
+pub(crate) struct Columns {
+    pub(crate) kind: Kind,
+    pub(crate) unit: Vec<bool>,
+    pub(crate) identifying: Vec<bool>,
+}
+
+/// The kind and unit/identifying columns of `plan`, as the analysis sees them (refuses what
+/// [`analyse`] refuses).
+pub(crate) fn columns(plan: &LogicalPlan, facts: &TableFacts) -> Result<Columns, Refusal> {
+    let rel = Analyser { facts }.rel(plan)?;
+    Ok(Columns {
+        kind: rel.kind,
+        unit: rel.cols.iter().map(|c| c.unit).collect(),
+        identifying: rel.cols.iter().map(|c| c.identifying).collect(),
+    })
+}
+
 /// How the rows of a relation relate to persons.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {

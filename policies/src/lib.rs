@@ -15,6 +15,9 @@
 //! - [`output`]: the arithmetic of output control for one released cell: the noisy
 //!   suppression threshold, cell-key perturbation of counts, rounding, protected sums, means
 //!   and rates, deterministic from the cell key.
+//! - [`rewrite`]: the output-control rewrite of a `Cells` plan: every cell aggregate yields its
+//!   distinct-person count and cell key (joined from `person_keys`), suppressed cells are
+//!   removed and every released value is protected by [`output`], inside the plan.
 //! - [`error`]: the crate's error type.
 //!
 //! Still to come: the plan rewrite that yields each cell's distinct-person count and cell key
@@ -27,6 +30,7 @@ pub mod error;
 pub mod gate;
 pub mod output;
 pub mod register;
+pub mod rewrite;
 pub mod view;
 
 pub use error::RegisterError;

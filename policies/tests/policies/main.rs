@@ -3,3 +3,4 @@
 mod analysis;
 mod gate;
 mod register;
+mod rewrite;

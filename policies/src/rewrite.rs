@@ -1,0 +1,607 @@
+//! The output-control rewrite (docs/policy-rewrite-design.md): every cell aggregate of a
+//! `Cells` query is replaced by a two-level aggregation that yields, per output row, the
+//! number of distinct persons behind it and its cell key, and protection is applied inside
+//! the plan, before anything above the aggregate (projections, `HAVING`, `ORDER BY`,
+//! `LIMIT`) sees a value.
+//!
+//! One cell aggregate `Aggregate(input, group = [g1..gk], aggr = [a1..am])` over rows about
+//! persons becomes
+//!
+//! ```text
+//! Projection: g1..gk, fs_count / fs_sum / fs_mean (…) AS <original names and types>
+//!   Filter: NOT fs_suppressed(persons, key_sum)
+//!     Aggregate(group = [g1..gk], persons = count(*), key_sum = sum(record_key), totals…)
+//!       Join(inner.unit = person_keys.patient_id)
+//!         Aggregate(input, group = [g1..gk, unit], per-person partials…)
+//!         Projection(person_keys: patient_id, record_key)
+//! ```
+//!
+//! The cell key is `key_sum mod 256`. Supported aggregates: `COUNT(*)`, `COUNT(x)`,
+//! `COUNT(DISTINCT id)` with `id` the privacy unit or an identifying column, `SUM(x)` and
+//! `AVG(x)` (per-person sums collected with `array_agg`, protected with
+//! [`output::protect_sum`] and [`output::protect_mean`]); `FILTER (WHERE …)` is kept in the
+//! per-person partials. Everything else fails closed with [`RewriteError::Unsupported`]:
+//! other `DISTINCT` arguments, ordered aggregates, a unit column that is not in the
+//! aggregate's input, cell aggregates inside subqueries of expressions.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array};
+use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
+use datafusion::catalog::TableProvider;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{Column, DataFusionError};
+use datafusion::datasource::provider_as_source;
+use datafusion::functions_aggregate::count::count_udaf;
+use datafusion::functions_aggregate::expr_fn::{array_agg, count, sum};
+use datafusion::functions_aggregate::sum::sum_udaf;
+use datafusion::logical_expr::expr::{AggregateFunction, Alias};
+use datafusion::logical_expr::{
+    Aggregate, ColumnarValue, Expr, Filter, JoinType, LogicalPlan, LogicalPlanBuilder, Projection,
+    ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, cast, col, lit,
+};
+use datafusion::prelude::SessionContext;
+use fivesafes_engine::catalog::PRIVACY_UNIT;
+
+use crate::analysis::{self, Kind, TableFacts};
+use crate::decision::Refusal;
+use crate::output;
+use crate::register::OutputControl;
+
+/// Why a plan could not be rewritten. Either way nothing is released.
+#[derive(Debug, thiserror::Error)]
+pub enum RewriteError {
+    /// The query uses something the rewrite does not protect yet (fails closed).
+    #[error("output control: {0}")]
+    Unsupported(String),
+    /// The analysis refuses the plan.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// DataFusion failed while building the rewritten plan.
+    #[error("output control: {0}")]
+    DataFusion(#[from] DataFusionError),
+}
+
+fn unsupported(what: impl Into<String>) -> RewriteError {
+    RewriteError::Unsupported(what.into())
+}
+
+/// Alias of the governance table's scan inside rewritten plans.
+const PERSON_KEYS: &str = "__fivesafes_person_keys";
+/// Column names introduced by the rewrite (unqualified, not visible above the projection).
+const PK_UNIT: &str = "__fs_pk_unit";
+const PK_KEY: &str = "__fs_record_key";
+const PERSONS: &str = "__fs_persons";
+const KEY_SUM: &str = "__fs_key_sum";
+
+/// Rewrites every cell aggregate of `plan` (planned by [`crate::gate::plan_query`]) so that
+/// the result carries protected values only (see the module documentation). `person_keys` is
+/// the provider of the store's `person_keys(patient_id, record_key)` table and `params` the
+/// project's output-control parameters. `ctx` is the project session (unused for now: the
+/// UDFs travel inside the plan).
+pub async fn protect(
+    ctx: &SessionContext,
+    plan: LogicalPlan,
+    person_keys: Arc<dyn TableProvider>,
+    params: &OutputControl,
+) -> Result<LogicalPlan, RewriteError> {
+    let _ = ctx;
+    let facts = TableFacts::from_catalog();
+    let analysis = analysis::analyse(&plan, &facts)?;
+    if analysis.kind != Kind::Cells {
+        return Err(unsupported(
+            "only queries whose result is aggregated over several persons are rewritten",
+        ));
+    }
+    // Cell aggregates inside subqueries of expressions are not rewritten: refuse them.
+    let mut everywhere = 0usize;
+    plan.apply_with_subqueries(|n| {
+        if is_cell_aggregate(n, &facts)? {
+            everywhere += 1;
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    let mut top_level = 0usize;
+    plan.apply(|n| {
+        if is_cell_aggregate(n, &facts)? {
+            top_level += 1;
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    if everywhere != top_level {
+        return Err(unsupported(
+            "aggregates over persons inside a subquery expression (use a WITH clause and a join)",
+        ));
+    }
+    if top_level == 0 {
+        return Err(unsupported(
+            "a query over persons without a recognised cell aggregate",
+        ));
+    }
+
+    let udfs = Udfs::new(params);
+    let mut failure: Option<RewriteError> = None;
+    let rewritten = plan
+        .transform_down(|node| {
+            if !is_cell_aggregate(&node, &facts)? {
+                return Ok(Transformed::no(node));
+            }
+            let LogicalPlan::Aggregate(agg) = &node else {
+                return Ok(Transformed::no(node));
+            };
+            match rewrite_aggregate(agg, &facts, &person_keys, &udfs) {
+                // Below a cell aggregate there is nothing left to rewrite.
+                Ok(new) => Ok(Transformed::new(new, true, TreeNodeRecursion::Jump)),
+                Err(e) => {
+                    failure = Some(e);
+                    Ok(Transformed::new(node, false, TreeNodeRecursion::Stop))
+                }
+            }
+        })?
+        .data;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    // Nodes above a rewritten aggregate keep their schemas' names and types; recompute them
+    // (nullability may differ: suppressed values are NULL).
+    let rewritten = rewritten
+        .transform_up(|n| n.recompute_schema().map(Transformed::yes))?
+        .data;
+    Ok(rewritten)
+}
+
+/// Whether `node` is an aggregate over rows about persons that yields cells.
+fn is_cell_aggregate(node: &LogicalPlan, facts: &TableFacts) -> datafusion::common::Result<bool> {
+    let LogicalPlan::Aggregate(a) = node else {
+        return Ok(false);
+    };
+    let input =
+        analysis::columns(&a.input, facts).map_err(|r| DataFusionError::Plan(r.to_string()))?;
+    if input.kind != Kind::Persons {
+        return Ok(false);
+    }
+    let out = analysis::columns(node, facts).map_err(|r| DataFusionError::Plan(r.to_string()))?;
+    Ok(out.kind == Kind::Cells)
+}
+
+fn strip_alias(e: &Expr) -> &Expr {
+    match e {
+        Expr::Alias(Alias { expr, .. }) => strip_alias(expr),
+        other => other,
+    }
+}
+
+/// How one original aggregate is computed and protected.
+enum Part {
+    /// `COUNT(…)`: inner partial at `inner`, outer total `sum`.
+    Count { inner: String },
+    /// `SUM(x)`: per-person sums at `inner`, outer `array_agg`.
+    Sum { inner: String },
+    /// `AVG(x)`: per-person sums at `sums` and row counts at `rows`.
+    Mean { sums: String, rows: String },
+}
+
+fn rewrite_aggregate(
+    agg: &Aggregate,
+    facts: &TableFacts,
+    person_keys: &Arc<dyn TableProvider>,
+    udfs: &Udfs,
+) -> Result<LogicalPlan, RewriteError> {
+    let input = &agg.input;
+    let in_schema = input.schema();
+    let info = analysis::columns(input, facts)?;
+    let unit_idx = info.unit.iter().position(|u| *u).ok_or_else(|| {
+        unsupported(format!(
+            "aggregating rows whose {PRIVACY_UNIT} is not carried up to the aggregate \
+                 (select {PRIVACY_UNIT} in every subquery the aggregate reads)"
+        ))
+    })?;
+    let unit = Expr::Column(Column::from(in_schema.qualified_field(unit_idx)));
+    if agg
+        .group_expr
+        .iter()
+        .any(|e| matches!(e, Expr::GroupingSet(_)))
+    {
+        return Err(unsupported("GROUPING SETS, ROLLUP and CUBE"));
+    }
+
+    // Inner aggregate: per person and group.
+    let mut inner_aggr: Vec<Expr> = Vec::new();
+    let mut parts: Vec<Part> = Vec::new();
+    for (j, e) in agg.aggr_expr.iter().enumerate() {
+        let Expr::AggregateFunction(af) = strip_alias(e) else {
+            return Err(unsupported("an aggregate expression of this form"));
+        };
+        let AggregateFunction { func, params } = af;
+        if !params.order_by.is_empty() {
+            return Err(unsupported("ORDER BY inside an aggregate"));
+        }
+        let name = func.name().to_lowercase();
+        match name.as_str() {
+            "count" => {
+                if params.distinct {
+                    let ok = params.args.len() == 1
+                        && match strip_alias(&params.args[0]) {
+                            Expr::Column(c) => in_schema
+                                .index_of_column(c)
+                                .ok()
+                                .is_some_and(|i| info.unit[i] || info.identifying[i]),
+                            _ => false,
+                        };
+                    if !ok {
+                        return Err(unsupported(
+                            "COUNT(DISTINCT …) of anything but patient_id or a record \
+                             identifier",
+                        ));
+                    }
+                }
+                let alias = format!("__fs_c{j}");
+                inner_aggr.push(Expr::AggregateFunction(af.clone()).alias(&alias));
+                parts.push(Part::Count { inner: alias });
+            }
+            "sum" | "avg" => {
+                if params.distinct {
+                    return Err(unsupported("SUM(DISTINCT …) and AVG(DISTINCT …)"));
+                }
+                let with = |f| {
+                    let mut a = af.clone();
+                    a.func = f;
+                    Expr::AggregateFunction(a)
+                };
+                let sums = format!("__fs_s{j}");
+                inner_aggr.push(with(sum_udaf()).alias(&sums));
+                if name == "sum" {
+                    parts.push(Part::Sum { inner: sums });
+                } else {
+                    let rows = format!("__fs_n{j}");
+                    inner_aggr.push(with(count_udaf()).alias(&rows));
+                    parts.push(Part::Mean { sums, rows });
+                }
+            }
+            other => {
+                return Err(unsupported(format!(
+                    "the aggregate {} over several persons",
+                    other.to_uppercase()
+                )));
+            }
+        }
+    }
+    let mut inner_group = agg.group_expr.clone();
+    inner_group.push(unit);
+    let k = agg.group_expr.len();
+    let inner = LogicalPlan::Aggregate(Aggregate::try_new(
+        Arc::clone(input),
+        inner_group,
+        inner_aggr,
+    )?);
+    let inner_unit = Column::from(inner.schema().qualified_field(k));
+    let group_cols: Vec<Expr> = (0..k)
+        .map(|i| Expr::Column(Column::from(inner.schema().qualified_field(i))))
+        .collect();
+
+    // Join to the person keys.
+    let keys = LogicalPlanBuilder::scan(
+        PERSON_KEYS,
+        provider_as_source(Arc::clone(person_keys)),
+        None,
+    )?
+    .project(vec![
+        cast(
+            col(format!("{PERSON_KEYS}.{PRIVACY_UNIT}")),
+            DataType::Int64,
+        )
+        .alias(PK_UNIT),
+        cast(col(format!("{PERSON_KEYS}.record_key")), DataType::Int64).alias(PK_KEY),
+    ])?
+    .build()?;
+    let unit_type = inner.schema().field(k).data_type().clone();
+    let inner = if unit_type == DataType::Int64 {
+        inner
+    } else {
+        return Err(unsupported(format!(
+            "a privacy unit of type {unit_type} (expected Int64)"
+        )));
+    };
+
+    // Outer aggregate: per cell.
+    let mut outer_aggr = vec![
+        count(lit(1i64)).alias(PERSONS),
+        sum(col(PK_KEY)).alias(KEY_SUM),
+    ];
+    let float_list = |c: &str| array_agg(cast(col(c), DataType::Float64));
+    for part in &parts {
+        match part {
+            Part::Count { inner } => {
+                outer_aggr.push(sum(cast(col(inner.as_str()), DataType::Int64)).alias(inner));
+            }
+            Part::Sum { inner } => outer_aggr.push(float_list(inner).alias(inner)),
+            Part::Mean { sums, rows } => {
+                outer_aggr.push(float_list(sums).alias(sums));
+                outer_aggr.push(sum(cast(col(rows.as_str()), DataType::Int64)).alias(rows));
+            }
+        }
+    }
+    let outer = LogicalPlanBuilder::from(inner)
+        .join(
+            keys,
+            JoinType::Inner,
+            (vec![inner_unit], vec![Column::from_name(PK_UNIT)]),
+            None,
+        )?
+        .aggregate(group_cols, outer_aggr)?
+        .build()?;
+    let outer_schema = Arc::clone(outer.schema());
+
+    // Protection: drop suppressed cells, then rebuild the original output schema.
+    let persons = col(PERSONS);
+    let key_sum = col(KEY_SUM);
+    let filtered = LogicalPlan::Filter(Filter::try_new(
+        Expr::Not(Box::new(
+            udfs.suppressed.call(vec![persons.clone(), key_sum.clone()]),
+        )),
+        Arc::new(outer),
+    )?);
+    let mut exprs: Vec<Expr> = Vec::with_capacity(agg.schema.fields().len());
+    for (i, (q, field)) in agg.schema.iter().enumerate() {
+        let value = if i < k {
+            Expr::Column(Column::from(outer_schema.qualified_field(i)))
+        } else {
+            match &parts[i - k] {
+                Part::Count { inner } => {
+                    udfs.count
+                        .call(vec![col(inner.as_str()), persons.clone(), key_sum.clone()])
+                }
+                Part::Sum { inner } => udfs.sum.call(vec![col(inner.as_str()), key_sum.clone()]),
+                Part::Mean { sums, rows } => udfs.mean.call(vec![
+                    col(sums.as_str()),
+                    col(rows.as_str()),
+                    key_sum.clone(),
+                ]),
+            }
+        };
+        let value = if i < k {
+            value
+        } else {
+            Expr::TryCast(datafusion::logical_expr::TryCast::new(
+                Box::new(value),
+                field.data_type().clone(),
+            ))
+        };
+        exprs.push(value.alias_qualified(q.cloned(), field.name()));
+    }
+    let projected = LogicalPlan::Projection(Projection::try_new(exprs, Arc::new(filtered))?);
+    // The rebuilt schema must match the original one (names and types).
+    let (got, want) = (projected.schema(), &agg.schema);
+    let same = got.fields().len() == want.fields().len()
+        && got.iter().zip(want.iter()).all(|((qa, fa), (qb, fb))| {
+            qa == qb && fa.name() == fb.name() && fa.data_type() == fb.data_type()
+        });
+    if !same {
+        return Err(unsupported(format!(
+            "an aggregate whose protected schema differs from the original ({got} vs {want})"
+        )));
+    }
+    Ok(projected)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Protection UDFs.
+// ---------------------------------------------------------------------------------------------
+
+/// What a protection UDF computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Op {
+    /// `fs_suppressed(persons, key_sum) -> Boolean`.
+    Suppressed,
+    /// `fs_count(count, persons, key_sum) -> Int64` (NULL when suppressed).
+    Count,
+    /// `fs_sum(per_person_sums: List<Float64>, key_sum) -> Float64`.
+    Sum,
+    /// `fs_mean(per_person_sums: List<Float64>, rows, key_sum) -> Float64`.
+    Mean,
+}
+
+/// One protection UDF, carrying the project's [`OutputControl`] parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ProtectUdf {
+    op: Op,
+    min_persons: u32,
+    rounding_base: u32,
+    noise_extra_threshold: u32,
+    significant_figures: u32,
+    signature: Signature,
+}
+
+impl Hash for ProtectUdf {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.op.hash(state);
+        self.min_persons.hash(state);
+        self.rounding_base.hash(state);
+        self.noise_extra_threshold.hash(state);
+        self.significant_figures.hash(state);
+    }
+}
+
+impl ProtectUdf {
+    fn new(op: Op, p: &OutputControl) -> ProtectUdf {
+        let arity = match op {
+            Op::Suppressed | Op::Sum => 2,
+            Op::Count | Op::Mean => 3,
+        };
+        ProtectUdf {
+            op,
+            min_persons: p.min_persons,
+            rounding_base: p.rounding_base,
+            noise_extra_threshold: p.noise_extra_threshold,
+            significant_figures: p.significant_figures,
+            signature: Signature::any(arity, Volatility::Immutable),
+        }
+    }
+
+    fn params(&self) -> OutputControl {
+        OutputControl {
+            min_persons: self.min_persons,
+            rounding_base: self.rounding_base,
+            noise_extra_threshold: self.noise_extra_threshold,
+            significant_figures: self.significant_figures,
+        }
+    }
+}
+
+struct Udfs {
+    suppressed: ScalarUDF,
+    count: ScalarUDF,
+    sum: ScalarUDF,
+    mean: ScalarUDF,
+}
+
+impl Udfs {
+    fn new(p: &OutputControl) -> Udfs {
+        Udfs {
+            suppressed: ScalarUDF::new_from_impl(ProtectUdf::new(Op::Suppressed, p)),
+            count: ScalarUDF::new_from_impl(ProtectUdf::new(Op::Count, p)),
+            sum: ScalarUDF::new_from_impl(ProtectUdf::new(Op::Sum, p)),
+            mean: ScalarUDF::new_from_impl(ProtectUdf::new(Op::Mean, p)),
+        }
+    }
+}
+
+fn int64(a: &ArrayRef) -> datafusion::common::Result<&Int64Array> {
+    a.as_primitive_opt::<Int64Type>().ok_or_else(|| {
+        DataFusionError::Internal(format!(
+            "output control: expected Int64, got {}",
+            a.data_type()
+        ))
+    })
+}
+
+/// The cell key of a key sum (NULL: no persons, the cell is suppressed).
+fn cell_key(key_sum: &Int64Array, i: usize) -> Option<u8> {
+    (!key_sum.is_null(i)).then(|| u8::try_from(key_sum.value(i).rem_euclid(256)).unwrap_or(0))
+}
+
+/// Persons as u64 (NULL or negative: none).
+fn persons_at(persons: &Int64Array, i: usize) -> u64 {
+    if persons.is_null(i) {
+        0
+    } else {
+        u64::try_from(persons.value(i)).unwrap_or(0)
+    }
+}
+
+/// The non-null per-person contributions of row `i` of a `List<Float64>` column.
+fn contributions(list: &ArrayRef, i: usize) -> datafusion::common::Result<Option<Vec<f64>>> {
+    let list = list.as_list_opt::<i32>().ok_or_else(|| {
+        DataFusionError::Internal(format!(
+            "output control: expected List<Float64>, got {}",
+            list.data_type()
+        ))
+    })?;
+    if list.is_null(i) {
+        return Ok(None);
+    }
+    let values = list.value(i);
+    let values = values.as_primitive_opt::<Float64Type>().ok_or_else(|| {
+        DataFusionError::Internal("output control: expected Float64 contributions".into())
+    })?;
+    Ok(Some(values.iter().flatten().collect()))
+}
+
+impl ScalarUDFImpl for ProtectUdf {
+    fn name(&self) -> &str {
+        match self.op {
+            Op::Suppressed => "fs_suppressed",
+            Op::Count => "fs_count",
+            Op::Sum => "fs_sum",
+            Op::Mean => "fs_mean",
+        }
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> datafusion::common::Result<DataType> {
+        Ok(match self.op {
+            Op::Suppressed => DataType::Boolean,
+            Op::Count => DataType::Int64,
+            Op::Sum | Op::Mean => DataType::Float64,
+        })
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::common::Result<ColumnarValue> {
+        let n = args.number_rows;
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let p = self.params();
+        let out: ArrayRef = match self.op {
+            Op::Suppressed => {
+                let (persons, keys) = (int64(&arrays[0])?, int64(&arrays[1])?);
+                Arc::new(
+                    (0..n)
+                        .map(|i| {
+                            Some(match cell_key(keys, i) {
+                                Some(key) => output::is_suppressed(persons_at(persons, i), key, &p),
+                                None => true,
+                            })
+                        })
+                        .collect::<BooleanArray>(),
+                )
+            }
+            Op::Count => {
+                let (counts, persons, keys) =
+                    (int64(&arrays[0])?, int64(&arrays[1])?, int64(&arrays[2])?);
+                Arc::new(
+                    (0..n)
+                        .map(|i| {
+                            let key = cell_key(keys, i)?;
+                            let c = if counts.is_null(i) {
+                                0
+                            } else {
+                                u64::try_from(counts.value(i)).ok()?
+                            };
+                            output::protect_count(c, persons_at(persons, i), key, &p)
+                                .value()
+                                .and_then(|v| i64::try_from(v).ok())
+                        })
+                        .collect::<Int64Array>(),
+                )
+            }
+            Op::Sum => {
+                let keys = int64(&arrays[1])?;
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    v.push(match (cell_key(keys, i), contributions(&arrays[0], i)?) {
+                        (Some(key), Some(c)) if !c.is_empty() => {
+                            output::protect_sum(&c, key, &p).value()
+                        }
+                        _ => None,
+                    });
+                }
+                Arc::new(v.into_iter().collect::<Float64Array>())
+            }
+            Op::Mean => {
+                let (rows, keys) = (int64(&arrays[1])?, int64(&arrays[2])?);
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let r = if rows.is_null(i) {
+                        0
+                    } else {
+                        u64::try_from(rows.value(i)).unwrap_or(0)
+                    };
+                    v.push(match (cell_key(keys, i), contributions(&arrays[0], i)?) {
+                        (Some(key), Some(c)) if !c.is_empty() && r > 0 => {
+                            output::protect_mean(&c, r, key, &p).value()
+                        }
+                        _ => None,
+                    });
+                }
+                Arc::new(v.into_iter().collect::<Float64Array>())
+            }
+        };
+        Ok(ColumnarValue::Array(out))
+    }
+}
