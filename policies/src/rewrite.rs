@@ -39,7 +39,8 @@ use datafusion::functions_aggregate::sum::sum_udaf;
 use datafusion::logical_expr::expr::{AggregateFunction, Alias};
 use datafusion::logical_expr::{
     Aggregate, ColumnarValue, Expr, Filter, JoinType, LogicalPlan, LogicalPlanBuilder, Projection,
-    ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, cast, col, lit,
+    ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Sort, SubqueryAlias, Volatility, cast,
+    col, lit,
 };
 use datafusion::prelude::SessionContext;
 use fivesafes_engine::catalog::PRIVACY_UNIT;
@@ -151,6 +152,62 @@ pub async fn protect(
     Ok(rewritten)
 }
 
+/// Name of the privacy-unit column added to subqueries that did not select it.
+const THREADED_UNIT: &str = "__fs_unit";
+
+/// Returns `plan` with a privacy-unit column in its output: unchanged when it already has
+/// one; otherwise the unit is carried up through projections (appended as `__fs_unit`),
+/// aliases, filters and sorts from the nearest input that has it. Anything else (DISTINCT,
+/// LIMIT, unions, joins that dropped it) would change the rows and is refused.
+fn thread_unit(plan: LogicalPlan, facts: &TableFacts) -> Result<LogicalPlan, RewriteError> {
+    if analysis::columns(&plan, facts)?.unit.iter().any(|u| *u) {
+        return Ok(plan);
+    }
+    let cannot = || {
+        unsupported(format!(
+            "aggregating rows whose {PRIVACY_UNIT} is not carried up to the aggregate \
+             (select {PRIVACY_UNIT} in every subquery the aggregate reads)"
+        ))
+    };
+    match plan {
+        LogicalPlan::Projection(p) => {
+            let input = thread_unit(p.input.as_ref().clone(), facts)?;
+            let info = analysis::columns(&input, facts)?;
+            let idx = info.unit.iter().position(|u| *u).ok_or_else(cannot)?;
+            let unit = Expr::Column(Column::from(input.schema().qualified_field(idx)));
+            let mut exprs = p.expr.clone();
+            exprs.push(unit.alias(THREADED_UNIT));
+            Ok(LogicalPlan::Projection(Projection::try_new(
+                exprs,
+                Arc::new(input),
+            )?))
+        }
+        LogicalPlan::SubqueryAlias(a) => {
+            let input = thread_unit(a.input.as_ref().clone(), facts)?;
+            Ok(LogicalPlan::SubqueryAlias(SubqueryAlias::try_new(
+                Arc::new(input),
+                a.alias.clone(),
+            )?))
+        }
+        LogicalPlan::Filter(f) => {
+            let input = thread_unit(f.input.as_ref().clone(), facts)?;
+            Ok(LogicalPlan::Filter(Filter::try_new(
+                f.predicate.clone(),
+                Arc::new(input),
+            )?))
+        }
+        LogicalPlan::Sort(s) if s.fetch.is_none() => {
+            let input = thread_unit(s.input.as_ref().clone(), facts)?;
+            Ok(LogicalPlan::Sort(Sort {
+                expr: s.expr.clone(),
+                input: Arc::new(input),
+                fetch: None,
+            }))
+        }
+        _ => Err(cannot()),
+    }
+}
+
 /// Whether `node` is an aggregate over rows about persons that yields cells.
 fn is_cell_aggregate(node: &LogicalPlan, facts: &TableFacts) -> datafusion::common::Result<bool> {
     let LogicalPlan::Aggregate(a) = node else {
@@ -188,7 +245,10 @@ fn rewrite_aggregate(
     person_keys: &Arc<dyn TableProvider>,
     udfs: &Udfs,
 ) -> Result<LogicalPlan, RewriteError> {
-    let input = &agg.input;
+    // The aggregate's input must carry the privacy unit; subqueries that dropped it get it
+    // back as an extra trailing column (the aggregate's own expressions are unaffected).
+    let threaded = thread_unit(agg.input.as_ref().clone(), facts)?;
+    let input = &Arc::new(threaded);
     let in_schema = input.schema();
     let info = analysis::columns(input, facts)?;
     let unit_idx = info.unit.iter().position(|u| *u).ok_or_else(|| {
