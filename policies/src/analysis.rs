@@ -16,8 +16,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use datafusion::common::DFSchema;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::common::{Column, DFSchema};
 use datafusion::logical_expr::expr::{AggregateFunction, Alias, InSubquery};
 use datafusion::logical_expr::{Distinct, Expr, JoinType, LogicalPlan, Operator};
 use fivesafes_engine::catalog::{PRIVACY_UNIT, TableClass};
@@ -402,11 +402,7 @@ impl Analyser<'_> {
         self.no_personal_subqueries(e)?;
         let mut personal = false;
         for c in e.column_refs() {
-            let info = input
-                .index_of_column(c)
-                .ok()
-                .and_then(|i| rel.cols.get(i).copied())
-                .ok_or_else(|| unsupported("a column the analysis cannot resolve"))?;
+            let info = lookup(rel, input, c)?;
             if info.identifying {
                 return Err(identifying(&c.name));
             }
@@ -450,11 +446,7 @@ impl Analyser<'_> {
             }
             self.no_personal_subqueries(conj)?;
             for c in conj.column_refs() {
-                let info = input
-                    .index_of_column(c)
-                    .ok()
-                    .and_then(|i| rel.cols.get(i).copied())
-                    .ok_or_else(|| unsupported("a column the analysis cannot resolve"))?;
+                let info = lookup(rel, input, c)?;
                 if info.identifying {
                     return Err(identifying(&c.name));
                 }
@@ -525,11 +517,7 @@ impl Analyser<'_> {
         for arg in exprs.drain(..) {
             self.no_personal_subqueries(arg)?;
             for c in arg.column_refs() {
-                let info = input
-                    .index_of_column(c)
-                    .ok()
-                    .and_then(|i| rel.cols.get(i).copied())
-                    .ok_or_else(|| unsupported("a column the analysis cannot resolve"))?;
+                let info = lookup(rel, input, c)?;
                 let counted = name == "count"
                     && matches!(strip_alias(arg), Expr::Column(_))
                     && (params.distinct || per_person);
@@ -565,12 +553,18 @@ fn strip_alias(e: &Expr) -> &Expr {
 
 fn col_info(rel: &Rel, input: &DFSchema, e: &Expr) -> Option<Col> {
     match strip_alias(e) {
-        Expr::Column(c) => input
-            .index_of_column(c)
-            .ok()
-            .and_then(|i| rel.cols.get(i).copied()),
+        Expr::Column(c) => lookup(rel, input, c).ok(),
         _ => None,
     }
+}
+
+/// What is known about column `c` of a relation with schema `input`.
+fn lookup(rel: &Rel, input: &DFSchema, c: &Column) -> Result<Col, Refusal> {
+    input
+        .index_of_column(c)
+        .ok()
+        .and_then(|i| rel.cols.get(i).copied())
+        .ok_or_else(|| unsupported("a column the analysis cannot resolve"))
 }
 
 /// `left.x = right.y` (either way round) as a pair of (left column, right column).
