@@ -66,6 +66,12 @@ enum Command {
         #[arg(long)]
         no_progress: bool,
     },
+    /// Read and verify the audit log.
+    Audit {
+        /// What to do with the audit log.
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Inspect the secure store.
     Store {
         /// What to do with the store.
@@ -81,6 +87,21 @@ enum KeysCommand {
         /// Directory to create; it must not already hold keys.
         #[arg(long)]
         dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Verify a copy of the audit log offline: frames, sequence, hash chain, every
+    /// checkpoint's signature and root, and consistency between checkpoints. Needs no server
+    /// and no network; exits non-zero at the first problem found.
+    Verify {
+        /// The audit log directory.
+        #[arg(long)]
+        log: PathBuf,
+        /// The audit public key (`audit.pub` from `fivesafes keys init`).
+        #[arg(long)]
+        public_key: PathBuf,
     },
 }
 
@@ -165,6 +186,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             opts.progress = !no_progress;
             let report = ingest::ingest(&opts, &keys)?;
             print!("{}", report.summary());
+        }
+        Command::Audit {
+            command: AuditCommand::Verify { log, public_key },
+        } => {
+            let key = keys::load_audit_public_key(&public_key)?;
+            let summary = fivesafes_server::audit::verify_log(&log, &key)
+                .with_context(|| format!("audit log {} does not verify", log.display()))?;
+            println!("{summary}");
         }
         Command::Store {
             command: StoreCommand::Info { store },

@@ -1,0 +1,1 @@
+//! Audit log: golden vectors, tamper, crash and recovery tests.
