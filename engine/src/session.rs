@@ -45,14 +45,24 @@ impl Default for SessionOptions {
 /// The runtime (bounded, spill-capable memory pool) and configuration (partitions, batch
 /// size, no `information_schema`) every session of the engine is built from.
 pub fn runtime_and_config(opts: &SessionOptions) -> Result<(Arc<RuntimeEnv>, SessionConfig)> {
-    let runtime = RuntimeEnvBuilder::new()
+    Ok((runtime(opts)?, config(opts)))
+}
+
+/// A runtime with a bounded, spill-capable memory pool of `opts.memory_limit` bytes. A server
+/// builds one and shares it between every session, so the limit holds for all queries
+/// together.
+pub fn runtime(opts: &SessionOptions) -> Result<Arc<RuntimeEnv>> {
+    Ok(RuntimeEnvBuilder::new()
         .with_memory_pool(Arc::new(FairSpillPool::new(opts.memory_limit)))
-        .build_arc()?;
-    let config = SessionConfig::new()
+        .build_arc()?)
+}
+
+/// The session configuration: partitions, batch size, no `information_schema`.
+pub fn config(opts: &SessionOptions) -> SessionConfig {
+    SessionConfig::new()
         .with_target_partitions(opts.target_partitions.max(1))
         .with_batch_size(opts.batch_size.max(1))
-        .with_information_schema(false);
-    Ok((runtime, config))
+        .with_information_schema(false)
 }
 
 /// A session with the given resources.

@@ -18,17 +18,16 @@
 //! - [`rewrite`]: the output-control rewrite of a `Cells` plan: every cell aggregate yields its
 //!   distinct-person count and cell key (joined from `person_keys`), suppressed cells are
 //!   removed and every released value is protected by [`output`], inside the plan.
+//! - [`query`]: the one path from SQL text to released batches in a project (gate,
+//!   analysis, rewrite, execution, and what the audit log records about it).
 //! - [`error`]: the crate's error type.
-//!
-//! Still to come: the plan rewrite that yields each cell's distinct-person count and cell key
-//! and applies [`output`] to every released cell, and low-effect detection (DESIGN.md rule 7).
-//! Until then no query path is exposed to analysts.
 
 pub mod analysis;
 pub mod decision;
 pub mod error;
 pub mod gate;
 pub mod output;
+pub mod query;
 pub mod register;
 pub mod rewrite;
 pub mod view;

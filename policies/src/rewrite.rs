@@ -26,6 +26,7 @@
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array};
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
@@ -87,6 +88,18 @@ pub async fn protect(
     person_keys: Arc<dyn TableProvider>,
     params: &OutputControl,
 ) -> Result<LogicalPlan, RewriteError> {
+    Ok(protect_counted(ctx, plan, person_keys, params).await?.0)
+}
+
+/// [`protect`], also returning a counter of the cells the plan suppresses as it runs (for
+/// the result metadata and the audit log): every evaluation of the suppression filter that
+/// removes a cell adds one.
+pub async fn protect_counted(
+    ctx: &SessionContext,
+    plan: LogicalPlan,
+    person_keys: Arc<dyn TableProvider>,
+    params: &OutputControl,
+) -> Result<(LogicalPlan, Arc<AtomicU64>), RewriteError> {
     let _ = ctx;
     let facts = TableFacts::from_catalog();
     let analysis = analysis::analyse(&plan, &facts)?;
@@ -121,7 +134,8 @@ pub async fn protect(
         ));
     }
 
-    let udfs = Udfs::new(params);
+    let counter = Arc::new(AtomicU64::new(0));
+    let udfs = Udfs::new(params, &counter);
     let mut failure: Option<RewriteError> = None;
     let rewritten = plan
         .transform_down(|node| {
@@ -149,7 +163,7 @@ pub async fn protect(
     let rewritten = rewritten
         .transform_up(|n| n.recompute_schema().map(Transformed::yes))?
         .data;
-    Ok(rewritten)
+    Ok((rewritten, counter))
 }
 
 /// Name of the privacy-unit column added to subqueries that did not select it.
@@ -463,7 +477,7 @@ enum Op {
 }
 
 /// One protection UDF, carrying the project's [`OutputControl`] parameters.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 struct ProtectUdf {
     op: Op,
     min_persons: u32,
@@ -471,7 +485,19 @@ struct ProtectUdf {
     noise_extra_threshold: u32,
     significant_figures: u32,
     signature: Signature,
+    /// Cells suppressed so far by this query (only `fs_suppressed` adds to it).
+    suppressed: Arc<AtomicU64>,
 }
+
+impl PartialEq for ProtectUdf {
+    fn eq(&self, other: &Self) -> bool {
+        self.op == other.op
+            && self.params() == other.params()
+            && Arc::ptr_eq(&self.suppressed, &other.suppressed)
+    }
+}
+
+impl Eq for ProtectUdf {}
 
 impl Hash for ProtectUdf {
     fn hash<H: Hasher>(&self, state: &mut H) {
@@ -484,7 +510,7 @@ impl Hash for ProtectUdf {
 }
 
 impl ProtectUdf {
-    fn new(op: Op, p: &OutputControl) -> ProtectUdf {
+    fn new(op: Op, p: &OutputControl, suppressed: &Arc<AtomicU64>) -> ProtectUdf {
         let arity = match op {
             Op::Suppressed | Op::Sum => 2,
             Op::Count | Op::Mean => 3,
@@ -496,6 +522,7 @@ impl ProtectUdf {
             noise_extra_threshold: p.noise_extra_threshold,
             significant_figures: p.significant_figures,
             signature: Signature::any(arity, Volatility::Immutable),
+            suppressed: Arc::clone(suppressed),
         }
     }
 
@@ -517,12 +544,12 @@ struct Udfs {
 }
 
 impl Udfs {
-    fn new(p: &OutputControl) -> Udfs {
+    fn new(p: &OutputControl, counter: &Arc<AtomicU64>) -> Udfs {
         Udfs {
-            suppressed: ScalarUDF::new_from_impl(ProtectUdf::new(Op::Suppressed, p)),
-            count: ScalarUDF::new_from_impl(ProtectUdf::new(Op::Count, p)),
-            sum: ScalarUDF::new_from_impl(ProtectUdf::new(Op::Sum, p)),
-            mean: ScalarUDF::new_from_impl(ProtectUdf::new(Op::Mean, p)),
+            suppressed: ScalarUDF::new_from_impl(ProtectUdf::new(Op::Suppressed, p, counter)),
+            count: ScalarUDF::new_from_impl(ProtectUdf::new(Op::Count, p, counter)),
+            sum: ScalarUDF::new_from_impl(ProtectUdf::new(Op::Sum, p, counter)),
+            mean: ScalarUDF::new_from_impl(ProtectUdf::new(Op::Mean, p, counter)),
         }
     }
 }
@@ -600,16 +627,17 @@ impl ScalarUDFImpl for ProtectUdf {
         let out: ArrayRef = match self.op {
             Op::Suppressed => {
                 let (persons, keys) = (int64(&arrays[0])?, int64(&arrays[1])?);
-                Arc::new(
-                    (0..n)
-                        .map(|i| {
-                            Some(match cell_key(keys, i) {
-                                Some(key) => output::is_suppressed(persons_at(persons, i), key, &p),
-                                None => true,
-                            })
+                let out = (0..n)
+                    .map(|i| {
+                        Some(match cell_key(keys, i) {
+                            Some(key) => output::is_suppressed(persons_at(persons, i), key, &p),
+                            None => true,
                         })
-                        .collect::<BooleanArray>(),
-                )
+                    })
+                    .collect::<BooleanArray>();
+                self.suppressed
+                    .fetch_add(out.true_count() as u64, Ordering::Relaxed);
+                Arc::new(out)
             }
             Op::Count => {
                 let (counts, persons, keys) =

@@ -18,7 +18,8 @@ use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::{JoinType, LogicalPlan, LogicalPlanBuilder, col, lit};
 use datafusion::prelude::SessionContext;
 use fivesafes_engine::catalog::{PRIVACY_UNIT, TableClass};
-use fivesafes_engine::session::{SessionOptions, runtime_and_config, table_provider};
+use datafusion::execution::runtime_env::RuntimeEnv;
+use fivesafes_engine::session::{SessionOptions, config, runtime, table_provider};
 use fivesafes_engine::store::StoreVersion;
 
 /// The governance table holding national opt-out status.
@@ -50,16 +51,20 @@ pub enum ViewError {
 /// A session with the engine's resource limits and none of the ways to reach data outside
 /// the registered tables.
 pub fn restricted_context(opts: &SessionOptions) -> Result<SessionContext, ViewError> {
-    let (runtime, config) = runtime_and_config(opts)?;
+    Ok(restricted_context_in(runtime(opts)?, opts))
+}
+
+/// [`restricted_context`] over a shared runtime (one memory pool for many sessions).
+pub fn restricted_context_in(runtime: Arc<RuntimeEnv>, opts: &SessionOptions) -> SessionContext {
     let state = SessionStateBuilder::new()
-        .with_config(config)
+        .with_config(config(opts))
         .with_runtime_env(runtime)
         .with_default_features()
         // Replaces the defaults: no generate_series/range, no CREATE EXTERNAL TABLE formats.
         .with_table_functions(HashMap::new())
         .with_table_factories(HashMap::new())
         .build();
-    Ok(SessionContext::new_with_state(state))
+    SessionContext::new_with_state(state)
 }
 
 /// Builds the session of a project over a verified store version.
@@ -68,7 +73,17 @@ pub async fn project_session(
     spec: &ViewSpec,
     opts: &SessionOptions,
 ) -> Result<SessionContext, ViewError> {
-    let ctx = restricted_context(opts)?;
+    project_session_in(version, spec, runtime(opts)?, opts).await
+}
+
+/// [`project_session`] over a shared runtime (one memory pool for many sessions).
+pub async fn project_session_in(
+    version: &StoreVersion,
+    spec: &ViewSpec,
+    runtime: Arc<RuntimeEnv>,
+    opts: &SessionOptions,
+) -> Result<SessionContext, ViewError> {
+    let ctx = restricted_context_in(runtime, opts);
     let state = ctx.state();
     let allowed = if spec.opt_out_applies {
         let ndoo = table_provider(&state, version, OPT_OUT_TABLE).await?;
