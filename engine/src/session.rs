@@ -63,6 +63,8 @@ pub fn config(opts: &SessionOptions) -> SessionConfig {
         .with_target_partitions(opts.target_partitions.max(1))
         .with_batch_size(opts.batch_size.max(1))
         .with_information_schema(false)
+        // Clients (JDBC, ADBC, DBeaver) see tables as fivesafes.public.<table>.
+        .with_default_catalog_and_schema("fivesafes", "public")
 }
 
 /// A session with the given resources.

@@ -63,7 +63,11 @@ pub async fn plan_query(ctx: &SessionContext, sql: &str) -> Result<LogicalPlan, 
         }
     };
     match &statement {
-        DfStatement::Statement(s) if matches!(s.as_ref(), SqlStatement::Query(_)) => {}
+        DfStatement::Statement(s) if matches!(s.as_ref(), SqlStatement::Query(_)) => {
+            if let SqlStatement::Query(q) = s.as_ref() {
+                check_set_depth(q)?;
+            }
+        }
         other => {
             return Err(Refusal::new(
                 Rule::OnlyQueries,
@@ -94,6 +98,47 @@ pub async fn plan_query(ctx: &SessionContext, sql: &str) -> Result<LogicalPlan, 
         })?;
     check_nodes(&plan)?;
     Ok(plan)
+}
+
+/// Refuses chains of set operations (`UNION`, `INTERSECT`, `EXCEPT`) and nested query bodies
+/// deeper than [`MAX_NESTING`]: the parser builds them as a left-deep tree without counting
+/// them against its recursion limit, and planning a tree of a thousand levels would exhaust
+/// the stack. Walks with an explicit stack, so the check itself cannot overflow.
+fn check_set_depth(q: &datafusion::sql::sqlparser::ast::Query) -> Result<(), Refusal> {
+    use datafusion::sql::sqlparser::ast::SetExpr;
+    let mut stack: Vec<(&SetExpr, usize)> = vec![(q.body.as_ref(), 1)];
+    if let Some(with) = &q.with {
+        stack.extend(with.cte_tables.iter().map(|c| (c.query.body.as_ref(), 2)));
+    }
+    while let Some((e, depth)) = stack.pop() {
+        if depth > MAX_NESTING {
+            return Err(Refusal::new(
+                Rule::TooComplex,
+                format!(
+                    "the statement nests more than {MAX_NESTING} set operations or query \
+                     bodies; split it into several queries"
+                ),
+            ));
+        }
+        match e {
+            SetExpr::SetOperation { left, right, .. } => {
+                stack.push((left.as_ref(), depth + 1));
+                stack.push((right.as_ref(), depth + 1));
+            }
+            SetExpr::Query(inner) => {
+                stack.push((inner.body.as_ref(), depth + 1));
+                if let Some(with) = &inner.with {
+                    stack.extend(
+                        with.cte_tables
+                            .iter()
+                            .map(|c| (c.query.body.as_ref(), depth + 2)),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Refuses plan nodes that no analyst query may contain, anywhere, subqueries included.

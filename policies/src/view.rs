@@ -14,11 +14,11 @@ use std::sync::Arc;
 
 use datafusion::catalog::view::ViewTable;
 use datafusion::datasource::provider_as_source;
+use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::{JoinType, LogicalPlan, LogicalPlanBuilder, col, lit};
 use datafusion::prelude::SessionContext;
 use fivesafes_engine::catalog::{PRIVACY_UNIT, TableClass};
-use datafusion::execution::runtime_env::RuntimeEnv;
 use fivesafes_engine::session::{SessionOptions, config, runtime, table_provider};
 use fivesafes_engine::store::StoreVersion;
 

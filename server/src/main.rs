@@ -1,7 +1,7 @@
 //! The `fivesafes` binary: a thin command-line front end over the library crates.
 //!
-//! Subcommands: `keys init`, `synth`, `ingest`, `store info`. The server, query client, demo
-//! and audit commands build on these.
+//! Subcommands: `keys init`, `synth`, `ingest`, `store info`, `serve`, `token new`, `query`,
+//! `tables`, `demo`, `audit verify`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,6 +12,10 @@ use fivesafes_engine::ingest::{self, IngestOptions};
 use fivesafes_engine::keys::{self, Keys};
 use fivesafes_engine::store::{self, Store};
 use fivesafes_engine::synth::{self, SynthOptions};
+use fivesafes_server::client::{Connection, Format, render};
+use fivesafes_server::config::ServerConfig;
+use fivesafes_server::state::system_clock;
+use fivesafes_server::{auth, demo, serve};
 
 /// fivesafes: a secure data environment for linked, pseudonymised NHS records.
 #[derive(Debug, Parser)]
@@ -66,6 +70,48 @@ enum Command {
         #[arg(long)]
         no_progress: bool,
     },
+    /// Run the server (Arrow Flight SQL and the fivesafes.v1 services).
+    Serve(ServeArgs),
+    /// Mint an API token for a principal (prints the token and the config entry holding its
+    /// hash; the token itself is never stored by the server).
+    Token {
+        /// What to do.
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Run one SQL query against a server and print the protected result.
+    Query {
+        /// Connection settings.
+        #[command(flatten)]
+        conn: ConnArgs,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+        /// The SQL text.
+        sql: String,
+    },
+    /// List the tables the project can see.
+    Tables {
+        /// Connection settings.
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Prepare a demo environment and walk through it (synthetic data, ingest, server,
+    /// protected query and report, audit verification); then keep serving.
+    Demo {
+        /// Only prepare this directory (keys, extracts, store, audit, config, tokens) and exit.
+        #[arg(long, value_name = "DIR")]
+        prepare: Option<PathBuf>,
+        /// Directory of the walk-through (prepared if needed).
+        #[arg(long, default_value = fivesafes_server::demo::DEFAULT_DIR)]
+        dir: PathBuf,
+        /// Synthetic patients when preparing.
+        #[arg(long, default_value_t = fivesafes_server::demo::DEFAULT_PATIENTS)]
+        patients: u64,
+        /// Listen address written into a prepared config (default 127.0.0.1:50051).
+        #[arg(long)]
+        listen: Option<String>,
+    },
     /// Read and verify the audit log.
     Audit {
         /// What to do with the audit log.
@@ -87,6 +133,80 @@ enum KeysCommand {
         /// Directory to create; it must not already hold keys.
         #[arg(long)]
         dir: PathBuf,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// The server configuration (TOML).
+    #[arg(long)]
+    config: PathBuf,
+    /// Override `listen`.
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Override `store`.
+    #[arg(long)]
+    store: Option<PathBuf>,
+    /// Override `keys`.
+    #[arg(long)]
+    keys: Option<PathBuf>,
+    /// Override `register`.
+    #[arg(long)]
+    register: Option<PathBuf>,
+    /// Override `audit`.
+    #[arg(long)]
+    audit: Option<PathBuf>,
+    /// Override `limits.memory_mib`.
+    #[arg(long)]
+    memory_mib: Option<usize>,
+    /// Override `limits.query_timeout_secs`.
+    #[arg(long)]
+    query_timeout_secs: Option<u64>,
+    /// Override `limits.max_concurrent_queries`.
+    #[arg(long)]
+    max_concurrent_queries: Option<usize>,
+}
+
+#[derive(Debug, clap::Args)]
+struct ConnArgs {
+    /// Server URL.
+    #[arg(long, env = "FIVESAFES_SERVER", default_value = "http://127.0.0.1:50051")]
+    server: String,
+    /// API token (or FIVESAFES_TOKEN).
+    #[arg(long, env = "FIVESAFES_TOKEN", hide_env_values = true)]
+    token: String,
+    /// Project, when the principal works in several.
+    #[arg(long, env = "FIVESAFES_PROJECT")]
+    project: Option<String>,
+    /// PEM CA certificate to trust for https.
+    #[arg(long)]
+    ca_cert: Option<PathBuf>,
+    /// PEM client certificate (mutual TLS); needs --client-key.
+    #[arg(long, requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// PEM client key (mutual TLS).
+    #[arg(long, requires = "client_cert")]
+    client_key: Option<PathBuf>,
+}
+
+impl ConnArgs {
+    fn connection(self) -> Connection {
+        Connection {
+            server: self.server,
+            token: self.token,
+            project: self.project,
+            ca_cert: self.ca_cert,
+            client_identity: self.client_cert.zip(self.client_key),
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Mint a token for PRINCIPAL.
+    New {
+        /// The principal's name as used in the project register.
+        principal: String,
     },
 }
 
@@ -132,8 +252,76 @@ fn main() -> ExitCode {
     }
 }
 
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    // Planning recurses over the plan tree: give workers room beyond the 2 MiB default.
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(16 << 20)
+        .build()?)
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Serve(args) => {
+            let mut config = ServerConfig::load(&args.config)?;
+            if let Some(v) = args.listen {
+                config.listen = v;
+            }
+            if let Some(v) = args.store {
+                config.store = v;
+            }
+            if let Some(v) = args.keys {
+                config.keys = v;
+            }
+            if let Some(v) = args.register {
+                config.register = v;
+            }
+            if let Some(v) = args.audit {
+                config.audit = v;
+            }
+            if let Some(v) = args.memory_mib {
+                config.limits.memory_mib = v;
+            }
+            if let Some(v) = args.query_timeout_secs {
+                config.limits.query_timeout_secs = v;
+            }
+            if let Some(v) = args.max_concurrent_queries {
+                config.limits.max_concurrent_queries = v;
+            }
+            runtime()?.block_on(serve::run_until_signal(config, system_clock()))?;
+        }
+        Command::Token {
+            command: TokenCommand::New { principal },
+        } => {
+            let token = auth::new_token();
+            println!("token for {principal} (give it to them; it is not stored anywhere):");
+            println!("{token}");
+            println!("\nadd to the server config:\n[[principal]]");
+            println!("name = {principal:?}");
+            println!("token_sha256 = \"{}\"", auth::token_hash(&token));
+        }
+        Command::Query { conn, format, sql } => {
+            let batches = runtime()?.block_on(conn.connection().query(&sql))?;
+            print!("{}", render(&batches, format)?);
+            if format == Format::Table {
+                println!();
+            }
+        }
+        Command::Tables { conn } => {
+            let batches = runtime()?.block_on(conn.connection().tables())?;
+            println!("{}", render(&batches, Format::Table)?);
+        }
+        Command::Demo {
+            prepare,
+            dir,
+            patients,
+            listen,
+        } => match prepare {
+            Some(p) => {
+                demo::prepare(&p, patients, listen.as_deref())?;
+            }
+            None => runtime()?.block_on(demo::run(&dir, patients))?,
+        },
         Command::Keys {
             command: KeysCommand::Init { dir },
         } => {

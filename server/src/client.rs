@@ -1,0 +1,187 @@
+//! The command-line client (`fivesafes query`, `fivesafes tables`): Arrow Flight SQL over
+//! tonic with a bearer token and the project header, results printed as a table, CSV or
+//! JSON lines.
+
+use std::path::PathBuf;
+
+use arrow_flight::sql::client::FlightSqlServiceClient;
+use arrow_flight::sql::CommandGetTables;
+use datafusion::arrow::array::RecordBatch;
+use futures::TryStreamExt;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+use crate::auth::PROJECT_HEADER;
+
+/// How to reach the server.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    /// `http://host:port` or `https://host:port`.
+    pub server: String,
+    /// The API token.
+    pub token: String,
+    /// The project (header `x-fivesafes-project`), when the principal has several.
+    pub project: Option<String>,
+    /// PEM CA certificate to trust (for `https://`).
+    pub ca_cert: Option<PathBuf>,
+    /// PEM client certificate and key (mutual TLS).
+    pub client_identity: Option<(PathBuf, PathBuf)>,
+}
+
+/// Why a client call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Connecting failed.
+    #[error("cannot connect to {server}: {reason}")]
+    Connect {
+        /// The server URL.
+        server: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The server answered with an error.
+    #[error("{}: {}", .0.code(), .0.message())]
+    Status(#[from] tonic::Status),
+    /// Arrow or Flight decoding failed.
+    #[error("{0}")]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
+    /// The Flight protocol failed.
+    #[error("{0}")]
+    Flight(String),
+    /// Reading certificates failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl Connection {
+    /// A connected channel.
+    pub async fn channel(&self) -> Result<Channel, ClientError> {
+        let connect = |reason: String| ClientError::Connect {
+            server: self.server.clone(),
+            reason,
+        };
+        let mut endpoint =
+            Endpoint::from_shared(self.server.clone()).map_err(|e| connect(e.to_string()))?;
+        if self.server.starts_with("https://") || self.ca_cert.is_some() {
+            let mut tls = ClientTlsConfig::new();
+            if let Some(ca) = &self.ca_cert {
+                tls = tls.ca_certificate(Certificate::from_pem(std::fs::read(ca)?));
+            }
+            if let Some((cert, key)) = &self.client_identity {
+                tls = tls.identity(Identity::from_pem(std::fs::read(cert)?, std::fs::read(key)?));
+            }
+            endpoint = endpoint.tls_config(tls).map_err(|e| connect(e.to_string()))?;
+        }
+        endpoint
+            .connect()
+            .await
+            .map_err(|e| connect(format!("{e} ({})", source_chain(&e))))
+    }
+
+    /// A Flight SQL client with the token and project header set.
+    pub async fn flight_sql(&self) -> Result<FlightSqlServiceClient<Channel>, ClientError> {
+        let mut client = FlightSqlServiceClient::new(self.channel().await?);
+        client.set_token(self.token.clone());
+        if let Some(p) = &self.project {
+            client.set_header(PROJECT_HEADER, p.clone());
+        }
+        Ok(client)
+    }
+
+    /// Runs `sql` and returns its batches.
+    pub async fn query(&self, sql: &str) -> Result<Vec<RecordBatch>, ClientError> {
+        let mut client = self.flight_sql().await?;
+        let info = client.execute(sql.to_string(), None).await.map_err(flight)?;
+        collect(&mut client, info).await
+    }
+
+    /// The project's tables (with their schemas).
+    pub async fn tables(&self) -> Result<Vec<RecordBatch>, ClientError> {
+        let mut client = self.flight_sql().await?;
+        let info = client
+            .get_tables(CommandGetTables {
+                include_schema: false,
+                ..CommandGetTables::default()
+            })
+            .await
+            .map_err(flight)?;
+        collect(&mut client, info).await
+    }
+}
+
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut out = Vec::new();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push(s.to_string());
+        cur = s.source();
+    }
+    out.join(": ")
+}
+
+/// Turns a Flight error back into the server's status where there is one.
+fn flight(e: arrow_flight::error::FlightError) -> ClientError {
+    use arrow_flight::error::FlightError;
+    match e {
+        FlightError::Tonic(status) => ClientError::Status(*status),
+        FlightError::Arrow(a) => ClientError::Arrow(a),
+        other => ClientError::Flight(other.to_string()),
+    }
+}
+
+async fn collect(
+    client: &mut FlightSqlServiceClient<Channel>,
+    info: arrow_flight::FlightInfo,
+) -> Result<Vec<RecordBatch>, ClientError> {
+    let mut out = Vec::new();
+    for endpoint in info.endpoint {
+        let Some(ticket) = endpoint.ticket else {
+            continue;
+        };
+        let stream = client.do_get(ticket).await.map_err(flight)?;
+        let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(flight)?;
+        out.extend(batches);
+    }
+    Ok(out)
+}
+
+/// Output formats of the CLI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// An aligned text table.
+    Table,
+    /// CSV with a header row.
+    Csv,
+    /// One JSON object per row.
+    Json,
+}
+
+/// Renders batches in `format`.
+pub fn render(batches: &[RecordBatch], format: Format) -> Result<String, ClientError> {
+    match format {
+        Format::Table => Ok(datafusion::arrow::util::pretty::pretty_format_batches(batches)?
+            .to_string()),
+        Format::Csv => {
+            let mut buf = Vec::new();
+            {
+                let mut w = datafusion::arrow::csv::WriterBuilder::new()
+                    .with_header(true)
+                    .build(&mut buf);
+                for b in batches {
+                    w.write(b)?;
+                }
+            }
+            Ok(String::from_utf8_lossy(&buf).into_owned())
+        }
+        Format::Json => {
+            let mut buf = Vec::new();
+            {
+                let mut w = datafusion::arrow::json::LineDelimitedWriter::new(&mut buf);
+                for b in batches {
+                    w.write(b)?;
+                }
+                w.finish()?;
+            }
+            Ok(String::from_utf8_lossy(&buf).into_owned())
+        }
+    }
+}

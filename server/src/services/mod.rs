@@ -1,0 +1,3 @@
+//! The `fivesafes.v1` services (one file per service): `Projects`, `Reports`, `Audit`.
+
+pub mod projects;
