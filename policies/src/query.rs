@@ -255,11 +255,7 @@ impl Prepared {
         &self,
         cx: &ProjectContext,
     ) -> Result<Arc<dyn ExecutionPlan>, QueryError> {
-        Ok(cx
-            .ctx
-            .state()
-            .create_physical_plan(&self.plan)
-            .await?)
+        Ok(cx.ctx.state().create_physical_plan(&self.plan).await?)
     }
 
     /// Output rows (cells) suppressed by output control so far; complete once the stream of
@@ -281,10 +277,10 @@ pub fn execute(
 pub fn rows_scanned(physical: &Arc<dyn ExecutionPlan>) -> u64 {
     fn walk(p: &Arc<dyn ExecutionPlan>, total: &mut u64) {
         let children = p.children();
-        if children.is_empty() {
-            if let Some(rows) = p.metrics().and_then(|m| m.output_rows()) {
-                *total += rows as u64;
-            }
+        if children.is_empty()
+            && let Some(rows) = p.metrics().and_then(|m| m.output_rows())
+        {
+            *total += rows as u64;
         }
         for c in children {
             walk(c, total);

@@ -161,10 +161,19 @@ mod tests {
     fn bearer_and_basic() {
         let t = new_token();
         let a = auth(&t);
-        assert_eq!(a.authenticate(&md(&format!("Bearer {t}"))), Ok("ana".into()));
-        assert_eq!(a.authenticate(&md(&format!("bearer  {t}"))), Ok("ana".into()));
+        assert_eq!(
+            a.authenticate(&md(&format!("Bearer {t}"))),
+            Ok("ana".into())
+        );
+        assert_eq!(
+            a.authenticate(&md(&format!("bearer  {t}"))),
+            Ok("ana".into())
+        );
         let basic = STANDARD.encode(format!("ana:{t}"));
-        assert_eq!(a.authenticate(&md(&format!("Basic {basic}"))), Ok("ana".into()));
+        assert_eq!(
+            a.authenticate(&md(&format!("Basic {basic}"))),
+            Ok("ana".into())
+        );
         let wrong_user = STANDARD.encode(format!("bob:{t}"));
         assert_eq!(
             a.authenticate(&md(&format!("Basic {wrong_user}"))),

@@ -4,8 +4,8 @@
 
 use std::path::PathBuf;
 
-use arrow_flight::sql::client::FlightSqlServiceClient;
 use arrow_flight::sql::CommandGetTables;
+use arrow_flight::sql::client::FlightSqlServiceClient;
 use datafusion::arrow::array::RecordBatch;
 use futures::TryStreamExt;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
@@ -67,9 +67,14 @@ impl Connection {
                 tls = tls.ca_certificate(Certificate::from_pem(std::fs::read(ca)?));
             }
             if let Some((cert, key)) = &self.client_identity {
-                tls = tls.identity(Identity::from_pem(std::fs::read(cert)?, std::fs::read(key)?));
+                tls = tls.identity(Identity::from_pem(
+                    std::fs::read(cert)?,
+                    std::fs::read(key)?,
+                ));
             }
-            endpoint = endpoint.tls_config(tls).map_err(|e| connect(e.to_string()))?;
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| connect(e.to_string()))?;
         }
         endpoint
             .connect()
@@ -90,7 +95,10 @@ impl Connection {
     /// Runs `sql` and returns its batches.
     pub async fn query(&self, sql: &str) -> Result<Vec<RecordBatch>, ClientError> {
         let mut client = self.flight_sql().await?;
-        let info = client.execute(sql.to_string(), None).await.map_err(flight)?;
+        let info = client
+            .execute(sql.to_string(), None)
+            .await
+            .map_err(flight)?;
         collect(&mut client, info).await
     }
 
@@ -158,8 +166,9 @@ pub enum Format {
 /// Renders batches in `format`.
 pub fn render(batches: &[RecordBatch], format: Format) -> Result<String, ClientError> {
     match format {
-        Format::Table => Ok(datafusion::arrow::util::pretty::pretty_format_batches(batches)?
-            .to_string()),
+        Format::Table => {
+            Ok(datafusion::arrow::util::pretty::pretty_format_batches(batches)?.to_string())
+        }
         Format::Csv => {
             let mut buf = Vec::new();
             {

@@ -41,7 +41,9 @@ pub struct ServerConfig {
 }
 
 fn default_listen() -> SocketAddr {
-    DEFAULT_LISTEN.parse().unwrap_or_else(|_| unreachable!("valid literal"))
+    DEFAULT_LISTEN
+        .parse()
+        .unwrap_or_else(|_| unreachable!("valid literal"))
 }
 
 /// Limits on the resources queries may use.
@@ -144,10 +146,10 @@ impl ServerConfig {
                     *p = base.join(&*p);
                 }
             }
-            if let Some(ca) = &mut tls.client_ca {
-                if ca.is_relative() {
-                    *ca = base.join(&*ca);
-                }
+            if let Some(ca) = &mut tls.client_ca
+                && ca.is_relative()
+            {
+                *ca = base.join(&*ca);
             }
         }
         config.check()?;

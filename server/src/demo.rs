@@ -117,8 +117,10 @@ pub fn prepare(dir: &Path, patients: u64, listen: Option<&str>) -> anyhow::Resul
         .collect();
     principals.sort();
     principals.dedup();
-    let tokens: BTreeMap<String, String> =
-        principals.iter().map(|p| (p.clone(), new_token())).collect();
+    let tokens: BTreeMap<String, String> = principals
+        .iter()
+        .map(|p| (p.clone(), new_token()))
+        .collect();
     let config = ServerConfig {
         listen: listen.unwrap_or(DEFAULT_LISTEN).parse()?,
         store: "store".into(),

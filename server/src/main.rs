@@ -170,7 +170,11 @@ struct ServeArgs {
 #[derive(Debug, clap::Args)]
 struct ConnArgs {
     /// Server URL.
-    #[arg(long, env = "FIVESAFES_SERVER", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        env = "FIVESAFES_SERVER",
+        default_value = "http://127.0.0.1:50051"
+    )]
     server: String,
     /// API token (or FIVESAFES_TOKEN).
     #[arg(long, env = "FIVESAFES_TOKEN", hide_env_values = true)]

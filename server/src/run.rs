@@ -156,17 +156,21 @@ pub async fn run_sql(state: &State, caller: &Caller, sql: &str) -> Result<Releas
 
     // Plan and protect (nothing runs yet).
     enum Ready {
-        Data(Arc<fivesafes_policies::query::ProjectContext>, query::Prepared),
-        Audit(datafusion::prelude::SessionContext, datafusion::logical_expr::LogicalPlan),
+        Data(
+            Arc<fivesafes_policies::query::ProjectContext>,
+            query::Prepared,
+        ),
+        Audit(
+            datafusion::prelude::SessionContext,
+            datafusion::logical_expr::LogicalPlan,
+        ),
     }
     let (ready, plan) = if caller.in_audit_project() {
         let ctx = audit_session(state)?;
         match fivesafes_policies::gate::plan_query(&ctx, sql).await {
             Ok(lp) => {
                 let plan = Plan {
-                    plan_hash: hex::encode(Sha256::digest(
-                        lp.display_indent_schema().to_string(),
-                    )),
+                    plan_hash: hex::encode(Sha256::digest(lp.display_indent_schema().to_string())),
                     tables: vec![AUDIT_TABLE.into()],
                     columns: Vec::new(),
                     opt_out: Vec::new(),
@@ -234,29 +238,32 @@ pub async fn run_sql(state: &State, caller: &Caller, sql: &str) -> Result<Releas
             let work = async {
                 match &ready {
                     Ready::Data(cx, p) => {
-                        let physical = p
-                            .physical_plan(cx)
-                            .await
-                            .map_err(|e| (error_category(&e), status_of_query_error(&e, request_id)))?;
+                        let physical = p.physical_plan(cx).await.map_err(|e| {
+                            (error_category(&e), status_of_query_error(&e, request_id))
+                        })?;
                         let schema = physical.schema();
                         let batches: Vec<RecordBatch> = query::execute(&physical, cx)
-                            .map_err(|e| (error_category(&e), status_of_query_error(&e, request_id)))?
+                            .map_err(|e| {
+                                (error_category(&e), status_of_query_error(&e, request_id))
+                            })?
                             .try_collect()
                             .await
                             .map_err(|e| {
                                 let e = QueryError::Execution(e);
                                 (error_category(&e), status_of_query_error(&e, request_id))
                             })?;
-                        Ok((batches, schema, p.rows_suppressed(), query::rows_scanned(&physical)))
+                        Ok((
+                            batches,
+                            schema,
+                            p.rows_suppressed(),
+                            query::rows_scanned(&physical),
+                        ))
                     }
                     Ready::Audit(ctx, lp) => {
-                        let df = ctx
-                            .execute_logical_plan(lp.clone())
-                            .await
-                            .map_err(|e| {
-                                let e = QueryError::Execution(e);
-                                (error_category(&e), status_of_query_error(&e, request_id))
-                            })?;
+                        let df = ctx.execute_logical_plan(lp.clone()).await.map_err(|e| {
+                            let e = QueryError::Execution(e);
+                            (error_category(&e), status_of_query_error(&e, request_id))
+                        })?;
                         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
                         let batches = df.collect().await.map_err(|e| {
                             let e = QueryError::Execution(e);
@@ -305,11 +312,15 @@ pub async fn run_sql(state: &State, caller: &Caller, sql: &str) -> Result<Releas
         .collect::<Result<_, _>>()
         .map_err(|e| {
             tracing::error!(request_id, error = %e, "result schema");
-            Status::internal(format!("the query failed inside the server (request {request_id})"))
+            Status::internal(format!(
+                "the query failed inside the server (request {request_id})"
+            ))
         })?;
     let messages = encode(Arc::clone(&schema), batches).await.map_err(|e| {
         tracing::error!(request_id, error = %e, "encoding the result");
-        Status::internal(format!("the query failed inside the server (request {request_id})"))
+        Status::internal(format!(
+            "the query failed inside the server (request {request_id})"
+        ))
     })?;
     let hash = result_hash(&messages);
     let audit_sequence = state
@@ -392,10 +403,11 @@ pub fn audit_session(state: &State) -> Result<datafusion::prelude::SessionContex
         tracing::error!(error = %e, "audit table");
         Status::internal("the audit log could not be read")
     })?;
-    ctx.register_table(AUDIT_TABLE, Arc::new(table)).map_err(|e| {
-        tracing::error!(error = %e, "audit table");
-        Status::internal("the audit log could not be read")
-    })?;
+    ctx.register_table(AUDIT_TABLE, Arc::new(table))
+        .map_err(|e| {
+            tracing::error!(error = %e, "audit table");
+            Status::internal("the audit log could not be read")
+        })?;
     Ok(ctx)
 }
 

@@ -106,7 +106,10 @@ pub async fn start(config: ServerConfig, clock: Clock) -> Result<Running, Server
             detail: vec![
                 ("config_hash".into(), config.hash()),
                 ("policy_hash".into(), state.register.policy_hash()),
-                ("store_version".into(), store::version_name(state.version.manifest.version)),
+                (
+                    "store_version".into(),
+                    store::version_name(state.version.manifest.version),
+                ),
                 ("listen".into(), addr.to_string()),
                 ("version".into(), env!("CARGO_PKG_VERSION").into()),
             ],
@@ -124,7 +127,8 @@ pub async fn start(config: ServerConfig, clock: Clock) -> Result<Running, Server
     }
     let router = builder
         .add_service(flight::service(Arc::clone(&state)))
-        .add_service(services::projects::service(Arc::clone(&state)));
+        .add_service(services::projects::service(Arc::clone(&state)))
+        .add_service(services::audit::service(Arc::clone(&state)));
     let task_state = Arc::clone(&state);
     let task = tokio::spawn(async move {
         let served = router

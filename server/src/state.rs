@@ -258,12 +258,16 @@ impl State {
             .filter(|p| !p.role_of(&principal).is_empty())
             .collect();
         let chosen = match metadata.get(PROJECT_HEADER).map(|v| v.to_str()) {
-            Some(Ok(id)) => mine.iter().find(|p| p.id == id.trim()).copied().ok_or_else(|| {
-                Status::permission_denied(format!(
-                    "{principal} is not a member of a project named {:?}",
-                    id.trim()
-                ))
-            })?,
+            Some(Ok(id)) => mine
+                .iter()
+                .find(|p| p.id == id.trim())
+                .copied()
+                .ok_or_else(|| {
+                    Status::permission_denied(format!(
+                        "{principal} is not a member of a project named {:?}",
+                        id.trim()
+                    ))
+                })?,
             Some(Err(_)) => {
                 return Err(Status::invalid_argument(format!(
                     "{PROJECT_HEADER} is not valid text"
@@ -281,7 +285,10 @@ impl State {
                         "{principal} works in several projects; choose one with the {} \
                          header: {}",
                         PROJECT_HEADER,
-                        many.iter().map(|p| p.id.as_str()).collect::<Vec<_>>().join(", ")
+                        many.iter()
+                            .map(|p| p.id.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     )));
                 }
             },
@@ -298,7 +305,12 @@ impl State {
             Need::Sql => &[Role::Analyst, Role::Auditor],
             Need::Reports => &[Role::Commissioner],
             Need::Audit => &[Role::Auditor],
-            Need::Any => &[Role::Analyst, Role::Commissioner, Role::Auditor, Role::Admin],
+            Need::Any => &[
+                Role::Analyst,
+                Role::Commissioner,
+                Role::Auditor,
+                Role::Admin,
+            ],
         };
         let role = wanted
             .iter()

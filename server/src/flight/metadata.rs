@@ -49,7 +49,9 @@ pub fn sql_info() -> &'static SqlInfoData {
             Err(e) => {
                 tracing::error!(error = %e, "sql info");
                 #[allow(clippy::expect_used)]
-                SqlInfoDataBuilder::new().build().expect("empty sql info builds")
+                SqlInfoDataBuilder::new()
+                    .build()
+                    .expect("empty sql info builds")
             }
         }
     })
@@ -129,14 +131,16 @@ pub async fn project_tables(
     let names: Vec<String> = if caller.in_audit_project() {
         vec![AUDIT_TABLE.to_string()]
     } else {
-        caller.project.tables.iter().map(|t| t.name.clone()).collect()
+        caller
+            .project
+            .tables
+            .iter()
+            .map(|t| t.name.clone())
+            .collect()
     };
     let mut out = Vec::new();
     for name in names {
-        let provider = ctx
-            .table_provider(name.as_str())
-            .await
-            .map_err(internal)?;
+        let provider = ctx.table_provider(name.as_str()).await.map_err(internal)?;
         out.push((name, provider.schema()));
     }
     Ok(out)
@@ -155,4 +159,3 @@ pub async fn tables(
     let schema = b.schema();
     stream(schema, b.build().map_err(internal)?)
 }
-

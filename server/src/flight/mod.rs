@@ -75,13 +75,15 @@ impl FlightSql {
         let info = FlightInfo::new()
             .try_with_schema(&released.schema)
             .map_err(|_| Status::internal("the result schema could not be encoded"))?
-            .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(
-                TicketStatementQuery {
-                    statement_handle: h.clone().into(),
-                }
-                .as_any()
-                .encode_to_vec(),
-            )))
+            .with_endpoint(
+                FlightEndpoint::new().with_ticket(Ticket::new(
+                    TicketStatementQuery {
+                        statement_handle: h.clone().into(),
+                    }
+                    .as_any()
+                    .encode_to_vec(),
+                )),
+            )
             .with_descriptor(descriptor)
             .with_total_records(i64::try_from(released.rows).unwrap_or(-1))
             .with_ordered(true);
@@ -174,7 +176,8 @@ impl FlightSqlService for FlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let descriptor = request.get_ref().clone();
-        self.statement_info(&request, &query.query, descriptor).await
+        self.statement_info(&request, &query.query, descriptor)
+            .await
     }
 
     async fn get_flight_info_prepared_statement(
@@ -279,7 +282,11 @@ impl FlightSqlService for FlightSql {
     ) -> Result<(), Status> {
         let principal = self.authenticated(&request).await?;
         let key = query.prepared_statement_handle.to_vec();
-        let mut map = self.state.prepared.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self
+            .state
+            .prepared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         match map.get(&key) {
             Some(e) if e.principal == principal => {
                 map.remove(&key);
@@ -322,7 +329,11 @@ impl FlightSqlService for FlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         self.state.caller(request.metadata(), Need::Any).await?;
-        metadata::info(query.as_any(), &query.into_builder().schema(), request.into_inner())
+        metadata::info(
+            query.as_any(),
+            &query.into_builder().schema(),
+            request.into_inner(),
+        )
     }
 
     async fn do_get_catalogs(
@@ -385,7 +396,11 @@ impl FlightSqlService for FlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         self.state.caller(request.metadata(), Need::Any).await?;
-        metadata::info(query.as_any(), &query.into_builder().schema(), request.into_inner())
+        metadata::info(
+            query.as_any(),
+            &query.into_builder().schema(),
+            request.into_inner(),
+        )
     }
 
     async fn do_get_table_types(
@@ -438,7 +453,11 @@ impl FlightSql {
     }
 
     fn prepared(&self, handle: &[u8], principal: &str) -> Result<PreparedEntry, Status> {
-        let map = self.state.prepared.lock().unwrap_or_else(|p| p.into_inner());
+        let map = self
+            .state
+            .prepared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         match map.get(handle) {
             Some(e) if e.expires <= Instant::now() => Err(Status::not_found(
                 "the prepared statement has expired; prepare it again",

@@ -1,3 +1,4 @@
 //! The `fivesafes.v1` services (one file per service): `Projects`, `Reports`, `Audit`.
 
+pub mod audit;
 pub mod projects;

@@ -74,7 +74,11 @@ impl Projects for ProjectsService {
             .map(|p| ProjectInfo {
                 id: p.id.clone(),
                 purpose: p.purpose.clone(),
-                roles: p.role_of(&principal).iter().map(|r| r.as_str().into()).collect(),
+                roles: p
+                    .role_of(&principal)
+                    .iter()
+                    .map(|r| r.as_str().into())
+                    .collect(),
                 opt_out_applies: matches!(p.opt_out, fivesafes_policies::OptOut::Applies),
                 expires: iso_date(p.expires),
                 tables: p

@@ -73,7 +73,9 @@ pub async fn start_with(edit: impl FnOnce(&mut ServerConfig, &std::path::Path)) 
     let dir = tempfile::tempdir().expect("tempdir");
     let mut c = config(dir.path());
     edit(&mut c, dir.path());
-    let running = serve::start(c, system_clock()).await.expect("server starts");
+    let running = serve::start(c, system_clock())
+        .await
+        .expect("server starts");
     let url = format!("http://{}", running.addr);
     Env { dir, running, url }
 }

@@ -22,8 +22,7 @@ use tonic::transport::Channel;
 
 use crate::env::{self, Env};
 
-const COUNT_BY_SEX: &str =
-    "SELECT sex, COUNT(*) AS n FROM patients GROUP BY sex ORDER BY sex";
+const COUNT_BY_SEX: &str = "SELECT sex, COUNT(*) AS n FROM patients GROUP BY sex ORDER BY sex";
 
 fn code(e: &ClientError) -> Code {
     match e {
@@ -87,7 +86,11 @@ async fn analyst_gets_protected_counts_with_metadata_and_matching_audit_hash() {
         .await
         .expect("stream");
     let batches = arrow_flight::utils::flight_data_to_batches(&messages).expect("decode");
-    assert_eq!(batches[0].schema(), Arc::new(info_schema), "FlightInfo schema = streamed schema");
+    assert_eq!(
+        batches[0].schema(),
+        Arc::new(info_schema),
+        "FlightInfo schema = streamed schema"
+    );
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
     assert!(rows >= 1);
     for b in &batches {
@@ -98,7 +101,7 @@ async fn analyst_gets_protected_counts_with_metadata_and_matching_audit_hash() {
     }
 
     // The ticket is single use.
-    let again = client.do_get(ticket).await.err().expect("replay refused");
+    let again = client.do_get(ticket).await.expect_err("replay refused");
     assert_eq!(fcode(&again), Code::NotFound, "{again}");
 
     // The audit log has the query, and the hash of exactly these bytes.
@@ -134,17 +137,30 @@ async fn refusals_carry_the_rule_id_and_no_data() {
         ("COPY patients TO '/tmp/x.csv'", "FS-G1"),
         ("EXPLAIN ANALYZE SELECT COUNT(*) FROM patients", "FS-G1"),
     ] {
-        let e = analyst.query(sql).await.err().unwrap_or_else(|| panic!("{sql} refused"));
+        let e = analyst
+            .query(sql)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{sql} refused"));
         assert_eq!(code(&e), Code::InvalidArgument, "{sql}");
         let m = message(&e);
-        assert!(m.starts_with(&format!("{rule}")), "{sql}: {m}");
+        assert!(m.starts_with(rule), "{sql}: {m}");
     }
     // A hidden table fails exactly like a typo.
     let hidden = env.conn("analyst2", Some("ae-audit"));
-    let a = hidden.query("SELECT COUNT(*) FROM hes_apc").await.err().expect("hidden");
-    let b = hidden.query("SELECT COUNT(*) FROM hes_apx").await.err().expect("typo");
+    let a = hidden
+        .query("SELECT COUNT(*) FROM hes_apc")
+        .await
+        .expect_err("hidden");
+    let b = hidden
+        .query("SELECT COUNT(*) FROM hes_apx")
+        .await
+        .expect_err("typo");
     assert_eq!(code(&a), Code::InvalidArgument);
-    assert_eq!(message(&a).replace("hes_apc", "X"), message(&b).replace("hes_apx", "X"));
+    assert_eq!(
+        message(&a).replace("hes_apc", "X"),
+        message(&b).replace("hes_apx", "X")
+    );
     env.running.shutdown().await.expect("shutdown");
 }
 
@@ -154,12 +170,15 @@ async fn authentication_roles_and_projects() {
     let mut no_token = env.conn("analyst", Some("diabetes-research"));
     no_token.token = String::new();
     let mut c = FlightSqlServiceClient::new(no_token.channel().await.expect("channel"));
-    let e = c.execute(COUNT_BY_SEX.into(), None).await.err().expect("no token");
+    let e = c
+        .execute(COUNT_BY_SEX.into(), None)
+        .await
+        .expect_err("no token");
     assert_eq!(fcode(&e), Code::Unauthenticated, "{e}");
 
     let mut wrong = env.conn("analyst", Some("diabetes-research"));
     wrong.token = "fs_not-a-real-token".into();
-    let e = wrong.query(COUNT_BY_SEX).await.err().expect("wrong token");
+    let e = wrong.query(COUNT_BY_SEX).await.expect_err("wrong token");
     assert_eq!(code(&e), Code::Unauthenticated);
 
     // A member of another project.
@@ -167,21 +186,36 @@ async fn authentication_roles_and_projects() {
         .conn("analyst2", Some("diabetes-research"))
         .query(COUNT_BY_SEX)
         .await
-        .err()
-        .expect("other project");
+        .expect_err("other project");
     assert_eq!(code(&e), Code::PermissionDenied);
 
     // Several projects and no header: told to choose.
-    let e = env.conn("analyst", None).query(COUNT_BY_SEX).await.err().expect("choose");
+    let e = env
+        .conn("analyst", None)
+        .query(COUNT_BY_SEX)
+        .await
+        .expect_err("choose");
     assert_eq!(code(&e), Code::InvalidArgument);
     assert!(message(&e).contains("x-fivesafes-project"));
 
     // Commissioners and auditors may not send SQL to data projects.
-    let e = env.conn("commissioner", None).query(COUNT_BY_SEX).await.err().expect("comm");
+    let e = env
+        .conn("commissioner", None)
+        .query(COUNT_BY_SEX)
+        .await
+        .expect_err("comm");
     assert_eq!(code(&e), Code::PermissionDenied);
     // The auditor's only project is the audit project, whose only table is the log.
-    let e = env.conn("auditor", None).query(COUNT_BY_SEX).await.err().expect("auditor");
-    assert_eq!(code(&e), Code::InvalidArgument, "patients does not exist there");
+    let e = env
+        .conn("auditor", None)
+        .query(COUNT_BY_SEX)
+        .await
+        .expect_err("auditor");
+    assert_eq!(
+        code(&e),
+        Code::InvalidArgument,
+        "patients does not exist there"
+    );
     let log = env
         .conn("auditor", None)
         .query("SELECT kind, COUNT(*) AS n FROM audit_log GROUP BY kind ORDER BY kind")
@@ -190,8 +224,16 @@ async fn authentication_roles_and_projects() {
     assert!(log.iter().map(RecordBatch::num_rows).sum::<usize>() >= 2);
 
     // Failed authentications are in the audit log, with no token material.
-    let records = env.running.state.audit.records(&RecordFilter::default()).expect("records");
-    let failures: Vec<_> = records.iter().filter(|r| r.entry.kind == Kind::AuthFailed).collect();
+    let records = env
+        .running
+        .state
+        .audit
+        .records(&RecordFilter::default())
+        .expect("records");
+    let failures: Vec<_> = records
+        .iter()
+        .filter(|r| r.entry.kind == Kind::AuthFailed)
+        .collect();
     assert_eq!(failures.len(), 2);
     for r in &failures {
         assert!(!format!("{:?}", r.entry).contains("fs_not-a-real-token"));
@@ -206,7 +248,10 @@ async fn tickets_are_bound_to_their_principal() {
     let info = a.execute(COUNT_BY_SEX.into(), None).await.expect("info");
     let ticket = info.endpoint[0].ticket.clone().expect("ticket");
     let mut other = raw_client(&env, "analyst2", "ae-audit").await;
-    let e = other.do_get(ticket.clone()).await.err().expect("foreign ticket");
+    let e = other
+        .do_get(ticket.clone())
+        .await
+        .expect_err("foreign ticket");
     assert_eq!(fcode(&e), Code::PermissionDenied, "{e}");
     // Still usable by its owner, once.
     let batches: Vec<RecordBatch> = a
@@ -225,7 +270,7 @@ async fn tickets_are_bound_to_their_principal() {
         .as_any()
         .encode_to_vec(),
     );
-    let e = a.do_get(forged).await.err().expect("forged");
+    let e = a.do_get(forged).await.expect_err("forged");
     assert_eq!(fcode(&e), Code::NotFound, "{e}");
     env.running.shutdown().await.expect("shutdown");
 }
@@ -237,11 +282,20 @@ async fn prepared_statements_and_metadata() {
     let mut stmt = c.prepare(COUNT_BY_SEX.into(), None).await.expect("prepare");
     let info = stmt.execute().await.expect("execute");
     let ticket = info.endpoint[0].ticket.clone().expect("ticket");
-    let batches: Vec<RecordBatch> = c.do_get(ticket).await.expect("get").try_collect().await.expect("rows");
+    let batches: Vec<RecordBatch> = c
+        .do_get(ticket)
+        .await
+        .expect("get")
+        .try_collect()
+        .await
+        .expect("rows");
     assert!(batches.iter().map(RecordBatch::num_rows).sum::<usize>() >= 1);
     stmt.close().await.expect("close");
     // Preparing a refused statement is refused.
-    let e = c.prepare("SELECT * FROM patients".into(), None).await.err().expect("refused");
+    let e = c
+        .prepare("SELECT * FROM patients".into(), None)
+        .await
+        .expect_err("refused");
     assert_eq!(fcode(&e), Code::InvalidArgument, "{e}");
     assert!(e.to_string().contains("FS-1"), "{e}");
 
@@ -257,8 +311,13 @@ async fn prepared_statements_and_metadata() {
             .expect("tables");
         let schema = info.clone().try_decode_schema().expect("schema");
         let ticket = info.endpoint[0].ticket.clone().expect("ticket");
-        let batches: Vec<RecordBatch> =
-            c2.do_get(ticket).await.expect("get").try_collect().await.expect("rows");
+        let batches: Vec<RecordBatch> = c2
+            .do_get(ticket)
+            .await
+            .expect("get")
+            .try_collect()
+            .await
+            .expect("rows");
         assert_eq!(batches[0].schema().fields(), schema.fields(), "same shape");
         let names = batches[0].column(2).as_string::<i32>();
         let mut names: Vec<&str> = (0..names.len()).map(|i| names.value(i)).collect();
@@ -267,7 +326,12 @@ async fn prepared_statements_and_metadata() {
     }
     let cats: Vec<RecordBatch> = {
         let info = c2.get_catalogs().await.expect("catalogs");
-        c2.do_get(info.endpoint[0].ticket.clone().expect("t")).await.expect("g").try_collect().await.expect("r")
+        c2.do_get(info.endpoint[0].ticket.clone().expect("t"))
+            .await
+            .expect("g")
+            .try_collect()
+            .await
+            .expect("r")
     };
     assert_eq!(cats[0].column(0).as_string::<i32>().value(0), "fivesafes");
     let info = c2.get_table_types().await.expect("types");
@@ -300,22 +364,35 @@ async fn substrait_updates_and_malformed_messages_are_refused_and_the_server_sta
     let mut req = tonic::Request::new(FlightDescriptor::new_cmd(cmd.as_any().encode_to_vec()));
     req.metadata_mut().insert(
         "authorization",
-        format!("Bearer {}", env::token("analyst")).parse().expect("h"),
+        format!("Bearer {}", env::token("analyst"))
+            .parse()
+            .expect("h"),
     );
-    req.metadata_mut().insert("x-fivesafes-project", "diabetes-research".parse().expect("h"));
-    let e = inner.get_flight_info(req).await.err().expect("substrait");
+    req.metadata_mut().insert(
+        "x-fivesafes-project",
+        "diabetes-research".parse().expect("h"),
+    );
+    let e = inner.get_flight_info(req).await.expect_err("substrait");
     assert_eq!(e.code(), Code::PermissionDenied);
     // Updates.
-    let e = c.execute_update("DELETE FROM patients".into(), None).await.err().expect("update");
+    let e = c
+        .execute_update("DELETE FROM patients".into(), None)
+        .await
+        .expect_err("update");
     assert_eq!(fcode(&e), Code::PermissionDenied, "{e}");
     // Malformed protobuf in the command.
     let mut req = tonic::Request::new(FlightDescriptor::new_cmd(vec![0xff, 0xff, 0x01, 0x02]));
     req.metadata_mut().insert(
         "authorization",
-        format!("Bearer {}", env::token("analyst")).parse().expect("h"),
+        format!("Bearer {}", env::token("analyst"))
+            .parse()
+            .expect("h"),
     );
-    let e = inner.get_flight_info(req).await.err().expect("malformed");
-    assert!(matches!(e.code(), Code::InvalidArgument | Code::Internal), "{e}");
+    let e = inner.get_flight_info(req).await.expect_err("malformed");
+    assert!(
+        matches!(e.code(), Code::InvalidArgument | Code::Internal),
+        "{e}"
+    );
     // An Any of an unknown type.
     let any = Any {
         type_url: "type.googleapis.com/nope".into(),
@@ -326,16 +403,26 @@ async fn substrait_updates_and_malformed_messages_are_refused_and_the_server_sta
 
     let analyst = env.conn("analyst", Some("diabetes-research"));
     // 10 MB of SQL.
-    let big = format!("SELECT COUNT(*) FROM patients WHERE sex IN ({})", "'F',".repeat(2_500_000));
-    let e = analyst.query(&big).await.err().expect("huge");
-    assert!(matches!(code(&e), Code::InvalidArgument | Code::OutOfRange | Code::ResourceExhausted));
+    let big = format!(
+        "SELECT COUNT(*) FROM patients WHERE sex IN ({})",
+        "'F',".repeat(2_500_000)
+    );
+    let e = analyst.query(&big).await.expect_err("huge");
+    assert!(matches!(
+        code(&e),
+        Code::InvalidArgument | Code::OutOfRange | Code::ResourceExhausted
+    ));
     // Deep nesting.
-    let deep = format!("SELECT COUNT(*) FROM patients WHERE {}1=1{}", "(".repeat(5000), ")".repeat(5000));
-    let e = analyst.query(&deep).await.err().expect("deep");
+    let deep = format!(
+        "SELECT COUNT(*) FROM patients WHERE {}1=1{}",
+        "(".repeat(5000),
+        ")".repeat(5000)
+    );
+    let e = analyst.query(&deep).await.expect_err("deep");
     assert_eq!(code(&e), Code::InvalidArgument);
     // 1,000 UNION ALLs.
     let unions = vec!["SELECT COUNT(*) AS n FROM patients"; 1000].join(" UNION ALL ");
-    let e = analyst.query(&unions).await.err().expect("1,000 unions");
+    let e = analyst.query(&unions).await.expect_err("1,000 unions");
     assert!(message(&e).starts_with("FS-G2"), "{}", message(&e));
     // A client that goes away mid-request.
     let slow = analyst.clone();
@@ -363,20 +450,30 @@ async fn every_query_sent_leaves_exactly_one_query_record() {
     for sql in sent {
         let _ = analyst.query(sql).await;
     }
-    let records = env.running.state.audit.records(&RecordFilter::default()).expect("records");
+    let records = env
+        .running
+        .state
+        .audit
+        .records(&RecordFilter::default())
+        .expect("records");
     let queries = records
         .iter()
         .filter(|r| matches!(r.entry.kind, Kind::QueryStarted | Kind::QueryRefused))
         .count();
     assert_eq!(queries, sent.len());
-    let refused: Vec<_> = records.iter().filter(|r| r.entry.kind == Kind::QueryRefused).collect();
+    let refused: Vec<_> = records
+        .iter()
+        .filter(|r| r.entry.kind == Kind::QueryRefused)
+        .collect();
     assert_eq!(refused.len(), 2);
     assert!(matches!(&refused[0].entry.outcome, Outcome::Refused { rule } if rule == "FS-1"));
     let audit_dir = env.audit_dir();
     env.running.shutdown().await.expect("shutdown");
     // Offline verification of what the server wrote.
     let key = fivesafes_engine::keys::load_audit_public_key(
-        &env::demo_dir().keys().join(fivesafes_engine::keys::AUDIT_PUB),
+        &env::demo_dir()
+            .keys()
+            .join(fivesafes_engine::keys::AUDIT_PUB),
     )
     .expect("pub");
     let summary = fivesafes_server::audit::verify_log(&audit_dir, &key).expect("verifies");
@@ -397,7 +494,7 @@ async fn budgets_run_out_with_resource_exhausted() {
     let analyst = env.conn("analyst", Some("diabetes-research"));
     analyst.query(COUNT_BY_SEX).await.expect("1");
     analyst.query(COUNT_BY_SEX).await.expect("2");
-    let e = analyst.query(COUNT_BY_SEX).await.err().expect("3");
+    let e = analyst.query(COUNT_BY_SEX).await.expect_err("3");
     assert_eq!(code(&e), Code::ResourceExhausted);
     // Refusals by text do not spend budget, and the count survives a restart.
     env.running.shutdown().await.expect("shutdown");

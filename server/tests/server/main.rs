@@ -6,4 +6,5 @@ mod audit;
 mod cli;
 mod env;
 mod flight;
+mod services;
 mod tls;

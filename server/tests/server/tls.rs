@@ -23,8 +23,8 @@ fn pki(dir: &Path) -> Pki {
         p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         p
     };
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key"))
-        .expect("ca");
+    let ca =
+        CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key")).expect("ca");
     let leaf = |names: Vec<String>, issuer: &CertifiedIssuer<'_, KeyPair>| {
         let key = KeyPair::generate().expect("key");
         let cert = CertificateParams::new(names)
@@ -103,7 +103,10 @@ async fn tls_and_mutual_tls() {
     assert!(conn.query(SQL).await.is_err(), "no client certificate");
     let mut rogue = conn.clone();
     rogue.client_identity = Some((p.other_client_cert.clone(), p.other_client_key.clone()));
-    assert!(rogue.query(SQL).await.is_err(), "certificate from another CA");
+    assert!(
+        rogue.query(SQL).await.is_err(),
+        "certificate from another CA"
+    );
     conn.client_identity = Some((p.client_cert.clone(), p.client_key.clone()));
     assert!(!conn.query(SQL).await.expect("mtls query").is_empty());
     env.running.shutdown().await.expect("shutdown");

@@ -1,0 +1,170 @@
+//! The fivesafes.v1 services over gRPC: Projects and Audit.
+
+use fivesafes_proto::v1::audit_client::AuditClient;
+use fivesafes_proto::v1::projects_client::ProjectsClient;
+use fivesafes_proto::v1::{
+    InclusionProofRequest, ListCheckpointsRequest, ListProjectsRequest, ListRecordsRequest,
+    WhoAmIRequest,
+};
+use fivesafes_server::audit::{InclusionProof, Record};
+use tonic::Code;
+use tonic::transport::Channel;
+
+use crate::env::{self, Env};
+
+fn req<T>(msg: T, principal: &str, project: Option<&str>) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", env::token(principal))
+            .parse()
+            .expect("header"),
+    );
+    if let Some(p) = project {
+        r.metadata_mut()
+            .insert("x-fivesafes-project", p.parse().expect("header"));
+    }
+    r
+}
+
+async fn channel(env: &Env) -> Channel {
+    env.conn("analyst", None).channel().await.expect("channel")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn projects_who_am_i_and_budget() {
+    let env = env::start().await;
+    let mut c = ProjectsClient::new(channel(&env).await);
+    let me = c
+        .who_am_i(req(WhoAmIRequest {}, "analyst2", None))
+        .await
+        .expect("whoami")
+        .into_inner();
+    assert_eq!(
+        (me.principal.as_str(), me.project.as_str(), me.role.as_str()),
+        ("analyst2", "ae-audit", "analyst")
+    );
+    let before = me.budget.expect("budget").remaining;
+    env.conn("analyst2", None)
+        .query("SELECT sex, COUNT(*) AS n FROM patients GROUP BY sex")
+        .await
+        .expect("query");
+    let me = c
+        .who_am_i(req(WhoAmIRequest {}, "analyst2", None))
+        .await
+        .expect("whoami")
+        .into_inner();
+    assert_eq!(me.budget.expect("budget").remaining, before - 1);
+    let list = c
+        .list_projects(req(ListProjectsRequest {}, "analyst", None))
+        .await
+        .expect("list")
+        .into_inner();
+    let ids: Vec<&str> = list.projects.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(ids, ["diabetes-research", "cancer-registry-linkage"]);
+    let mut anon = tonic::Request::new(WhoAmIRequest {});
+    anon.metadata_mut()
+        .insert("authorization", "Bearer nope".parse().expect("h"));
+    assert_eq!(
+        c.who_am_i(anon).await.expect_err("bad").code(),
+        Code::Unauthenticated
+    );
+    env.running.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn auditors_list_records_and_verify_inclusion() {
+    let env = env::start().await;
+    let analyst = env.conn("analyst", Some("diabetes-research"));
+    analyst
+        .query("SELECT sex, COUNT(*) AS n FROM patients GROUP BY sex")
+        .await
+        .expect("query");
+    let _ = analyst.query("SELECT patient_id FROM patients").await;
+    let cp = env.running.state.audit.checkpoint().expect("checkpoint");
+
+    let mut c = AuditClient::new(channel(&env).await);
+    // Only auditors.
+    let e = c
+        .list_records(req(
+            ListRecordsRequest::default(),
+            "analyst",
+            Some("diabetes-research"),
+        ))
+        .await
+        .expect_err("analyst");
+    assert_eq!(e.code(), Code::PermissionDenied);
+
+    let records = c
+        .list_records(req(
+            ListRecordsRequest {
+                principal: "analyst".into(),
+                ..ListRecordsRequest::default()
+            },
+            "auditor",
+            None,
+        ))
+        .await
+        .expect("records")
+        .into_inner()
+        .records;
+    let kinds: Vec<&str> = records.iter().map(|r| r.kind.as_str()).collect();
+    assert_eq!(kinds, ["query-started", "query-completed", "query-refused"]);
+    let refused = c
+        .list_records(req(
+            ListRecordsRequest {
+                outcome: "refused".into(),
+                ..ListRecordsRequest::default()
+            },
+            "auditor",
+            None,
+        ))
+        .await
+        .expect("refused")
+        .into_inner()
+        .records;
+    assert_eq!(refused.len(), 1);
+    assert!(refused[0].json.contains("FS-1"));
+
+    let cps = c
+        .list_checkpoints(req(ListCheckpointsRequest {}, "auditor", None))
+        .await
+        .expect("checkpoints")
+        .into_inner()
+        .checkpoints;
+    let last = cps.last().expect("a checkpoint");
+    assert_eq!(last.tree_size, cp.tree_size);
+    assert_eq!(last.root_hash, cp.root.to_vec());
+
+    // Every listed record is provably in the signed tree.
+    for r in &records {
+        let decoded = Record::decode(&r.encoded).expect("decodes");
+        assert_eq!(decoded.leaf_hash().to_vec(), r.leaf_hash);
+        let p = c
+            .get_inclusion_proof(req(
+                InclusionProofRequest {
+                    sequence: r.sequence,
+                    tree_size: last.tree_size,
+                },
+                "auditor",
+                None,
+            ))
+            .await
+            .expect("proof")
+            .into_inner();
+        assert_eq!(p.root_hash, last.root_hash);
+        let proof = InclusionProof {
+            leaf_index: r.sequence,
+            tree_size: last.tree_size,
+            path: p
+                .path
+                .iter()
+                .map(|h| <[u8; 32]>::try_from(h.as_slice()).expect("32 bytes"))
+                .collect(),
+        };
+        let leaf: [u8; 32] = p.leaf_hash.as_slice().try_into().expect("32");
+        let root: [u8; 32] = p.root_hash.as_slice().try_into().expect("32");
+        assert!(proof.verify(&leaf, &root), "record {}", r.sequence);
+    }
+    env.running.shutdown().await.expect("shutdown");
+}
