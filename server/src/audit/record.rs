@@ -52,7 +52,8 @@ pub enum Kind {
     ServerStopped,
     /// A client failed to authenticate; `detail` carries the peer and the reason.
     AuthFailed,
-    /// A query was accepted by the gate and is about to run.
+    /// A query was accepted by the gate and is about to run. (The default only so that
+    /// [`Entry`] can derive `Default` and callers fill fields with `..Entry::default()`.)
     #[default]
     QueryStarted,
     /// A query finished (successfully or with an error); the result hash is final.
@@ -372,9 +373,7 @@ impl Record {
             0 => Outcome::None,
             1 => Outcome::Ok,
             2 => Outcome::Refused { rule: r.str()? },
-            3 => Outcome::Error {
-                category: r.str()?,
-            },
+            3 => Outcome::Error { category: r.str()? },
             tag => return Err(r.err(format!("unknown outcome tag {tag}"))),
         };
         let duration_ms = r.u64()?;
@@ -579,9 +578,7 @@ mod tests {
                 kind: Kind::QueryRefused,
                 principal: "ana".into(),
                 tables_read: vec!["gp_events".into(), "hes_apc".into()],
-                outcome: Outcome::Refused {
-                    rule: "R2".into(),
-                },
+                outcome: Outcome::Refused { rule: "R2".into() },
                 detail: vec![("peer".into(), "10.0.0.1".into())],
                 ..Entry::default()
             },
