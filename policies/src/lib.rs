@@ -20,6 +20,8 @@
 //!   removed and every released value is protected by [`output`], inside the plan.
 //! - [`query`]: the one path from SQL text to released batches in a project (gate,
 //!   analysis, rewrite, execution, and what the audit log records about it).
+//! - [`reports`]: canned service-design reports for commissioners (indicator definitions,
+//!   parameter validation, protected rates and totals, CSV/text/HTML/SVG/PNG rendering).
 //! - [`error`]: the crate's error type.
 
 pub mod analysis;
@@ -29,6 +31,7 @@ pub mod gate;
 pub mod output;
 pub mod query;
 pub mod register;
+pub mod reports;
 pub mod rewrite;
 pub mod view;
 

@@ -3,4 +3,5 @@
 mod analysis;
 mod gate;
 mod register;
+mod reports;
 mod rewrite;

@@ -230,3 +230,111 @@ fn killing_ingest_never_exposes_a_partial_version() {
     assert_eq!(leftovers, 0);
     Store::new(&store).open_current().expect("verified");
 }
+
+/// Reads the server's stderr until it prints the address it serves on.
+fn served_addr(child: &mut std::process::Child) -> String {
+    use std::io::{BufRead, BufReader};
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    for line in lines.by_ref() {
+        let line = line.expect("line");
+        if let Some(addr) = line.strip_prefix("fivesafes serving on ") {
+            let addr = addr.trim().to_string();
+            // Keep draining stderr so the server never blocks on a full pipe.
+            std::thread::spawn(move || for _ in lines {});
+            return addr;
+        }
+    }
+    panic!("the server exited before serving");
+}
+
+#[test]
+fn demo_prepare_serve_query_and_verify_through_the_cli() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let demo = dir.path().join("demo");
+    let demo_s = demo.to_str().expect("utf-8");
+    ok(&["demo", "--prepare", demo_s, "--patients", "1500"]);
+    for f in ["fivesafes.toml", "tokens.toml", "projects.toml", "keys/audit.pub"] {
+        assert!(demo.join(f).exists(), "{f}");
+    }
+    let tokens: toml::Table =
+        toml::from_str(&std::fs::read_to_string(demo.join("tokens.toml")).expect("tokens"))
+            .expect("toml");
+    let token = |p: &str| tokens["tokens"][p].as_str().expect("token").to_string();
+
+    let mut server = Command::new(env!("CARGO_BIN_EXE_fivesafes"))
+        .args(["serve", "--config"])
+        .arg(demo.join("fivesafes.toml"))
+        .args(["--listen", "127.0.0.1:0"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("serve");
+    let url = format!("http://{}", served_addr(&mut server));
+
+    let out = ok(&[
+        "query",
+        "--server",
+        &url,
+        "--token",
+        &token("analyst"),
+        "--project",
+        "diabetes-research",
+        "--format",
+        "csv",
+        "SELECT sex, COUNT(*) AS n FROM patients GROUP BY sex ORDER BY sex",
+    ]);
+    assert!(out.starts_with("sex,n\n"), "{out}");
+    let refused = fivesafes(&[
+        "query",
+        "--server",
+        &url,
+        "--token",
+        &token("analyst"),
+        "--project",
+        "diabetes-research",
+        "SELECT patient_id FROM patients",
+    ]);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("FS-1"), "{err}");
+    let tables = ok(&["tables", "--server", &url, "--token", &token("analyst2")]);
+    assert!(tables.contains("hes_ae") && !tables.contains("hes_apc"), "{tables}");
+
+    // Graceful stop on SIGTERM, then the log verifies offline.
+    let pid = server.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+    assert!(killed.success());
+    let status = server.wait().expect("wait");
+    assert!(status.success(), "server exit: {status}");
+    let summary = ok(&[
+        "audit",
+        "verify",
+        "--log",
+        demo.join("audit").to_str().expect("utf-8"),
+        "--public-key",
+        demo.join("keys/audit.pub").to_str().expect("utf-8"),
+    ]);
+    assert!(summary.contains("records"), "{summary}");
+
+    // A tampered log fails verification and names the place.
+    let seg = std::fs::read_dir(demo.join("audit"))
+        .expect("dir")
+        .map(|e| e.expect("entry").path())
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("segment-")))
+        .expect("segment");
+    let mut bytes = std::fs::read(&seg).expect("read");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&seg, bytes).expect("write");
+    let bad = fivesafes(&[
+        "audit",
+        "verify",
+        "--log",
+        demo.join("audit").to_str().expect("utf-8"),
+        "--public-key",
+        demo.join("keys/audit.pub").to_str().expect("utf-8"),
+    ]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("segment-"), "{err}");
+}
