@@ -10,6 +10,8 @@ use datafusion::arrow::array::RecordBatch;
 use futures::TryStreamExt;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
+use fivesafes_proto::v1::reports_client::ReportsClient;
+
 use crate::auth::PROJECT_HEADER;
 
 /// How to reach the server.
@@ -124,6 +126,45 @@ fn source_chain(e: &dyn std::error::Error) -> String {
         cur = s.source();
     }
     out.join(": ")
+}
+
+impl Connection {
+    fn request<T>(&self, msg: T) -> Result<tonic::Request<T>, ClientError> {
+        let mut r = tonic::Request::new(msg);
+        let bad = |_| ClientError::Flight("the token or project is not valid header text".into());
+        r.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {}", self.token).parse().map_err(bad)?,
+        );
+        if let Some(p) = &self.project {
+            r.metadata_mut()
+                .insert(PROJECT_HEADER, p.parse().map_err(bad)?);
+        }
+        Ok(r)
+    }
+
+    /// The reports the caller's project may run.
+    pub async fn list_reports(&self) -> Result<Vec<fivesafes_proto::v1::ReportInfo>, ClientError> {
+        let mut c = ReportsClient::new(self.channel().await?);
+        let req = self.request(fivesafes_proto::v1::ListReportsRequest {})?;
+        Ok(c.list_reports(req).await?.into_inner().reports)
+    }
+
+    /// Runs a report, asking for `format` ("" for Arrow only).
+    pub async fn run_report(
+        &self,
+        name: &str,
+        parameters: std::collections::HashMap<String, String>,
+        format: &str,
+    ) -> Result<fivesafes_proto::v1::RunReportResponse, ClientError> {
+        let mut c = ReportsClient::new(self.channel().await?);
+        let req = self.request(fivesafes_proto::v1::RunReportRequest {
+            name: name.into(),
+            parameters,
+            format: format.into(),
+        })?;
+        Ok(c.run_report(req).await?.into_inner())
+    }
 }
 
 /// Turns a Flight error back into the server's status where there is one.

@@ -96,6 +96,12 @@ enum Command {
         #[command(flatten)]
         conn: ConnArgs,
     },
+    /// List or run canned reports (commissioners).
+    Report {
+        /// What to do.
+        #[command(subcommand)]
+        command: ReportCommand,
+    },
     /// Prepare a demo environment and walk through it (synthetic data, ingest, server,
     /// protected query and report, audit verification); then keep serving.
     Demo {
@@ -203,6 +209,33 @@ impl ConnArgs {
             client_identity: self.client_cert.zip(self.client_key),
         }
     }
+}
+
+#[derive(Debug, Subcommand)]
+enum ReportCommand {
+    /// List the reports and their parameters.
+    List {
+        /// Connection settings.
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Run a report.
+    Run {
+        /// Connection settings.
+        #[command(flatten)]
+        conn: ConnArgs,
+        /// The report's name (see `fivesafes report list`).
+        name: String,
+        /// A parameter as KEY=VALUE (repeatable), e.g. --param by=practice.
+        #[arg(long = "param", value_name = "KEY=VALUE")]
+        params: Vec<String>,
+        /// Output: table, csv, html (a self-contained page), svg or png (the chart alone).
+        #[arg(long, default_value = "table", value_parser = ["table", "csv", "html", "svg", "png"])]
+        format: String,
+        /// Write the output to this file instead of standard output (needed for png).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -314,6 +347,61 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tables { conn } => {
             let batches = runtime()?.block_on(conn.connection().tables())?;
             println!("{}", render(&batches, Format::Table)?);
+        }
+        Command::Report {
+            command: ReportCommand::List { conn },
+        } => {
+            let reports = runtime()?.block_on(conn.connection().list_reports())?;
+            for r in reports {
+                println!("{}\n  {}", r.name, r.title);
+                for p in r.parameters {
+                    let allowed = if p.allowed.is_empty() {
+                        p.r#type.clone()
+                    } else {
+                        p.allowed.join("|")
+                    };
+                    let default = if p.default.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (default {})", p.default)
+                    };
+                    println!("  --param {}={allowed}{default}  {}", p.name, p.description);
+                }
+                println!();
+            }
+        }
+        Command::Report {
+            command:
+                ReportCommand::Run {
+                    conn,
+                    name,
+                    params,
+                    format,
+                    out,
+                },
+        } => {
+            let mut map = std::collections::HashMap::new();
+            for p in params {
+                let (k, v) = p
+                    .split_once('=')
+                    .ok_or_else(|| anyhow::anyhow!("--param {p:?} is not KEY=VALUE"))?;
+                map.insert(k.trim().to_string(), v.trim().to_string());
+            }
+            if format == "png" && out.is_none() {
+                anyhow::bail!("--format png writes binary data: give --out FILE");
+            }
+            let r = runtime()?.block_on(conn.connection().run_report(&name, map, &format))?;
+            match out {
+                Some(path) => {
+                    std::fs::write(&path, &r.rendered)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    eprintln!("wrote {} ({})", path.display(), r.media_type);
+                }
+                None => {
+                    use std::io::Write as _;
+                    std::io::stdout().write_all(&r.rendered)?;
+                }
+            }
         }
         Command::Demo {
             prepare,

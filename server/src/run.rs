@@ -2,8 +2,8 @@
 //! under the server's limits, and the encoded result.
 //!
 //! The whole result is computed before anything is released: it is a small set of protected
-//! cells, and computing it first means the result schema (carrying how many cells were
-//! suppressed and which rules applied) is known when `GetFlightInfo` answers, and the audit
+//! cells, and computing it first means the result schema (carrying which output rules
+//! applied) is known when `GetFlightInfo` answers, and the audit
 //! record holding the hash of exactly the bytes the client will receive is durable before
 //! the first byte leaves.
 //!
@@ -29,8 +29,15 @@ use crate::audit::{self, Entry, Kind, Outcome};
 use crate::error::{error_category, refused, status_of_query_error};
 use crate::state::{Caller, State};
 
-/// Schema metadata key: output rows (cells) suppressed by output control.
-pub const META_SUPPRESSED: &str = "fivesafes.rows_suppressed";
+/// Schema metadata key: how suppression was applied. The NUMBER of suppressed cells is not
+/// released: for a query whose only cell isolates a few persons it would say whether such
+/// persons exist (1 suppressed cell versus none), so it goes to the audit log only.
+pub const META_SUPPRESSION: &str = "fivesafes.suppression";
+
+/// The value of [`META_SUPPRESSION`] on protected results.
+pub const SUPPRESSION_NOTE: &str = "cells backed by 7 or fewer persons, or fewer than the \
+    cell's noisy threshold, are omitted; how many were omitted is recorded in the audit log \
+    and not released";
 /// Schema metadata key: comma-separated ids of the output-control rules applied.
 pub const META_RULES: &str = "fivesafes.rules_applied";
 /// Schema metadata key: the audit sequence number of the `query-completed` record.
@@ -303,7 +310,9 @@ pub async fn run_sql(state: &State, caller: &Caller, sql: &str) -> Result<Releas
     let sequence_hint = 0u64;
     let _ = sequence_hint;
     let mut meta: HashMap<String, String> = schema.metadata().clone();
-    meta.insert(META_SUPPRESSED.into(), suppressed.to_string());
+    if !plan.rules.is_empty() {
+        meta.insert(META_SUPPRESSION.into(), SUPPRESSION_NOTE.into());
+    }
     meta.insert(META_RULES.into(), plan.rules.join(","));
     let schema: SchemaRef = Arc::new(Schema::new_with_metadata(schema.fields().clone(), meta));
     let batches: Vec<RecordBatch> = batches

@@ -10,6 +10,7 @@ use fivesafes_engine::keys;
 use fivesafes_engine::session::{self, SessionOptions};
 use fivesafes_engine::store::{self, Store};
 use fivesafes_policies::Register;
+use fivesafes_policies::reports::ReportRegistry;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -118,6 +119,10 @@ pub async fn start(config: ServerConfig, clock: Clock) -> Result<Running, Server
         .await?;
     tracing::info!(%addr, "serving");
 
+    let registry = Arc::new(
+        ReportRegistry::builtin()
+            .map_err(|e| ServerError::Config(format!("built-in report definitions: {e}")))?,
+    );
     let (tx, rx) = oneshot::channel::<()>();
     let mut builder = Server::builder();
     if let Some(tls) = tls {
@@ -128,7 +133,11 @@ pub async fn start(config: ServerConfig, clock: Clock) -> Result<Running, Server
     let router = builder
         .add_service(flight::service(Arc::clone(&state)))
         .add_service(services::projects::service(Arc::clone(&state)))
-        .add_service(services::audit::service(Arc::clone(&state)));
+        .add_service(services::audit::service(Arc::clone(&state)))
+        .add_service(services::reports::service(
+            Arc::clone(&state),
+            Arc::clone(&registry),
+        ));
     let task_state = Arc::clone(&state);
     let task = tokio::spawn(async move {
         let served = router

@@ -2,3 +2,4 @@
 
 pub mod audit;
 pub mod projects;
+pub mod reports;

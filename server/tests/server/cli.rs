@@ -254,7 +254,12 @@ fn demo_prepare_serve_query_and_verify_through_the_cli() {
     let demo = dir.path().join("demo");
     let demo_s = demo.to_str().expect("utf-8");
     ok(&["demo", "--prepare", demo_s, "--patients", "1500"]);
-    for f in ["fivesafes.toml", "tokens.toml", "projects.toml", "keys/audit.pub"] {
+    for f in [
+        "fivesafes.toml",
+        "tokens.toml",
+        "projects.toml",
+        "keys/audit.pub",
+    ] {
         assert!(demo.join(f).exists(), "{f}");
     }
     let tokens: toml::Table =
@@ -298,11 +303,17 @@ fn demo_prepare_serve_query_and_verify_through_the_cli() {
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(err.contains("FS-1"), "{err}");
     let tables = ok(&["tables", "--server", &url, "--token", &token("analyst2")]);
-    assert!(tables.contains("hes_ae") && !tables.contains("hes_apc"), "{tables}");
+    assert!(
+        tables.contains("hes_ae") && !tables.contains("hes_apc"),
+        "{tables}"
+    );
 
     // Graceful stop on SIGTERM, then the log verifies offline.
     let pid = server.id().to_string();
-    let killed = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
     assert!(killed.success());
     let status = server.wait().expect("wait");
     assert!(status.success(), "server exit: {status}");
@@ -320,7 +331,10 @@ fn demo_prepare_serve_query_and_verify_through_the_cli() {
     let seg = std::fs::read_dir(demo.join("audit"))
         .expect("dir")
         .map(|e| e.expect("entry").path())
-        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("segment-")))
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("segment-"))
+        })
         .expect("segment");
     let mut bytes = std::fs::read(&seg).expect("read");
     let mid = bytes.len() / 2;

@@ -14,7 +14,7 @@ use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::Int64Type;
 use fivesafes_server::audit::{Kind, Outcome, RecordFilter};
 use fivesafes_server::client::ClientError;
-use fivesafes_server::run::{META_RULES, META_SUPPRESSED, result_hash};
+use fivesafes_server::run::{META_RULES, META_SUPPRESSION, result_hash};
 use futures::TryStreamExt;
 use prost::Message;
 use tonic::Code;
@@ -64,7 +64,14 @@ async fn analyst_gets_protected_counts_with_metadata_and_matching_audit_hash() {
         .await
         .expect("flight info");
     let info_schema = info.clone().try_decode_schema().expect("schema");
-    assert!(info_schema.metadata().contains_key(META_SUPPRESSED));
+    assert!(info_schema.metadata().contains_key(META_SUPPRESSION));
+    // The number of suppressed cells is never released (it would reveal small groups).
+    assert!(
+        !info_schema
+            .metadata()
+            .values()
+            .any(|v| v.chars().all(|c| c.is_ascii_digit()))
+    );
     assert_eq!(info_schema.metadata()[META_RULES], "FS-3,FS-4,FS-5");
     let ticket = info.endpoint[0].ticket.clone().expect("ticket");
 

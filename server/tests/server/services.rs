@@ -168,3 +168,72 @@ async fn auditors_list_records_and_verify_inclusion() {
     }
     env.running.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn commissioners_run_reports_and_nobody_else_does() {
+    let env = env::start().await;
+    let commissioner = env.conn("commissioner", None);
+    let list = commissioner.list_reports().await.expect("list");
+    assert!(list.iter().any(|r| r.name == "emergency-admissions"));
+    let params = [("by", "region"), ("period", "financial_year")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let r = commissioner
+        .run_report("emergency-admissions", params, "html")
+        .await
+        .expect("report");
+    let html = String::from_utf8(r.rendered).expect("utf-8");
+    assert!(
+        html.contains("<svg") && html.contains("<table"),
+        "a page with chart and table"
+    );
+    assert_eq!(r.media_type, "text/html; charset=utf-8");
+    let reader = datafusion::arrow::ipc::reader::StreamReader::try_new(
+        std::io::Cursor::new(r.arrow_ipc_stream),
+        None,
+    )
+    .expect("arrow");
+    let rows: usize = reader.map(|b| b.expect("batch").num_rows()).sum();
+    assert!(rows >= 1);
+
+    // Unknown reports and parameters list what is allowed.
+    let e = commissioner
+        .run_report("no-such-report", Default::default(), "")
+        .await
+        .expect_err("unknown");
+    let msg = e.to_string();
+    assert!(msg.contains("emergency-admissions"), "{msg}");
+    let bad = [("by".to_string(), "postcode".to_string())]
+        .into_iter()
+        .collect();
+    let e = commissioner
+        .run_report("emergency-admissions", bad, "")
+        .await
+        .expect_err("bad parameter");
+    assert!(e.to_string().contains("practice"), "{e}");
+
+    // Analysts do not run reports; commissioners do not run SQL.
+    let e = env
+        .conn("analyst", Some("diabetes-research"))
+        .run_report("emergency-admissions", Default::default(), "")
+        .await
+        .expect_err("analyst");
+    assert!(
+        matches!(e, fivesafes_server::client::ClientError::Status(ref s) if s.code() == Code::PermissionDenied),
+        "{e}"
+    );
+
+    // Each run is in the audit log.
+    let runs = env
+        .running
+        .state
+        .audit
+        .records(&fivesafes_server::audit::RecordFilter::default())
+        .expect("records")
+        .into_iter()
+        .filter(|r| r.entry.kind == fivesafes_server::audit::Kind::ReportRun)
+        .count();
+    assert_eq!(runs, 3);
+    env.running.shutdown().await.expect("shutdown");
+}
