@@ -13,6 +13,9 @@ use crate::error::ServerError;
 /// Default listen address of the demo and of a config that names none.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 
+/// Default address of the demo's HTTP report pages.
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:8080";
+
 /// The whole server configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -20,6 +23,9 @@ pub struct ServerConfig {
     /// Address to listen on, e.g. `127.0.0.1:50051` (port 0 picks a free port).
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// Address of the HTTP report pages for commissioners (none: not served).
+    #[serde(default)]
+    pub http_listen: Option<SocketAddr>,
     /// The secure store directory (`fivesafes ingest --store`).
     pub store: PathBuf,
     /// The keys directory (`fivesafes keys init --dir`); the server reads the audit signing

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::{new_token, token_hash};
 use crate::client::{Connection, Format, render};
-use crate::config::{DEFAULT_LISTEN, Limits, PrincipalConfig, ServerConfig};
+use crate::config::{DEFAULT_HTTP_LISTEN, DEFAULT_LISTEN, Limits, PrincipalConfig, ServerConfig};
 use crate::serve;
 use crate::state::system_clock;
 
@@ -123,6 +123,11 @@ pub fn prepare(dir: &Path, patients: u64, listen: Option<&str>) -> anyhow::Resul
         .collect();
     let config = ServerConfig {
         listen: listen.unwrap_or(DEFAULT_LISTEN).parse()?,
+        http_listen: Some(if listen.is_some() {
+            "127.0.0.1:0".parse()?
+        } else {
+            DEFAULT_HTTP_LISTEN.parse()?
+        }),
         store: "store".into(),
         keys: "keys".into(),
         register: "projects.toml".into(),
@@ -195,6 +200,12 @@ pub async fn run(dir: &Path, patients: u64) -> anyhow::Result<()> {
     })?;
     let url = format!("http://{}", running.addr);
     println!("\nfivesafes is serving on {url}\n");
+    if let Some(h) = running.http_addr {
+        println!(
+            "report pages for commissioners: http://{h}/ (user commissioner, password: its \
+             token)\n"
+        );
+    }
 
     let token = |p: &str| tokens.tokens.get(p).cloned().unwrap_or_default();
     let analyst = Connection {

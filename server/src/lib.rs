@@ -11,7 +11,8 @@
 //! - [`serve`]: start, serve, shut down.
 //! - [`client`]: the command-line client (`fivesafes query`, `fivesafes tables`).
 //! - [`demo`]: `fivesafes demo`, a whole environment on one machine.
-//! - [`reports`]: canned reports over gRPC and HTTP.
+//! - [`reports`]: canned reports from the command line.
+//! - [`http`]: report pages over HTTP for commissioners.
 //! - [`audit`]: the append-only, hash-chained, checkpointed audit log and its offline
 //!   verification.
 //! - [`error`]: the server's error type and the one mapping to gRPC statuses.
@@ -23,6 +24,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod flight;
+pub mod http;
 pub mod reports;
 pub mod run;
 pub mod serve;

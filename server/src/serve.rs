@@ -27,6 +27,8 @@ use crate::{flight, services};
 pub struct Running {
     /// The address it listens on.
     pub addr: SocketAddr,
+    /// The address of the HTTP report pages, when configured.
+    pub http_addr: Option<SocketAddr>,
     /// Shared state (tests inspect the audit log through it).
     pub state: Arc<State>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -138,14 +140,38 @@ pub async fn start(config: ServerConfig, clock: Clock) -> Result<Running, Server
             Arc::clone(&state),
             Arc::clone(&registry),
         ));
+    // HTTP report pages share the shutdown signal.
+    let (http_tx, http_rx) = tokio::sync::watch::channel(false);
+    let (http_addr, http_task) = match config.http_listen {
+        None => (None, None),
+        Some(a) => {
+            let l = TcpListener::bind(a).await?;
+            let http_addr = l.local_addr()?;
+            let app = crate::http::router(Arc::clone(&state), Arc::clone(&registry));
+            let mut rx = http_rx.clone();
+            let t = tokio::spawn(async move {
+                axum::serve(l, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = rx.wait_for(|stop| *stop).await;
+                    })
+                    .await
+            });
+            tracing::info!(%http_addr, "report pages");
+            (Some(http_addr), Some(t))
+        }
+    };
     let task_state = Arc::clone(&state);
     let task = tokio::spawn(async move {
         let served = router
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
                 let _ = rx.await;
+                let _ = http_tx.send(true);
             })
             .await
             .map_err(|e| ServerError::Transport(e.to_string()));
+        if let Some(t) = http_task {
+            let _ = t.await;
+        }
         let stopped = task_state
             .audit
             .append(Entry {
@@ -161,6 +187,7 @@ pub async fn start(config: ServerConfig, clock: Clock) -> Result<Running, Server
     });
     Ok(Running {
         addr,
+        http_addr,
         state,
         shutdown: Some(tx),
         task,
@@ -195,6 +222,9 @@ fn restore_budgets(state: &State) {
 pub async fn run_until_signal(config: ServerConfig, clock: Clock) -> Result<(), ServerError> {
     let running = start(config, clock).await?;
     eprintln!("fivesafes serving on {}", running.addr);
+    if let Some(h) = running.http_addr {
+        eprintln!("report pages on http://{h}/");
+    }
     wait_for_signal().await;
     eprintln!("shutting down: finishing in-flight requests");
     running.shutdown().await

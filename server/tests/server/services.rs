@@ -237,3 +237,75 @@ async fn commissioners_run_reports_and_nobody_else_does() {
     assert_eq!(runs, 3);
     env.running.shutdown().await.expect("shutdown");
 }
+
+/// One HTTP/1.1 GET; returns (status code, headers, body).
+async fn http_get(
+    addr: std::net::SocketAddr,
+    path: &str,
+    auth: Option<&str>,
+) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let auth = auth
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.expect("read");
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("response");
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .expect("status")
+        .parse()
+        .expect("code");
+    (code, head.to_string(), body.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn report_pages_over_http_with_the_same_tokens_and_audit() {
+    use base64::Engine as _;
+    let env = env::start().await;
+    let addr = env.running.http_addr.expect("http pages configured");
+    let path = "/reports/emergency-admissions?by=region&period=financial_year&format=csv";
+    let (code, head, _) = http_get(addr, path, None).await;
+    assert_eq!(code, 401);
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("www-authenticate: basic"),
+        "{head}"
+    );
+    let bearer = format!("Bearer {}", env::token("commissioner"));
+    let (code, _, body) = http_get(addr, path, Some(&bearer)).await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.starts_with("area,"), "{body}");
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD
+            .encode(format!("commissioner:{}", env::token("commissioner")))
+    );
+    let (code, head, body) = http_get(addr, "/reports/emergency-admissions", Some(&basic)).await;
+    assert_eq!(code, 200);
+    assert!(head.contains("text/html"));
+    assert!(body.contains("<svg"));
+    let (code, _, body) = http_get(addr, "/", Some(&basic)).await;
+    assert_eq!(code, 200);
+    assert!(body.contains("/reports/emergency-admissions"));
+    let analyst = format!("Bearer {}", env::token("analyst2"));
+    assert_eq!(http_get(addr, path, Some(&analyst)).await.0, 403);
+    let (code, _, body) = http_get(addr, "/reports/nope", Some(&bearer)).await;
+    assert_eq!(code, 400, "{body}");
+    let runs = env
+        .running
+        .state
+        .audit
+        .records(&fivesafes_server::audit::RecordFilter::default())
+        .expect("records")
+        .into_iter()
+        .filter(|r| r.entry.kind == fivesafes_server::audit::Kind::ReportRun)
+        .count();
+    assert_eq!(runs, 3, "two runs and one unknown report");
+    env.running.shutdown().await.expect("shutdown");
+}
