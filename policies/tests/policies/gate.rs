@@ -123,8 +123,9 @@ async fn only_single_read_only_queries_pass_the_gate() {
         assert_eq!(refused(&ctx, sql).await, rule, "{sql}");
     }
     // Nothing was created: the project still has exactly its four tables.
+    let default_catalog = ctx.state().config_options().catalog.default_catalog.clone();
     let names = ctx
-        .catalog("datafusion")
+        .catalog(&default_catalog)
         .and_then(|c| c.schema("public"))
         .expect("schema")
         .table_names();

@@ -1,0 +1,181 @@
+//! Correctness: protection costs no more accuracy than documented. For queries whose true
+//! answer is large, each released value is within `output::count_error_bound` (counts) or
+//! `output::sum_error_bound` (sums) of the unprotected answer; and every released value is
+//! exactly what `fivesafes_policies::output` computes for the cell's true values and cell
+//! key (the sum of its persons' record keys mod 256), so the rewrite computes cells right.
+
+use std::collections::BTreeMap;
+
+use fivesafes_policies::OutputControl;
+use fivesafes_policies::output::{count_error_bound, protect_mean, protect_sum, sum_error_bound};
+
+use crate::common::*;
+
+/// Per group key: (rows, persons, cell key) from an unprotected per-person query whose
+/// columns are the group key, `patient_id`, and the person's row count.
+async fn cells(
+    f: &Fixture,
+    cx: &fivesafes_policies::query::ProjectContext,
+    per_person_sql: &str,
+) -> BTreeMap<String, (u64, u64, u8)> {
+    let mut acc: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
+    for r in unprotected(cx, per_person_sql).await {
+        let id: i64 = r[1].parse().expect("patient_id");
+        let n: u64 = r[2].parse().expect("rows");
+        let e = acc.entry(r[0].clone()).or_default();
+        e.0 += n;
+        e.1 += 1;
+        e.2 += u64::from(f.record_key(id));
+    }
+    acc.into_iter()
+        .map(|(k, (rows, persons, keys))| (k, (rows, persons, (keys % 256) as u8)))
+        .collect()
+}
+
+/// Checks a grouped count query (first column the key, second the count) against the exact
+/// expectation and the documented bound. Returns how many groups were released.
+async fn check_counts(
+    f: &Fixture,
+    cx: &fivesafes_policies::query::ProjectContext,
+    sql: &str,
+    per_person_sql: &str,
+) -> usize {
+    let p: OutputControl = *cx.output_control();
+    let bound = count_error_bound(&p);
+    let released: BTreeMap<String, String> = rows(cx, sql)
+        .await
+        .into_iter()
+        .map(|r| (r[0].clone(), r[1].clone()))
+        .collect();
+    let truth = cells(f, cx, per_person_sql).await;
+    for (key, (count, persons, cell_key)) in &truth {
+        let got = released.get(key).cloned();
+        assert_eq!(
+            got,
+            expected_count(*count, *persons, *cell_key, &p),
+            "{sql}: {key} ({count} rows, {persons} persons, key {cell_key})"
+        );
+        if let Some(v) = got {
+            let v: u64 = v.parse().expect("count");
+            assert!(v.abs_diff(*count) <= bound, "{sql}: {key}: {v} vs {count}");
+            assert_eq!(v % u64::from(p.rounding_base), 0, "{sql}: {key}: {v}");
+        }
+        if *persons >= u64::from(p.min_persons + p.noise_extra_threshold) && *count >= *persons {
+            assert!(released.contains_key(key), "{sql}: {key} suppressed");
+        }
+        if *persons < u64::from(p.min_persons) {
+            assert!(!released.contains_key(key), "{sql}: {key} released");
+        }
+    }
+    assert!(
+        released.keys().all(|k| truth.contains_key(k)),
+        "{sql}: released a group that does not exist"
+    );
+    released.len()
+}
+
+#[tokio::test]
+async fn large_counts_are_within_the_documented_bound() {
+    let f = fixture();
+    for project in [RESEARCH, STRICT] {
+        let cx = f.project(project).await;
+        let cases = [
+            (
+                "SELECT sex, COUNT(*) FROM patients GROUP BY sex",
+                "SELECT sex, patient_id, COUNT(*) FROM patients GROUP BY 1, 2",
+            ),
+            (
+                "SELECT practice_code, COUNT(*) FROM patients GROUP BY practice_code",
+                "SELECT practice_code, patient_id, COUNT(*) FROM patients GROUP BY 1, 2",
+            ),
+            (
+                "SELECT snomedct_code, COUNT(*) FROM clinical_events GROUP BY 1",
+                "SELECT snomedct_code, patient_id, COUNT(*) FROM clinical_events GROUP BY 1, 2",
+            ),
+            (
+                "SELECT admimeth, COUNT(*) FROM hes_apc GROUP BY admimeth",
+                "SELECT admimeth, patient_id, COUNT(*) FROM hes_apc GROUP BY 1, 2",
+            ),
+            (
+                "SELECT date_part('year', admidate) AS y, COUNT(DISTINCT patient_id) \
+                 FROM hes_apc GROUP BY 1",
+                "SELECT date_part('year', admidate) AS y, patient_id, 1 FROM hes_apc GROUP BY 1, 2",
+            ),
+        ];
+        for (sql, per_person) in cases {
+            let released = check_counts(f, &cx, sql, per_person).await;
+            assert!(
+                released >= 2,
+                "{project}: {sql}: {released} groups released"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn large_sums_and_means_are_within_the_documented_bound() {
+    let f = fixture();
+    for project in [RESEARCH, STRICT] {
+        let cx = f.project(project).await;
+        let p = *cx.output_control();
+        let sql = "SELECT snomedct_code, SUM(numeric_value), AVG(numeric_value) \
+                   FROM clinical_events WHERE numeric_value IS NOT NULL GROUP BY 1";
+        let released: BTreeMap<String, (String, String)> = rows(&cx, sql)
+            .await
+            .into_iter()
+            .map(|r| (r[0].clone(), (r[1].clone(), r[2].clone())))
+            .collect();
+        let per_person = unprotected(
+            &cx,
+            "SELECT snomedct_code, patient_id, SUM(numeric_value), COUNT(numeric_value) \
+             FROM clinical_events WHERE numeric_value IS NOT NULL GROUP BY 1, 2",
+        )
+        .await;
+        let mut groups: BTreeMap<String, (Vec<f64>, u64, u64)> = BTreeMap::new();
+        for r in per_person {
+            let g = groups.entry(r[0].clone()).or_default();
+            g.0.push(num(&r[2]));
+            g.1 += r[3].parse::<u64>().expect("rows");
+            g.2 += u64::from(f.record_key(r[1].parse().expect("patient_id")));
+        }
+        let mut checked = 0;
+        for (code, (contributions, rows_n, keys)) in &groups {
+            let key = (keys % 256) as u8;
+            let want_sum = protect_sum(contributions, key, &p).value();
+            let want_mean = protect_mean(contributions, *rows_n, key, &p).value();
+            let got = released.get(code);
+            assert_eq!(
+                got.map(|(s, _)| num(s)),
+                want_sum,
+                "{project}: SUM for {code}"
+            );
+            assert_eq!(
+                got.map(|(_, m)| num(m)),
+                want_mean,
+                "{project}: AVG for {code}"
+            );
+            let Some((s, m)) = got else { continue };
+            let truth: f64 = contributions.iter().sum();
+            let bound = sum_error_bound(contributions, &p).expect("protectable");
+            assert!(
+                (num(s) - truth).abs() <= bound,
+                "{project}: {code}: SUM {s} vs {truth} (bound {bound})"
+            );
+            // The mean divides the released sum by the released row count, whose error is
+            // at most the count bound: check it against those two extremes.
+            let n = *rows_n as f64;
+            let cb = count_error_bound(&p) as f64;
+            let lo = (truth - bound) / (n + cb).max(1.0);
+            let hi = (truth + bound) / (n - cb).max(1.0);
+            // Plus rounding to significant figures.
+            let r = 0.5 * 10f64.powi(1 - p.significant_figures as i32);
+            let (lo, hi) = (lo.min(hi) * (1.0 - r), lo.max(hi) * (1.0 + r));
+            assert!(
+                (lo..=hi).contains(&num(m)),
+                "{project}: {code}: AVG {m} not in {lo}..={hi}"
+            );
+            checked += 1;
+        }
+        assert!(checked >= 4, "{project}: only {checked} sums released");
+    }
+}

@@ -1,0 +1,164 @@
+//! Differencing: two queries whose cells differ by exactly one person. If the two released
+//! answers differ exactly when the person is in the cell, the attacker learns that the person
+//! is there (and, for sums, roughly their value). DESIGN.md rules 3 and 7: a condition that
+//! changes a cell by fewer persons than the suppression threshold must not change the
+//! released answer, and a cell left with 7 or fewer persons is suppressed.
+
+use crate::common::*;
+
+/// Birth month (first of month) of person `i` of the differencing cohort.
+fn birth_month(i: usize) -> String {
+    format!("{}-{:02}-01", 1940 + i / 12, 1 + i % 12)
+}
+
+/// Targets spread over the cohort (first, last and in between).
+const TARGETS: [usize; 8] = [0, 1, 4, 9, 14, 20, 26, 29];
+
+const BASE: &str = "SELECT COUNT(*) FROM patients WHERE practice_code = 'X20001'";
+
+#[tokio::test]
+#[ignore = "KNOWN PRIVACY GAP: DESIGN.md rule 7 (low-effect conditions) is not enforced yet; issue 7. Run with --ignored to see the attack succeed."]
+async fn excluding_one_person_by_a_condition_does_not_change_a_count() {
+    let f = fixture();
+    let cx = f.project(RESEARCH).await;
+    let cohort = f.cohort(DIFF_PRACTICE);
+    assert_eq!(cohort.len(), DIFF_SIZE);
+    let base = single(&cx, BASE).await;
+    // The whole cohort is released, and exactly as output control says.
+    let want = expected_count(
+        30,
+        30,
+        f.cell_key(cohort.iter().copied()),
+        cx.output_control(),
+    );
+    assert_eq!(base, want);
+    assert!(base.is_some());
+    let mut differing = Vec::new();
+    for i in TARGETS {
+        let m = birth_month(i);
+        let mut attacks = vec![
+            format!("{BASE} AND birth_month <> DATE '{m}'"),
+            format!("{BASE} AND NOT (birth_month = DATE '{m}')"),
+            format!("{BASE} AND birth_month NOT IN (DATE '{m}')"),
+        ];
+        // Range edges: the first and last persons are cut off by moving an edge.
+        if i == 0 {
+            attacks.push(format!("{BASE} AND birth_month > DATE '{m}'"));
+        }
+        if i == DIFF_SIZE - 1 {
+            attacks.push(format!("{BASE} AND birth_month < DATE '{m}'"));
+        }
+        for sql in attacks {
+            let got = single(&cx, &sql).await;
+            if got != base {
+                differing.push(format!("{sql} -> {got:?} (all: {base:?})"));
+            }
+        }
+    }
+    assert!(
+        differing.is_empty(),
+        "excluding one person changed the released count, revealing that the person is in \
+         the cell:\n{}",
+        differing.join("\n")
+    );
+}
+
+#[tokio::test]
+#[ignore = "KNOWN PRIVACY GAP: DESIGN.md rule 7 (low-effect conditions) is not enforced yet; issue 7. Run with --ignored to see the attack succeed."]
+async fn adding_one_person_through_an_or_branch_does_not_change_a_count() {
+    let f = fixture();
+    let cx = f.project(RESEARCH).await;
+    let base = single(&cx, BASE).await;
+    assert!(base.is_some());
+    let mut differing = Vec::new();
+    let mut branches: Vec<String> = Vec::new();
+    // Each branch adds exactly one person: of the rephrasing cohort (born 1960, one a
+    // month), or of the threshold groups of 12 and 13 persons (born in 1970, one a month
+    // except two in January in the group of 13).
+    for month in 5..=9 {
+        branches.push(format!(
+            "(practice_code = 'X60001' AND birth_month = DATE '1960-{month:02}-01')"
+        ));
+    }
+    for (practice, months) in [("Y10012", 1..=12), ("Y10013", 2..=12)] {
+        for month in months {
+            branches.push(format!(
+                "(practice_code = '{practice}' AND birth_month = DATE '1970-{month:02}-01')"
+            ));
+        }
+    }
+    for branch in branches {
+        let sql = format!("{BASE} OR {branch}");
+        let got = single(&cx, &sql).await;
+        if got != base {
+            differing.push(format!("{sql} -> {got:?} (without: {base:?})"));
+        }
+    }
+    assert!(
+        differing.is_empty(),
+        "adding one person changed the released count:\n{}",
+        differing.join("\n")
+    );
+}
+
+#[tokio::test]
+#[ignore = "KNOWN PRIVACY GAP: DESIGN.md rule 7 (low-effect conditions) is not enforced yet; issue 7. Run with --ignored to see the attack succeed."]
+async fn excluding_one_person_does_not_change_a_sum_or_a_mean() {
+    let f = fixture();
+    let cx = f.project(RESEARCH).await;
+    let base_sql = "SELECT SUM(numeric_value), AVG(numeric_value) FROM clinical_events \
+                    WHERE snomedct_code = '999000001'";
+    let base = rows(&cx, base_sql).await;
+    assert_eq!(base.len(), 1);
+    assert!(base[0].iter().all(|v| v != "NULL"), "{base:?}");
+    let mut differing = Vec::new();
+    for i in TARGETS {
+        let value = 40 + i;
+        for cond in [
+            format!("numeric_value <> {value}"),
+            format!("NOT numeric_value = {value}.0"),
+            format!("(numeric_value < {value} OR numeric_value > {value})"),
+        ] {
+            let sql = format!("{base_sql} AND {cond}");
+            let got = rows(&cx, &sql).await;
+            if got != base {
+                differing.push(format!("{sql} -> {got:?} (all: {base:?})"));
+            }
+        }
+    }
+    assert!(
+        differing.is_empty(),
+        "excluding one person changed a released sum or mean (its difference estimates the \
+         person's value):\n{}",
+        differing.join("\n")
+    );
+}
+
+#[tokio::test]
+async fn a_cell_differing_by_one_person_at_the_threshold_is_suppressed_or_unchanged() {
+    let f = fixture();
+    let cx = f.project(RESEARCH).await;
+    for (practice, n) in THRESHOLD_GROUPS.iter().filter(|(_, n)| *n == 8) {
+        let cohort = f.cohort(practice);
+        assert_eq!(cohort.len(), *n);
+        let all = format!("SELECT COUNT(*) FROM patients WHERE practice_code = '{practice}'");
+        let released = single(&cx, &all).await;
+        // The person born in 1970-03 is one of the 8 (birth months 1970-01 … 1970-08).
+        let minus_one = single(&cx, &format!("{all} AND birth_month <> DATE '1970-03-01'")).await;
+        assert!(
+            minus_one.is_none() || minus_one == released,
+            "{practice}: 8 persons -> {released:?}, 7 persons -> {minus_one:?}"
+        );
+        // The seven alone, asked directly, are never released.
+        let seven = format!(
+            "SELECT COUNT(*) FROM patients WHERE practice_code = '{practice}' \
+             AND birth_month IN (DATE '1970-01-01', DATE '1970-02-01', DATE '1970-04-01', \
+             DATE '1970-05-01', DATE '1970-06-01', DATE '1970-07-01', DATE '1970-08-01')"
+        );
+        let seven = single(&cx, &seven).await;
+        assert!(
+            seven.is_none() || seven == released,
+            "{practice}: seven persons released as {seven:?}"
+        );
+    }
+}

@@ -1,0 +1,179 @@
+//! Escape from the project view: other projects' tables, governance tables, secret columns,
+//! files on disk, `information_schema`, table functions, DDL/DML and `COPY`. Hidden things do
+//! not exist in a project's session, so naming one fails exactly like a typo (the error says
+//! nothing about what exists); statements other than single read-only queries are refused by
+//! the statement gate (FS-G1) before anything is planned.
+
+use std::collections::BTreeSet;
+
+use fivesafes_policies::decision::Rule;
+
+use crate::common::*;
+
+/// Every table of every catalog and schema of the project's session, as `catalog.schema.table`.
+fn table_names(cx: &fivesafes_policies::query::ProjectContext) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for catalog in cx.session().catalog_names() {
+        let Some(c) = cx.session().catalog(&catalog) else {
+            continue;
+        };
+        for schema in c.schema_names() {
+            let Some(s) = c.schema(&schema) else { continue };
+            for table in s.table_names() {
+                out.insert(format!("{catalog}.{schema}.{table}"));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn other_projects_and_governance_tables_fail_like_typos() {
+    let f = fixture();
+    // The A&E project sees patients and hes_ae only.
+    let cx = f.project(AE_AUDIT).await;
+    let typo = invalid(&cx, "SELECT COUNT(*) FROM no_such_table").await;
+    for hidden in [
+        "clinical_events",
+        "medications",
+        "hes_apc",
+        "practices",
+        "national_opt_out",
+        "person_keys",
+    ] {
+        let msg = invalid(&cx, &format!("SELECT COUNT(*) FROM {hidden}")).await;
+        assert_eq!(
+            msg.replace(hidden, "T"),
+            typo.replace("no_such_table", "T"),
+            "{hidden}"
+        );
+        let qualified = invalid(
+            &cx,
+            &format!("SELECT COUNT(*) FROM datafusion.public.{hidden}"),
+        )
+        .await;
+        assert!(qualified.contains(hidden), "{qualified}");
+    }
+    // The full project does not see governance tables either.
+    let research = f.project(RESEARCH).await;
+    let typo = invalid(&research, "SELECT COUNT(*) FROM no_such_table").await;
+    for hidden in ["national_opt_out", "person_keys"] {
+        let msg = invalid(&research, &format!("SELECT COUNT(*) FROM {hidden}")).await;
+        assert_eq!(msg.replace(hidden, "T"), typo.replace("no_such_table", "T"));
+    }
+    // The secret record key is not a column of any view.
+    let typo = invalid(&research, "SELECT COUNT(no_such_column) FROM patients").await;
+    for table in ["patients", "clinical_events", "hes_apc"] {
+        let msg = invalid(
+            &research,
+            &format!("SELECT COUNT(no_such_column) FROM {table}"),
+        )
+        .await;
+        let secret = invalid(&research, &format!("SELECT COUNT(record_key) FROM {table}")).await;
+        assert_eq!(
+            secret.replace("record_key", "C"),
+            msg.replace("no_such_column", "C")
+        );
+    }
+    assert!(typo.contains("no_such_column"), "{typo}");
+}
+
+#[tokio::test]
+async fn files_on_disk_information_schema_and_table_functions_do_not_exist() {
+    let f = fixture();
+    let cx = f.project(RESEARCH).await;
+    let parquet = f
+        .version
+        .table_files("patients")
+        .and_then(|v| v.into_iter().next())
+        .expect("patients file");
+    let opt_out_file = f
+        .version
+        .table_files("national_opt_out")
+        .and_then(|v| v.into_iter().next())
+        .expect("opt-out file");
+    let sqls = vec![
+        "SELECT * FROM '/etc/passwd'".to_string(),
+        "SELECT COUNT(*) FROM '/etc/passwd'".to_string(),
+        "SELECT COUNT(*) FROM 'file:///etc/passwd'".to_string(),
+        format!("SELECT COUNT(*) FROM '{}'", parquet.display()),
+        format!("SELECT * FROM '{}'", opt_out_file.display()),
+        format!("SELECT COUNT(*) FROM '{}'", f.version.dir.display()),
+        "SELECT COUNT(*) FROM information_schema.tables".to_string(),
+        "SELECT * FROM information_schema.columns".to_string(),
+        "SELECT * FROM information_schema.df_settings".to_string(),
+        "SELECT COUNT(*) FROM generate_series(1, 10)".to_string(),
+        "SELECT COUNT(*) FROM range(10)".to_string(),
+        "SELECT * FROM read_csv('/etc/passwd')".to_string(),
+        format!("SELECT * FROM read_parquet('{}')", parquet.display()),
+    ];
+    for sql in &sqls {
+        invalid(&cx, sql).await;
+    }
+}
+
+#[tokio::test]
+async fn ddl_dml_copy_and_settings_are_refused_and_change_nothing() {
+    let f = fixture();
+    let cx = f.project(RESEARCH).await;
+    let tables_before = table_names(&cx);
+    assert!(
+        tables_before.iter().any(|t| t.ends_with(".patients")),
+        "{tables_before:?}"
+    );
+    let out = tempfile::tempdir().expect("tempdir");
+    let target = out.path().join("leak.csv");
+    let parquet = f
+        .version
+        .table_files("national_opt_out")
+        .and_then(|v| v.into_iter().next())
+        .expect("opt-out file");
+    let sqls = vec![
+        "CREATE TABLE t AS SELECT * FROM patients".to_string(),
+        "CREATE VIEW v AS SELECT * FROM patients".to_string(),
+        "CREATE TEMPORARY VIEW v AS SELECT 1".to_string(),
+        "DROP TABLE patients".to_string(),
+        "DROP VIEW patients".to_string(),
+        "ALTER TABLE patients RENAME TO p2".to_string(),
+        "INSERT INTO practices VALUES ('A00000', 'x', 'y', 'z')".to_string(),
+        "UPDATE patients SET sex = 'F'".to_string(),
+        "DELETE FROM patients".to_string(),
+        "TRUNCATE TABLE patients".to_string(),
+        format!(
+            "CREATE EXTERNAL TABLE ndoo STORED AS PARQUET LOCATION '{}'",
+            parquet.display()
+        ),
+        "CREATE EXTERNAL TABLE pw STORED AS CSV LOCATION '/etc/passwd'".to_string(),
+        format!("COPY patients TO '{}'", target.display()),
+        format!(
+            "COPY (SELECT * FROM patients) TO '{}' STORED AS CSV",
+            target.display()
+        ),
+        "SELECT * INTO p2 FROM patients".to_string(),
+        "SET datafusion.catalog.information_schema = true".to_string(),
+        "SET datafusion.execution.target_partitions = 1".to_string(),
+        "SHOW TABLES".to_string(),
+        "SHOW ALL".to_string(),
+        "DESCRIBE patients".to_string(),
+        "PREPARE q AS SELECT COUNT(*) FROM patients".to_string(),
+        "SELECT 1; DROP TABLE patients".to_string(),
+        "SELECT COUNT(*) FROM patients; SELECT COUNT(*) FROM patients".to_string(),
+    ];
+    for sql in &sqls {
+        assert_eq!(refused(&cx, sql).await, Rule::OnlyQueries, "{sql}");
+    }
+    // Nothing was created, dropped, written or switched on.
+    assert_eq!(table_names(&cx), tables_before);
+    assert!(!target.exists());
+    invalid(&cx, "SELECT COUNT(*) FROM information_schema.tables").await;
+    assert!(!cx.session().state().config().information_schema());
+}
+
+#[tokio::test]
+async fn recursive_queries_are_refused_as_unsupported() {
+    let f = fixture();
+    let cx = f.project(RESEARCH).await;
+    let sql = "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 3) \
+               SELECT COUNT(*) FROM r";
+    assert_eq!(refused(&cx, sql).await, Rule::Unsupported);
+}
