@@ -26,7 +26,7 @@ use sha2::{Digest, Sha256};
 use tonic::Status;
 
 use crate::audit::{self, Entry, Kind, Outcome};
-use crate::error::{error_category, refused, status_of_query_error};
+use crate::error::{error_category, status_of_query_error};
 use crate::state::{Caller, State};
 
 /// Schema metadata key: how suppression was applied. The NUMBER of suppressed cells is not
@@ -208,7 +208,7 @@ pub async fn run_sql(state: &State, caller: &Caller, sql: &str) -> Result<Releas
     };
 
     // Budget.
-    let (spent, remaining) = match state.budgets.charge(state.today(), &caller.project) {
+    let (_, remaining) = match state.budgets.charge(state.today(), &caller.project) {
         Ok(b) => b,
         Err(status) => {
             let outcome = Outcome::Refused {
@@ -228,7 +228,6 @@ pub async fn run_sql(state: &State, caller: &Caller, sql: &str) -> Result<Releas
         budget_remaining: remaining,
         ..base_entry(caller, request_id, sql)
     };
-    let _ = spent;
     state
         .append(Entry {
             kind: Kind::QueryStarted,
@@ -307,8 +306,6 @@ pub async fn run_sql(state: &State, caller: &Caller, sql: &str) -> Result<Releas
 
     // Encode with the metadata, hash, record, release.
     let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
-    let sequence_hint = 0u64;
-    let _ = sequence_hint;
     let mut meta: HashMap<String, String> = schema.metadata().clone();
     if !plan.rules.is_empty() {
         meta.insert(META_SUPPRESSION.into(), SUPPRESSION_NOTE.into());
@@ -418,9 +415,4 @@ pub fn audit_session(state: &State) -> Result<datafusion::prelude::SessionContex
             Status::internal("the audit log could not be read")
         })?;
     Ok(ctx)
-}
-
-/// The status for a refused statement (re-exported for the Flight module).
-pub fn refusal_status(r: &fivesafes_policies::decision::Refusal) -> Status {
-    refused(r)
 }

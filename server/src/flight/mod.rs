@@ -17,7 +17,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
     ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
@@ -139,24 +138,12 @@ impl FlightSqlService for FlightSql {
         Status,
     > {
         // The caller must name valid credentials; the project is checked on each call.
-        let principal = match self.state.auth.authenticate(request.metadata()) {
-            Ok(p) => p,
-            Err(_) => {
-                // Records the failure and returns UNAUTHENTICATED.
-                return Err(self
-                    .state
-                    .caller(request.metadata(), Need::Any)
-                    .await
-                    .err()
-                    .unwrap_or_else(|| Status::unauthenticated("invalid credentials")));
-            }
-        };
+        self.authenticated(&request).await?;
         // Basic credentials carry the token as password; answer with the bearer form.
         let token = match bearer_or_basic_token(request.metadata()) {
             Some(t) => t,
             None => return Err(Status::unauthenticated("invalid credentials")),
         };
-        let _ = principal;
         let value = MetadataValue::try_from(format!("Bearer {token}"))
             .map_err(|_| Status::unauthenticated("invalid credentials"))?;
         let out = futures::stream::iter(vec![Ok(HandshakeResponse {
@@ -495,11 +482,4 @@ pub fn service(
 ) -> arrow_flight::flight_service_server::FlightServiceServer<FlightSql> {
     arrow_flight::flight_service_server::FlightServiceServer::new(FlightSql { state })
         .max_decoding_message_size(16 << 20)
-}
-
-// The FlightService implementation comes from arrow-flight's blanket impl over
-// FlightSqlService; this assertion keeps the type relationship visible.
-#[allow(dead_code)]
-fn _assert_service(f: FlightSql) -> impl FlightService {
-    f
 }
