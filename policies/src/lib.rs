@@ -28,11 +28,13 @@ pub mod analysis;
 pub mod decision;
 pub mod error;
 pub mod gate;
+mod low_effect;
 pub mod output;
 pub mod query;
 pub mod register;
 pub mod reports;
 pub mod rewrite;
+pub mod side_channel;
 pub mod view;
 
 pub use error::RegisterError;
