@@ -34,10 +34,9 @@ use crate::rewrite::{RewriteError, protect_counted};
 use crate::side_channel;
 use crate::view::{ViewError, ViewSpec, project_session_in};
 
-/// Ids of the output-control rules applied to every released cell (DESIGN.md 3–7): small
-/// cells suppressed, consistent noise, rounding, no run-time error oracles, low-effect
-/// conditions neutralised.
-pub const CELL_RULES: [&str; 5] = ["FS-3", "FS-4", "FS-5", "FS-6", "FS-7"];
+/// Ids of the output-control rules applied to every released cell (DESIGN.md 3–6): small
+/// cells suppressed, consistent noise, rounding, no run-time error oracles.
+pub const CELL_RULES: [&str; 4] = ["FS-3", "FS-4", "FS-5", "FS-6"];
 
 /// Why a query produced no result. Every variant's message depends only on the SQL text and
 /// the project's schema, never on data, except [`QueryError::Execution`], whose message is

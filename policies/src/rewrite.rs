@@ -48,7 +48,6 @@ use fivesafes_engine::catalog::PRIVACY_UNIT;
 
 use crate::analysis::{self, Kind, TableFacts};
 use crate::decision::Refusal;
-use crate::low_effect::LowEffect;
 use crate::output;
 use crate::register::OutputControl;
 
@@ -137,7 +136,6 @@ pub async fn protect_counted(
 
     let counter = Arc::new(AtomicU64::new(0));
     let udfs = Udfs::new(params, &counter);
-    let mut low_effect = LowEffect::new(&facts, params);
     let mut failure: Option<RewriteError> = None;
     let rewritten = plan
         .transform_down(|node| {
@@ -147,7 +145,7 @@ pub async fn protect_counted(
             let LogicalPlan::Aggregate(agg) = &node else {
                 return Ok(Transformed::no(node));
             };
-            match rewrite_aggregate(agg, &facts, &person_keys, &udfs, &mut low_effect) {
+            match rewrite_aggregate(agg, &facts, &person_keys, &udfs) {
                 // Below a cell aggregate there is nothing left to rewrite.
                 Ok(new) => Ok(Transformed::new(new, true, TreeNodeRecursion::Jump)),
                 Err(e) => {
@@ -260,19 +258,20 @@ fn rewrite_aggregate(
     facts: &TableFacts,
     person_keys: &Arc<dyn TableProvider>,
     udfs: &Udfs,
-    low_effect: &mut LowEffect<'_>,
 ) -> Result<LogicalPlan, RewriteError> {
     // The aggregate's input must carry the privacy unit; subqueries that dropped it get it
     // back as an extra trailing column (the aggregate's own expressions are unaffected).
     let threaded = thread_unit(agg.input.as_ref().clone(), facts)?;
-    let info = analysis::columns(&threaded, facts)?;
+    let input = &Arc::new(threaded);
+    let in_schema = input.schema();
+    let info = analysis::columns(input, facts)?;
     let unit_idx = info.unit.iter().position(|u| *u).ok_or_else(|| {
         unsupported(format!(
             "aggregating rows whose {PRIVACY_UNIT} is not carried up to the aggregate \
                  (select {PRIVACY_UNIT} in every subquery the aggregate reads)"
         ))
     })?;
-    let unit = Expr::Column(Column::from(threaded.schema().qualified_field(unit_idx)));
+    let unit = Expr::Column(Column::from(in_schema.qualified_field(unit_idx)));
     if agg
         .group_expr
         .iter()
@@ -280,9 +279,6 @@ fn rewrite_aggregate(
     {
         return Err(unsupported("GROUPING SETS, ROLLUP and CUBE"));
     }
-    // DESIGN.md rule 7: conditions with a low effect on a cell do not change its answer.
-    let input = &Arc::new(low_effect.apply(threaded, &agg.group_expr, &unit)?);
-    let in_schema = input.schema();
 
     // Inner aggregate: per person and group.
     let mut inner_aggr: Vec<Expr> = Vec::new();

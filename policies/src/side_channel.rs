@@ -6,19 +6,20 @@
 //! - [`check`] refuses (FS-6) scalar functions that can fail on some values, unless the
 //!   arguments that could make them fail are constants (written in the query, so a failure
 //!   is visible in its text): parsing functions (`to_date`, `to_timestamp`, …), regular
-//!   expressions with a computed pattern, `chr`, `power`, `abs` (overflow), and every
-//!   function not on the allow-list (fail closed);
+//!   expressions with a computed pattern, `chr`, `power`, and every function not on the
+//!   allow-list (fail closed);
 //! - [`neutralise`] makes the remaining value-dependent failures impossible: every cast
 //!   (written or implied by type coercion) becomes `TRY_CAST` (NULL where it would fail),
 //!   and every division or remainder by something other than a non-zero constant divides
-//!   by `NULLIF(divisor, 0)` (NULL instead of a division-by-zero error). Both are documented
+//!   by `NULLIF(divisor, 0)` (NULL instead of a division-by-zero error), and `abs(x)`
+//!   becomes `CASE WHEN x < 0 THEN -x ELSE x END` (no overflow error). These are documented
 //!   differences from standard SQL for analysts.
 
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{DataFusionError, ScalarValue};
 use datafusion::functions::expr_fn::nullif;
-use datafusion::logical_expr::{BinaryExpr, Expr, LogicalPlan, Operator, TryCast, lit};
+use datafusion::logical_expr::{BinaryExpr, Expr, LogicalPlan, Operator, TryCast, lit, when};
 use datafusion::optimizer::AnalyzerRule;
 use datafusion::optimizer::analyzer::type_coercion::TypeCoercion;
 
@@ -103,6 +104,8 @@ const ALLOWED: &[(&str, Constant)] = &[
     ("greatest", Constant::None),
     ("least", Constant::None),
     // Numbers (floating point: no overflow errors; integer arguments are widened).
+    // `abs` is rewritten by `neutralise` (its integer overflow is an error).
+    ("abs", Constant::None),
     ("floor", Constant::None),
     ("ceil", Constant::None),
     ("round", Constant::Rest),
@@ -212,16 +215,16 @@ pub fn neutralise(plan: LogicalPlan) -> Result<LogicalPlan, DataFusionError> {
             node.map_expressions(|e| {
                 e.transform_up(|x| {
                     Ok(match x {
-                        Expr::Cast(c) => {
-                            Transformed::yes(Expr::TryCast(TryCast::new_from_field(c.expr, c.field)))
-                        }
+                        Expr::Cast(c) => Transformed::yes(Expr::TryCast(TryCast::new_from_field(
+                            c.expr, c.field,
+                        ))),
                         Expr::BinaryExpr(BinaryExpr { left, op, right })
                             if matches!(op, Operator::Divide | Operator::Modulo)
                                 && !nonzero_literal(&right) =>
                         {
                             let zero = match &*right {
                                 Expr::Literal(v, _) => ScalarValue::new_zero(&v.data_type())
-                                    .map(|z| lit(z))
+                                    .map(lit)
                                     .unwrap_or(lit(0i64)),
                                 _ => lit(0i64),
                             };
@@ -230,6 +233,17 @@ pub fn neutralise(plan: LogicalPlan) -> Result<LogicalPlan, DataFusionError> {
                                 op,
                                 right: Box::new(nullif(*right, zero)),
                             }))
+                        }
+                        // abs(x) fails on the smallest integer; CASE with (wrapping)
+                        // negation gives the same values and type and never fails.
+                        Expr::ScalarFunction(f)
+                            if f.name().eq_ignore_ascii_case("abs") && f.args.len() == 1 =>
+                        {
+                            let x = f.args[0].clone();
+                            Transformed::yes(
+                                when(x.clone().lt(lit(0i64)), Expr::Negative(Box::new(x.clone())))
+                                    .otherwise(x)?,
+                            )
                         }
                         other => Transformed::no(other),
                     })

@@ -13,10 +13,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::catalog::view::ViewTable;
+use datafusion::common::ScalarValue;
 use datafusion::datasource::provider_as_source;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::execution::session_state::SessionStateBuilder;
-use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{Expr, JoinType, LogicalPlan, LogicalPlanBuilder, col, lit};
 use datafusion::prelude::SessionContext;
 use fivesafes_engine::catalog::{PRIVACY_UNIT, TableClass};
@@ -50,9 +50,11 @@ fn date_condition(table: &str, (from, to): (i32, i32)) -> Option<Expr> {
         "hes_apc" => within("admidate"),
         "hes_op" => within("apptdate"),
         "hes_ae" => within("arrivaldate"),
-        "practice_registrations" => col("start_date")
-            .lt_eq(day(to))
-            .and(col("end_date").is_null().or(col("end_date").gt_eq(day(from)))),
+        "practice_registrations" => col("start_date").lt_eq(day(to)).and(
+            col("end_date")
+                .is_null()
+                .or(col("end_date").gt_eq(day(from))),
+        ),
         _ => return None,
     })
 }

@@ -202,7 +202,10 @@ async fn rows_outside_the_project_date_window_are_not_in_the_view() {
         );
         // Unprotected counts (never released) show what each view holds.
         let n = |rows: Vec<Vec<String>>| rows[0][0].parse::<u64>().expect("a count");
-        assert!(n(unprotected(&all, &outside).await) > 0, "{table}: no rows outside");
+        assert!(
+            n(unprotected(&all, &outside).await) > 0,
+            "{table}: no rows outside"
+        );
         assert_eq!(n(unprotected(&windowed, &outside).await), 0, "{table}");
         assert_eq!(
             n(unprotected(&windowed, &inside).await),
