@@ -33,6 +33,7 @@ pub mod query;
 pub mod register;
 pub mod reports;
 pub mod rewrite;
+pub mod side_channel;
 pub mod view;
 
 pub use error::RegisterError;

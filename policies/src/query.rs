@@ -31,10 +31,12 @@ use crate::decision::{Refusal, Rule};
 use crate::gate::{GateError, plan_query};
 use crate::register::{OptOut, OutputControl, Project};
 use crate::rewrite::{RewriteError, protect_counted};
+use crate::side_channel;
 use crate::view::{ViewError, ViewSpec, project_session_in};
 
-/// Ids of the output-control rules applied to every released cell (DESIGN.md 3–5).
-pub const CELL_RULES: [&str; 3] = ["FS-3", "FS-4", "FS-5"];
+/// Ids of the output-control rules applied to every released cell (DESIGN.md 3–6): small
+/// cells suppressed, consistent noise, rounding, no run-time error oracles.
+pub const CELL_RULES: [&str; 4] = ["FS-3", "FS-4", "FS-5", "FS-6"];
 
 /// Why a query produced no result. Every variant's message depends only on the SQL text and
 /// the project's schema, never on data, except [`QueryError::Execution`], whose message is
@@ -82,6 +84,7 @@ pub fn view_spec(project: &Project) -> ViewSpec {
             .map(|t| (t.name.clone(), t.columns.clone()))
             .collect(),
         opt_out_applies: matches!(project.opt_out, OptOut::Applies),
+        date_window: project.date_window,
     }
 }
 
@@ -145,6 +148,9 @@ impl ProjectContext {
         let plan = plan_query(&self.ctx, sql).await?;
         let plan_hash = hex::encode(Sha256::digest(plan.display_indent_schema().to_string()));
         let kind = analysis::analyse(&plan, &self.facts)?.kind;
+        if kind == Kind::Cells {
+            side_channel::check(&plan)?;
+        }
         let reads = self.reads(&plan)?;
         let (plan, suppressed, rules) = match kind {
             Kind::Public => (plan, Arc::new(AtomicU64::new(0)), Vec::new()),
@@ -156,6 +162,7 @@ impl ProjectContext {
                     &self.project.output,
                 )
                 .await?;
+                let plan = side_channel::neutralise(plan)?;
                 (plan, counter, CELL_RULES.map(String::from).to_vec())
             }
             // `analyse` refuses these already; kept so that a change there fails closed.

@@ -13,10 +13,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::catalog::view::ViewTable;
+use datafusion::common::ScalarValue;
 use datafusion::datasource::provider_as_source;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::execution::session_state::SessionStateBuilder;
-use datafusion::logical_expr::{JoinType, LogicalPlan, LogicalPlanBuilder, col, lit};
+use datafusion::logical_expr::{Expr, JoinType, LogicalPlan, LogicalPlanBuilder, col, lit};
 use datafusion::prelude::SessionContext;
 use fivesafes_engine::catalog::{PRIVACY_UNIT, TableClass};
 use fivesafes_engine::session::{SessionOptions, config, runtime, table_provider};
@@ -32,6 +33,30 @@ pub struct ViewSpec {
     pub tables: Vec<(String, Vec<String>)>,
     /// Whether the national data opt-out applies (it does unless the project is exempt).
     pub opt_out_applies: bool,
+    /// The inclusive (from, to) range of event dates (Date32 days) the project may see, if
+    /// restricted: rows of personal tables dated outside it are not in the view.
+    pub date_window: Option<(i32, i32)>,
+}
+
+/// The condition that keeps a personal table's rows dated inside `(from, to)`: events,
+/// prescriptions, admissions, appointments and attendances by their date; registrations
+/// that overlap the window. Demographics (`patients`) have no event date and are kept.
+fn date_condition(table: &str, (from, to): (i32, i32)) -> Option<Expr> {
+    let day = |d: i32| lit(ScalarValue::Date32(Some(d)));
+    let within = |c: &str| col(c).between(day(from), day(to));
+    Some(match table {
+        "clinical_events" => within("event_date"),
+        "medications" => within("issue_date"),
+        "hes_apc" => within("admidate"),
+        "hes_op" => within("apptdate"),
+        "hes_ae" => within("arrivaldate"),
+        "practice_registrations" => col("start_date").lt_eq(day(to)).and(
+            col("end_date")
+                .is_null()
+                .or(col("end_date").gt_eq(day(from))),
+        ),
+        _ => return None,
+    })
 }
 
 /// A project view could not be built: the project register and the store disagree.
@@ -122,6 +147,11 @@ pub async fn project_session_in(
         }
         let base = table_provider(&state, version, name).await?;
         let mut plan = LogicalPlanBuilder::scan(name.as_str(), provider_as_source(base), None)?;
+        if let (true, Some(window)) = (personal, spec.date_window)
+            && let Some(cond) = date_condition(name, window)
+        {
+            plan = plan.filter(cond)?;
+        }
         if let (true, Some(allowed)) = (personal, &allowed) {
             plan = plan.join(
                 allowed.clone(),

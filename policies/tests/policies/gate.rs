@@ -49,6 +49,7 @@ pub(crate) fn spec(opt_out_applies: bool) -> ViewSpec {
             all("practices"),
         ],
         opt_out_applies,
+        date_window: None,
     }
 }
 

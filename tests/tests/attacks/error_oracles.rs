@@ -48,7 +48,6 @@ fn kind(outcome: &str) -> &str {
 }
 
 #[tokio::test]
-#[ignore = "KNOWN PRIVACY GAP: DESIGN.md rule 6 (run-time errors as oracles) is not enforced yet; issue 7. Run with --ignored to see the attack succeed."]
 async fn run_time_errors_do_not_reveal_whether_a_person_is_there() {
     let f = fixture();
     let cx = f.project(RESEARCH).await;
@@ -72,7 +71,6 @@ async fn run_time_errors_do_not_reveal_whether_a_person_is_there() {
 }
 
 #[tokio::test]
-#[ignore = "KNOWN PRIVACY GAP: DESIGN.md rule 6 (run-time errors as oracles) is not enforced yet; issue 7. Run with --ignored to see the attack succeed."]
 async fn errors_visible_in_the_text_do_not_depend_on_the_data() {
     let f = fixture();
     let cx = f.project(RESEARCH).await;

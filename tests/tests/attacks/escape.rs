@@ -177,3 +177,46 @@ async fn recursive_queries_are_refused_as_unsupported() {
                SELECT COUNT(*) FROM r";
     assert_eq!(refused(&cx, sql).await, Rule::Unsupported);
 }
+
+#[tokio::test]
+async fn rows_outside_the_project_date_window_are_not_in_the_view() {
+    let f = fixture();
+    let all = f.project(RESEARCH).await;
+    let windowed = f.project(WINDOWED).await;
+    // (table, date column): every dated personal table.
+    let tables = [
+        ("clinical_events", "event_date"),
+        ("medications", "issue_date"),
+        ("hes_apc", "admidate"),
+        ("hes_op", "apptdate"),
+        ("hes_ae", "arrivaldate"),
+    ];
+    for (table, date) in tables {
+        let outside = format!(
+            "SELECT COUNT(*) FROM {table} WHERE {date} < DATE '2018-01-01' \
+             OR {date} > DATE '2020-12-31'"
+        );
+        let inside = format!(
+            "SELECT COUNT(*) FROM {table} WHERE {date} BETWEEN DATE '2018-01-01' \
+             AND DATE '2020-12-31'"
+        );
+        // Unprotected counts (never released) show what each view holds.
+        let n = |rows: Vec<Vec<String>>| rows[0][0].parse::<u64>().expect("a count");
+        assert!(
+            n(unprotected(&all, &outside).await) > 0,
+            "{table}: no rows outside"
+        );
+        assert_eq!(n(unprotected(&windowed, &outside).await), 0, "{table}");
+        assert_eq!(
+            n(unprotected(&windowed, &inside).await),
+            n(unprotected(&all, &inside).await),
+            "{table}: the window keeps every row inside it"
+        );
+    }
+    // Registrations overlapping the window stay; those ended before it or started after
+    // it do not.
+    let reg = "SELECT COUNT(*) FROM practice_registrations WHERE end_date < DATE '2018-01-01' \
+               OR start_date > DATE '2020-12-31'";
+    let n = |rows: Vec<Vec<String>>| rows[0][0].parse::<u64>().expect("a count");
+    assert_eq!(n(unprotected(&windowed, reg).await), 0);
+}

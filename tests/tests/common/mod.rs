@@ -50,6 +50,8 @@ pub const RESEARCH: &str = "research";
 pub const EXEMPT: &str = "exempt-research";
 /// A narrow project: `patients` and `hes_ae` only.
 pub const AE_AUDIT: &str = "ae-audit";
+/// Every table, restricted to the date window 2018-01-01 … 2020-12-31.
+pub const WINDOWED: &str = "windowed";
 /// Patients, clinical events, HES APC and practices with stricter output control (10
 /// persons, rounding to 10, extra 0..=3, 2 significant figures).
 pub const STRICT: &str = "strict";
@@ -108,6 +110,27 @@ queries_per_day = 1000000
 [project.tables]
 patients = "*"
 hes_ae = "*"
+
+[[project.members]]
+principal = "analyst"
+role = "analyst"
+
+[[project]]
+id = "windowed"
+purpose = "Attack regression suite: every table, events of 2018-2020 only"
+expires = 2099-12-31
+date_window = { from = 2018-01-01, to = 2020-12-31 }
+queries_per_day = 1000000
+
+[project.tables]
+patients = "*"
+practice_registrations = "*"
+clinical_events = "*"
+medications = "*"
+hes_apc = "*"
+hes_op = "*"
+hes_ae = "*"
+practices = "*"
 
 [[project.members]]
 principal = "analyst"

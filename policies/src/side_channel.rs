@@ -1,0 +1,255 @@
+//! DESIGN.md rule 6: no data-dependent side channels through run-time errors. A query over
+//! persons either fails for reasons visible in its text, or runs; whether it fails never
+//! depends on which persons are in the data.
+//!
+//! Two measures:
+//! - [`check`] refuses (FS-6) scalar functions that can fail on some values, unless the
+//!   arguments that could make them fail are constants (written in the query, so a failure
+//!   is visible in its text): parsing functions (`to_date`, `to_timestamp`, …), regular
+//!   expressions with a computed pattern, `chr`, `power`, and every function not on the
+//!   allow-list (fail closed);
+//! - [`neutralise`] makes the remaining value-dependent failures impossible: every cast
+//!   (written or implied by type coercion) becomes `TRY_CAST` (NULL where it would fail),
+//!   and every division or remainder by something other than a non-zero constant divides
+//!   by `NULLIF(divisor, 0)` (NULL instead of a division-by-zero error), and `abs(x)`
+//!   becomes `CASE WHEN x < 0 THEN -x ELSE x END` (no overflow error). These are documented
+//!   differences from standard SQL for analysts.
+
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{DataFusionError, ScalarValue};
+use datafusion::functions::expr_fn::nullif;
+use datafusion::logical_expr::{BinaryExpr, Expr, LogicalPlan, Operator, TryCast, lit, when};
+use datafusion::optimizer::AnalyzerRule;
+use datafusion::optimizer::analyzer::type_coercion::TypeCoercion;
+
+use crate::decision::{Refusal, Rule};
+
+/// Which arguments of an allowed function must be constants.
+#[derive(Debug, Clone, Copy)]
+enum Constant {
+    /// None: the function cannot fail on any value of its argument types.
+    None,
+    /// The first argument (a unit or field name, an interval).
+    First,
+    /// Every argument after the first (patterns, formats, lengths, positions).
+    Rest,
+    /// All arguments (the function fails on malformed values).
+    All,
+}
+
+/// Scalar functions allowed in queries over persons, and which arguments must be
+/// constants. Names as DataFusion plans them (`EXTRACT` is `date_part`, `SUBSTRING` is
+/// `substr`, `TRIM` is `btrim`, `POSITION` is `strpos`).
+const ALLOWED: &[(&str, Constant)] = &[
+    // Dates and times.
+    ("date_part", Constant::First),
+    ("datepart", Constant::First),
+    ("date_trunc", Constant::First),
+    ("datetrunc", Constant::First),
+    ("date_bin", Constant::First),
+    ("to_char", Constant::Rest),
+    ("date_format", Constant::Rest),
+    ("to_date", Constant::All),
+    ("to_timestamp", Constant::All),
+    ("to_timestamp_seconds", Constant::All),
+    ("to_timestamp_millis", Constant::All),
+    ("to_timestamp_micros", Constant::All),
+    ("to_timestamp_nanos", Constant::All),
+    ("make_date", Constant::All),
+    ("now", Constant::None),
+    ("current_date", Constant::None),
+    ("current_time", Constant::None),
+    ("today", Constant::None),
+    // Strings.
+    ("upper", Constant::None),
+    ("lower", Constant::None),
+    ("btrim", Constant::Rest),
+    ("ltrim", Constant::Rest),
+    ("rtrim", Constant::Rest),
+    ("trim", Constant::Rest),
+    ("length", Constant::None),
+    ("char_length", Constant::None),
+    ("character_length", Constant::None),
+    ("octet_length", Constant::None),
+    ("bit_length", Constant::None),
+    ("concat", Constant::None),
+    ("concat_ws", Constant::First),
+    ("starts_with", Constant::None),
+    ("ends_with", Constant::None),
+    ("strpos", Constant::None),
+    ("instr", Constant::None),
+    ("replace", Constant::Rest),
+    ("reverse", Constant::None),
+    ("initcap", Constant::None),
+    ("left", Constant::Rest),
+    ("right", Constant::Rest),
+    ("substr", Constant::Rest),
+    ("substring", Constant::Rest),
+    ("split_part", Constant::Rest),
+    ("lpad", Constant::Rest),
+    ("rpad", Constant::Rest),
+    ("translate", Constant::Rest),
+    ("ascii", Constant::None),
+    ("regexp_like", Constant::Rest),
+    ("regexp_match", Constant::Rest),
+    ("regexp_replace", Constant::Rest),
+    ("regexp_count", Constant::Rest),
+    // Conditionals.
+    ("coalesce", Constant::None),
+    ("nullif", Constant::None),
+    ("nvl", Constant::None),
+    ("ifnull", Constant::None),
+    ("nvl2", Constant::None),
+    ("greatest", Constant::None),
+    ("least", Constant::None),
+    // Numbers (floating point: no overflow errors; integer arguments are widened).
+    // `abs` is rewritten by `neutralise` (its integer overflow is an error).
+    ("abs", Constant::None),
+    ("floor", Constant::None),
+    ("ceil", Constant::None),
+    ("round", Constant::Rest),
+    ("trunc", Constant::Rest),
+    ("signum", Constant::None),
+    ("sqrt", Constant::None),
+    ("cbrt", Constant::None),
+    ("exp", Constant::None),
+    ("ln", Constant::None),
+    ("log", Constant::None),
+    ("log2", Constant::None),
+    ("log10", Constant::None),
+    ("isnan", Constant::None),
+    ("iszero", Constant::None),
+    ("pi", Constant::None),
+];
+
+/// Whether `e` is a constant: written in the query, the same whatever the data.
+fn constant(e: &Expr) -> bool {
+    !e.is_volatile()
+        && !e
+            .exists(|x| {
+                Ok(matches!(
+                    x,
+                    Expr::Column(_)
+                        | Expr::OuterReferenceColumn(..)
+                        | Expr::ScalarSubquery(_)
+                        | Expr::InSubquery(_)
+                        | Expr::Exists(_)
+                        | Expr::Placeholder(_)
+                ))
+            })
+            .unwrap_or(true)
+}
+
+/// Refuses (FS-6) scalar functions that could fail on some data values.
+pub fn check(plan: &LogicalPlan) -> Result<(), Refusal> {
+    let mut refusal: Option<Refusal> = None;
+    let walk = plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|e| {
+            e.apply(|x| {
+                if let Expr::ScalarFunction(f) = x {
+                    let name = f.name().to_ascii_lowercase();
+                    let why = match ALLOWED.iter().find(|(n, _)| *n == name) {
+                        None => Some(format!(
+                            "the function {name} is not allowed over personal data: it could \
+                             fail on some values, and whether a query fails must not depend \
+                             on the data"
+                        )),
+                        Some((_, rule)) => {
+                            let must: Vec<&Expr> = match rule {
+                                Constant::None => Vec::new(),
+                                Constant::First => f.args.iter().take(1).collect(),
+                                Constant::Rest => f.args.iter().skip(1).collect(),
+                                Constant::All => f.args.iter().collect(),
+                            };
+                            (!must.into_iter().all(constant)).then(|| {
+                                format!(
+                                    "{name} over personal data needs constant {} (a computed \
+                                     one could fail on some values only); use CAST or \
+                                     TRY_CAST to convert values",
+                                    match rule {
+                                        Constant::First => "first argument",
+                                        Constant::Rest => "arguments after the first",
+                                        _ => "arguments",
+                                    }
+                                )
+                            })
+                        }
+                    };
+                    if let Some(why) = why {
+                        refusal = Some(Refusal::new(Rule::SideChannel, why));
+                        return Ok(TreeNodeRecursion::Stop);
+                    }
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    });
+    if let Err(e) = walk {
+        return Err(Refusal::new(Rule::Unsupported, e.to_string()));
+    }
+    refusal.map_or(Ok(()), Err)
+}
+
+/// Whether `e` is a non-zero numeric literal.
+fn nonzero_literal(e: &Expr) -> bool {
+    match e {
+        Expr::Literal(v, _) => !v.is_null() && !is_zero(v),
+        _ => false,
+    }
+}
+
+fn is_zero(v: &ScalarValue) -> bool {
+    ScalarValue::new_zero(&v.data_type()).is_ok_and(|z| &z == v)
+        || matches!(v, ScalarValue::Float64(Some(f)) if *f == 0.0)
+        || matches!(v, ScalarValue::Float32(Some(f)) if *f == 0.0)
+}
+
+/// Makes run-time failures that depend on values impossible: casts become `TRY_CAST`
+/// (after type coercion has made implied casts explicit), divisors become
+/// `NULLIF(divisor, 0)` unless they are non-zero constants.
+pub fn neutralise(plan: LogicalPlan) -> Result<LogicalPlan, DataFusionError> {
+    let plan = TypeCoercion::new().analyze(plan, &ConfigOptions::default())?;
+    let plan = plan
+        .transform_up_with_subqueries(|node| {
+            node.map_expressions(|e| {
+                e.transform_up(|x| {
+                    Ok(match x {
+                        Expr::Cast(c) => Transformed::yes(Expr::TryCast(TryCast::new_from_field(
+                            c.expr, c.field,
+                        ))),
+                        Expr::BinaryExpr(BinaryExpr { left, op, right })
+                            if matches!(op, Operator::Divide | Operator::Modulo)
+                                && !nonzero_literal(&right) =>
+                        {
+                            let zero = match &*right {
+                                Expr::Literal(v, _) => ScalarValue::new_zero(&v.data_type())
+                                    .map(lit)
+                                    .unwrap_or(lit(0i64)),
+                                _ => lit(0i64),
+                            };
+                            Transformed::yes(Expr::BinaryExpr(BinaryExpr {
+                                left,
+                                op,
+                                right: Box::new(nullif(*right, zero)),
+                            }))
+                        }
+                        // abs(x) fails on the smallest integer; CASE with (wrapping)
+                        // negation gives the same values and type and never fails.
+                        Expr::ScalarFunction(f)
+                            if f.name().eq_ignore_ascii_case("abs") && f.args.len() == 1 =>
+                        {
+                            let x = f.args[0].clone();
+                            Transformed::yes(
+                                when(x.clone().lt(lit(0i64)), Expr::Negative(Box::new(x.clone())))
+                                    .otherwise(x)?,
+                            )
+                        }
+                        other => Transformed::no(other),
+                    })
+                })
+            })
+        })?
+        .data;
+    Ok(plan)
+}
