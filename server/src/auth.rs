@@ -32,6 +32,19 @@ pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
+/// The `[[principal]]` entries for principals and their tokens (only hashes are kept).
+pub fn principals<'a>(
+    tokens: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> Vec<PrincipalConfig> {
+    tokens
+        .into_iter()
+        .map(|(name, token)| PrincipalConfig {
+            name: name.clone(),
+            token_sha256: token_hash(token),
+        })
+        .collect()
+}
+
 /// Why a request is not authenticated (recorded in the audit log; clients get one generic
 /// message).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

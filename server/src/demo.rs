@@ -20,9 +20,9 @@ use fivesafes_engine::synth::{self, SynthOptions};
 use fivesafes_policies::Register;
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{new_token, token_hash};
+use crate::auth::{self, new_token};
 use crate::client::{Connection, Format, render};
-use crate::config::{DEFAULT_HTTP_LISTEN, DEFAULT_LISTEN, Limits, PrincipalConfig, ServerConfig};
+use crate::config::{DEFAULT_HTTP_LISTEN, DEFAULT_LISTEN, Limits, ServerConfig};
 use crate::serve;
 use crate::state::system_clock;
 
@@ -134,13 +134,7 @@ pub fn prepare(dir: &Path, patients: u64, listen: Option<&str>) -> anyhow::Resul
         audit: "audit".into(),
         limits: Limits::default(),
         tls: None,
-        principals: tokens
-            .iter()
-            .map(|(name, t)| PrincipalConfig {
-                name: name.clone(),
-                token_sha256: token_hash(t),
-            })
-            .collect(),
+        principals: auth::principals(&tokens),
     };
     let text = format!(
         "# fivesafes server configuration written by `fivesafes demo --prepare`.\n\

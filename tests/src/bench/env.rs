@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use fivesafes_engine::keys;
 use fivesafes_policies::{Project, Register, Role};
-use fivesafes_server::auth::{new_token, token_hash};
+use fivesafes_server::auth::{self, new_token};
 use fivesafes_server::client::Connection;
-use fivesafes_server::config::{Limits, PrincipalConfig, ServerConfig};
+use fivesafes_server::config::{Limits, ServerConfig};
 use fivesafes_server::demo::EXAMPLE_REGISTER;
 use fivesafes_server::serve::{self, Running};
 use fivesafes_server::state::{Caller, system_clock};
@@ -103,13 +103,7 @@ impl Env {
             audit,
             limits,
             tls: None,
-            principals: tokens
-                .iter()
-                .map(|(name, t)| PrincipalConfig {
-                    name: name.clone(),
-                    token_sha256: token_hash(t),
-                })
-                .collect(),
+            principals: auth::principals(&tokens),
         };
         let running = serve::start(config.clone(), system_clock()).await?;
         Ok(Env {
