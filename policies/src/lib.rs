@@ -28,6 +28,7 @@ pub mod analysis;
 pub mod decision;
 pub mod error;
 pub mod gate;
+mod low_effect;
 pub mod output;
 pub mod query;
 pub mod register;

@@ -30,13 +30,18 @@ use crate::analysis::{self, Kind, TableFacts};
 use crate::decision::{Refusal, Rule};
 use crate::gate::{GateError, plan_query};
 use crate::register::{OptOut, OutputControl, Project};
-use crate::rewrite::{RewriteError, protect_counted};
+use crate::rewrite::{LowEffect, RewriteError, protect_counted};
 use crate::side_channel;
 use crate::view::{ViewError, ViewSpec, project_session_in};
 
-/// Ids of the output-control rules applied to every released cell (DESIGN.md 3–6): small
-/// cells suppressed, consistent noise, rounding, no run-time error oracles.
-pub const CELL_RULES: [&str; 4] = ["FS-3", "FS-4", "FS-5", "FS-6"];
+/// Ids of the output-control rules applied to every released cell (DESIGN.md 3–7): small
+/// cells suppressed, consistent noise, rounding, no run-time error oracles, low-effect
+/// conditions neutralised.
+pub const CELL_RULES: [&str; 5] = ["FS-3", "FS-4", "FS-5", "FS-6", "FS-7"];
+
+/// Ids of the rules applied to every cell of a canned report (see
+/// [`ProjectContext::prepare_report`]).
+pub const REPORT_RULES: [&str; 4] = ["FS-3", "FS-4", "FS-5", "FS-6"];
 
 /// Why a query produced no result. Every variant's message depends only on the SQL text and
 /// the project's schema, never on data, except [`QueryError::Execution`], whose message is
@@ -143,8 +148,20 @@ impl ProjectContext {
         &self.ctx
     }
 
-    /// Plans, checks and protects `sql` without executing anything.
+    /// Plans, checks and protects an analyst's `sql` without executing anything.
     pub async fn prepare(&self, sql: &str) -> Result<Prepared, QueryError> {
+        self.prepare_as(sql, LowEffect::Detect).await
+    }
+
+    /// [`ProjectContext::prepare`] for the SQL of a canned report, whose conditions and
+    /// groupings come from a reviewed definition and whole periods: every rule applies
+    /// except the low-effect neutralisation of rule 7, which would otherwise make small
+    /// areas' figures inexact.
+    pub async fn prepare_report(&self, sql: &str) -> Result<Prepared, QueryError> {
+        self.prepare_as(sql, LowEffect::Fixed).await
+    }
+
+    async fn prepare_as(&self, sql: &str, low_effect: LowEffect) -> Result<Prepared, QueryError> {
         let plan = plan_query(&self.ctx, sql).await?;
         let plan_hash = hex::encode(Sha256::digest(plan.display_indent_schema().to_string()));
         let kind = analysis::analyse(&plan, &self.facts)?.kind;
@@ -160,10 +177,15 @@ impl ProjectContext {
                     plan,
                     Arc::clone(&self.person_keys),
                     &self.project.output,
+                    low_effect,
                 )
                 .await?;
                 let plan = side_channel::neutralise(plan)?;
-                (plan, counter, CELL_RULES.map(String::from).to_vec())
+                let rules = match low_effect {
+                    LowEffect::Detect => CELL_RULES.as_slice(),
+                    LowEffect::Fixed => REPORT_RULES.as_slice(),
+                };
+                (plan, counter, rules.iter().map(|r| r.to_string()).collect())
             }
             // `analyse` refuses these already; kept so that a change there fails closed.
             Kind::Persons => {

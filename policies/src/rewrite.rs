@@ -32,22 +32,26 @@ use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float64Ar
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
 use datafusion::catalog::TableProvider;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion::common::{Column, DataFusionError};
+use datafusion::common::{Column, DFSchemaRef, DataFusionError};
 use datafusion::datasource::provider_as_source;
 use datafusion::functions_aggregate::count::count_udaf;
 use datafusion::functions_aggregate::expr_fn::{array_agg, count, sum};
+use datafusion::functions_aggregate::first_last::first_value_udaf;
 use datafusion::functions_aggregate::sum::sum_udaf;
+use datafusion::logical_expr::ExprFunctionExt;
 use datafusion::logical_expr::expr::{AggregateFunction, Alias};
+use datafusion::logical_expr::expr::{WindowFunction, WindowFunctionDefinition};
 use datafusion::logical_expr::{
-    Aggregate, ColumnarValue, Expr, Filter, JoinType, LogicalPlan, LogicalPlanBuilder, Projection,
-    ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Sort, SubqueryAlias, Volatility, cast,
-    col, lit,
+    Aggregate, ColumnarValue, Expr, Filter, JoinType, LogicalPlan, LogicalPlanBuilder, Operator,
+    Projection, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Sort, SubqueryAlias,
+    Volatility, binary_expr, cast, col, lit, when,
 };
 use datafusion::prelude::SessionContext;
 use fivesafes_engine::catalog::PRIVACY_UNIT;
 
 use crate::analysis::{self, Kind, TableFacts};
 use crate::decision::Refusal;
+use crate::low_effect::LowEffect as Detection;
 use crate::output;
 use crate::register::OutputControl;
 
@@ -76,6 +80,11 @@ const PK_UNIT: &str = "__fs_pk_unit";
 const PK_KEY: &str = "__fs_record_key";
 const PERSONS: &str = "__fs_persons";
 const KEY_SUM: &str = "__fs_key_sum";
+/// The grouping set of a cell of the outer aggregate (see [`coarser_sets`]).
+const SET_ID: &str = "__fs_set";
+/// A coarsened cell's own persons and key sum (for its suppression).
+const OWN_PERSONS: &str = "__fs_own_persons";
+const OWN_KEY: &str = "__fs_own_key";
 
 /// Rewrites every cell aggregate of `plan` (planned by [`crate::gate::plan_query`]) so that
 /// the result carries protected values only (see the module documentation). `person_keys` is
@@ -88,7 +97,22 @@ pub async fn protect(
     person_keys: Arc<dyn TableProvider>,
     params: &OutputControl,
 ) -> Result<LogicalPlan, RewriteError> {
-    Ok(protect_counted(ctx, plan, person_keys, params).await?.0)
+    Ok(
+        protect_counted(ctx, plan, person_keys, params, LowEffect::Detect)
+            .await?
+            .0,
+    )
+}
+
+/// Whether the rewrite applies DESIGN.md rule 7 (low-effect conditions and grouping keys).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LowEffect {
+    /// Analyst SQL: low-effect conditions and grouping keys do not change an answer.
+    Detect,
+    /// Canned reports: their conditions and groupings are fixed by a reviewed definition and
+    /// whole periods, so the caller cannot vary them by one person; answers stay exact for
+    /// small areas.
+    Fixed,
 }
 
 /// [`protect`], also returning a counter of the cells the plan suppresses as it runs (for
@@ -99,6 +123,7 @@ pub async fn protect_counted(
     plan: LogicalPlan,
     person_keys: Arc<dyn TableProvider>,
     params: &OutputControl,
+    low_effect: LowEffect,
 ) -> Result<(LogicalPlan, Arc<AtomicU64>), RewriteError> {
     let _ = ctx;
     let facts = TableFacts::from_catalog();
@@ -136,6 +161,8 @@ pub async fn protect_counted(
 
     let counter = Arc::new(AtomicU64::new(0));
     let udfs = Udfs::new(params, &counter);
+    let mut detection = Detection::new(&facts, params);
+    let mut low_effect = (low_effect == LowEffect::Detect).then_some(&mut detection);
     let mut failure: Option<RewriteError> = None;
     let rewritten = plan
         .transform_down(|node| {
@@ -145,7 +172,7 @@ pub async fn protect_counted(
             let LogicalPlan::Aggregate(agg) = &node else {
                 return Ok(Transformed::no(node));
             };
-            match rewrite_aggregate(agg, &facts, &person_keys, &udfs) {
+            match rewrite_aggregate(agg, &facts, &person_keys, &udfs, low_effect.as_deref_mut()) {
                 // Below a cell aggregate there is nothing left to rewrite.
                 Ok(new) => Ok(Transformed::new(new, true, TreeNodeRecursion::Jump)),
                 Err(e) => {
@@ -258,20 +285,19 @@ fn rewrite_aggregate(
     facts: &TableFacts,
     person_keys: &Arc<dyn TableProvider>,
     udfs: &Udfs,
+    low_effect: Option<&mut Detection<'_>>,
 ) -> Result<LogicalPlan, RewriteError> {
     // The aggregate's input must carry the privacy unit; subqueries that dropped it get it
     // back as an extra trailing column (the aggregate's own expressions are unaffected).
     let threaded = thread_unit(agg.input.as_ref().clone(), facts)?;
-    let input = &Arc::new(threaded);
-    let in_schema = input.schema();
-    let info = analysis::columns(input, facts)?;
+    let info = analysis::columns(&threaded, facts)?;
     let unit_idx = info.unit.iter().position(|u| *u).ok_or_else(|| {
         unsupported(format!(
             "aggregating rows whose {PRIVACY_UNIT} is not carried up to the aggregate \
                  (select {PRIVACY_UNIT} in every subquery the aggregate reads)"
         ))
     })?;
-    let unit = Expr::Column(Column::from(in_schema.qualified_field(unit_idx)));
+    let unit = Expr::Column(Column::from(threaded.schema().qualified_field(unit_idx)));
     if agg
         .group_expr
         .iter()
@@ -279,6 +305,100 @@ fn rewrite_aggregate(
     {
         return Err(unsupported("GROUPING SETS, ROLLUP and CUBE"));
     }
+    // DESIGN.md rule 7 for grouping keys: a cell that holds all but a few of the persons of
+    // a cell with fewer keys (`GROUP BY birth_month <> …` is a filter in disguise) gets that
+    // coarser cell's answer. Each row is counted once per grouping set (the cells themselves
+    // and the coarser ones, [`coarser_sets`]), with the keys a set leaves out as NULL, so
+    // that each coarser cell is computed, low-effect conditions included, exactly as the
+    // query with fewer keys would compute it.
+    let k = agg.group_expr.len();
+    let sets = coarser_sets(k);
+    let unit_schema = Arc::clone(threaded.schema());
+    let Some(low_effect) = low_effect else {
+        let cells = agg.group_expr.clone();
+        let input = CellInput {
+            input: threaded,
+            cells,
+            unit,
+            unit_schema,
+            info,
+            coarse: None,
+        };
+        return finish_aggregate(agg, input, person_keys, udfs);
+    };
+    let (threaded, cells) = if k == 0 {
+        (threaded, Vec::new())
+    } else {
+        // The set ids as a tiny relation, the build side of a cross join (a join, so that
+        // the low-effect detection lifts the input's filters through it).
+        let ids = LogicalPlanBuilder::values(sets.iter().map(|s| vec![lit(*s as i64)]).collect())?
+            .project(vec![col("column1").alias(SET_ID)])?
+            .build()?;
+        let expanded = LogicalPlanBuilder::from(ids)
+            .cross_join(threaded)?
+            .build()?;
+        let mut exprs = all_columns(&expanded);
+        let mut cells = Vec::with_capacity(k + 1);
+        for (i, g) in agg.group_expr.iter().enumerate() {
+            let kept = binary_expr(col(SET_ID), Operator::BitwiseAnd, lit(set_bit(k, i) as i64))
+                .eq(lit(0i64));
+            let name = format!("__fs_g{i}");
+            exprs.push(when(kept, g.clone().unalias()).end()?.alias(&name));
+            cells.push(col(name.as_str()));
+        }
+        cells.push(col(SET_ID));
+        (
+            LogicalPlanBuilder::from(expanded).project(exprs)?.build()?,
+            cells,
+        )
+    };
+    // DESIGN.md rule 7: conditions with a low effect on a cell do not change its answer.
+    let input = CellInput {
+        input: low_effect.apply(threaded, &cells, &unit)?,
+        cells,
+        unit,
+        unit_schema,
+        info,
+        coarse: Some((sets, low_effect.threshold())),
+    };
+    finish_aggregate(agg, input, person_keys, udfs)
+}
+
+/// The input of a cell aggregate's rewrite, prepared by [`rewrite_aggregate`].
+struct CellInput {
+    /// Rows about persons, with the unit (and, for rule 7, one copy per grouping set).
+    input: LogicalPlan,
+    /// The cells' keys in `input` (the grouping keys, and the set id when `coarse`).
+    cells: Vec<Expr>,
+    /// The privacy unit in `input`.
+    unit: Expr,
+    /// The schema `info` describes (the aggregate's input with the unit threaded).
+    unit_schema: DFSchemaRef,
+    info: analysis::Columns,
+    /// The grouping sets computed and the low-effect threshold, when grouping keys are
+    /// checked for low effect (rule 7).
+    coarse: Option<(Vec<u64>, i64)>,
+}
+
+/// The rewrite of one cell aggregate over its prepared input: per-person partials, person
+/// keys, per-cell totals, coarsening (rule 7), suppression and protection.
+fn finish_aggregate(
+    agg: &Aggregate,
+    cell_input: CellInput,
+    person_keys: &Arc<dyn TableProvider>,
+    udfs: &Udfs,
+) -> Result<LogicalPlan, RewriteError> {
+    let CellInput {
+        input,
+        cells,
+        unit,
+        unit_schema,
+        info,
+        coarse,
+    } = cell_input;
+    let input = &Arc::new(input);
+    let k = agg.group_expr.len();
+    let n_cells = cells.len();
 
     // Inner aggregate: per person and group.
     let mut inner_aggr: Vec<Expr> = Vec::new();
@@ -297,7 +417,7 @@ fn rewrite_aggregate(
                 if params.distinct {
                     let ok = params.args.len() == 1
                         && match strip_alias(&params.args[0]) {
-                            Expr::Column(c) => in_schema
+                            Expr::Column(c) => unit_schema
                                 .index_of_column(c)
                                 .ok()
                                 .is_some_and(|i| info.unit[i] || info.identifying[i]),
@@ -341,16 +461,16 @@ fn rewrite_aggregate(
             }
         }
     }
-    let mut inner_group = agg.group_expr.clone();
+    let mut inner_group = cells;
     inner_group.push(unit);
-    let k = agg.group_expr.len();
     let inner = LogicalPlan::Aggregate(Aggregate::try_new(
         Arc::clone(input),
         inner_group,
         inner_aggr,
     )?);
-    let inner_unit = Column::from(inner.schema().qualified_field(k));
-    let group_cols: Vec<Expr> = (0..k)
+    // [keys…, set id when coarsened], unit, partials.
+    let inner_unit = Column::from(inner.schema().qualified_field(n_cells));
+    let group_cols: Vec<Expr> = (0..n_cells)
         .map(|i| Expr::Column(Column::from(inner.schema().qualified_field(i))))
         .collect();
 
@@ -378,7 +498,7 @@ fn rewrite_aggregate(
         )));
     };
 
-    // Outer aggregate: per cell.
+    // Outer aggregate: per cell (and per coarser cell, keyed by the grouping set).
     let mut outer_aggr = vec![
         count(lit(1i64)).alias(PERSONS),
         sum(col(PK_KEY)).alias(KEY_SUM),
@@ -396,6 +516,7 @@ fn rewrite_aggregate(
             }
         }
     }
+    let outer_group = group_cols;
     let outer = LogicalPlanBuilder::from(inner)
         .join(
             keys,
@@ -403,17 +524,25 @@ fn rewrite_aggregate(
             (vec![inner_unit], vec![Column::from_name(PK_UNIT)]),
             None,
         )?
-        .aggregate(group_cols, outer_aggr)?
+        .aggregate(outer_group, outer_aggr)?
         .build()?;
+    // Coarsened cells are suppressed by their own persons, released with the coarser
+    // cell's values.
+    let (outer, own_persons, own_key) = match &coarse {
+        Some((sets, threshold)) if k > 0 => (
+            coarsen(outer, k, sets, *threshold)?,
+            col(OWN_PERSONS),
+            col(OWN_KEY),
+        ),
+        _ => (outer, col(PERSONS), col(KEY_SUM)),
+    };
     let outer_schema = Arc::clone(outer.schema());
 
     // Protection: drop suppressed cells, then rebuild the original output schema.
     let persons = col(PERSONS);
     let key_sum = col(KEY_SUM);
     let filtered = LogicalPlan::Filter(Filter::try_new(
-        Expr::Not(Box::new(
-            udfs.suppressed.call(vec![persons.clone(), key_sum.clone()]),
-        )),
+        Expr::Not(Box::new(udfs.suppressed.call(vec![own_persons, own_key]))),
         Arc::new(outer),
     )?);
     let mut exprs: Vec<Expr> = Vec::with_capacity(agg.schema.fields().len());
@@ -457,6 +586,185 @@ fn rewrite_aggregate(
         )));
     }
     Ok(projected)
+}
+
+/// More grouping keys than this: only the coarser cells with one key left out and the total
+/// are computed (a cell with several low-effect keys then gets the total's answer).
+const MAX_SUBSET_KEYS: usize = 4;
+
+/// The bit of grouping key `i` of `k` in a grouping-set id (a set bit: the key is left out).
+fn set_bit(k: usize, i: usize) -> u64 {
+    1 << (k - 1 - i)
+}
+
+/// Every column of `plan`, qualified.
+fn all_columns(plan: &LogicalPlan) -> Vec<Expr> {
+    plan.schema()
+        .iter()
+        .map(|(q, f)| Expr::Column(Column::from((q, f))))
+        .collect()
+}
+
+/// The grouping sets of a cell aggregate with `k` keys, as the sets of keys left out (in
+/// [`set_bit`] bits): first the cells themselves, then every coarser set (with at most
+/// [`MAX_SUBSET_KEYS`] keys; else the sets with one key left out, and the total).
+fn coarser_sets(k: usize) -> Vec<u64> {
+    if k == 0 {
+        return vec![0];
+    }
+    let all: u64 = (0..k).map(|i| set_bit(k, i)).sum();
+    if k <= MAX_SUBSET_KEYS {
+        // Every subset of the keys' bits, the cells themselves first.
+        let mut out = vec![0];
+        let mut sub = all;
+        while sub != 0 {
+            out.push(sub);
+            sub = (sub - 1) & all;
+        }
+        out.sort_unstable();
+        out
+    } else {
+        let mut out = vec![0];
+        out.extend((0..k).map(|i| set_bit(k, i)));
+        out.push(all);
+        out
+    }
+}
+
+/// `plan` with the window expressions `windows` added as columns of the given names.
+fn with_windows(
+    plan: LogicalPlan,
+    windows: Vec<(Expr, String)>,
+) -> Result<LogicalPlan, RewriteError> {
+    let mut exprs: Vec<Expr> = plan
+        .schema()
+        .iter()
+        .map(|(q, f)| Expr::Column(Column::from((q, f))))
+        .collect();
+    exprs.extend(
+        windows.iter().map(|(w, name)| {
+            Expr::Column(Column::from_name(w.schema_name().to_string())).alias(name)
+        }),
+    );
+    let windowed = LogicalPlanBuilder::window_plan(
+        plan,
+        windows.into_iter().map(|(w, _)| w).collect::<Vec<_>>(),
+    )?;
+    Ok(LogicalPlanBuilder::from(windowed).project(exprs)?.build()?)
+}
+
+/// Given the outer aggregate over every set of [`coarser_sets`] (`[keys…, set id, persons,
+/// key sum, parts…]`), returns the cells of the full grouping (`[keys…, persons, key sum,
+/// parts…]`), each with the values of the coarsest cell it is low-effect in: every key whose
+/// cell one key coarser has between 1 and `threshold − 1` more persons is left out. The
+/// coarser cells' values are fetched with window functions over the one aggregate, so the
+/// input is read once.
+fn coarsen(
+    outer: LogicalPlan,
+    k: usize,
+    sets: &[u64],
+    threshold: i64,
+) -> Result<LogicalPlan, RewriteError> {
+    let schema = Arc::clone(outer.schema());
+    let key = |i: usize| Expr::Column(Column::from(schema.qualified_field(i)));
+    let values: Vec<Expr> = schema
+        .iter()
+        .skip(k + 1)
+        .map(|(q, f)| Expr::Column(Column::from((q, f))))
+        .collect();
+    let set = || col(SET_ID);
+    // The value `x` of the cell of set `d` that has this row's keys outside `d`, on the rows
+    // of the cells themselves (set 0).
+    let of_set = |x: Expr, d: u64| -> Result<Expr, RewriteError> {
+        let partition: Vec<Expr> = (0..k)
+            .filter(|j| d & set_bit(k, *j) == 0)
+            .map(key)
+            .chain([set().in_list(vec![lit(0i64), lit(d as i64)], false)])
+            .collect();
+        Ok(Expr::from(WindowFunction::new(
+            WindowFunctionDefinition::AggregateUDF(first_value_udaf()),
+            vec![x],
+        ))
+        .partition_by(partition)
+        .order_by(vec![set().sort(false, true)])
+        .build()?)
+    };
+    let columns = |plan: &LogicalPlan| -> Vec<Expr> {
+        plan.schema()
+            .iter()
+            .map(|(q, f)| Expr::Column(Column::from((q, f))))
+            .collect()
+    };
+    // 1. The persons of each cell one key coarser.
+    let wider = |i: usize| format!("__fs_wider{i}");
+    let mut windows = Vec::new();
+    for i in 0..k {
+        windows.push((of_set(col(PERSONS), set_bit(k, i))?, wider(i)));
+    }
+    let plan = with_windows(outer, windows)?;
+    // 2. The keys left out: those with a low effect, as a computed set (else the total).
+    let mut dropped: Option<Expr> = None;
+    for i in 0..k {
+        let extra = col(wider(i)) - col(PERSONS);
+        let term = when(
+            extra.between(lit(1i64), lit(threshold - 1)),
+            lit(set_bit(k, i) as i64),
+        )
+        .otherwise(lit(0i64))?;
+        dropped = Some(match dropped {
+            None => term,
+            Some(d) => d + term,
+        });
+    }
+    let dropped = dropped.expect("at least one key");
+    let all: i64 = (0..k).map(|i| set_bit(k, i) as i64).sum();
+    let chosen = when(
+        dropped
+            .clone()
+            .in_list(sets.iter().map(|s| lit(*s as i64)).collect(), false),
+        dropped,
+    )
+    .otherwise(lit(all))?;
+    let mut exprs = columns(&plan);
+    exprs.push(chosen.alias("__fs_chosen"));
+    let plan = LogicalPlanBuilder::from(plan).project(exprs)?.build()?;
+    // 3. Each coarser set's values, for the rows that may choose it.
+    let mut fetched: Vec<Vec<(u64, String)>> = vec![Vec::new(); values.len()];
+    let mut windows = Vec::new();
+    for d in sets.iter().copied().filter(|d| *d != 0) {
+        for (v, x) in values.iter().enumerate() {
+            let name = format!("__fs_v{d}_{v}");
+            windows.push((of_set(x.clone(), d)?, name.clone()));
+            fetched[v].push((d, name));
+        }
+    }
+    let plan = LogicalPlanBuilder::from(with_windows(plan, windows)?)
+        .filter(set().eq(lit(0i64)))?
+        .build()?;
+    // 4. [keys…, persons, key sum, parts…] of the chosen cell.
+    let mut out: Vec<Expr> = (0..k).map(key).collect();
+    for (v, x) in values.iter().enumerate() {
+        let Expr::Column(c) = x else {
+            unreachable!("values are columns")
+        };
+        let mut builder: Option<datafusion::logical_expr::conditional_expressions::CaseBuilder> =
+            None;
+        for (d, name) in &fetched[v] {
+            let cond = col("__fs_chosen").eq(lit(*d as i64));
+            builder = Some(match builder {
+                None => when(cond, col(name.as_str())),
+                Some(mut b) => b.when(cond, col(name.as_str())),
+            });
+        }
+        let value = match builder {
+            Some(mut b) => b.otherwise(x.clone())?,
+            None => x.clone(),
+        };
+        out.push(value.alias_qualified(c.relation.clone(), &c.name));
+    }
+    out.push(col(PERSONS).alias(OWN_PERSONS));
+    out.push(col(KEY_SUM).alias(OWN_KEY));
+    Ok(LogicalPlanBuilder::from(plan).project(out)?.build()?)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -294,7 +294,7 @@ async fn run_query(
         part,
         error,
     };
-    let prepared = cx.prepare(&sql).await.map_err(fail)?;
+    let prepared = cx.prepare_report(&sql).await.map_err(fail)?;
     let kind_ok = match expect {
         Expect::Public => prepared.kind == Kind::Public,
         Expect::Cells => prepared.kind == Kind::Cells,

@@ -43,7 +43,7 @@ with connect(**{"adbc.flight.sql.authorization_header": f"Bearer {TOKEN}"}) as c
         seen["metadata"] = meta
         assert table.num_rows >= 1
         assert all(v is None or v % 5 == 0 for v in table.column("n").to_pylist())
-        assert meta.get("fivesafes.rules_applied") == "FS-3,FS-4,FS-5,FS-6", meta
+        assert meta.get("fivesafes.rules_applied") == "FS-3,FS-4,FS-5,FS-6,FS-7", meta
 
     with conn.cursor() as cur:
         try:

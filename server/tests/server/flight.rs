@@ -72,7 +72,10 @@ async fn analyst_gets_protected_counts_with_metadata_and_matching_audit_hash() {
             .values()
             .any(|v| v.chars().all(|c| c.is_ascii_digit()))
     );
-    assert_eq!(info_schema.metadata()[META_RULES], "FS-3,FS-4,FS-5,FS-6");
+    assert_eq!(
+        info_schema.metadata()[META_RULES],
+        "FS-3,FS-4,FS-5,FS-6,FS-7"
+    );
     let ticket = info.endpoint[0].ticket.clone().expect("ticket");
 
     // Fetch the raw messages so the hash can be recomputed from what was received.

@@ -6,7 +6,8 @@
 use crate::common::*;
 
 /// The question: women born in 1950 registered at the rephrasing practice (23 persons; the
-/// cohort also has 4 men born in 1950 and 13 women born just outside 1950 or in 1960).
+/// cohort also has 14 men born in 1950 and 13 women born just outside 1950 or in 1960, and
+/// another practice has 12 women born in 1950, so no condition is low-effect).
 const WOMEN_1950: usize = 23;
 
 /// Ways of saying "born in 1950".

@@ -17,7 +17,6 @@ const TARGETS: [usize; 8] = [0, 1, 4, 9, 14, 20, 26, 29];
 const BASE: &str = "SELECT COUNT(*) FROM patients WHERE practice_code = 'X20001'";
 
 #[tokio::test]
-#[ignore = "KNOWN PRIVACY GAP: DESIGN.md rule 7 (low-effect conditions) is not enforced yet; issue 7. Run with --ignored to see the attack succeed."]
 async fn excluding_one_person_by_a_condition_does_not_change_a_count() {
     let f = fixture();
     let cx = f.project(RESEARCH).await;
@@ -64,7 +63,6 @@ async fn excluding_one_person_by_a_condition_does_not_change_a_count() {
 }
 
 #[tokio::test]
-#[ignore = "KNOWN PRIVACY GAP: DESIGN.md rule 7 (low-effect conditions) is not enforced yet; issue 7. Run with --ignored to see the attack succeed."]
 async fn adding_one_person_through_an_or_branch_does_not_change_a_count() {
     let f = fixture();
     let cx = f.project(RESEARCH).await;
@@ -102,7 +100,6 @@ async fn adding_one_person_through_an_or_branch_does_not_change_a_count() {
 }
 
 #[tokio::test]
-#[ignore = "KNOWN PRIVACY GAP: DESIGN.md rule 7 (low-effect conditions) is not enforced yet; issue 7. Run with --ignored to see the attack succeed."]
 async fn excluding_one_person_does_not_change_a_sum_or_a_mean() {
     let f = fixture();
     let cx = f.project(RESEARCH).await;
@@ -164,7 +161,6 @@ async fn a_cell_differing_by_one_person_at_the_threshold_is_suppressed_or_unchan
 }
 
 #[tokio::test]
-#[ignore = "KNOWN PRIVACY GAP: DESIGN.md rule 7 (low-effect conditions) is not enforced yet; issue 7. Run with --ignored to see the attack succeed."]
 async fn excluding_one_person_through_chains_subqueries_and_groups_does_not_change_a_count() {
     let f = fixture();
     let cx = f.project(RESEARCH).await;
@@ -260,4 +256,31 @@ async fn excluding_one_person_through_a_cohort_subquery_does_not_change_a_count(
             "{sql} -> {got} (without: {base:?})"
         );
     }
+}
+
+#[tokio::test]
+async fn excluding_one_person_by_a_grouping_key_does_not_change_a_count() {
+    let f = fixture();
+    let cx = f.project(RESEARCH).await;
+    let base = single(&cx, BASE).await;
+    assert!(base.is_some());
+    let mut differing = Vec::new();
+    for i in TARGETS {
+        let m = birth_month(i);
+        // The cell of everyone but one person, made by a grouping key instead of a filter.
+        let sql = format!(
+            "SELECT birth_month <> DATE '{m}' AS rest, COUNT(*) FROM patients \
+             WHERE practice_code = 'X20001' GROUP BY 1"
+        );
+        let got = rows(&cx, &sql).await;
+        let rest = got.iter().find(|r| r[0] == "true").map(|r| r[1].clone());
+        if rest != base {
+            differing.push(format!("{sql} -> {got:?} (all: {base:?})"));
+        }
+    }
+    assert!(
+        differing.is_empty(),
+        "excluding one person by a grouping key changed the released count:\n{}",
+        differing.join("\n")
+    );
 }

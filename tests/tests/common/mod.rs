@@ -276,9 +276,17 @@ pub const OPT_ALL_OUT: &str = "X40002";
 /// See [`OPT_MIXED`].
 pub const OPT_ALL_UNKNOWN: &str = "X40003";
 
-/// Rephrasing cohort: 23 F born in 1950, 4 M born in 1950, 13 F born in December 1949,
-/// January 1951 or 1960 (the edges of a year range).
+/// Rephrasing cohort: 23 F born in 1950, [`REPHRASE_MEN`] M born in 1950, 13 F born in
+/// December 1949, January 1951 or 1960 (the edges of a year range). Each condition of the
+/// question "women born in 1950 at this practice" leaves out at least ten persons, so none
+/// is low-effect (DESIGN.md rule 7) and the answer is the 23 women's.
 pub const REPHRASE_PRACTICE: &str = "X60001";
+
+/// Men born in 1950 at [`REPHRASE_PRACTICE`].
+pub const REPHRASE_MEN: usize = 14;
+
+/// Twelve women born in 1950 at another practice.
+pub const REPHRASE_NEIGHBOUR: &str = "X60002";
 
 /// Amplification: one person with [`AMP_ROWS`] events of [`AMP_CODE`] and 3 HES APC
 /// episodes at `ZZ7`, the only person with either.
@@ -406,11 +414,20 @@ fn plan_persons() -> Vec<Planted> {
             Ndoo::In,
         ));
     }
-    for i in 0..4u32 {
+    for i in 0..REPHRASE_MEN as u32 {
         out.push(person(
             REPHRASE_PRACTICE,
-            dob(1950, 3 + i, 10),
+            dob(1950, 1 + (2 + i) % 12, 10),
             'M',
+            Ndoo::In,
+        ));
+    }
+    // Women born in 1950 elsewhere, so that the practice condition has a large effect too.
+    for i in 0..12u32 {
+        out.push(person(
+            REPHRASE_NEIGHBOUR,
+            dob(1950, 1 + i, 10),
+            'F',
             Ndoo::In,
         ));
     }

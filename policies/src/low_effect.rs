@@ -1,0 +1,1006 @@
+//! DESIGN.md rule 7: low-effect conditions do not change a released answer.
+//!
+//! Consistent cell-key noise gives the same answer for the same set of persons, so two
+//! queries whose cells differ by one person (`… AND birth_month <> '1940-03-01'`, an `OR`
+//! branch that adds one person, a range edge just past one person) answer identically exactly
+//! when the person is absent. Following Open Diffix's low-effect detection, every condition of
+//! an aggregate's `WHERE` clauses is checked, cell by cell, against the data: a combination
+//! of conditions that is alone in keeping fewer persons than the suppression threshold out of
+//! a cell (or alone in letting them in) is ignored for that cell, so the cell's answer is the
+//! one it would have without those conditions.
+//!
+//! How. The conditions of the filters under an aggregate (through projections, aliases,
+//! sorts, inner joins and the preserved side of outer and semi joins) are lifted out of the
+//! plan: each filter becomes a projection that computes its atomic conditions as boolean
+//! columns, and the conditions are put into negation normal form — a tree of `AND`/`OR` nodes
+//! over atoms (`NOT` pushed into comparisons, `IN` lists and `BETWEEN` expanded).
+//!
+//! The tree is then put into a canonical form ([`LowEffect::canon`]): below every node, the
+//! children that read the same set of base columns (`patients.birth_month`, followed through
+//! projections, aliases and joins) are merged into one group condition. Effects are measured
+//! per group, so they depend on what the query says about each column, not on how it says
+//! it: `date_part('year', birth_month) = 1950`, `birth_month BETWEEN … AND …` and
+//! `birth_month >= … AND birth_month < …` are one condition with one effect, and equivalent
+//! rephrasings are neutralised alike (the prototype without this step measured each range
+//! edge and list item alone, and rephrasings of one question got different answers).
+//!
+//! For every row and every `AND` node the *fail mask* is the set of its children that are
+//! not true (for an `OR` node, the *pass mask*: the children that are true), recorded when
+//! the node decides whether the row is kept. A side plan counts, per cell, the distinct
+//! persons behind each (node, mask); the masks with fewer persons than the threshold are the
+//! low-effect ones. The rows are then filtered again with each node replaced by its neutral
+//! value (`AND`: true, `OR`: false) where the row's mask is low-effect in its cell. Masks
+//! rather than single conditions make chained conditions on different columns
+//! (`a <> x AND b <> y`, both excluding the same person) count as one.
+//!
+//! Known limits: a low-effect condition merged into a group with a large-effect condition on
+//! the same column (`birth_month <> x AND birth_month < y`) is measured with it; a cohort
+//! selection (`patient_id IN (SELECT …)`) is one condition, whatever its subquery says.
+//! Grouping keys are handled by the cell rewrite ([`crate::rewrite`]), which compares each
+//! cell with the cells that have one key fewer.
+//!
+//! Filters that cannot be lifted (below an aggregation, a window, a `UNION`, `DISTINCT` or
+//! `LIMIT`, on the nullable side of an outer join, conditions with subqueries or volatile
+//! functions) keep their place and are not checked; aggregations over persons below the
+//! cell aggregate (per-person subqueries) get the same treatment with their own groups,
+//! minus the person and record identifiers, as cells. The plan stays made of standard
+//! DataFusion operators and functions (serialisable with `datafusion-proto`).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use datafusion::common::tree_node::TreeNode;
+use datafusion::common::{Column, DFSchemaRef, NullEquality};
+use datafusion::functions::expr_fn::coalesce;
+use datafusion::functions_aggregate::expr_fn::{array_agg, bit_or, bool_or, count};
+use datafusion::functions_nested::expr_fn::{array_has, make_array};
+use datafusion::logical_expr::expr::{InList, InSubquery, Like};
+use datafusion::logical_expr::utils::{conjunction, disjunction, split_conjunction_owned};
+use datafusion::logical_expr::{
+    Aggregate, Between, BinaryExpr, Expr, ExprFunctionExt, Filter, Join, JoinType, LogicalPlan,
+    LogicalPlanBuilder, Operator, Projection, SubqueryAlias, binary_expr, lit, when,
+};
+
+use crate::analysis::{self, Kind, TableFacts};
+use crate::register::OutputControl;
+use crate::rewrite::RewriteError;
+
+/// Children of one `AND`/`OR` node at most (a mask is a bit set in an `Int64`, next to the
+/// node's id); longer lists are split into nested nodes of the same kind.
+const MAX_CHILDREN: usize = 48;
+/// Bits of a mask inside a (node id, mask) key.
+const MASK_BITS: i64 = 48;
+/// Internal nodes in one aggregate's conditions at most (ids must fit above the mask).
+const MAX_NODES: usize = 1 << 14;
+
+/// A condition in negation normal form.
+#[derive(Debug, Clone)]
+enum Cond {
+    And(Vec<Cond>),
+    Or(Vec<Cond>),
+    /// A boolean column computed by a lifted filter.
+    Atom(String),
+    /// Conditions on one set of columns, merged into one condition (`AND` when `and`, else
+    /// `OR`) whose effect is measured as a whole: see [`LowEffect::canon`].
+    Group {
+        and: bool,
+        parts: Vec<Cond>,
+    },
+}
+
+impl Cond {
+    /// The condition as an expression over the atom columns.
+    fn expr(&self) -> Expr {
+        match self {
+            Cond::Atom(a) => atom(a),
+            Cond::And(cs) => conjunction(cs.iter().map(Cond::expr)).unwrap_or(lit(true)),
+            Cond::Or(cs) => disjunction(cs.iter().map(Cond::expr)).unwrap_or(lit(false)),
+            Cond::Group { and: true, parts } => {
+                conjunction(parts.iter().map(Cond::expr)).unwrap_or(lit(true))
+            }
+            Cond::Group { and: false, parts } => {
+                disjunction(parts.iter().map(Cond::expr)).unwrap_or(lit(false))
+            }
+        }
+    }
+}
+
+/// A child of an internal node of a [`Formula`].
+#[derive(Debug, Clone)]
+enum Child {
+    Node(usize),
+    Atom(String),
+    /// A merged group of conditions, measured as one.
+    Group(Expr),
+}
+
+/// An internal (`AND`/`OR`) node.
+#[derive(Debug, Clone)]
+struct Inner {
+    and: bool,
+    children: Vec<Child>,
+}
+
+/// The conditions of one aggregate as an arena of nodes; node 0 is the root (an `AND`).
+#[derive(Debug)]
+struct Formula {
+    nodes: Vec<Inner>,
+}
+
+impl Formula {
+    fn new(root: Cond) -> Formula {
+        let mut f = Formula { nodes: Vec::new() };
+        let root = match root {
+            c @ Cond::And(_) => c,
+            other => Cond::And(vec![other]),
+        };
+        f.add(root);
+        f
+    }
+
+    /// Adds `c` (an `AND` or `OR`) and returns its id.
+    fn add(&mut self, c: Cond) -> usize {
+        let (and, children) = match c {
+            Cond::And(cs) => (true, cs),
+            Cond::Or(cs) => (false, cs),
+            Cond::Atom(_) | Cond::Group { .. } => unreachable!("atoms and groups are children"),
+        };
+        let children = flatten(and, children);
+        let id = self.nodes.len();
+        self.nodes.push(Inner {
+            and,
+            children: Vec::new(),
+        });
+        let children: Vec<Cond> = if children.len() > MAX_CHILDREN {
+            children
+                .chunks(MAX_CHILDREN)
+                .map(|ch| {
+                    if and {
+                        Cond::And(ch.to_vec())
+                    } else {
+                        Cond::Or(ch.to_vec())
+                    }
+                })
+                .collect()
+        } else {
+            children
+        };
+        let mut out = Vec::with_capacity(children.len());
+        for c in children {
+            out.push(match c {
+                Cond::Atom(a) => Child::Atom(a),
+                g @ Cond::Group { .. } => Child::Group(g.expr()),
+                // A chunk whose children are all one node: keep it as a node.
+                inner => Child::Node(self.add(inner)),
+            });
+        }
+        self.nodes[id].children = out;
+        id
+    }
+
+    /// The value of node `id`, with node `subst.0` (if any) replaced by `subst.1`.
+    fn value(&self, id: usize, subst: Option<(usize, bool)>) -> Expr {
+        if let Some((s, v)) = subst
+            && s == id
+        {
+            return lit(v);
+        }
+        let n = &self.nodes[id];
+        let parts = n.children.iter().map(|c| match c {
+            Child::Node(j) => self.value(*j, subst),
+            Child::Atom(a) => atom(a),
+            Child::Group(e) => e.clone(),
+        });
+        if n.and {
+            conjunction(parts).unwrap_or(lit(true))
+        } else {
+            disjunction(parts).unwrap_or(lit(false))
+        }
+    }
+
+    fn child_value(&self, c: &Child) -> Expr {
+        match c {
+            Child::Node(j) => self.value(*j, None),
+            Child::Atom(a) => atom(a),
+            Child::Group(e) => e.clone(),
+        }
+    }
+
+    /// The fail mask (`AND`) or pass mask (`OR`) of node `id`, over the original values.
+    fn mask(&self, id: usize) -> Expr {
+        let n = &self.nodes[id];
+        let mut sum: Option<Expr> = None;
+        for (i, c) in n.children.iter().enumerate() {
+            let bit = 1i64 << i;
+            let (when_true, otherwise) = if n.and { (0, bit) } else { (bit, 0) };
+            let term = when(Expr::IsTrue(Box::new(self.child_value(c))), lit(when_true))
+                .otherwise(lit(otherwise))
+                .expect("CASE with an ELSE");
+            sum = Some(match sum {
+                None => term,
+                Some(s) => s + term,
+            });
+        }
+        sum.unwrap_or(lit(0i64))
+    }
+
+    /// `(id << 48) + mask` when node `id` decides whether the row is kept and its mask is
+    /// not empty; NULL otherwise.
+    fn key(&self, id: usize) -> Expr {
+        let decides = if id == 0 {
+            lit(true)
+        } else {
+            Expr::IsTrue(Box::new(self.value(0, Some((id, true))))).and(Expr::Not(Box::new(
+                Expr::IsTrue(Box::new(self.value(0, Some((id, false))))),
+            )))
+        };
+        let mask = self.mask(id);
+        when(
+            decides.and(mask.clone().not_eq(lit(0i64))),
+            lit((id as i64) << MASK_BITS) + mask,
+        )
+        .end()
+        .expect("CASE")
+    }
+
+    /// The filter with low-effect masks neutralised: node `id` is its neutral value where
+    /// the cell has persons who pass the filter (`pass`), the row's mask is in the cell's
+    /// low-effect list `lists[id]`, and none of the mask's children has a large effect on
+    /// its own (`large[id]`, a bit set).
+    fn neutralised(&self, id: usize, pass: &str, lists: &[String], large: &[String]) -> Expr {
+        let n = &self.nodes[id];
+        // Children as neutralised below, so that a node sees what its children pass on.
+        let children: Vec<Expr> = n
+            .children
+            .iter()
+            .map(|c| match c {
+                Child::Node(j) => self.neutralised(*j, pass, lists, large),
+                Child::Atom(a) => atom(a),
+                Child::Group(e) => e.clone(),
+            })
+            .collect();
+        let mut mask: Option<Expr> = None;
+        for (i, c) in children.iter().enumerate() {
+            let bit = 1i64 << i;
+            let (when_true, otherwise) = if n.and { (0, bit) } else { (bit, 0) };
+            let term = when(Expr::IsTrue(Box::new(c.clone())), lit(when_true))
+                .otherwise(lit(otherwise))
+                .expect("CASE with an ELSE");
+            mask = Some(match mask {
+                None => term,
+                Some(m) => m + term,
+            });
+        }
+        let mask = mask.unwrap_or(lit(0i64));
+        let inner = if n.and {
+            conjunction(children).unwrap_or(lit(true))
+        } else {
+            disjunction(children).unwrap_or(lit(false))
+        };
+        let alone = binary_expr(
+            mask.clone(),
+            Operator::BitwiseAnd,
+            coalesce(vec![atom(&large[id]), lit(0i64)]),
+        )
+        .eq(lit(0i64));
+        when(
+            atom(pass).and(array_has(atom(&lists[id]), mask)).and(alone),
+            lit(n.and),
+        )
+        .otherwise(inner)
+        .expect("CASE with an ELSE")
+    }
+}
+
+/// Merges nested nodes of the same kind into their parent.
+fn flatten(and: bool, children: Vec<Cond>) -> Vec<Cond> {
+    let mut out = Vec::with_capacity(children.len());
+    for c in children {
+        match c {
+            Cond::And(cs) if and => out.extend(flatten(true, cs)),
+            Cond::Or(cs) if !and => out.extend(flatten(false, cs)),
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// A column referenced by its (unique, unqualified) name.
+fn atom(name: &str) -> Expr {
+    Expr::Column(Column::from_name(name))
+}
+
+/// Whether a condition must stay where it is: it reads a subquery or an outer column, or
+/// may give a different value each time it is evaluated.
+fn stays(e: &Expr) -> bool {
+    e.is_volatile()
+        || e.exists(|x| {
+            Ok(matches!(
+                x,
+                Expr::ScalarSubquery(_)
+                    | Expr::InSubquery(_)
+                    | Expr::Exists(_)
+                    | Expr::OuterReferenceColumn(..)
+                    | Expr::Placeholder(_)
+            ))
+        })
+        .unwrap_or(true)
+}
+
+/// Whether a subquery plan reads outer columns anywhere (correlated).
+fn stays_in(plan: &LogicalPlan) -> bool {
+    plan.exists(|n| Ok(n.expressions().iter().any(stays_outer)))
+        .unwrap_or(true)
+}
+
+fn stays_outer(e: &Expr) -> bool {
+    e.exists(|x| {
+        Ok(matches!(
+            x,
+            Expr::OuterReferenceColumn(..) | Expr::Placeholder(_)
+        ))
+    })
+    .unwrap_or(true)
+}
+
+/// The negated form of a comparison operator, where SQL's three-valued logic allows it.
+fn negate_op(op: Operator) -> Option<Operator> {
+    Some(match op {
+        Operator::Eq => Operator::NotEq,
+        Operator::NotEq => Operator::Eq,
+        Operator::Lt => Operator::GtEq,
+        Operator::LtEq => Operator::Gt,
+        Operator::Gt => Operator::LtEq,
+        Operator::GtEq => Operator::Lt,
+        Operator::IsDistinctFrom => Operator::IsNotDistinctFrom,
+        Operator::IsNotDistinctFrom => Operator::IsDistinctFrom,
+        _ => return None,
+    })
+}
+
+/// Low-effect detection for one query: hands out unique column names and builds the plans.
+pub(crate) struct LowEffect<'a> {
+    facts: &'a TableFacts,
+    /// Masks backed by fewer persons than this are low-effect.
+    threshold: i64,
+    next: usize,
+    /// The plan whose columns the filter being lifted reads.
+    scope: Option<LogicalPlan>,
+    /// Each atom's key: the base columns (`table.column`) it is computed from.
+    keys: HashMap<String, BTreeSet<String>>,
+}
+
+impl<'a> LowEffect<'a> {
+    /// Detection with the threshold of `params`: a mask is low-effect below the highest
+    /// noisy suppression threshold (`min_persons + 1 + noise_extra_threshold`).
+    pub(crate) fn new(facts: &'a TableFacts, params: &OutputControl) -> LowEffect<'a> {
+        LowEffect {
+            facts,
+            threshold: i64::from(params.min_persons) + 1 + i64::from(params.noise_extra_threshold),
+            next: 0,
+            scope: None,
+            keys: HashMap::new(),
+        }
+    }
+
+    /// The base columns a condition reads.
+    fn key_of(&self, c: &Cond) -> BTreeSet<String> {
+        match c {
+            Cond::Atom(a) => self.keys.get(a).cloned().unwrap_or_default(),
+            Cond::And(cs) | Cond::Or(cs) | Cond::Group { parts: cs, .. } => {
+                cs.iter().flat_map(|c| self.key_of(c)).collect()
+            }
+        }
+    }
+
+    /// The canonical form of `c`: below every `AND` (`OR`) node, the children that read the
+    /// same set of base columns are merged into one group condition, whose effect is then
+    /// measured as a whole. Conditions are so measured by what they say about each column,
+    /// not by how they are written: `age = 50`, `age BETWEEN 50 AND 50` and
+    /// `age >= 50 AND age + 0 <= 50` are one condition on `age` with one effect, and a chain
+    /// of conditions on one column that each exclude the same person is one condition.
+    fn canon(&self, c: Cond) -> Cond {
+        let (and, children) = match c {
+            Cond::And(cs) => (true, cs),
+            Cond::Or(cs) => (false, cs),
+            other => return other,
+        };
+        let mut groups: BTreeMap<BTreeSet<String>, Vec<Cond>> = BTreeMap::new();
+        for child in flatten(and, children) {
+            let child = self.canon(child);
+            groups.entry(self.key_of(&child)).or_default().push(child);
+        }
+        let children = groups
+            .into_values()
+            .map(|mut g| {
+                if g.len() == 1 {
+                    g.remove(0)
+                } else {
+                    Cond::Group { and, parts: g }
+                }
+            })
+            .collect();
+        if and {
+            Cond::And(children)
+        } else {
+            Cond::Or(children)
+        }
+    }
+
+    /// Effects on fewer persons than this are low.
+    pub(crate) fn threshold(&self) -> i64 {
+        self.threshold
+    }
+
+    fn name(&mut self, what: &str) -> String {
+        self.next += 1;
+        format!("__fs_{what}{}", self.next)
+    }
+
+    /// Returns `input` (rows about persons, aggregated by an aggregate whose cells are
+    /// `cells`, with privacy unit `unit`) with the low-effect conditions of its filters
+    /// neutralised cell by cell. The output schema is exactly `input`'s.
+    pub(crate) fn apply(
+        &mut self,
+        input: LogicalPlan,
+        cells: &[Expr],
+        unit: &Expr,
+    ) -> Result<LogicalPlan, RewriteError> {
+        let schema = Arc::clone(input.schema());
+        let (base, conds) = self.lift(input)?;
+        if conds.is_empty() {
+            return Ok(base);
+        }
+        // One cell (no GROUP BY) is keyed by a constant: joins need a condition.
+        let one = [lit(0i64)];
+        let cells = if cells.is_empty() { &one[..] } else { cells };
+        let formula = Formula::new(self.canon(Cond::And(conds)));
+        let nodes = formula.nodes.len();
+        if nodes > MAX_NODES {
+            return Err(RewriteError::Unsupported(format!(
+                "conditions with more than {MAX_NODES} AND/OR groups"
+            )));
+        }
+
+        // The side plan: per cell, the low-effect masks of every node.
+        let g: Vec<String> = cells.iter().map(|_| self.name("dg")).collect();
+        let u = self.name("du");
+        let k: Vec<String> = (0..nodes).map(|_| self.name("k")).collect();
+        let ks = self.name("ks");
+        let n = self.name("n");
+        let lists: Vec<String> = (0..nodes).map(|_| self.name("low")).collect();
+        let large: Vec<String> = (0..nodes).map(|_| self.name("large")).collect();
+        let pass = self.name("pass");
+        let k_pass = self.name("kp");
+        let g_cols = || g.iter().map(|c| atom(c)).collect::<Vec<_>>();
+        let mut first: Vec<Expr> = cells
+            .iter()
+            .zip(&g)
+            .map(|(e, name)| e.clone().unalias().alias(name))
+            .collect();
+        first.push(unit.clone().alias(&u));
+        first.extend((0..nodes).map(|j| formula.key(j).alias(&k[j])));
+        // Rows that pass the filter, keyed by the pseudo-node `nodes`.
+        let pass_key = (nodes as i64) << MASK_BITS;
+        first.push(
+            when(
+                Expr::IsTrue(Box::new(formula.value(0, None))),
+                lit(pass_key),
+            )
+            .end()?
+            .alias(&k_pass),
+        );
+        let all_keys: Vec<&String> = k.iter().chain([&k_pass]).collect();
+        let mut keyed = g_cols();
+        keyed.push(atom(&u));
+        keyed.push(make_array(all_keys.iter().map(|c| atom(c)).collect()).alias(&ks));
+        let mut per_person = g_cols();
+        per_person.extend([atom(&u), atom(&ks)]);
+        let mut per_mask = g_cols();
+        per_mask.push(atom(&ks));
+        let mask_of = || {
+            binary_expr(
+                atom(&ks),
+                Operator::BitwiseAnd,
+                lit((1i64 << MASK_BITS) - 1),
+            )
+        };
+        let node_of = || binary_expr(atom(&ks), Operator::BitwiseShiftRight, lit(MASK_BITS));
+        let small = atom(&n).lt(lit(self.threshold));
+        let single_bit =
+            binary_expr(mask_of(), Operator::BitwiseAnd, mask_of() - lit(1i64)).eq(lit(0i64));
+        let mut per_cell = Vec::new();
+        for j in 0..nodes {
+            let this = node_of().eq(lit(j as i64));
+            per_cell.push(
+                array_agg(mask_of())
+                    .filter(this.clone().and(small.clone()))
+                    .build()?
+                    .alias(&lists[j]),
+            );
+            per_cell.push(
+                bit_or(mask_of())
+                    .filter(
+                        this.and(Expr::Not(Box::new(small.clone())))
+                            .and(single_bit.clone()),
+                    )
+                    .build()?
+                    .alias(&large[j]),
+            );
+        }
+        per_cell.push(bool_or(node_of().eq(lit(nodes as i64))).alias(&pass));
+        let any_key =
+            disjunction(all_keys.iter().map(|c| atom(c).is_not_null())).unwrap_or(lit(false));
+        let low = LogicalPlanBuilder::from(base.clone())
+            .project(first)?
+            .filter(any_key)?
+            .project(keyed)?
+            .unnest_column(Column::from_name(&ks))?
+            .filter(atom(&ks).is_not_null())?
+            .aggregate(per_person, Vec::<Expr>::new())?
+            .aggregate(per_mask, vec![count(lit(1i64)).alias(&n)])?
+            .aggregate(g_cols(), per_cell)?
+            .build()?;
+
+        // The rows, filtered with the low-effect masks of their cell neutralised.
+        let f: Vec<String> = cells.iter().map(|_| self.name("fg")).collect();
+        let mut with_cells: Vec<Expr> = columns_of(base.schema());
+        with_cells.extend(
+            cells
+                .iter()
+                .zip(&f)
+                .map(|(e, name)| e.clone().unalias().alias(name)),
+        );
+        let rows = LogicalPlanBuilder::from(base)
+            .project(with_cells)?
+            .build()?;
+        let keep = formula.neutralised(0, &pass, &lists, &large);
+        let out = LogicalPlanBuilder::from(low)
+            .join_detailed(
+                rows,
+                JoinType::Right,
+                (
+                    g.iter().map(Column::from_name).collect::<Vec<_>>(),
+                    f.iter().map(Column::from_name).collect::<Vec<_>>(),
+                ),
+                None,
+                NullEquality::NullEqualsNull,
+            )?
+            .filter(keep)?
+            .project(columns_of(&schema))?
+            .build()?;
+        Ok(out)
+    }
+
+    /// Lifts the liftable filters of `plan` (see the module documentation): returns a plan
+    /// with `plan`'s columns followed by the lifted atoms' columns, and the lifted conditions
+    /// (to be AND-ed), or the plan with its own columns and no conditions.
+    fn lift(&mut self, plan: LogicalPlan) -> Result<(LogicalPlan, Vec<Cond>), RewriteError> {
+        match plan {
+            LogicalPlan::Filter(f) => {
+                let (mut input, mut conds) = self.lift(f.input.as_ref().clone())?;
+                let mut kept = Vec::new();
+                let mut lifted = Vec::new();
+                for c in split_conjunction_owned(f.predicate) {
+                    if !stays(&c) {
+                        lifted.push(c);
+                    } else if let Some((joined, atom)) = self.membership(&input, &c)? {
+                        input = joined;
+                        lifted.push(atom);
+                    } else {
+                        kept.push(c);
+                    }
+                }
+                let input = match conjunction(kept) {
+                    Some(p) => LogicalPlan::Filter(Filter::try_new(p, Arc::new(input))?),
+                    None => input,
+                };
+                let Some(lifted) = conjunction(lifted) else {
+                    return Ok((input, conds));
+                };
+                let mut atoms = Vec::new();
+                self.scope = Some(input.clone());
+                conds.push(self.nnf(&lifted, false, &mut atoms));
+                self.scope = None;
+                let mut exprs = columns_of(input.schema());
+                exprs.extend(atoms.into_iter().map(|(name, e)| e.alias(name)));
+                let projected =
+                    LogicalPlan::Projection(Projection::try_new(exprs, Arc::new(input))?);
+                Ok((projected, conds))
+            }
+            LogicalPlan::Projection(p) => {
+                let (input, conds) = self.lift(p.input.as_ref().clone())?;
+                let mut exprs = p.expr.clone();
+                exprs.extend(atom_columns(input.schema(), &conds));
+                Ok((
+                    LogicalPlan::Projection(Projection::try_new(exprs, Arc::new(input))?),
+                    conds,
+                ))
+            }
+            LogicalPlan::SubqueryAlias(a) => {
+                let (input, conds) = self.lift(a.input.as_ref().clone())?;
+                Ok((
+                    LogicalPlan::SubqueryAlias(SubqueryAlias::try_new(
+                        Arc::new(input),
+                        a.alias.clone(),
+                    )?),
+                    conds,
+                ))
+            }
+            LogicalPlan::Sort(s) if s.fetch.is_none() => {
+                let exprs = LogicalPlan::Sort(s.clone()).expressions();
+                let (input, conds) = self.lift(s.input.as_ref().clone())?;
+                Ok((
+                    LogicalPlan::Sort(s).with_new_exprs(exprs, vec![input])?,
+                    conds,
+                ))
+            }
+            LogicalPlan::Join(j) => {
+                let (lift_left, lift_right) = match j.join_type {
+                    JoinType::Inner => (true, true),
+                    JoinType::Left | JoinType::LeftSemi | JoinType::LeftAnti => (true, false),
+                    JoinType::Right | JoinType::RightSemi | JoinType::RightAnti => (false, true),
+                    _ => (false, false),
+                };
+                let mut conds = Vec::new();
+                let mut side = |plan: &LogicalPlan, lift: bool| {
+                    if lift {
+                        let (p, c) = self.lift(plan.clone())?;
+                        conds.extend(c);
+                        Ok::<_, RewriteError>(p)
+                    } else {
+                        self.stop(plan.clone())
+                    }
+                };
+                let left = side(&j.left, lift_left)?;
+                let right = side(&j.right, lift_right)?;
+                let join = Join::try_new(
+                    Arc::new(left),
+                    Arc::new(right),
+                    j.on.clone(),
+                    j.filter.clone(),
+                    j.join_type,
+                    j.join_constraint,
+                    j.null_equality,
+                    j.null_aware,
+                )?;
+                Ok((LogicalPlan::Join(join), conds))
+            }
+            other => Ok((self.stop(other)?, Vec::new())),
+        }
+    }
+
+    /// `x [NOT] IN (SELECT y …)` with an uncorrelated subquery and `x`, `y` never NULL (the
+    /// cohort selections `patient_id IN (SELECT patient_id …)`): joins `input` to the
+    /// subquery's distinct values and returns the joined plan and the equivalent condition on
+    /// the join's marker column, so that membership is measured like any other condition.
+    fn membership(
+        &mut self,
+        input: &LogicalPlan,
+        c: &Expr,
+    ) -> Result<Option<(LogicalPlan, Expr)>, RewriteError> {
+        let (c, flip) = match c {
+            Expr::Not(inner) => (inner.as_ref(), true),
+            other => (other, false),
+        };
+        let Expr::InSubquery(InSubquery {
+            expr,
+            subquery,
+            negated,
+        }) = c
+        else {
+            return Ok(None);
+        };
+        let negated = *negated != flip;
+        let Expr::Column(x) = expr.as_ref() else {
+            return Ok(None);
+        };
+        let sub = subquery.subquery.as_ref();
+        let nullable_x = input
+            .schema()
+            .qualified_field_from_column(x)
+            .map_or(true, |(_, f)| f.is_nullable());
+        if !subquery.outer_ref_columns.is_empty()
+            || nullable_x
+            || sub.schema().fields().len() != 1
+            || sub.schema().field(0).is_nullable()
+            || stays_in(sub)
+        {
+            return Ok(None);
+        }
+        let y = Expr::Column(Column::from(sub.schema().qualified_field(0)));
+        let (k, m) = (self.name("mk"), self.name("mm"));
+        let values = LogicalPlanBuilder::from(sub.clone())
+            .aggregate(vec![y.clone()], Vec::<Expr>::new())?
+            .project(vec![y.alias(&k), lit(true).alias(&m)])?
+            .build()?;
+        let joined = LogicalPlanBuilder::from(input.clone())
+            .join(
+                values,
+                JoinType::Left,
+                (vec![x.clone()], vec![Column::from_name(&k)]),
+                None,
+            )?
+            .build()?;
+        let found = atom(&m);
+        let cond = if negated {
+            found.is_null()
+        } else {
+            found.is_not_null()
+        };
+        Ok(Some((joined, cond)))
+    }
+
+    /// Below a node filters cannot be lifted through: applies low-effect detection to the
+    /// aggregations over persons further down, and leaves everything else as it is.
+    fn stop(&mut self, plan: LogicalPlan) -> Result<LogicalPlan, RewriteError> {
+        if let LogicalPlan::Aggregate(a) = &plan {
+            let info = analysis::columns(&a.input, self.facts)?;
+            if info.kind == Kind::Persons {
+                return self.nested(a, &info);
+            }
+        }
+        let inputs = plan.inputs();
+        if inputs.is_empty() {
+            return Ok(plan);
+        }
+        let inputs = inputs
+            .into_iter()
+            .map(|c| self.stop(c.clone()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(plan.with_new_exprs(plan.expressions(), inputs)?)
+    }
+
+    /// An aggregation over persons below the cell aggregate (typically per person): its
+    /// cells are its groups without the privacy unit and record identifiers.
+    fn nested(
+        &mut self,
+        a: &Aggregate,
+        info: &analysis::Columns,
+    ) -> Result<LogicalPlan, RewriteError> {
+        if a.group_expr
+            .iter()
+            .any(|e| matches!(e, Expr::GroupingSet(_)))
+        {
+            return Err(RewriteError::Unsupported(
+                "GROUPING SETS, ROLLUP and CUBE".into(),
+            ));
+        }
+        let schema = a.input.schema();
+        let is_id = |e: &Expr| match e {
+            Expr::Column(c) => schema
+                .index_of_column(c)
+                .is_ok_and(|i| info.unit[i] || info.identifying[i]),
+            _ => false,
+        };
+        let cells: Vec<Expr> = a.group_expr.iter().filter(|e| !is_id(e)).cloned().collect();
+        let Some(unit_idx) = info.unit.iter().position(|u| *u) else {
+            // No privacy unit to count persons by: leave the conditions where they are, but
+            // still look further down.
+            let input = self.stop(a.input.as_ref().clone())?;
+            return Ok(LogicalPlan::Aggregate(Aggregate::try_new(
+                Arc::new(input),
+                a.group_expr.clone(),
+                a.aggr_expr.clone(),
+            )?));
+        };
+        let unit = Expr::Column(Column::from(schema.qualified_field(unit_idx)));
+        let input = self.apply(a.input.as_ref().clone(), &cells, &unit)?;
+        Ok(LogicalPlan::Aggregate(Aggregate::try_new(
+            Arc::new(input),
+            a.group_expr.clone(),
+            a.aggr_expr.clone(),
+        )?))
+    }
+
+    fn leaf(&mut self, e: Expr, atoms: &mut Vec<(String, Expr)>) -> Cond {
+        let name = self.name("a");
+        let mut key = BTreeSet::new();
+        match &self.scope {
+            Some(plan) => e
+                .column_refs()
+                .into_iter()
+                .for_each(|c| source_of(plan, c, &mut key)),
+            None => {
+                key.insert(format!("?{name}"));
+            }
+        }
+        self.keys.insert(name.clone(), key);
+        atoms.push((name.clone(), e));
+        Cond::Atom(name)
+    }
+
+    /// `e` (negated when `neg`) in negation normal form; atoms are appended to `atoms` as
+    /// (column name, expression).
+    fn nnf(&mut self, e: &Expr, neg: bool, atoms: &mut Vec<(String, Expr)>) -> Cond {
+        match e {
+            Expr::Alias(a) => self.nnf(&a.expr, neg, atoms),
+            Expr::Not(inner) => self.nnf(inner, !neg, atoms),
+            Expr::BinaryExpr(BinaryExpr { left, op, right })
+                if matches!(op, Operator::And | Operator::Or) =>
+            {
+                let l = self.nnf(left, neg, atoms);
+                let r = self.nnf(right, neg, atoms);
+                if (*op == Operator::And) != neg {
+                    Cond::And(vec![l, r])
+                } else {
+                    Cond::Or(vec![l, r])
+                }
+            }
+            Expr::BinaryExpr(BinaryExpr { left, op, right }) if neg => match negate_op(*op) {
+                Some(n) => self.leaf(binary_expr((**left).clone(), n, (**right).clone()), atoms),
+                None => self.leaf(Expr::Not(Box::new(e.clone())), atoms),
+            },
+            Expr::Between(Between {
+                expr,
+                negated,
+                low,
+                high,
+            }) => {
+                let x = (**expr).clone();
+                if *negated != neg {
+                    let a = self.leaf(x.clone().lt((**low).clone()), atoms);
+                    let b = self.leaf(x.gt((**high).clone()), atoms);
+                    Cond::Or(vec![a, b])
+                } else {
+                    let a = self.leaf(x.clone().gt_eq((**low).clone()), atoms);
+                    let b = self.leaf(x.lt_eq((**high).clone()), atoms);
+                    Cond::And(vec![a, b])
+                }
+            }
+            Expr::InList(InList {
+                expr,
+                list,
+                negated,
+            }) if !list.is_empty() => {
+                let x = (**expr).clone();
+                let excluding = *negated != neg;
+                let items: Vec<Cond> = list
+                    .iter()
+                    .map(|v| {
+                        let item = if excluding {
+                            x.clone().not_eq(v.clone())
+                        } else {
+                            x.clone().eq(v.clone())
+                        };
+                        self.leaf(item, atoms)
+                    })
+                    .collect();
+                if excluding {
+                    Cond::And(items)
+                } else {
+                    Cond::Or(items)
+                }
+            }
+            Expr::IsNull(x) if neg => self.leaf(Expr::IsNotNull(x.clone()), atoms),
+            Expr::IsNotNull(x) if neg => self.leaf(Expr::IsNull(x.clone()), atoms),
+            Expr::Like(l) if neg => self.leaf(
+                Expr::Like(Like {
+                    negated: !l.negated,
+                    ..l.clone()
+                }),
+                atoms,
+            ),
+            Expr::SimilarTo(l) if neg => self.leaf(
+                Expr::SimilarTo(Like {
+                    negated: !l.negated,
+                    ..l.clone()
+                }),
+                atoms,
+            ),
+            other if neg => self.leaf(Expr::Not(Box::new(other.clone())), atoms),
+            other => self.leaf(other.clone(), atoms),
+        }
+    }
+}
+
+/// Adds to `out` the base columns (`table.column`) that column `c` of `plan` is computed
+/// from; a column whose origin cannot be followed is its own source (`?name`).
+fn source_of(plan: &LogicalPlan, c: &Column, out: &mut BTreeSet<String>) {
+    if c.name.starts_with("__fs_mm") {
+        // A cohort selection's marker: each selection is a condition of its own.
+        out.insert(format!("in:{}", c.name));
+        return;
+    }
+    match plan.schema().index_of_column(c) {
+        Ok(i) => source_at(plan, i, out),
+        Err(_) => {
+            out.insert(format!("?{}", c.name));
+        }
+    }
+}
+
+/// [`source_of`] for the `i`-th column of `plan`.
+fn source_at(plan: &LogicalPlan, i: usize, out: &mut BTreeSet<String>) {
+    let from_exprs = |input: &LogicalPlan, e: &Expr, out: &mut BTreeSet<String>| {
+        e.column_refs()
+            .into_iter()
+            .for_each(|c| source_of(input, c, out))
+    };
+    match plan {
+        LogicalPlan::TableScan(t) => {
+            out.insert(format!(
+                "{}.{}",
+                t.table_name,
+                plan.schema().field(i).name()
+            ));
+        }
+        LogicalPlan::Projection(p) => from_exprs(&p.input, &p.expr[i], out),
+        LogicalPlan::Filter(_)
+        | LogicalPlan::Sort(_)
+        | LogicalPlan::Limit(_)
+        | LogicalPlan::SubqueryAlias(_)
+        | LogicalPlan::Repartition(_)
+        | LogicalPlan::Distinct(datafusion::logical_expr::Distinct::All(_)) => {
+            source_at(plan.inputs()[0], i, out)
+        }
+        LogicalPlan::Join(j) => {
+            let left = j.left.schema().fields().len();
+            match j.join_type {
+                JoinType::LeftSemi | JoinType::LeftAnti => source_at(&j.left, i, out),
+                JoinType::RightSemi | JoinType::RightAnti => source_at(&j.right, i, out),
+                JoinType::LeftMark if i >= left => {
+                    out.insert(format!("?{}", plan.schema().field(i).name()));
+                }
+                _ if i < left => source_at(&j.left, i, out),
+                _ if i - left < j.right.schema().fields().len() => {
+                    source_at(&j.right, i - left, out)
+                }
+                _ => {
+                    out.insert(format!("?{}", plan.schema().field(i).name()));
+                }
+            }
+        }
+        LogicalPlan::Union(u) => u.inputs.iter().for_each(|p| source_at(p, i, out)),
+        LogicalPlan::Aggregate(a) if i < a.group_expr.len() + a.aggr_expr.len() => {
+            let e = a
+                .group_expr
+                .iter()
+                .chain(&a.aggr_expr)
+                .nth(i)
+                .expect("index checked");
+            from_exprs(&a.input, e, out)
+        }
+        LogicalPlan::Window(w) => {
+            let n = w.input.schema().fields().len();
+            if i < n {
+                source_at(&w.input, i, out)
+            } else {
+                from_exprs(&w.input, &w.window_expr[i - n], out)
+            }
+        }
+        _ => {
+            out.insert(format!("?{}", plan.schema().field(i).name()));
+        }
+    }
+}
+
+/// Every column of `schema`, as qualified column expressions.
+fn columns_of(schema: &DFSchemaRef) -> Vec<Expr> {
+    schema
+        .iter()
+        .map(|(q, f)| Expr::Column(Column::from((q, f))))
+        .collect()
+}
+
+/// The atom columns of `conds`, as they appear in `schema`.
+fn atom_columns(schema: &DFSchemaRef, conds: &[Cond]) -> Vec<Expr> {
+    fn names(c: &Cond, out: &mut Vec<String>) {
+        match c {
+            Cond::And(cs) | Cond::Or(cs) | Cond::Group { parts: cs, .. } => {
+                cs.iter().for_each(|c| names(c, out))
+            }
+            Cond::Atom(a) => out.push(a.clone()),
+        }
+    }
+    let mut all = Vec::new();
+    conds.iter().for_each(|c| names(c, &mut all));
+    all.into_iter()
+        .map(
+            |name| match schema.qualified_field_with_unqualified_name(&name) {
+                Ok((q, f)) => Expr::Column(Column::from((q, f))),
+                Err(_) => atom(&name),
+            },
+        )
+        .collect()
+}
