@@ -53,7 +53,7 @@ use datafusion::common::tree_node::TreeNode;
 use datafusion::common::{Column, DFSchemaRef, NullEquality};
 use datafusion::functions::expr_fn::coalesce;
 use datafusion::functions_aggregate::expr_fn::{array_agg, bit_or, bool_or, count};
-use datafusion::functions_nested::expr_fn::{array_has, make_array};
+use datafusion::functions_nested::expr_fn::{array_compact, array_has, make_array};
 use datafusion::logical_expr::expr::{InList, InSubquery, Like};
 use datafusion::logical_expr::utils::{conjunction, disjunction, split_conjunction_owned};
 use datafusion::logical_expr::{
@@ -493,7 +493,8 @@ impl<'a> LowEffect<'a> {
         let all_keys: Vec<&String> = k.iter().chain([&k_pass]).collect();
         let mut keyed = g_cols();
         keyed.push(atom(&u));
-        keyed.push(make_array(all_keys.iter().map(|c| atom(c)).collect()).alias(&ks));
+        keyed
+            .push(array_compact(make_array(all_keys.iter().map(|c| atom(c)).collect())).alias(&ks));
         let mut per_person = g_cols();
         per_person.extend([atom(&u), atom(&ks)]);
         let mut per_mask = g_cols();

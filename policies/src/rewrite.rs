@@ -334,16 +334,24 @@ fn rewrite_aggregate(
         let ids = LogicalPlanBuilder::values(sets.iter().map(|s| vec![lit(*s as i64)]).collect())?
             .project(vec![col("column1").alias(SET_ID)])?
             .build()?;
-        let expanded = LogicalPlanBuilder::from(ids)
-            .cross_join(threaded)?
-            .build()?;
+        // The keys are computed once per row, before the rows are copied.
+        let key = |i: usize| format!("__fs_key{i}");
+        let mut exprs = all_columns(&threaded);
+        exprs.extend(
+            agg.group_expr
+                .iter()
+                .enumerate()
+                .map(|(i, g)| g.clone().unalias().alias(key(i))),
+        );
+        let keyed = LogicalPlanBuilder::from(threaded).project(exprs)?.build()?;
+        let expanded = LogicalPlanBuilder::from(ids).cross_join(keyed)?.build()?;
         let mut exprs = all_columns(&expanded);
         let mut cells = Vec::with_capacity(k + 1);
-        for (i, g) in agg.group_expr.iter().enumerate() {
+        for i in 0..k {
             let kept = binary_expr(col(SET_ID), Operator::BitwiseAnd, lit(set_bit(k, i) as i64))
                 .eq(lit(0i64));
             let name = format!("__fs_g{i}");
-            exprs.push(when(kept, g.clone().unalias()).end()?.alias(&name));
+            exprs.push(when(kept, col(key(i))).end()?.alias(&name));
             cells.push(col(name.as_str()));
         }
         cells.push(col(SET_ID));
