@@ -220,3 +220,52 @@ async fn rephrased_sums_and_means_give_one_answer() {
         assert_eq!(rows(&cx, sql).await, first, "{sql}");
     }
 }
+
+#[tokio::test]
+async fn rephrasings_of_a_low_effect_condition_give_one_answer() {
+    // "Women at X20001": the practice's 30 persons are 26 women, 3 men and one of
+    // indeterminate sex, so the condition on sex leaves out 4 persons, fewer than the
+    // low-effect threshold (DESIGN.md rule 7). Whether it is a filter, a grouping key or a
+    // HAVING clause, and however it is written, the answer is the whole practice's.
+    let f = fixture();
+    let cx = f.project(RESEARCH).await;
+    let total = single(
+        &cx,
+        "SELECT COUNT(*) FROM patients WHERE practice_code = 'X20001'",
+    )
+    .await;
+    assert!(total.is_some());
+    let mut wrong = Vec::new();
+    for sex in SEX {
+        let filtered =
+            format!("SELECT COUNT(*) FROM patients WHERE practice_code = 'X20001' AND {sex}");
+        let got = single(&cx, &filtered).await;
+        if got != total {
+            wrong.push(format!("{filtered} -> {got:?}"));
+        }
+        let grouped = format!(
+            "SELECT sex, COUNT(*) FROM patients WHERE practice_code = 'X20001' AND {sex} \
+             GROUP BY sex"
+        );
+        let got = rows(&cx, &grouped).await;
+        if got != vec![vec!["F".to_string(), total.clone().unwrap_or_default()]] {
+            wrong.push(format!("{grouped} -> {got:?}"));
+        }
+    }
+    for sql in [
+        "SELECT COUNT(*) FROM patients WHERE practice_code = 'X20001' GROUP BY sex \
+         HAVING sex = 'F'",
+        "SELECT COUNT(*) FROM patients WHERE practice_code = 'X20001' AND patient_id IN \
+         (SELECT patient_id FROM patients WHERE sex = 'F')",
+    ] {
+        let got = single(&cx, sql).await;
+        if got != total {
+            wrong.push(format!("{sql} -> {got:?}"));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "expected the practice's answer {total:?}:\n{}",
+        wrong.join("\n")
+    );
+}
