@@ -180,7 +180,7 @@ pub fn ingest(opts: &IngestOptions, keys: &Keys) -> Result<IngestReport> {
     jobs.extend(
         PARALLEL
             .iter()
-            .map(|n| Mutex::new(Some(Job::Extract(n, take(n))))),
+            .map(|n| Mutex::new(Some(Job::Extract(n, Box::new(take(n)))))),
     );
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Done>> = Mutex::new(Vec::new());
@@ -236,7 +236,7 @@ pub fn ingest(opts: &IngestOptions, keys: &Keys) -> Result<IngestReport> {
                             let bar = bars.bar(&ex);
                             run_parallel_job(name, &wait, &pseudo, &mut ex, bar).and_then(
                                 |mut p| {
-                                    let src = source_entry(ex)?;
+                                    let src = source_entry(*ex)?;
                                     let e = write_tables(&staging, &mut p, opts.fail_point)?;
                                     Ok(vec![(i, p, e, src)])
                                 },
@@ -405,7 +405,7 @@ enum Job {
     /// The reference extracts and registrations ([`REFERENCE`], opened, in order).
     Reference(Vec<Extract>),
     /// One large extract.
-    Extract(&'static str, Extract),
+    Extract(&'static str, Box<Extract>),
 }
 
 /// A finished extract: job index, what it produced, its written tables and its source entry.

@@ -568,7 +568,7 @@ fn radix_sort(v: &mut Vec<u64>, lo: u32, hi: u32) {
             next[((x >> shift) & mask) as usize] += 1;
         }
         // A digit that is the same for every element leaves the order unchanged.
-        if next.iter().any(|&c| c == v.len()) {
+        if next.contains(&v.len()) {
             shift += b;
             continue;
         }
