@@ -1,13 +1,15 @@
 //! Ingest: raw extracts (with NHS numbers) → a new, complete, verified store version.
 //!
-//! Steps: read the reference extracts (practices, postcode → LSOA), the Type 1 objections and
-//! the GP registrations; then the large extracts in parallel. Every record is validated; bad
-//! records go to the rejects report (extract, line, column, reason — never a value). GP rows of
-//! objectors are dropped, hospital rows kept. NHS numbers become keyed `patient_id`s, dates of
-//! birth become birth months, postcodes become LSOA and IMD decile, and every personal row gets
-//! its person's secret record key. If any extract's reject rate exceeds the limit, nothing is
-//! published. Otherwise the tables are written as sorted Parquet into a staging directory and
-//! published atomically (see [`crate::store`]).
+//! Steps, on all cores: one worker reads the reference extracts (practices, postcode → LSOA),
+//! the Type 1 objections and the GP registrations while the others already read and validate
+//! the large extracts, which wait for the registrations only to resolve their people. Every
+//! record is validated; bad records go to the rejects report (extract, line, column, reason —
+//! never a value). GP rows of objectors are dropped, hospital rows kept. NHS numbers become
+//! keyed `patient_id`s, dates of birth become birth months, postcodes become LSOA and IMD
+//! decile, and every personal row gets its person's secret record key. If any extract's reject
+//! rate exceeds the limit, nothing is published. Otherwise each table is sorted (a radix sort
+//! of packed rows) and streamed as Parquet into a staging directory as soon as it is complete,
+//! and the version is published atomically (see [`crate::store`]).
 //!
 //! Each run is a full snapshot: a later extract that records a new objection produces a version
 //! without that person's GP rows.
@@ -21,13 +23,13 @@ use std::collections::HashMap;
 
 use foldhash::{HashMap as FastMap, HashSet as FastSet};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::keys::Keys;
+use crate::keys::{Keys, Pseudonymiser};
 use crate::store::{
     self, ExtractCounts, FailPoint, Manifest, SourceEntry, Store, StoreVersion, TableEntry,
 };
@@ -165,74 +167,84 @@ pub fn ingest(opts: &IngestOptions, keys: &Keys) -> Result<IngestReport> {
     }
     let mut take = |name: &str| open.remove(name).expect("opened above");
 
-    let mut processed: Vec<Processed> = Vec::new();
-    let mut sources: Vec<SourceEntry> = Vec::new();
-    let mut ex = take("practices.csv");
-    let bar = bars.bar(&ex);
-    let (p, practices) = tables::practices(&mut ex, bar)?;
-    processed.push(p);
-    sources.push(source_entry(ex)?);
-    let mut ex = take("postcode_lsoa.csv");
-    let bar = bars.bar(&ex);
-    let (p, (postcodes, lsoas)) = tables::postcodes(&mut ex, bar)?;
-    processed.push(p);
-    sources.push(source_entry(ex)?);
-    let mut ex = take("gp_objections.csv");
-    let bar = bars.bar(&ex);
-    let (p, objectors) = tables::objections(&mut ex, bar)?;
-    processed.push(p);
-    sources.push(source_entry(ex)?);
-    let mut ctx = Context {
-        pseudo: keys.pseudonymiser(),
-        practices,
-        postcodes,
-        lsoas,
-        objectors,
-        gp_people: FastMap::default(),
-        ids: FastSet::default(),
-    };
-    let mut ex = take("gp_patients.csv");
-    let bar = bars.bar(&ex);
-    processed.push(tables::patients(&mut ctx, &mut ex, bar)?);
-    sources.push(source_entry(ex)?);
-
-    tracing::info!(
-        ms = started.elapsed().as_millis() as u64,
-        "reference extracts, objections and registrations read"
-    );
     let staging = store.begin(&lock)?;
 
-    // The large extracts, largest first, on all cores; each worker validates, sorts and writes
-    // its tables into staging as soon as its extract is read.
-    let jobs: Vec<(&str, Extract)> = PARALLEL.iter().map(|n| (*n, take(n))).collect();
-    let jobs: Vec<Mutex<Option<(&str, Extract)>>> =
-        jobs.into_iter().map(|j| Mutex::new(Some(j))).collect();
+    // Two kinds of job share the workers: the reference job (practices, postcodes, objections,
+    // then the registrations: the people every other extract is checked against) and one job
+    // per large extract, largest first. A large extract is read and validated while the
+    // reference job runs; only resolving its people waits for the registrations (`Await`).
+    // Each job writes its tables into staging as soon as they are complete.
+    let mut jobs: Vec<Mutex<Option<Job>>> = vec![Mutex::new(Some(Job::Reference(
+        REFERENCE.iter().map(|n| take(n)).collect(),
+    )))];
+    jobs.extend(
+        PARALLEL
+            .iter()
+            .map(|n| Mutex::new(Some(Job::Extract(n, Box::new(take(n)))))),
+    );
     let next = AtomicUsize::new(0);
-    type Done = (usize, Processed, Vec<TableEntry>, SourceEntry);
     let results: Mutex<Vec<Done>> = Mutex::new(Vec::new());
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let ctx = &ctx;
     let first_error: Mutex<Option<Error>> = Mutex::new(None);
+    // Set once by the reference job: the context, or `None` when it failed (its error is then
+    // in `first_error`).
+    let shared: OnceLock<Option<Context>> = OnceLock::new();
+    let pseudo = keys.pseudonymiser();
+    let wait = || -> Result<&Context> {
+        shared
+            .wait()
+            .as_ref()
+            .ok_or_else(|| Error::InvalidOption("ingest stopped: another extract failed".into()))
+    };
     std::thread::scope(|s| {
         for _ in 0..workers.min(jobs.len()) {
             s.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(job) = jobs.get(i) else { break };
-                    if lock_ok(&first_error).is_some() {
-                        break;
-                    }
-                    let Some((name, mut ex)) = lock_ok(job).take() else {
+                    let Some(job) = lock_ok(job).take() else {
                         break;
                     };
-                    let bar = bars.bar(&ex);
-                    let outcome = run_parallel_job(name, ctx, &mut ex, bar).and_then(|mut p| {
-                        let src = source_entry(ex)?;
-                        let entries = write_tables(&staging, &mut p, opts.fail_point)?;
-                        Ok((p, entries, src))
-                    });
+                    let outcome = match job {
+                        Job::Reference(extracts) => {
+                            // Waiters never block forever: on error (or a panic) they get `None`.
+                            let mut unblock = Unblock(&shared, None);
+                            let out = reference_job(extracts, &pseudo, &bars);
+                            match out {
+                                Ok((ctx, done)) => {
+                                    unblock.set(ctx);
+                                    drop(unblock);
+                                    let mut written = Vec::new();
+                                    done.into_iter()
+                                        .try_for_each(|(mut p, src)| {
+                                            let e = write_tables(&staging, &mut p, None)?;
+                                            written.push((i, p, e, src));
+                                            Ok(())
+                                        })
+                                        .map(|()| written)
+                                }
+                                Err(e) => {
+                                    lock_ok(&first_error).get_or_insert(e);
+                                    break;
+                                }
+                            }
+                        }
+                        Job::Extract(name, mut ex) => {
+                            if lock_ok(&first_error).is_some() {
+                                break;
+                            }
+                            let bar = bars.bar(&ex);
+                            run_parallel_job(name, &wait, &pseudo, &mut ex, bar).and_then(
+                                |mut p| {
+                                    let src = source_entry(*ex)?;
+                                    let e = write_tables(&staging, &mut p, opts.fail_point)?;
+                                    Ok(vec![(i, p, e, src)])
+                                },
+                            )
+                        }
+                    };
                     match outcome {
-                        Ok((p, entries, src)) => lock_ok(&results).push((i, p, entries, src)),
+                        Ok(done) => lock_ok(&results).extend(done),
                         Err(e) => {
                             lock_ok(&first_error).get_or_insert(e);
                             break;
@@ -245,6 +257,11 @@ pub fn ingest(opts: &IngestOptions, keys: &Keys) -> Result<IngestReport> {
     if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(e);
     }
+    let Some(Some(ctx)) = shared.into_inner() else {
+        return Err(Error::InvalidOption(
+            "the reference extracts were not read".into(),
+        ));
+    };
     let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
     results.sort_by_key(|(i, ..)| *i);
 
@@ -274,14 +291,11 @@ pub fn ingest(opts: &IngestOptions, keys: &Keys) -> Result<IngestReport> {
         person_keys.u8(1, key);
         person_keys.end_row()?;
     }
-    let (schema, batches) = person_keys.finish()?;
-    let file = writer::write_table(&staging, &catalog::PERSON_KEYS, schema, batches)?;
+    let file = writer::write_table(&staging, &catalog::PERSON_KEYS, person_keys)?;
 
-    // Tables of the sequential extracts.
     let mut entries: Vec<TableEntry> = vec![TableEntry::new(&catalog::PERSON_KEYS, vec![file])];
-    for p in &mut processed {
-        entries.extend(write_tables(&staging, p, None)?);
-    }
+    let mut processed: Vec<Processed> = Vec::new();
+    let mut sources: Vec<SourceEntry> = Vec::new();
     for (_, p, e, src) in results {
         entries.extend(e);
         processed.push(p);
@@ -289,7 +303,8 @@ pub fn ingest(opts: &IngestOptions, keys: &Keys) -> Result<IngestReport> {
     }
     bars.finish();
 
-    // Rejects: report always; publish only within the limit.
+    // Rejects: report always (in extract order); publish only within the limit.
+    processed.sort_by_key(|p| EXTRACTS.iter().position(|n| *n == p.counts.extract));
     let report_text = rejects_csv(&processed);
     let last_report = opts.store.join(LAST_REJECTS);
     write_atomic(&last_report, report_text.as_bytes())?;
@@ -366,7 +381,16 @@ pub const EXTRACTS: &[&str] = &[
     "ndoo.csv",
 ];
 
-/// Extracts processed in parallel once the registrations are known (largest first).
+/// Extracts of the reference job, read in this order: each needs the ones before it.
+const REFERENCE: &[&str] = &[
+    "practices.csv",
+    "postcode_lsoa.csv",
+    "gp_objections.csv",
+    "gp_patients.csv",
+];
+
+/// Extracts processed in parallel with the reference job, largest first (each waits for the
+/// registrations only to resolve its people).
 const PARALLEL: &[&str] = &[
     "gp_events.csv",
     "gp_medications.csv",
@@ -376,9 +400,80 @@ const PARALLEL: &[&str] = &[
     "ndoo.csv",
 ];
 
+/// One unit of work of the ingest workers.
+enum Job {
+    /// The reference extracts and registrations ([`REFERENCE`], opened, in order).
+    Reference(Vec<Extract>),
+    /// One large extract.
+    Extract(&'static str, Box<Extract>),
+}
+
+/// A finished extract: job index, what it produced, its written tables and its source entry.
+type Done = (usize, Processed, Vec<TableEntry>, SourceEntry);
+
+/// Sets the shared context when dropped: to the context if one was given, else to `None`, so
+/// that workers waiting for it stop instead of blocking forever.
+struct Unblock<'a>(&'a OnceLock<Option<Context>>, Option<Context>);
+
+impl Unblock<'_> {
+    fn set(&mut self, ctx: Context) {
+        self.1 = Some(ctx);
+    }
+}
+
+impl Drop for Unblock<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.set(self.1.take());
+    }
+}
+
+/// Reads the reference extracts and the registrations; returns the context every other
+/// extract is checked against, and each extract's results (tables not yet written).
+fn reference_job(
+    extracts: Vec<Extract>,
+    pseudo: &Pseudonymiser,
+    bars: &Bars,
+) -> Result<(Context, Vec<(Processed, SourceEntry)>)> {
+    let started = Instant::now();
+    let mut done = Vec::new();
+    let mut it = extracts.into_iter();
+    let mut next = || it.next().expect("every reference extract opened");
+    let mut ex = next();
+    let bar = bars.bar(&ex);
+    let (p, practices) = tables::practices(&mut ex, bar)?;
+    done.push((p, source_entry(ex)?));
+    let mut ex = next();
+    let bar = bars.bar(&ex);
+    let (p, (postcodes, lsoas)) = tables::postcodes(&mut ex, bar)?;
+    done.push((p, source_entry(ex)?));
+    let mut ex = next();
+    let bar = bars.bar(&ex);
+    let (p, objectors) = tables::objections(&mut ex, bar)?;
+    done.push((p, source_entry(ex)?));
+    let mut ctx = Context {
+        pseudo: pseudo.clone(),
+        practices,
+        postcodes,
+        lsoas,
+        objectors,
+        gp_people: FastMap::default(),
+        ids: FastSet::default(),
+    };
+    let mut ex = next();
+    let bar = bars.bar(&ex);
+    let p = tables::patients(&mut ctx, &mut ex, bar)?;
+    done.push((p, source_entry(ex)?));
+    tracing::info!(
+        ms = started.elapsed().as_millis() as u64,
+        "reference extracts, objections and registrations read"
+    );
+    Ok((ctx, done))
+}
+
 fn run_parallel_job(
     name: &str,
-    ctx: &Context,
+    ctx: tables::Await<'_>,
+    pseudo: &Pseudonymiser,
     ex: &mut Extract,
     bar: impl FnMut(u64),
 ) -> Result<Processed> {
@@ -387,8 +482,8 @@ fn run_parallel_job(
         "gp_events.csv" => tables::events(ctx, ex, bar),
         "gp_medications.csv" => tables::medications(ctx, ex, bar),
         "hes_apc.csv" => tables::hes_apc(ctx, ex, bar),
-        "hes_op.csv" => tables::hes_op(ctx, ex, bar),
-        "hes_ae.csv" => tables::hes_ae(ctx, ex, bar),
+        "hes_op.csv" => tables::hes_op(ctx, pseudo, ex, bar),
+        "hes_ae.csv" => tables::hes_ae(ctx, pseudo, ex, bar),
         "ndoo.csv" => tables::ndoo(ctx, ex, bar),
         other => Err(Error::InvalidOption(format!("no parallel job for {other}"))),
     }?;
@@ -408,8 +503,7 @@ fn write_tables(
 ) -> Result<Vec<TableEntry>> {
     let mut out = Vec::new();
     for (def, rows) in p.tables.drain(..) {
-        let (schema, batches) = rows.finish()?;
-        let file = writer::write_table(staging, def, schema, batches)?;
+        let file = writer::write_table(staging, def, rows)?;
         if fail == Some(FailPoint::MidTables) {
             return Err(store::injected(FailPoint::MidTables));
         }

@@ -39,6 +39,30 @@ impl Rejects {
             self.details.push((line, column, reason));
         }
     }
+
+    /// Adds the rejects of a later pass over the same extract, keeping the details in line
+    /// order (each list is in line order; together they keep the first rejects by line).
+    fn merge(&mut self, later: Rejects) {
+        self.count += later.count;
+        if later.details.is_empty() {
+            return;
+        }
+        let mut merged = Vec::with_capacity(self.details.len() + later.details.len());
+        let (mut a, mut b) = (
+            std::mem::take(&mut self.details).into_iter().peekable(),
+            later.details.into_iter().peekable(),
+        );
+        while merged.len() < MAX_REJECT_DETAILS {
+            let take_a = match (a.peek(), b.peek()) {
+                (Some(x), Some(y)) => x.0 <= y.0,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            merged.extend(if take_a { a.next() } else { b.next() });
+        }
+        self.details = merged;
+    }
 }
 
 /// Everything one extract produced.
@@ -76,6 +100,11 @@ pub struct Person {
     /// The secret record key.
     pub key: u8,
 }
+
+/// Waits for the shared [`Context`] (built by another worker from the reference extracts and
+/// the registrations): the large extracts are read and validated before their people are
+/// resolved, so reading them need not wait for the registrations.
+pub type Await<'a> = &'a (dyn Fn() -> Result<&'a Context> + Sync);
 
 /// Reference data and person lookups shared by the per-extract functions.
 pub struct Context {
@@ -491,41 +520,109 @@ pub fn patients(
     Ok(out)
 }
 
-/// Resolves the person of a GP-sourced record: `Ok(Some)` to keep, `Ok(None)` when removed by
-/// objection (counted), a reject when the NHS number is invalid or not registered.
-fn gp_person(
-    ctx: &Context,
-    r: &Record<'_>,
-    out_removed: &mut u64,
-    rej: &mut Rejects,
-) -> Option<Person> {
-    let Some(nhs) = v::nhs_number(r.get(0)) else {
+/// The NHS number of a record, or a reject when it is invalid.
+fn nhs_of(r: &Record<'_>, rej: &mut Rejects) -> Option<u64> {
+    let nhs = v::nhs_number(r.get(0));
+    if nhs.is_none() {
         rej.add(r.line, "nhs_number", "invalid NHS number");
-        return None;
-    };
-    if ctx.objectors.contains(&nhs) {
-        *out_removed += 1;
-        return None;
     }
-    match ctx.gp_people.get(&nhs) {
-        Some(p) => Some(*p),
-        None => {
-            rej.add(
-                r.line,
-                "nhs_number",
-                "not a registered patient in gp_patients.csv",
-            );
-            None
+    nhs
+}
+
+/// Who a GP-sourced record is about, once the registrations are known.
+#[derive(Clone, Copy)]
+enum GpPerson {
+    /// A registered person without a Type 1 objection: the record is kept.
+    Keep(Person),
+    /// A Type 1 objector: the record is removed (counted).
+    Objector,
+    /// Not registered with a GP in this extract: the record is rejected.
+    Unregistered,
+}
+
+/// Resolves the people of a GP-sourced table whose rows hold NHS numbers in `patient_id`
+/// (and a placeholder record key): rows of registered people get their pseudonym and record
+/// key, rows of objectors are removed (counted), rows of unregistered people are rejected.
+/// `lines` holds each row's line in the extract.
+fn resolve_gp(ctx: &Context, out: &mut Processed, rows: &mut Rows, lines: &[u64]) -> Result<()> {
+    let mut late = Rejects::default();
+    let removed = &mut out.counts.removed_by_objection;
+    // Extracts list a person's records together: look each run of one person up once.
+    let mut last: Option<(i64, GpPerson)> = None;
+    rows.resolve_people(|row, nhs| {
+        let who = match last {
+            Some((n, who)) if n == nhs => who,
+            _ => {
+                let n = nhs as u64;
+                let who = if ctx.objectors.contains(&n) {
+                    GpPerson::Objector
+                } else {
+                    match ctx.gp_people.get(&n) {
+                        Some(p) => GpPerson::Keep(*p),
+                        None => GpPerson::Unregistered,
+                    }
+                };
+                last = Some((nhs, who));
+                who
+            }
+        };
+        Ok(match who {
+            GpPerson::Keep(p) => Some((p.id, p.key)),
+            GpPerson::Objector => {
+                *removed += 1;
+                None
+            }
+            GpPerson::Unregistered => {
+                late.add(
+                    lines[row],
+                    "nhs_number",
+                    "not a registered patient in gp_patients.csv",
+                );
+                None
+            }
+        })
+    })?;
+    out.rejects.merge(late);
+    Ok(())
+}
+
+/// Resolves the people of a hospital table whose rows hold NHS numbers in `patient_id`: any
+/// valid NHS number (hospital data is kept for Type 1 objectors and for people not registered
+/// with a GP in this extract); people not registered are pseudonymised once each and kept in
+/// `out.others`.
+fn resolve_hes(ctx: &Context, out: &mut Processed, rows: &mut Rows) -> Result<()> {
+    let others = &mut out.others;
+    let mut last: Option<(i64, Person)> = None;
+    rows.resolve_people(|_, nhs| {
+        if let Some((n, p)) = last
+            && n == nhs
+        {
+            return Ok(Some((p.id, p.key)));
         }
-    }
+        let n = nhs as u64;
+        let p = match ctx.gp_people.get(&n) {
+            Some(p) => *p,
+            None => match others.get(&n) {
+                Some(p) => *p,
+                None => {
+                    let p = ctx.person(n)?;
+                    others.insert(n, p);
+                    p
+                }
+            },
+        };
+        last = Some((nhs, p));
+        Ok(Some((p.id, p.key)))
+    })
 }
 
 /// `gp_events.csv` → `clinical_events`.
-pub fn events(ctx: &Context, ex: &mut Extract, progress: impl FnMut(u64)) -> Result<Processed> {
+pub fn events(ctx: Await<'_>, ex: &mut Extract, progress: impl FnMut(u64)) -> Result<Processed> {
     let cols = catalog::raw_columns("gp_events.csv");
     let mut out = Processed::new("gp_events.csv");
     let mut rows = Rows::new(&catalog::CLINICAL_EVENTS);
-    let (rej, removed) = (&mut out.rejects, &mut out.counts.removed_by_objection);
+    let mut lines = Vec::new();
+    let rej = &mut out.rejects;
     let read = ex.for_each(progress, |r| {
         let date = check!(rej, r, cols[1], "unparsable date", v::date(r.get(1)));
         let code = check!(
@@ -542,30 +639,34 @@ pub fn events(ctx: &Context, ex: &mut Extract, progress: impl FnMut(u64)) -> Res
             "not a finite number",
             v::opt_number(r.get(3)).ok()
         );
-        let Some(p) = gp_person(ctx, r, removed, rej) else {
+        let Some(nhs) = nhs_of(r, rej) else {
             return Ok(());
         };
-        rows.i64(0, p.id);
+        lines.push(r.line);
+        // The NHS number and a placeholder key until `resolve_gp` replaces them.
+        rows.i64(0, nhs as i64);
         rows.date(1, date);
         rows.str(2, code);
         rows.opt_f64(3, value);
-        rows.u8(4, p.key);
+        rows.u8(4, 0);
         rows.end_row()
     })?;
+    resolve_gp(ctx()?, &mut out, &mut rows, &lines)?;
     finish(&mut out, read, rows, &catalog::CLINICAL_EVENTS);
     Ok(out)
 }
 
 /// `gp_medications.csv` → `medications`.
 pub fn medications(
-    ctx: &Context,
+    ctx: Await<'_>,
     ex: &mut Extract,
     progress: impl FnMut(u64),
 ) -> Result<Processed> {
     let cols = catalog::raw_columns("gp_medications.csv");
     let mut out = Processed::new("gp_medications.csv");
     let mut rows = Rows::new(&catalog::MEDICATIONS);
-    let (rej, removed) = (&mut out.rejects, &mut out.counts.removed_by_objection);
+    let mut lines = Vec::new();
+    let rej = &mut out.rejects;
     let read = ex.for_each(progress, |r| {
         let date = check!(rej, r, cols[1], "unparsable date", v::date(r.get(1)));
         let dmd = check!(
@@ -582,53 +683,31 @@ pub fn medications(
             "malformed BNF code",
             v::bnf(r.get(3)).then(|| text(r.get(3))).flatten()
         );
-        let Some(p) = gp_person(ctx, r, removed, rej) else {
+        let Some(nhs) = nhs_of(r, rej) else {
             return Ok(());
         };
-        rows.i64(0, p.id);
+        lines.push(r.line);
+        // The NHS number and a placeholder key until `resolve_gp` replaces them.
+        rows.i64(0, nhs as i64);
         rows.date(1, date);
         rows.str(2, dmd);
         rows.str(3, bnf);
-        rows.u8(4, p.key);
+        rows.u8(4, 0);
         rows.end_row()
     })?;
+    resolve_gp(ctx()?, &mut out, &mut rows, &lines)?;
     finish(&mut out, read, rows, &catalog::MEDICATIONS);
     Ok(out)
 }
 
-/// The person of a hospital record: any valid NHS number (hospital data is kept for Type 1
-/// objectors and for people not registered with a GP in this extract).
-fn hes_person(
-    ctx: &Context,
-    r: &Record<'_>,
-    rej: &mut Rejects,
-    others: &mut HashMap<u64, Person>,
-) -> Result<Option<Person>> {
-    match v::nhs_number(r.get(0)) {
-        Some(nhs) => match ctx.gp_people.get(&nhs) {
-            Some(p) => Ok(Some(*p)),
-            None => match others.get(&nhs) {
-                Some(p) => Ok(Some(*p)),
-                None => {
-                    let p = ctx.person(nhs)?;
-                    others.insert(nhs, p);
-                    Ok(Some(p))
-                }
-            },
-        },
-        None => {
-            rej.add(r.line, "nhs_number", "invalid NHS number");
-            Ok(None)
-        }
-    }
-}
-
 /// `hes_apc.csv` → `hes_apc`.
-pub fn hes_apc(ctx: &Context, ex: &mut Extract, progress: impl FnMut(u64)) -> Result<Processed> {
+pub fn hes_apc(ctx: Await<'_>, ex: &mut Extract, progress: impl FnMut(u64)) -> Result<Processed> {
     let cols = catalog::raw_columns("hes_apc.csv");
+    // Postcodes become LSOAs while reading.
+    let ctx = ctx()?;
     let mut out = Processed::new("hes_apc.csv");
     let mut rows = Rows::new(&catalog::HES_APC);
-    let (rej, others) = (&mut out.rejects, &mut out.others);
+    let rej = &mut out.rejects;
     let read = ex.for_each(progress, |r| {
         let epikey = check!(
             rej,
@@ -751,10 +830,11 @@ pub fn hes_apc(ctx: &Context, ex: &mut Extract, progress: impl FnMut(u64)) -> Re
                 v::opcs4_list(ops).then(|| text(ops))
             }
         );
-        let Some(p) = hes_person(ctx, r, rej, others)? else {
+        let Some(nhs) = nhs_of(r, rej) else {
             return Ok(());
         };
-        rows.i64(0, p.id);
+        // The NHS number and a placeholder key until `resolve_hes` replaces them.
+        rows.i64(0, nhs as i64);
         rows.i64(1, ctx.pseudo.record_id("epikey", epikey));
         rows.i64(2, ctx.pseudo.record_id("spell_id", spell));
         rows.i16(3, order);
@@ -774,19 +854,25 @@ pub fn hes_apc(ctx: &Context, ex: &mut Extract, progress: impl FnMut(u64)) -> Re
         rows.str(17, diags);
         rows.opt_str(18, op);
         rows.opt_str(19, ops);
-        rows.u8(20, p.key);
+        rows.u8(20, 0);
         rows.end_row()
     })?;
+    resolve_hes(ctx, &mut out, &mut rows)?;
     finish(&mut out, read, rows, &catalog::HES_APC);
     Ok(out)
 }
 
 /// `hes_op.csv` → `hes_op`.
-pub fn hes_op(ctx: &Context, ex: &mut Extract, progress: impl FnMut(u64)) -> Result<Processed> {
+pub fn hes_op(
+    ctx: Await<'_>,
+    pseudo: &Pseudonymiser,
+    ex: &mut Extract,
+    progress: impl FnMut(u64),
+) -> Result<Processed> {
     let cols = catalog::raw_columns("hes_op.csv");
     let mut out = Processed::new("hes_op.csv");
     let mut rows = Rows::new(&catalog::HES_OP);
-    let (rej, others) = (&mut out.rejects, &mut out.others);
+    let rej = &mut out.rejects;
     let read = ex.for_each(progress, |r| {
         let key = check!(
             rej,
@@ -834,11 +920,12 @@ pub fn hes_op(ctx: &Context, ex: &mut Extract, progress: impl FnMut(u64)) -> Res
             v::practice_code(r.get(7)).then(|| text(r.get(7))).flatten()
         );
         let age = check!(rej, r, cols[8], "not an age", v::age(r.get(8)));
-        let Some(p) = hes_person(ctx, r, rej, others)? else {
+        let Some(nhs) = nhs_of(r, rej) else {
             return Ok(());
         };
-        rows.i64(0, p.id);
-        rows.i64(1, ctx.pseudo.record_id("attendkey", key));
+        // The NHS number and a placeholder key until `resolve_hes` replaces them.
+        rows.i64(0, nhs as i64);
+        rows.i64(1, pseudo.record_id("attendkey", key));
         rows.date(2, date);
         rows.str(3, attended);
         rows.str(4, firstatt);
@@ -846,19 +933,25 @@ pub fn hes_op(ctx: &Context, ex: &mut Extract, progress: impl FnMut(u64)) -> Res
         rows.str(6, procode);
         rows.str(7, gpprac);
         rows.i16(8, age);
-        rows.u8(9, p.key);
+        rows.u8(9, 0);
         rows.end_row()
     })?;
+    resolve_hes(ctx()?, &mut out, &mut rows)?;
     finish(&mut out, read, rows, &catalog::HES_OP);
     Ok(out)
 }
 
 /// `hes_ae.csv` → `hes_ae`.
-pub fn hes_ae(ctx: &Context, ex: &mut Extract, progress: impl FnMut(u64)) -> Result<Processed> {
+pub fn hes_ae(
+    ctx: Await<'_>,
+    pseudo: &Pseudonymiser,
+    ex: &mut Extract,
+    progress: impl FnMut(u64),
+) -> Result<Processed> {
     let cols = catalog::raw_columns("hes_ae.csv");
     let mut out = Processed::new("hes_ae.csv");
     let mut rows = Rows::new(&catalog::HES_AE);
-    let (rej, others) = (&mut out.rejects, &mut out.others);
+    let rej = &mut out.rejects;
     let read = ex.for_each(progress, |r| {
         let key = check!(
             rej,
@@ -897,26 +990,28 @@ pub fn hes_ae(ctx: &Context, ex: &mut Extract, progress: impl FnMut(u64)) -> Res
             v::practice_code(r.get(6)).then(|| text(r.get(6))).flatten()
         );
         let age = check!(rej, r, cols[7], "not an age", v::age(r.get(7)));
-        let Some(p) = hes_person(ctx, r, rej, others)? else {
+        let Some(nhs) = nhs_of(r, rej) else {
             return Ok(());
         };
-        rows.i64(0, p.id);
-        rows.i64(1, ctx.pseudo.record_id("aekey", key));
+        // The NHS number and a placeholder key until `resolve_hes` replaces them.
+        rows.i64(0, nhs as i64);
+        rows.i64(1, pseudo.record_id("aekey", key));
         rows.date(2, date);
         rows.str(3, mode);
         rows.str(4, disp);
         rows.str(5, procode);
         rows.str(6, gpprac);
         rows.i16(7, age);
-        rows.u8(8, p.key);
+        rows.u8(8, 0);
         rows.end_row()
     })?;
+    resolve_hes(ctx()?, &mut out, &mut rows)?;
     finish(&mut out, read, rows, &catalog::HES_AE);
     Ok(out)
 }
 
 /// `ndoo.csv` → the governance table `national_opt_out` (latest `as_of` per person wins).
-pub fn ndoo(ctx: &Context, ex: &mut Extract, progress: impl FnMut(u64)) -> Result<Processed> {
+pub fn ndoo(ctx: Await<'_>, ex: &mut Extract, progress: impl FnMut(u64)) -> Result<Processed> {
     let cols = catalog::raw_columns("ndoo.csv");
     let mut out = Processed::new("ndoo.csv");
     let mut latest: HashMap<u64, (i32, bool)> = HashMap::default();
@@ -940,6 +1035,7 @@ pub fn ndoo(ctx: &Context, ex: &mut Extract, progress: impl FnMut(u64)) -> Resul
     })?;
     let mut people: Vec<(u64, (i32, bool))> = latest.into_iter().collect();
     people.sort_unstable_by_key(|(n, _)| *n);
+    let ctx = ctx()?;
     let mut rows = Rows::new(&catalog::NATIONAL_OPT_OUT);
     for (nhs, (as_of, opted)) in people {
         rows.i64(0, ctx.person(nhs)?.id);

@@ -1,19 +1,21 @@
-//! Building Arrow batches row by row and writing them as sorted, compressed Parquet into a
-//! staging version.
+//! Collecting a table's rows as packed fixed-size records, sorting them by the table's sort
+//! key, and writing them as sorted, compressed Parquet into a staging version.
+
+use std::sync::Arc;
 
 use arrow::array::{
-    ArrayBuilder, ArrayRef, AsArray, BooleanBuilder, Date32Builder, Float64Builder, Int16Builder,
-    Int64Builder, RecordBatch, StringBuilder, UInt8Builder, UInt32Array,
+    Array, ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int16Builder, Int64Builder,
+    RecordBatch, StringBuilder, UInt8Builder, make_array,
 };
-use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
+use arrow::buffer::NullBuffer;
 use arrow::datatypes::{DataType, SchemaRef};
-use arrow::datatypes::{Date32Type, Int16Type, Int64Type};
+use arrow::error::ArrowError;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
 use crate::Result;
-use crate::catalog::TableDef;
+use crate::catalog::{PRIVACY_UNIT, RECORD_KEY, TableDef};
 use crate::store::{FileEntry, Staging};
 
 /// Rows per Parquet row group: small enough that min/max statistics prune well on the sort
@@ -36,45 +38,127 @@ pub fn writer_properties() -> WriterProperties {
         .build()
 }
 
-/// One typed column builder.
-enum Col {
-    I64(Int64Builder),
-    I16(Int16Builder),
-    U8(UInt8Builder),
-    F64(Float64Builder),
-    Date(Date32Builder),
-    Str(StringBuilder),
-    Bool(BooleanBuilder),
+/// How a column's values are held in a packed row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    I64,
+    I16,
+    U8,
+    F64,
+    Date,
+    Str,
+    Bool,
 }
 
-/// Accumulates rows of one table into batches of [`BATCH_ROWS`].
+impl Kind {
+    fn of(t: &DataType) -> Kind {
+        match t {
+            DataType::Int64 => Kind::I64,
+            DataType::Int16 => Kind::I16,
+            DataType::UInt8 => Kind::U8,
+            DataType::Float64 => Kind::F64,
+            DataType::Date32 => Kind::Date,
+            DataType::Utf8 => Kind::Str,
+            DataType::Boolean => Kind::Bool,
+            other => unreachable!("catalogue uses no {other} columns"),
+        }
+    }
+
+    /// Bits a value takes in a packed row (strings are ids into the column's interner).
+    fn bits(self) -> u32 {
+        match self {
+            Kind::I64 | Kind::F64 => 64,
+            Kind::Date | Kind::Str => 32,
+            Kind::I16 => 16,
+            Kind::U8 => 8,
+            Kind::Bool => 1,
+        }
+    }
+}
+
+/// Where a field sits in a packed row: word index, bit offset and width.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    word: usize,
+    shift: u32,
+    mask: u64,
+}
+
+impl Slot {
+    #[inline]
+    fn get(self, row: &[u64]) -> u64 {
+        (row[self.word] >> self.shift) & self.mask
+    }
+}
+
+/// One column of a packed row: its kind, its value slot and (if nullable) its null bit.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    kind: Kind,
+    value: Slot,
+    null: Option<Slot>,
+}
+
+/// The distinct values of one string column, each stored once; rows hold their index.
+#[derive(Debug, Default)]
+struct Interner {
+    /// Value → index.
+    ids: foldhash::HashMap<Box<str>, u32>,
+    /// Index → value.
+    values: Vec<Box<str>>,
+}
+
+impl Interner {
+    #[inline]
+    fn id(&mut self, v: &str) -> u32 {
+        if let Some(&id) = self.ids.get(v) {
+            return id;
+        }
+        let id = self.values.len() as u32;
+        self.values.push(v.into());
+        self.ids.insert(v.into(), id);
+        id
+    }
+}
+
+/// Accumulates the rows of one table, each packed into a few `u64` words (strings interned
+/// per column), so that sorting moves one small fixed-size record per row instead of
+/// gathering every column separately, and Arrow batches are built only once, already in
+/// sorted order, while writing.
 pub struct Rows {
     /// Schema of the table.
     schema: SchemaRef,
-    /// One builder per column.
-    cols: Vec<Col>,
-    /// Finished batches.
-    batches: Vec<RecordBatch>,
-    /// Rows in the current builders.
-    pending: usize,
+    /// Per column: kind and position in the packed row.
+    layout: Vec<Layout>,
+    /// Words per packed row.
+    width: usize,
+    /// Packed rows, `width` words each, followed by the row being filled.
+    words: Vec<u64>,
+    /// Finished rows.
+    len: usize,
+    /// Per column: the interned values (empty for non-string columns).
+    strings: Vec<Interner>,
+    /// Columns given a value in the row being filled (bit per column).
+    set: u64,
+    /// The value of `set` once every column has a value.
+    all: u64,
+    /// A column declared non-nullable was given a null in the row being filled.
+    null_in: Option<usize>,
 }
 
 macro_rules! push_fn {
-    ($name:ident, $opt:ident, $variant:ident, $t:ty) => {
+    ($name:ident, $opt:ident, $variant:ident, $t:ty, $enc:expr) => {
         /// Appends a value to column `i`.
         #[inline]
         pub fn $name(&mut self, i: usize, v: $t) {
-            match &mut self.cols[i] {
-                Col::$variant(b) => b.append_value(v),
-                _ => panic!("column {i} has another type"),
-            }
+            self.put(i, Kind::$variant, $enc(v));
         }
         /// Appends an optional value to column `i`.
         #[inline]
         pub fn $opt(&mut self, i: usize, v: Option<$t>) {
-            match &mut self.cols[i] {
-                Col::$variant(b) => b.append_option(v),
-                _ => panic!("column {i} has another type"),
+            match v {
+                Some(v) => self.put(i, Kind::$variant, $enc(v)),
+                None => self.put_null(i, Kind::$variant),
             }
         }
     };
@@ -84,172 +168,455 @@ impl Rows {
     /// Empty rows for a table.
     pub fn new(def: &TableDef) -> Rows {
         let schema = def.schema();
-        let cols = make_cols(&schema);
+        assert!(schema.fields().len() <= 64, "at most 64 columns per table");
+        // First-fit decreasing: wide fields first, then narrower ones (and null bits) into
+        // the space left over, so every field is aligned to its own width.
+        let mut fields: Vec<(usize, bool, u32)> = Vec::new();
+        for (i, f) in schema.fields().iter().enumerate() {
+            fields.push((i, false, Kind::of(f.data_type()).bits()));
+            if f.is_nullable() {
+                fields.push((i, true, 1));
+            }
+        }
+        fields.sort_by_key(|&(i, null, bits)| (std::cmp::Reverse(bits), null, i));
+        let mut used: Vec<u32> = Vec::new();
+        let mut slots: Vec<(Option<Slot>, Option<Slot>)> =
+            vec![(None, None); schema.fields().len()];
+        for (i, null, bits) in fields {
+            let word = match used.iter().position(|&u| u + bits <= 64) {
+                Some(w) => w,
+                None => {
+                    used.push(0);
+                    used.len() - 1
+                }
+            };
+            let slot = Slot {
+                word,
+                shift: used[word],
+                mask: if bits == 64 {
+                    u64::MAX
+                } else {
+                    (1 << bits) - 1
+                },
+            };
+            used[word] += bits;
+            if null {
+                slots[i].1 = Some(slot);
+            } else {
+                slots[i].0 = Some(slot);
+            }
+        }
+        let layout = schema
+            .fields()
+            .iter()
+            .zip(slots)
+            .map(|(f, (value, null))| Layout {
+                kind: Kind::of(f.data_type()),
+                value: value.expect("every column has a slot"),
+                null,
+            })
+            .collect::<Vec<_>>();
+        let width = used.len().max(1);
+        let n = layout.len();
         Rows {
             schema,
-            cols,
-            batches: Vec::new(),
-            pending: 0,
+            strings: (0..n).map(|_| Interner::default()).collect(),
+            layout,
+            width,
+            words: vec![0; width],
+            len: 0,
+            set: 0,
+            all: if n == 64 { u64::MAX } else { (1 << n) - 1 },
+            null_in: None,
         }
     }
 
-    push_fn!(i64, opt_i64, I64, i64);
-    push_fn!(i16, opt_i16, I16, i16);
-    push_fn!(u8, opt_u8, U8, u8);
-    push_fn!(f64, opt_f64, F64, f64);
-    push_fn!(date, opt_date, Date, i32);
-    push_fn!(boolean, opt_boolean, Bool, bool);
+    #[inline]
+    fn put(&mut self, i: usize, kind: Kind, v: u64) {
+        let l = self.layout[i];
+        assert_eq!(l.kind, kind, "column {i} has another type");
+        let base = self.len * self.width;
+        self.words[base + l.value.word] |= (v & l.value.mask) << l.value.shift;
+        self.set |= 1 << i;
+    }
+
+    #[inline]
+    fn put_null(&mut self, i: usize, kind: Kind) {
+        let l = self.layout[i];
+        assert_eq!(l.kind, kind, "column {i} has another type");
+        match l.null {
+            Some(n) => {
+                let base = self.len * self.width;
+                self.words[base + n.word] |= 1 << n.shift;
+            }
+            None => self.null_in = Some(i),
+        }
+        self.set |= 1 << i;
+    }
+
+    push_fn!(i64, opt_i64, I64, i64, |v: i64| v as u64);
+    push_fn!(i16, opt_i16, I16, i16, |v: i16| u64::from(v as u16));
+    push_fn!(u8, opt_u8, U8, u8, u64::from);
+    push_fn!(f64, opt_f64, F64, f64, f64::to_bits);
+    push_fn!(date, opt_date, Date, i32, |v: i32| u64::from(v as u32));
+    push_fn!(boolean, opt_boolean, Bool, bool, u64::from);
 
     /// Appends a UTF-8 value (validated ASCII or checked UTF-8) to column `i`.
     #[inline]
     pub fn str(&mut self, i: usize, v: &str) {
-        match &mut self.cols[i] {
-            Col::Str(b) => b.append_value(v),
-            _ => panic!("column {i} has another type"),
-        }
+        let id = self.strings[i].id(v);
+        self.put(i, Kind::Str, u64::from(id));
     }
 
     /// Appends an optional UTF-8 value to column `i`.
     #[inline]
     pub fn opt_str(&mut self, i: usize, v: Option<&str>) {
-        match &mut self.cols[i] {
-            Col::Str(b) => b.append_option(v),
-            _ => panic!("column {i} has another type"),
+        match v {
+            Some(v) => self.str(i, v),
+            None => self.put_null(i, Kind::Str),
         }
     }
 
     /// Marks the end of a row; every column must have had exactly one value appended.
     #[inline]
     pub fn end_row(&mut self) -> Result<()> {
-        self.pending += 1;
-        if self.pending == BATCH_ROWS {
-            self.flush()?;
+        if self.set != self.all || self.null_in.is_some() {
+            let field = |i: usize| self.schema.field(i).name().clone();
+            let msg = match self.null_in {
+                Some(i) => format!("column {} is not nullable but was given a null", field(i)),
+                None => {
+                    let missing = (0..self.layout.len())
+                        .find(|&i| self.set & (1 << i) == 0)
+                        .map(field)
+                        .unwrap_or_default();
+                    format!("row without a value for column {missing}")
+                }
+            };
+            return Err(ArrowError::InvalidArgumentError(msg).into());
         }
+        self.set = 0;
+        self.len += 1;
+        self.words.resize((self.len + 1) * self.width, 0);
         Ok(())
     }
 
-    fn flush(&mut self) -> Result<()> {
-        if self.pending == 0 {
-            return Ok(());
+    /// Rewrites the person columns of every row of a personal table whose `patient_id` holds
+    /// a value to be resolved (the NHS number): `f(row, value)` returns the `patient_id` and
+    /// record key to keep the row, or `None` to drop it. Rows keep their order.
+    pub fn resolve_people(
+        &mut self,
+        mut f: impl FnMut(usize, i64) -> Result<Option<(i64, u8)>>,
+    ) -> Result<()> {
+        let id = self.layout[self.schema.index_of(PRIVACY_UNIT)?];
+        let key = self.layout[self.schema.index_of(RECORD_KEY)?];
+        assert!(id.kind == Kind::I64 && key.kind == Kind::U8 && id.value.mask == u64::MAX);
+        let w = self.width;
+        let mut kept = 0;
+        for r in 0..self.len {
+            let base = r * w;
+            let value = self.words[base + id.value.word] as i64;
+            let Some((pid, k)) = f(r, value)? else {
+                continue;
+            };
+            let to = kept * w;
+            if to != base {
+                self.words.copy_within(base..base + w, to);
+            }
+            self.words[to + id.value.word] = pid as u64;
+            let kw = &mut self.words[to + key.value.word];
+            *kw = (*kw & !(key.value.mask << key.value.shift)) | (u64::from(k) << key.value.shift);
+            kept += 1;
         }
-        let arrays: Vec<ArrayRef> = self
-            .cols
-            .iter_mut()
-            .map(|c| match c {
-                Col::I64(b) => b.finish_arc(),
-                Col::I16(b) => b.finish_arc(),
-                Col::U8(b) => b.finish_arc(),
-                Col::F64(b) => b.finish_arc(),
-                Col::Date(b) => b.finish_arc(),
-                Col::Str(b) => b.finish_arc(),
-                Col::Bool(b) => b.finish_arc(),
-            })
-            .collect();
-        self.batches
-            .push(RecordBatch::try_new(self.schema.clone(), arrays)?);
-        self.pending = 0;
+        self.len = kept;
+        self.words.truncate(kept * w);
+        self.words.resize((kept + 1) * w, 0);
         Ok(())
     }
 
     /// Rows appended so far.
     pub fn len(&self) -> usize {
-        self.batches
-            .iter()
-            .map(RecordBatch::num_rows)
-            .sum::<usize>()
-            + self.pending
+        self.len
     }
 
     /// Whether no rows were appended.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.len == 0
     }
 
-    /// All rows as batches.
-    pub fn finish(mut self) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-        self.flush()?;
-        Ok((self.schema, self.batches))
+    /// The schema of the table.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
     }
-}
 
-trait FinishArc {
-    fn finish_arc(&mut self) -> ArrayRef;
-}
-
-impl<T: ArrayBuilder> FinishArc for T {
-    fn finish_arc(&mut self) -> ArrayRef {
-        ArrayBuilder::finish(self)
+    #[inline]
+    fn row(&self, r: usize) -> &[u64] {
+        &self.words[r * self.width..(r + 1) * self.width]
     }
-}
 
-fn make_cols(schema: &SchemaRef) -> Vec<Col> {
-    let cap = BATCH_ROWS;
-    schema
-        .fields()
-        .iter()
-        .map(|f| match f.data_type() {
-            DataType::Int64 => Col::I64(Int64Builder::with_capacity(cap)),
-            DataType::Int16 => Col::I16(Int16Builder::with_capacity(cap)),
-            DataType::UInt8 => Col::U8(UInt8Builder::with_capacity(cap)),
-            DataType::Float64 => Col::F64(Float64Builder::with_capacity(cap)),
-            DataType::Date32 => Col::Date(Date32Builder::with_capacity(cap)),
-            DataType::Utf8 => Col::Str(StringBuilder::with_capacity(cap, cap * 8)),
-            DataType::Boolean => Col::Bool(BooleanBuilder::with_capacity(cap)),
-            other => unreachable!("catalogue uses no {other} columns"),
-        })
-        .collect()
-}
-
-/// Sorts a table's rows by its sort key and writes them as one Parquet file into staging.
-pub fn write_table(
-    staging: &Staging,
-    def: &TableDef,
-    schema: SchemaRef,
-    batches: Vec<RecordBatch>,
-) -> Result<FileEntry> {
-    let started = std::time::Instant::now();
-    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-    let sorted = if rows == 0 || def.sort_by.is_empty() {
-        batches
-    } else {
-        let all = concat_batches(&schema, &batches)?;
-        drop(batches);
-        let columns = def
-            .sort_by
+    /// Per column: whether any row holds a null in it.
+    pub fn columns_with_nulls(&self) -> Vec<bool> {
+        self.layout
             .iter()
-            .map(|name| Ok(all.column(schema.index_of(name)?).clone()))
-            .collect::<Result<Vec<_>>>()?;
-        let idx = match packed_sort_indices(&columns) {
-            Some(idx) => idx,
-            None => {
-                let keys: Vec<SortColumn> = columns
-                    .into_iter()
-                    .map(|values| SortColumn {
-                        values,
-                        options: None,
-                    })
-                    .collect();
-                lexsort_to_indices(&keys, None)?
-            }
-        };
-        let sorted = take_record_batch(&all, &idx)?;
-        drop(all);
-        (0..rows)
-            .step_by(BATCH_ROWS)
-            .map(|off| sorted.slice(off, BATCH_ROWS.min(rows - off)))
+            .map(|l| {
+                l.null
+                    .is_some_and(|s| (0..self.len).any(|r| s.get(self.row(r)) != 0))
+            })
             .collect()
+    }
+
+    /// The rows `order` (indices of appended rows) as one Arrow batch. A column listed in
+    /// `with_nulls` gets a null buffer even where this batch has no null in it, as a slice of
+    /// the whole sorted column would (the Parquet writer's paging depends on it, and the
+    /// store's files stay byte-identical to those of earlier versions of ingest).
+    pub fn batch(
+        &self,
+        order: impl ExactSizeIterator<Item = usize>,
+        with_nulls: &[bool],
+    ) -> Result<RecordBatch> {
+        // Gather the packed rows once (one random read per row), then build each column from
+        // the contiguous copy.
+        let n = order.len();
+        let w = self.width;
+        let mut packed: Vec<u64> = Vec::with_capacity(n * w);
+        for r in order {
+            packed.extend_from_slice(self.row(r));
+        }
+        let rows = || packed.chunks_exact(w);
+        let arrays: Vec<ArrayRef> = self
+            .layout
+            .iter()
+            .enumerate()
+            .map(|(c, l)| {
+                let v = l.value;
+                let null = |row: &[u64]| l.null.is_some_and(|s| s.get(row) != 0);
+                macro_rules! build {
+                    ($builder:ty, $decode:expr) => {{
+                        let mut b = <$builder>::with_capacity(n);
+                        for x in rows() {
+                            if null(x) {
+                                b.append_null();
+                            } else {
+                                b.append_value($decode(v.get(x)));
+                            }
+                        }
+                        Arc::new(b.finish())
+                    }};
+                }
+                let a: ArrayRef = match l.kind {
+                    Kind::I64 => build!(Int64Builder, |x: u64| x as i64),
+                    Kind::I16 => build!(Int16Builder, |x: u64| x as u16 as i16),
+                    Kind::U8 => build!(UInt8Builder, |x: u64| x as u8),
+                    Kind::F64 => build!(Float64Builder, f64::from_bits),
+                    Kind::Date => build!(Date32Builder, |x: u64| x as u32 as i32),
+                    Kind::Bool => build!(BooleanBuilder, |x: u64| x != 0),
+                    Kind::Str => {
+                        let values = &self.strings[c].values;
+                        let mut b = StringBuilder::with_capacity(n, n * 8);
+                        for x in rows() {
+                            if null(x) {
+                                b.append_null();
+                            } else {
+                                b.append_value(&values[v.get(x) as usize]);
+                            }
+                        }
+                        Arc::new(b.finish())
+                    }
+                };
+                if with_nulls.get(c).copied().unwrap_or(false) && a.nulls().is_none() {
+                    let data = a
+                        .into_data()
+                        .into_builder()
+                        .nulls(Some(NullBuffer::new_valid(n)))
+                        .build()?;
+                    return Ok(make_array(data));
+                }
+                Ok(a)
+            })
+            .collect::<Result<_>>()?;
+        Ok(RecordBatch::try_new(self.schema.clone(), arrays)?)
+    }
+
+    /// Column `c` of row `r` as an order-preserving `u64` (strings by their interned id's
+    /// rank among the column's values, given in `str_rank`), or `None` for null.
+    #[inline]
+    fn order_value(&self, c: usize, r: usize, str_rank: &[u32]) -> Option<u64> {
+        let l = self.layout[c];
+        let row = self.row(r);
+        if l.null.is_some_and(|s| s.get(row) != 0) {
+            return None;
+        }
+        let v = l.value.get(row);
+        // Signed values are flipped into unsigned order; floats into their total order.
+        Some(match l.kind {
+            Kind::I64 => v ^ (1 << 63),
+            Kind::I16 => u64::from((v as u16 as i16 as i32 as u32) ^ (1 << 31)),
+            Kind::Date => u64::from((v as u32) ^ (1 << 31)),
+            Kind::U8 | Kind::Bool => v,
+            Kind::F64 => {
+                if v >> 63 == 1 {
+                    !v
+                } else {
+                    v | (1 << 63)
+                }
+            }
+            Kind::Str => u64::from(str_rank[v as usize]),
+        })
+    }
+
+    /// Dense ranks of column `c` (0 = null, then 1.. in ascending order) and the largest
+    /// rank: offsets from the minimum when the range is small, else ranks among the sorted
+    /// distinct values. Strings are ranked through their distinct values, so sorting never
+    /// compares strings row by row.
+    fn ranks(&self, c: usize) -> (Vec<u32>, u32) {
+        let str_rank: Vec<u32> = if self.layout[c].kind == Kind::Str {
+            let values = &self.strings[c].values;
+            let mut order: Vec<u32> = (0..values.len() as u32).collect();
+            order.sort_unstable_by_key(|&i| &values[i as usize]);
+            let mut rank_of = vec![0u32; values.len()];
+            for (rank, &id) in order.iter().enumerate() {
+                rank_of[id as usize] = rank as u32;
+            }
+            rank_of
+        } else {
+            Vec::new()
+        };
+        let value = |r: usize| self.order_value(c, r, &str_rank);
+        let (min, max) = (0..self.len)
+            .filter_map(value)
+            .fold((u64::MAX, u64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+        if min > max {
+            // All null.
+            return (vec![0; self.len], 0);
+        }
+        let span = max - min;
+        if span < (1 << 24) {
+            let ranks = (0..self.len)
+                .map(|r| value(r).map_or(0, |v| (v - min) as u32 + 1))
+                .collect();
+            return (ranks, span as u32 + 1);
+        }
+        let mut distinct: Vec<u64> = (0..self.len).filter_map(value).collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let ranks = (0..self.len)
+            .map(|r| value(r).map_or(0, |v| distinct.partition_point(|&d| d < v) as u32 + 1))
+            .collect();
+        (ranks, distinct.len() as u32)
+    }
+
+    /// The stable sorting permutation of the rows by the columns `sort_by`: rows with equal
+    /// keys keep the order they were appended in.
+    pub fn sort_permutation(&self, sort_by: &[&str]) -> Result<Vec<u32>> {
+        let rows = self.len;
+        if rows > u32::MAX as usize {
+            return Err(ArrowError::InvalidArgumentError(format!(
+                "{rows} rows in one table: more than a sort can index"
+            ))
+            .into());
+        }
+        let cols = sort_by
+            .iter()
+            .map(|name| Ok(self.schema.index_of(name)?))
+            .collect::<Result<Vec<usize>>>()?;
+        let ranks: Vec<(Vec<u32>, u32)> = cols.iter().map(|&c| self.ranks(c)).collect();
+        let row_bits = bits(rows as u32);
+        let key_bits: u32 = ranks.iter().map(|(_, max)| bits(*max)).sum();
+        if row_bits + key_bits <= 64 {
+            // Pack each row's ranks and its row number into one u64 and radix-sort on the
+            // rank bits; the sort is stable, so ties stay in row order.
+            let mut keys = vec![0u64; rows];
+            for (r, max) in &ranks {
+                let b = bits(*max);
+                for (k, r) in keys.iter_mut().zip(r) {
+                    *k = (*k << b) | u64::from(*r);
+                }
+            }
+            for (i, k) in keys.iter_mut().enumerate() {
+                *k = (*k << row_bits) | i as u64;
+            }
+            radix_sort(&mut keys, row_bits, row_bits + key_bits);
+            let mask = (1u64 << row_bits) - 1;
+            return Ok(keys.into_iter().map(|k| (k & mask) as u32).collect());
+        }
+        let mut perm: Vec<u32> = (0..rows as u32).collect();
+        perm.sort_by(|&a, &b| {
+            ranks
+                .iter()
+                .map(|(r, _)| r[a as usize].cmp(&r[b as usize]))
+                .find(|o| o.is_ne())
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
+        Ok(perm)
+    }
+}
+
+/// Stable least-significant-digit radix sort of `v` on bits `lo..hi` (bits outside the range
+/// are carried along, not compared).
+fn radix_sort(v: &mut Vec<u64>, lo: u32, hi: u32) {
+    if hi <= lo || v.len() < 2 {
+        return;
+    }
+    let passes = (hi - lo).div_ceil(12);
+    let digit = (hi - lo).div_ceil(passes);
+    let mut buf = vec![0u64; v.len()];
+    let mut shift = lo;
+    while shift < hi {
+        let b = digit.min(hi - shift);
+        let mask = (1u64 << b) - 1;
+        let mut next = vec![0usize; 1 << b];
+        for &x in v.iter() {
+            next[((x >> shift) & mask) as usize] += 1;
+        }
+        // A digit that is the same for every element leaves the order unchanged.
+        if next.contains(&v.len()) {
+            shift += b;
+            continue;
+        }
+        let mut sum = 0;
+        for c in next.iter_mut() {
+            let n = *c;
+            *c = sum;
+            sum += n;
+        }
+        for &x in v.iter() {
+            let d = ((x >> shift) & mask) as usize;
+            buf[next[d]] = x;
+            next[d] += 1;
+        }
+        std::mem::swap(v, &mut buf);
+        shift += b;
+    }
+}
+
+/// Sorts a table's rows by its sort key and writes them as one Parquet file into staging,
+/// one batch at a time (the sorted table is never held in memory as a whole).
+pub fn write_table(staging: &Staging, def: &TableDef, rows: Rows) -> Result<FileEntry> {
+    let started = std::time::Instant::now();
+    let n = rows.len();
+    let perm = if n == 0 || def.sort_by.is_empty() {
+        None
+    } else {
+        Some(rows.sort_permutation(def.sort_by)?)
     };
     let sort_ms = started.elapsed().as_millis() as u64;
     let (rel, file) = staging.create_table_file(def.name, 0)?;
-    let mut writer = ArrowWriter::try_new(file, schema, Some(writer_properties()))?;
-    for b in &sorted {
-        writer.write(b)?;
+    let mut writer = ArrowWriter::try_new(file, rows.schema().clone(), Some(writer_properties()))?;
+    let with_nulls = rows.columns_with_nulls();
+    for off in (0..n).step_by(BATCH_ROWS) {
+        let end = (off + BATCH_ROWS).min(n);
+        let batch = match &perm {
+            Some(p) => rows.batch(p[off..end].iter().map(|&i| i as usize), &with_nulls)?,
+            None => rows.batch(off..end, &with_nulls)?,
+        };
+        writer.write(&batch)?;
     }
+    drop(perm);
+    drop(rows);
     let file = writer.into_inner()?;
     let (bytes, sha256) = file.finish()?;
     tracing::info!(
         table = def.name,
-        rows,
+        rows = n,
         bytes,
         sort_ms,
         write_ms = started.elapsed().as_millis() as u64 - sort_ms,
@@ -257,119 +624,10 @@ pub fn write_table(
     );
     Ok(FileEntry {
         path: rel,
-        rows: rows as u64,
+        rows: n as u64,
         bytes,
         sha256,
     })
-}
-
-/// Dense ranks of a column's values (0 = null, then 1.. in ascending order) and the largest
-/// rank. Strings are ranked through their distinct values, so sorting never compares strings
-/// row by row; `None` for types not used in sort keys.
-fn ranks(a: &ArrayRef) -> Option<(Vec<u32>, u32)> {
-    match a.data_type() {
-        DataType::Utf8 => {
-            let s = a.as_string::<i32>();
-            let mut ids: foldhash::HashMap<&str, u32> = foldhash::HashMap::default();
-            let mut distinct: Vec<&str> = Vec::new();
-            let row_ids: Vec<u32> = s
-                .iter()
-                .map(|v| match v {
-                    None => u32::MAX,
-                    Some(v) => *ids.entry(v).or_insert_with(|| {
-                        distinct.push(v);
-                        distinct.len() as u32 - 1
-                    }),
-                })
-                .collect();
-            let mut order: Vec<u32> = (0..distinct.len() as u32).collect();
-            order.sort_unstable_by_key(|&i| distinct[i as usize]);
-            let mut rank_of = vec![0u32; distinct.len()];
-            for (rank, &id) in order.iter().enumerate() {
-                rank_of[id as usize] = rank as u32 + 1;
-            }
-            let ranks = row_ids
-                .into_iter()
-                .map(|id| {
-                    if id == u32::MAX {
-                        0
-                    } else {
-                        rank_of[id as usize]
-                    }
-                })
-                .collect();
-            Some((ranks, distinct.len() as u32))
-        }
-        DataType::Date32 => int_ranks(
-            a.as_primitive::<Date32Type>()
-                .iter()
-                .map(|v| v.map(i64::from)),
-        ),
-        DataType::Int16 => int_ranks(
-            a.as_primitive::<Int16Type>()
-                .iter()
-                .map(|v| v.map(i64::from)),
-        ),
-        DataType::Int64 => int_ranks(a.as_primitive::<Int64Type>().iter()),
-        _ => None,
-    }
-}
-
-/// Dense ranks of integers: offsets from the minimum when the range is small, else ranks
-/// among the sorted distinct values.
-fn int_ranks(values: impl Iterator<Item = Option<i64>> + Clone) -> Option<(Vec<u32>, u32)> {
-    let (min, max) = values
-        .clone()
-        .flatten()
-        .fold((i64::MAX, i64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
-    if min > max {
-        // All null.
-        let n = values.count();
-        return Some((vec![0; n], 0));
-    }
-    if let Some(span) = max.checked_sub(min).filter(|&s| s < (1 << 24)) {
-        let ranks = values
-            .map(|v| v.map_or(0, |v| (v - min) as u32 + 1))
-            .collect();
-        return Some((ranks, span as u32 + 1));
-    }
-    let mut distinct: Vec<i64> = values.clone().flatten().collect();
-    distinct.sort_unstable();
-    distinct.dedup();
-    let ranks = values
-        .map(|v| v.map_or(0, |v| distinct.partition_point(|&d| d < v) as u32 + 1))
-        .collect();
-    Some((ranks, distinct.len() as u32))
-}
-
-/// The sorting permutation by several columns, computed by packing each row's column ranks
-/// and its row number into one `u64` and sorting those: much faster than comparing rows
-/// column by column. `None` when the key does not fit in 64 bits.
-fn packed_sort_indices(columns: &[ArrayRef]) -> Option<UInt32Array> {
-    let rows = columns.first()?.len();
-    if rows > u32::MAX as usize {
-        return None;
-    }
-    let row_bits = bits(rows as u32);
-    let mut keys = vec![0u64; rows];
-    let mut used = row_bits;
-    for c in columns {
-        let (r, max) = ranks(c)?;
-        let b = bits(max);
-        used += b;
-        if used > 64 {
-            return None;
-        }
-        for (k, r) in keys.iter_mut().zip(r) {
-            *k = (*k << b) | u64::from(r);
-        }
-    }
-    for (i, k) in keys.iter_mut().enumerate() {
-        *k = (*k << row_bits) | i as u64;
-    }
-    keys.sort_unstable();
-    let mask = (1u64 << row_bits) - 1;
-    Some(keys.into_iter().map(|k| (k & mask) as u32).collect())
 }
 
 /// Bits needed to represent `v`.
@@ -380,61 +638,209 @@ fn bits(v: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::{Date32Array, Int64Array, StringArray};
-    use std::sync::Arc;
+    use crate::catalog::{ColumnDef, TableClass};
+    use arrow::array::{Array, AsArray};
+    use arrow::compute::{SortColumn, lexsort_to_indices};
+    use arrow::datatypes::{Date32Type, Float64Type, Int16Type, Int64Type};
+
+    const T: TableDef = TableDef {
+        name: "t",
+        class: TableClass::Public,
+        columns: &[
+            ColumnDef {
+                name: "code",
+                data_type: DataType::Utf8,
+                nullable: true,
+            },
+            ColumnDef {
+                name: "day",
+                data_type: DataType::Date32,
+                nullable: true,
+            },
+            ColumnDef {
+                name: "id",
+                data_type: DataType::Int64,
+                nullable: false,
+            },
+            ColumnDef {
+                name: "value",
+                data_type: DataType::Float64,
+                nullable: true,
+            },
+            ColumnDef {
+                name: "small",
+                data_type: DataType::Int16,
+                nullable: false,
+            },
+            ColumnDef {
+                name: "flag",
+                data_type: DataType::Boolean,
+                nullable: false,
+            },
+            ColumnDef {
+                name: "key",
+                data_type: DataType::UInt8,
+                nullable: false,
+            },
+        ],
+        identifying: &[],
+        secret: &[],
+        sort_by: &["code", "day"],
+    };
+
+    type Row = (
+        Option<&'static str>,
+        Option<i32>,
+        i64,
+        Option<f64>,
+        i16,
+        bool,
+        u8,
+    );
+
+    fn sample() -> (Rows, Vec<Row>) {
+        let data: Vec<Row> = vec![
+            (Some("b"), Some(5), i64::MAX, Some(1.5), -3, true, 255),
+            (None, Some(1), 3, None, 7, false, 0),
+            (Some("a"), Some(9), -7, Some(-0.25), i16::MIN, true, 1),
+            (
+                Some("b"),
+                Some(2),
+                1 << 40,
+                Some(f64::MAX),
+                i16::MAX,
+                false,
+                2,
+            ),
+            (Some("a"), None, 0, Some(0.0), 0, true, 3),
+            (Some("c"), Some(0), 12, None, 5, false, 4),
+            (Some("a"), Some(-3), 5, Some(-1e300), -1, true, 5),
+            (Some("a"), Some(9), i64::MIN, Some(2.0), 1, false, 6),
+            (Some("b"), Some(5), 12, None, -3, true, 7),
+        ];
+        let mut rows = Rows::new(&T);
+        for r in &data {
+            rows.opt_str(0, r.0);
+            rows.opt_date(1, r.1);
+            rows.i64(2, r.2);
+            rows.opt_f64(3, r.3);
+            rows.i16(4, r.4);
+            rows.boolean(5, r.5);
+            rows.u8(6, r.6);
+            rows.end_row().expect("complete row");
+        }
+        (rows, data)
+    }
 
     #[test]
-    fn packed_sort_matches_lexsort() {
-        let codes: ArrayRef = Arc::new(StringArray::from(vec![
-            Some("b"),
-            None,
-            Some("a"),
-            Some("b"),
-            Some("a"),
-            Some("c"),
-            Some("a"),
-        ]));
-        let dates: ArrayRef = Arc::new(Date32Array::from(vec![
-            Some(5),
-            Some(1),
-            Some(9),
-            Some(2),
-            None,
-            Some(0),
-            Some(-3),
-        ]));
-        let ids: ArrayRef = Arc::new(Int64Array::from(vec![i64::MAX, 3, -7, 1 << 40, 0, 12, 5]));
+    fn packed_rows_round_trip() {
+        let (rows, data) = sample();
+        assert_eq!(rows.len(), data.len());
+        let b = rows.batch(0..rows.len(), &[]).expect("batch");
+        for (i, r) in data.iter().enumerate() {
+            let code = b.column(0).as_string::<i32>();
+            assert_eq!(code.is_valid(i).then(|| code.value(i)), r.0);
+            let day = b.column(1).as_primitive::<Date32Type>();
+            assert_eq!(day.is_valid(i).then(|| day.value(i)), r.1);
+            assert_eq!(b.column(2).as_primitive::<Int64Type>().value(i), r.2);
+            let v = b.column(3).as_primitive::<Float64Type>();
+            assert_eq!(v.is_valid(i).then(|| v.value(i)), r.3);
+            assert_eq!(b.column(4).as_primitive::<Int16Type>().value(i), r.4);
+            assert_eq!(b.column(5).as_boolean().value(i), r.5);
+            assert_eq!(
+                b.column(6)
+                    .as_primitive::<arrow::datatypes::UInt8Type>()
+                    .value(i),
+                r.6
+            );
+        }
+        // A reordered batch holds the same rows in that order.
+        let rev = rows.batch((0..rows.len()).rev(), &[]).expect("batch");
+        assert_eq!(
+            rev.column(2).as_primitive::<Int64Type>().value(0),
+            data[data.len() - 1].2
+        );
+    }
+
+    #[test]
+    fn incomplete_or_null_rows_are_refused() {
+        let mut rows = Rows::new(&T);
+        rows.str(0, "a");
+        assert!(rows.end_row().is_err(), "missing columns");
+        let mut rows = Rows::new(&T);
+        rows.opt_str(0, None);
+        rows.opt_date(1, None);
+        rows.opt_i64(2, None);
+        rows.opt_f64(3, None);
+        rows.i16(4, 0);
+        rows.boolean(5, false);
+        rows.u8(6, 0);
+        assert!(rows.end_row().is_err(), "null in a non-nullable column");
+    }
+
+    #[test]
+    fn sort_is_stable_and_matches_lexsort() {
+        let (rows, _) = sample();
+        let all = rows.batch(0..rows.len(), &[]).expect("batch");
         for cols in [
-            vec![codes.clone(), dates.clone()],
-            vec![codes.clone(), ids.clone()],
-            vec![dates.clone()],
-            vec![ids.clone(), codes.clone()],
+            vec!["code", "day"],
+            vec!["code", "id"],
+            vec!["day"],
+            vec!["id", "code"],
+            vec!["value"],
+            vec!["small", "flag"],
+            vec!["key"],
         ] {
-            let packed = packed_sort_indices(&cols).expect("fits");
+            let perm = rows.sort_permutation(&cols).expect("sort");
             let keys: Vec<SortColumn> = cols
                 .iter()
                 .map(|c| SortColumn {
-                    values: c.clone(),
+                    values: all.column(all.schema().index_of(c).expect("col")).clone(),
                     options: None,
                 })
                 .collect();
             let lex = lexsort_to_indices(&keys, None).expect("lexsort");
-            // Equal keys may come in any order; compare the sorted key tuples.
-            let take = |idx: &UInt32Array| -> Vec<String> {
-                idx.values()
-                    .iter()
-                    .map(|&i| {
-                        cols.iter()
-                            .map(|c| {
-                                arrow::util::display::array_value_to_string(c, i as usize)
-                                    .expect("display")
-                            })
-                            .collect::<Vec<_>>()
-                            .join("|")
-                    })
-                    .collect()
+            let render = |idx: &mut dyn Iterator<Item = usize>| -> Vec<String> {
+                idx.map(|i| {
+                    keys.iter()
+                        .map(|k| {
+                            arrow::util::display::array_value_to_string(&k.values, i)
+                                .expect("display")
+                        })
+                        .collect::<Vec<_>>()
+                        .join("|")
+                })
+                .collect()
             };
-            assert_eq!(take(&packed), take(&lex));
+            assert_eq!(
+                render(&mut perm.iter().map(|&i| i as usize)),
+                render(&mut lex.values().iter().map(|&i| i as usize)),
+                "{cols:?}"
+            );
+            // Ties keep row order.
+            for w in perm.windows(2) {
+                let same = render(&mut [w[0] as usize].into_iter())
+                    == render(&mut [w[1] as usize].into_iter());
+                assert!(!same || w[0] < w[1], "{cols:?} not stable");
+            }
         }
+    }
+
+    #[test]
+    fn radix_sort_matches_std_sort() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut v: Vec<u64> = (0..10_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x
+            })
+            .collect();
+        let mut expected = v.clone();
+        // Sort on bits 8..40 only: stable, low bits keep their original order within ties.
+        expected.sort_by_key(|k| (k >> 8) & ((1 << 32) - 1));
+        radix_sort(&mut v, 8, 40);
+        assert_eq!(v, expected);
     }
 }
