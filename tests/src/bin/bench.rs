@@ -142,55 +142,69 @@ async fn main() -> Result<()> {
         "overhead",
         "cells"
     );
+    // A query that fails (e.g. exceeds the server's time limit) is reported and skipped; the
+    // other figures are still measured.
+    let mut failures: Vec<serde_json::Value> = Vec::new();
     for q in QUERIES {
-        let fail = |what: &str, e: String| anyhow!("query {} ({what}): {e}", q.name);
-        // Untimed warm-up, which also checks that every path accepts the query.
-        let rows_released = protected(&cx, q.sql)
-            .await
-            .map_err(|e| fail("policy layer", e.to_string()))?;
-        let rows_unprotected = unprotected(&cx, q.sql)
-            .await
-            .map_err(|e| fail("unprotected", e.to_string()))?;
-        run_sql(&state, &analyst, q.sql)
-            .await
-            .map_err(|s| fail("server run path", s.message().to_string()))?;
-        flight
-            .query(q.sql)
-            .await
-            .map_err(|e| fail("Flight SQL", e.to_string()))?;
-        let (mut p, mut u, mut s, mut f) = (vec![], vec![], vec![], vec![]);
-        for _ in 0..runs {
-            let t = Instant::now();
-            protected(&cx, q.sql).await?;
-            p.push(ms(t.elapsed()));
-            let t = Instant::now();
-            unprotected(&cx, q.sql).await?;
-            u.push(ms(t.elapsed()));
-            let t = Instant::now();
+        let fail = |what: &str, e: String| anyhow!("{what}: {e}");
+        let measured: Result<QueryTiming> = async {
+            // Untimed warm-up, which also checks that every path accepts the query.
+            let rows_released = protected(&cx, q.sql)
+                .await
+                .map_err(|e| fail("policy layer", e.to_string()))?;
+            let rows_unprotected = unprotected(&cx, q.sql)
+                .await
+                .map_err(|e| fail("unprotected", e.to_string()))?;
             run_sql(&state, &analyst, q.sql)
                 .await
                 .map_err(|s| fail("server run path", s.message().to_string()))?;
-            s.push(ms(t.elapsed()));
-            let t = Instant::now();
-            flight.query(q.sql).await?;
-            f.push(ms(t.elapsed()));
+            flight
+                .query(q.sql)
+                .await
+                .map_err(|e| fail("Flight SQL", e.to_string()))?;
+            let (mut p, mut u, mut s, mut f) = (vec![], vec![], vec![], vec![]);
+            for _ in 0..runs {
+                let t = Instant::now();
+                protected(&cx, q.sql).await?;
+                p.push(ms(t.elapsed()));
+                let t = Instant::now();
+                unprotected(&cx, q.sql).await?;
+                u.push(ms(t.elapsed()));
+                let t = Instant::now();
+                run_sql(&state, &analyst, q.sql)
+                    .await
+                    .map_err(|s| fail("server run path", s.message().to_string()))?;
+                s.push(ms(t.elapsed()));
+                let t = Instant::now();
+                flight.query(q.sql).await?;
+                f.push(ms(t.elapsed()));
+            }
+            let (p, u, s, f) = (
+                median(&mut p),
+                median(&mut u),
+                median(&mut s),
+                median(&mut f),
+            );
+            Ok(QueryTiming {
+                name: q.name.into(),
+                protected_ms: p,
+                unprotected_ms: u,
+                ratio: p / u,
+                server_ms: s,
+                flight_ms: f,
+                flight_overhead_ms: f - p,
+                rows_released,
+                rows_unprotected,
+            })
         }
-        let (p, u, s, f) = (
-            median(&mut p),
-            median(&mut u),
-            median(&mut s),
-            median(&mut f),
-        );
-        let t = QueryTiming {
-            name: q.name.into(),
-            protected_ms: p,
-            unprotected_ms: u,
-            ratio: p / u,
-            server_ms: s,
-            flight_ms: f,
-            flight_overhead_ms: f - p,
-            rows_released,
-            rows_unprotected,
+        .await;
+        let t = match measured {
+            Ok(t) => t,
+            Err(e) => {
+                println!("{:<26} failed: {e}", q.name);
+                failures.push(serde_json::json!({ "query": q.name, "error": e.to_string() }));
+                continue;
+            }
         };
         println!(
             "{:<26} {:>11.1} {:>11.1} {:>6.2} {:>10.1} {:>10.1} {:>10.1} {:>6}",
@@ -234,7 +248,9 @@ async fn main() -> Result<()> {
         tf,
         tf - tp
     );
-    query_figures(&timings, tp, ts, tf, &mut figures);
+    if !timings.is_empty() {
+        query_figures(&timings, tp, ts, tf, &mut figures);
+    }
 
     // 4. Canned reports.
     let mut report_timings = Vec::new();
@@ -404,6 +420,7 @@ async fn main() -> Result<()> {
         "memory_pool_mib": pool_mib,
         "figures": figures,
         "queries": timings,
+        "query_failures": failures,
         "reports": report_timings,
         "load": load_result,
         "audit": audit_json,
