@@ -239,6 +239,16 @@ impl Register {
         &self.projects
     }
 
+    /// Every principal that is a member of some project, sorted, once each.
+    pub fn principals(&self) -> Vec<String> {
+        let set: std::collections::BTreeSet<&str> = self
+            .projects
+            .iter()
+            .flat_map(|p| p.members.iter().map(|m| m.principal.as_str()))
+            .collect();
+        set.into_iter().map(String::from).collect()
+    }
+
     /// Projects where `principal` holds `role`, in file order.
     pub fn projects_of(&self, principal: &str, role: Role) -> Vec<&Project> {
         self.projects

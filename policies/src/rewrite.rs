@@ -644,11 +644,7 @@ fn with_windows(
     plan: LogicalPlan,
     windows: Vec<(Expr, String)>,
 ) -> Result<LogicalPlan, RewriteError> {
-    let mut exprs: Vec<Expr> = plan
-        .schema()
-        .iter()
-        .map(|(q, f)| Expr::Column(Column::from((q, f))))
-        .collect();
+    let mut exprs = all_columns(&plan);
     exprs.extend(
         windows.iter().map(|(w, name)| {
             Expr::Column(Column::from_name(w.schema_name().to_string())).alias(name)
@@ -697,12 +693,6 @@ fn coarsen(
         .order_by(vec![set().sort(false, true)])
         .build()?)
     };
-    let columns = |plan: &LogicalPlan| -> Vec<Expr> {
-        plan.schema()
-            .iter()
-            .map(|(q, f)| Expr::Column(Column::from((q, f))))
-            .collect()
-    };
     // 1. The persons of each cell one key coarser.
     let wider = |i: usize| format!("__fs_wider{i}");
     let mut windows = Vec::new();
@@ -733,7 +723,7 @@ fn coarsen(
         dropped,
     )
     .otherwise(lit(all))?;
-    let mut exprs = columns(&plan);
+    let mut exprs = all_columns(&plan);
     exprs.push(chosen.alias("__fs_chosen"));
     let plan = LogicalPlanBuilder::from(plan).project(exprs)?.build()?;
     // 3. Each coarser set's values, for the rows that may choose it.

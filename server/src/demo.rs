@@ -110,13 +110,7 @@ pub fn prepare(dir: &Path, patients: u64, listen: Option<&str>) -> anyhow::Resul
     eprintln!("[4/4] writing the register, tokens and server config");
     std::fs::write(dir.join("projects.toml"), EXAMPLE_REGISTER)?;
     let register = Register::from_toml(EXAMPLE_REGISTER, "projects.toml")?;
-    let mut principals: Vec<String> = register
-        .projects()
-        .iter()
-        .flat_map(|p| p.members.iter().map(|m| m.principal.clone()))
-        .collect();
-    principals.sort();
-    principals.dedup();
+    let principals = register.principals();
     let tokens: BTreeMap<String, String> = principals
         .iter()
         .map(|p| (p.clone(), new_token()))

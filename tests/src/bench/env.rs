@@ -81,13 +81,7 @@ impl Env {
         if audit.exists() {
             std::fs::remove_dir_all(&audit).with_context(|| audit.display().to_string())?;
         }
-        let mut principals: Vec<String> = register
-            .projects()
-            .iter()
-            .flat_map(|p| p.members.iter().map(|m| m.principal.clone()))
-            .collect();
-        principals.sort();
-        principals.dedup();
+        let principals = register.principals();
         let tokens: BTreeMap<String, String> =
             principals.into_iter().map(|p| (p, new_token())).collect();
         let mut limits = Limits::default();
