@@ -105,6 +105,11 @@ impl Cond {
     }
 }
 
+/// A condition lifted by [`LowEffect::lift_conditions`], over atom columns of the lifted
+/// plan; only [`LowEffect::apply_lifted`] reads it.
+#[derive(Debug, Clone)]
+pub(crate) struct LiftedCondition(Cond);
+
 /// A child of an internal node of a [`Formula`].
 #[derive(Debug, Clone)]
 enum Child {
@@ -451,6 +456,51 @@ impl<'a> LowEffect<'a> {
         if conds.is_empty() {
             return Ok(base);
         }
+        let out = self.neutralise(base, conds, cells, unit)?;
+        Ok(LogicalPlanBuilder::from(out)
+            .project(columns_of(&schema))?
+            .build()?)
+    }
+
+    /// The first half of [`LowEffect::apply`]: `input` with its liftable filters lifted
+    /// out. Returns a plan with `input`'s columns followed by the atoms' boolean columns, and
+    /// the conditions over the atoms (to be AND-ed; none when nothing was lifted, and then the
+    /// plan has `input`'s columns only).
+    pub(crate) fn lift_conditions(
+        &mut self,
+        input: LogicalPlan,
+    ) -> Result<(LogicalPlan, Vec<LiftedCondition>), RewriteError> {
+        let (base, conds) = self.lift(input)?;
+        Ok((base, conds.into_iter().map(LiftedCondition).collect()))
+    }
+
+    /// The second half of [`LowEffect::apply`]: the rows of `base` (which carries the atoms
+    /// of `conds`, the cells' keys and the unit, possibly after further operators that keep
+    /// those columns, such as a pre-aggregation by them) that pass `conds` with the
+    /// low-effect masks of their cell neutralised. The output schema is `base`'s.
+    pub(crate) fn apply_lifted(
+        &mut self,
+        base: LogicalPlan,
+        conds: Vec<LiftedCondition>,
+        cells: &[Expr],
+        unit: &Expr,
+    ) -> Result<LogicalPlan, RewriteError> {
+        if conds.is_empty() {
+            return Ok(base);
+        }
+        let conds = conds.into_iter().map(|c| c.0).collect();
+        self.neutralise(base, conds, cells, unit)
+    }
+
+    /// [`LowEffect::apply_lifted`] over conditions that are not empty.
+    fn neutralise(
+        &mut self,
+        base: LogicalPlan,
+        conds: Vec<Cond>,
+        cells: &[Expr],
+        unit: &Expr,
+    ) -> Result<LogicalPlan, RewriteError> {
+        let schema = Arc::clone(base.schema());
         // One cell (no GROUP BY) is keyed by a constant: joins need a condition.
         let one = [lit(0i64)];
         let cells = if cells.is_empty() { &one[..] } else { cells };

@@ -39,7 +39,7 @@ use datafusion::functions_aggregate::expr_fn::{array_agg, count, sum};
 use datafusion::functions_aggregate::first_last::first_value_udaf;
 use datafusion::functions_aggregate::sum::sum_udaf;
 use datafusion::logical_expr::ExprFunctionExt;
-use datafusion::logical_expr::expr::{AggregateFunction, Alias};
+use datafusion::logical_expr::expr::{AggregateFunction, Alias, GroupingSet};
 use datafusion::logical_expr::expr::{WindowFunction, WindowFunctionDefinition};
 use datafusion::logical_expr::{
     Aggregate, ColumnarValue, Expr, Filter, JoinType, LogicalPlan, LogicalPlanBuilder, Operator,
@@ -323,53 +323,201 @@ fn rewrite_aggregate(
             unit_schema,
             info,
             coarse: None,
+            partials: None,
         };
         return finish_aggregate(agg, input, person_keys, udfs);
     };
-    let (threaded, cells) = if k == 0 {
-        (threaded, Vec::new())
-    } else {
-        // The set ids as a tiny relation, the build side of a cross join (a join, so that
-        // the low-effect detection lifts the input's filters through it).
-        let ids = LogicalPlanBuilder::values(sets.iter().map(|s| vec![lit(*s as i64)]).collect())?
-            .project(vec![col("column1").alias(SET_ID)])?
-            .build()?;
-        // The keys are computed once per row, before the rows are copied.
-        let key = |i: usize| format!("__fs_key{i}");
-        let mut exprs = all_columns(&threaded);
-        exprs.extend(
-            agg.group_expr
-                .iter()
-                .enumerate()
-                .map(|(i, g)| g.clone().unalias().alias(key(i))),
-        );
-        let keyed = LogicalPlanBuilder::from(threaded).project(exprs)?.build()?;
-        let expanded = LogicalPlanBuilder::from(ids).cross_join(keyed)?.build()?;
-        let mut exprs = all_columns(&expanded);
-        let mut cells = Vec::with_capacity(k + 1);
-        for i in 0..k {
-            let kept = binary_expr(col(SET_ID), Operator::BitwiseAnd, lit(set_bit(k, i) as i64))
-                .eq(lit(0i64));
-            let name = format!("__fs_g{i}");
-            exprs.push(when(kept, col(key(i))).end()?.alias(&name));
-            cells.push(col(name.as_str()));
+    // DESIGN.md rule 7: the filters' conditions are lifted out, to be measured per cell.
+    let (lifted, conds) = low_effect.lift_conditions(threaded)?;
+    // The grouping keys, computed once per row.
+    let mut exprs = all_columns(&lifted);
+    let n_lifted = exprs.len();
+    exprs.extend(
+        agg.group_expr
+            .iter()
+            .enumerate()
+            .map(|(i, g)| g.clone().unalias().alias(grouping_key(i))),
+    );
+    let atoms: Vec<Expr> = exprs[unit_schema.fields().len()..n_lifted].to_vec();
+    let keyed = LogicalPlanBuilder::from(lifted).project(exprs)?.build()?;
+    let key_cols: Vec<Expr> = (0..k).map(|i| col(grouping_key(i))).collect();
+    // The rows are pre-aggregated per grouping set, person, keys and condition values (with
+    // the aggregates' partials) in one pass: every later step depends on a row only through
+    // those, so the answers are exactly those of the rows themselves, from far fewer rows (a
+    // person's many events in a month that pass or fail the same conditions are one row, and
+    // a coarser set has one row per person and condition values).
+    let (input, cells, partials) = match pre_aggregate(agg, keyed, &unit, atoms, &sets)? {
+        Pre::Done { plan, partials } => {
+            let mut cells = key_cols;
+            if k > 0 {
+                cells.push(col(SET_ID));
+            }
+            (plan, cells, Some(partials))
         }
-        cells.push(col(SET_ID));
-        (
-            LogicalPlanBuilder::from(expanded).project(exprs)?.build()?,
-            cells,
-        )
+        Pre::NotPossible(keyed) if k == 0 => (keyed, Vec::new(), None),
+        Pre::NotPossible(keyed) => {
+            // Each row copied once per grouping set: a cross join with the set ids.
+            let ids =
+                LogicalPlanBuilder::values(sets.iter().map(|s| vec![lit(*s as i64)]).collect())?
+                    .project(vec![col("column1").alias(SET_ID)])?
+                    .build()?;
+            let expanded = LogicalPlanBuilder::from(ids).cross_join(keyed)?.build()?;
+            let mut exprs = all_columns(&expanded);
+            let mut cells = Vec::with_capacity(k + 1);
+            for i in 0..k {
+                let kept =
+                    binary_expr(col(SET_ID), Operator::BitwiseAnd, lit(set_bit(k, i) as i64))
+                        .eq(lit(0i64));
+                let name = format!("__fs_g{i}");
+                exprs.push(when(kept, col(grouping_key(i))).end()?.alias(&name));
+                cells.push(col(name.as_str()));
+            }
+            cells.push(col(SET_ID));
+            let plan = LogicalPlanBuilder::from(expanded).project(exprs)?.build()?;
+            (plan, cells, None)
+        }
     };
-    // DESIGN.md rule 7: conditions with a low effect on a cell do not change its answer.
+    // Conditions with a low effect on a cell do not change its answer.
     let input = CellInput {
-        input: low_effect.apply(threaded, &cells, &unit)?,
+        input: low_effect.apply_lifted(input, conds, &cells, &unit)?,
         cells,
         unit,
         unit_schema,
         info,
         coarse: Some((sets, low_effect.threshold())),
+        partials,
     };
     finish_aggregate(agg, input, person_keys, udfs)
+}
+
+/// The column of grouping key `i` computed before the rows are copied per grouping set.
+fn grouping_key(i: usize) -> String {
+    format!("__fs_key{i}")
+}
+
+/// What [`pre_aggregate`] did.
+enum Pre {
+    /// The rows pre-aggregated: `[keys…, unit, counted identifiers…, atoms…, partials…, set id]`.
+    Done {
+        plan: LogicalPlan,
+        partials: Vec<Partial>,
+    },
+    /// An aggregate that cannot be computed from partials; the plan is unchanged.
+    NotPossible(LogicalPlan),
+}
+
+/// The per-group partial column(s) of one aggregate expression of a pre-aggregated input.
+#[derive(Debug, Clone)]
+enum Partial {
+    /// `COUNT(x)`: the count per group, summed again.
+    Count(String),
+    /// `COUNT(DISTINCT id)`: the identifier is a grouping column, counted again as it was.
+    Distinct,
+    /// `SUM(x)`: the sum per group, summed again.
+    Sum(String),
+    /// `AVG(x)`: the sum and the count per group.
+    Mean { sums: String, rows: String },
+}
+
+/// Pre-aggregates `input` (the aggregate's input with the unit, the lifted atoms and the
+/// [`grouping_key`] columns) by each grouping set of `sets` (the keys it keeps, with the
+/// others NULL and the set id in [`SET_ID`]; no set id when there are no keys), the unit,
+/// the identifiers counted with `COUNT(DISTINCT …)` and the atoms, computing each
+/// aggregate's partials. Aggregates with `FILTER`, `ORDER BY` or other forms are left to
+/// [`finish_aggregate`] (which refuses what it does not support): the input is then
+/// returned unchanged.
+fn pre_aggregate(
+    agg: &Aggregate,
+    input: LogicalPlan,
+    unit: &Expr,
+    atoms: Vec<Expr>,
+    sets: &[u64],
+) -> Result<Pre, RewriteError> {
+    let k = agg.group_expr.len();
+    let mut group: Vec<Expr> = vec![unit.clone()];
+    let mut aggr = Vec::new();
+    let mut partials = Vec::new();
+    for (j, e) in agg.aggr_expr.iter().enumerate() {
+        let Expr::AggregateFunction(af) = strip_alias(e) else {
+            return Ok(Pre::NotPossible(input));
+        };
+        let params = &af.params;
+        if params.filter.is_some() || !params.order_by.is_empty() {
+            return Ok(Pre::NotPossible(input));
+        }
+        let with = |f| {
+            let mut a = af.clone();
+            a.func = f;
+            Expr::AggregateFunction(a)
+        };
+        match af.func.name().to_lowercase().as_str() {
+            "count" if params.distinct => match params.args.as_slice() {
+                [Expr::Column(c)] => {
+                    let c = Expr::Column(c.clone());
+                    if !group.contains(&c) {
+                        group.push(c);
+                    }
+                    partials.push(Partial::Distinct);
+                }
+                _ => return Ok(Pre::NotPossible(input)),
+            },
+            "count" => {
+                let name = format!("__fs_pre_c{j}");
+                aggr.push(Expr::AggregateFunction(af.clone()).alias(&name));
+                partials.push(Partial::Count(name));
+            }
+            "sum" if !params.distinct => {
+                let name = format!("__fs_pre_s{j}");
+                aggr.push(with(sum_udaf()).alias(&name));
+                partials.push(Partial::Sum(name));
+            }
+            "avg" if !params.distinct => {
+                let (sums, rows) = (format!("__fs_pre_s{j}"), format!("__fs_pre_n{j}"));
+                aggr.push(with(sum_udaf()).alias(&sums));
+                aggr.push(with(count_udaf()).alias(&rows));
+                partials.push(Partial::Mean { sums, rows });
+            }
+            _ => return Ok(Pre::NotPossible(input)),
+        }
+    }
+    group.extend(atoms);
+    let keys = |set: u64| {
+        (0..k)
+            .filter(move |i| set & set_bit(k, *i) == 0)
+            .map(|i| col(grouping_key(i)))
+    };
+    if k == 0 {
+        let plan = LogicalPlan::Aggregate(Aggregate::try_new(Arc::new(input), group, aggr)?);
+        return Ok(Pre::Done { plan, partials });
+    }
+    // One aggregation over every grouping set. Its grouping id has a bit per distinct
+    // grouping expression, the first one highest, set where the expression is left out:
+    // the keys come first, so the set id is the id without the other expressions' bits.
+    let grouping_sets: Vec<Vec<Expr>> = sets
+        .iter()
+        .map(|set| keys(*set).chain(group.iter().cloned()).collect())
+        .collect();
+    let n = k + group.len();
+    let plan = LogicalPlanBuilder::from(input)
+        .aggregate(
+            vec![Expr::GroupingSet(GroupingSet::GroupingSets(grouping_sets))],
+            aggr,
+        )?
+        .build()?;
+    let mut exprs: Vec<Expr> = all_columns(&plan)
+        .into_iter()
+        .filter(|e| !matches!(e, Expr::Column(c) if c.name == Aggregate::INTERNAL_GROUPING_ID))
+        .collect();
+    exprs.push(
+        binary_expr(
+            cast(col(Aggregate::INTERNAL_GROUPING_ID), DataType::Int64),
+            Operator::BitwiseShiftRight,
+            lit((n - k) as i64),
+        )
+        .alias(SET_ID),
+    );
+    let plan = LogicalPlanBuilder::from(plan).project(exprs)?.build()?;
+    Ok(Pre::Done { plan, partials })
 }
 
 /// The input of a cell aggregate's rewrite, prepared by [`rewrite_aggregate`].
@@ -386,6 +534,8 @@ struct CellInput {
     /// The grouping sets computed and the low-effect threshold, when grouping keys are
     /// checked for low effect (rule 7).
     coarse: Option<(Vec<u64>, i64)>,
+    /// The partials of each aggregate when `input` is pre-aggregated ([`pre_aggregate`]).
+    partials: Option<Vec<Partial>>,
 }
 
 /// The rewrite of one cell aggregate over its prepared input: per-person partials, person
@@ -403,12 +553,14 @@ fn finish_aggregate(
         unit_schema,
         info,
         coarse,
+        partials,
     } = cell_input;
     let input = &Arc::new(input);
     let k = agg.group_expr.len();
     let n_cells = cells.len();
 
-    // Inner aggregate: per person and group.
+    // Inner aggregate: per person and group (from the partials when pre-aggregated).
+    let again = |partial: &str| sum(col(partial));
     let mut inner_aggr: Vec<Expr> = Vec::new();
     let mut parts: Vec<Part> = Vec::new();
     for (j, e) in agg.aggr_expr.iter().enumerate() {
@@ -439,7 +591,11 @@ fn finish_aggregate(
                     }
                 }
                 let alias = format!("__fs_c{j}");
-                inner_aggr.push(Expr::AggregateFunction(af.clone()).alias(&alias));
+                let partial = match partials.as_ref().map(|p| &p[j]) {
+                    Some(Partial::Count(c)) => again(c),
+                    _ => Expr::AggregateFunction(af.clone()),
+                };
+                inner_aggr.push(partial.alias(&alias));
                 parts.push(Part::Count { inner: alias });
             }
             "sum" | "avg" => {
@@ -452,12 +608,23 @@ fn finish_aggregate(
                     Expr::AggregateFunction(a)
                 };
                 let sums = format!("__fs_s{j}");
-                inner_aggr.push(with(sum_udaf()).alias(&sums));
+                let rows = format!("__fs_n{j}");
+                match partials.as_ref().map(|p| &p[j]) {
+                    Some(Partial::Sum(s)) => inner_aggr.push(again(s).alias(&sums)),
+                    Some(Partial::Mean { sums: s, rows: n }) => {
+                        inner_aggr.push(again(s).alias(&sums));
+                        inner_aggr.push(again(n).alias(&rows));
+                    }
+                    _ => {
+                        inner_aggr.push(with(sum_udaf()).alias(&sums));
+                        if name == "avg" {
+                            inner_aggr.push(with(count_udaf()).alias(&rows));
+                        }
+                    }
+                }
                 if name == "sum" {
                     parts.push(Part::Sum { inner: sums });
                 } else {
-                    let rows = format!("__fs_n{j}");
-                    inner_aggr.push(with(count_udaf()).alias(&rows));
                     parts.push(Part::Mean { sums, rows });
                 }
             }
