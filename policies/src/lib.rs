@@ -25,6 +25,7 @@
 //! - [`error`]: the crate's error type.
 
 pub mod analysis;
+mod capped;
 pub mod decision;
 pub mod error;
 pub mod gate;

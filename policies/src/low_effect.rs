@@ -49,19 +49,21 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
+use datafusion::arrow;
 use datafusion::common::tree_node::TreeNode;
 use datafusion::common::{Column, DFSchemaRef, NullEquality};
 use datafusion::functions::expr_fn::coalesce;
 use datafusion::functions_aggregate::expr_fn::{array_agg, bit_or, bool_or, count};
 use datafusion::functions_nested::expr_fn::{array_compact, array_has, make_array};
-use datafusion::logical_expr::expr::{InList, InSubquery, Like};
+use datafusion::logical_expr::expr::{GroupingSet, InList, InSubquery, Like};
 use datafusion::logical_expr::utils::{conjunction, disjunction, split_conjunction_owned};
 use datafusion::logical_expr::{
     Aggregate, Between, BinaryExpr, Expr, ExprFunctionExt, Filter, Join, JoinType, LogicalPlan,
-    LogicalPlanBuilder, Operator, Projection, SubqueryAlias, binary_expr, lit, when,
+    LogicalPlanBuilder, Operator, Projection, SubqueryAlias, binary_expr, cast, lit, when,
 };
 
 use crate::analysis::{self, Kind, TableFacts};
+use crate::capped::distinct_upto;
 use crate::register::OutputControl;
 use crate::rewrite::RewriteError;
 
@@ -104,6 +106,9 @@ impl Cond {
         }
     }
 }
+
+/// What [`LowEffect::apply_sets`] gives: the rows and their cells, or its input back.
+pub(crate) type SetsOutcome = Result<(LogicalPlan, Vec<Expr>), (LogicalPlan, Vec<LiftedCondition>)>;
 
 /// A condition lifted by [`LowEffect::lift_conditions`], over atom columns of the lifted
 /// plan; only [`LowEffect::apply_lifted`] reads it.
@@ -490,6 +495,238 @@ impl<'a> LowEffect<'a> {
         }
         let conds = conds.into_iter().map(|c| c.0).collect();
         self.neutralise(base, conds, cells, unit)
+    }
+
+    /// Rule 7 for a cell aggregate whose cells are the grouping sets `sets` of the grouping
+    /// keys `keys` (columns of `keyed`; a set's bits are the keys it leaves out, see
+    /// `rewrite::set_bit`), when the conditions are one conjunction (no `OR` below the top
+    /// `AND`, after [`LowEffect::canon`]). Returns the rows that pass the conditions with
+    /// the low-effect ones neutralised, copied per grouping set by `expand` (which returns
+    /// the copies and their cells: the keys, NULL where left out, and the set id), or gives
+    /// `keyed` and the conditions back when they are not one conjunction.
+    ///
+    /// The same answer as [`LowEffect::apply_lifted`] over the copies, computed in a way that
+    /// does not copy every row: the effects are counted per set, cell and mask in one
+    /// grouping-sets aggregation of the rows (few groups: no per-person groups), and only
+    /// the rows that pass, or whose mask is low-effect in some cell, are copied and joined
+    /// to their cells' low-effect masks (a row that fails a conjunction can only come back
+    /// through its own mask, and one that passes it is never removed).
+    pub(crate) fn apply_sets(
+        &mut self,
+        keyed: LogicalPlan,
+        conds: Vec<LiftedCondition>,
+        keys: &[Expr],
+        sets: &[u64],
+        unit: &Expr,
+        expand: &dyn Fn(LogicalPlan) -> Result<(LogicalPlan, Vec<Expr>), RewriteError>,
+    ) -> Result<SetsOutcome, RewriteError> {
+        if conds.is_empty() {
+            return Ok(Ok(expand(keyed)?));
+        }
+        let canonical = self.canon(Cond::And(conds.iter().map(|c| c.0.clone()).collect()));
+        let formula = Formula::new(canonical);
+        if formula.nodes.len() != 1 {
+            return Ok(Err((keyed, conds)));
+        }
+        let k = keys.len();
+        // Every row's key: its fail mask when it fails (node 0), else the pass pseudo-key.
+        let pass_key = 1i64 << MASK_BITS;
+        let ks = self.name("ks");
+        let passes = self.name("passes");
+        let u = self.name("du");
+        let keyed_cols = columns_of(keyed.schema());
+        let mut exprs = keyed_cols.clone();
+        exprs.push(
+            coalesce(vec![
+                formula.key(0),
+                when(
+                    Expr::IsTrue(Box::new(formula.value(0, None))),
+                    lit(pass_key),
+                )
+                .end()?,
+            ])
+            .alias(&ks),
+        );
+        exprs.push(Expr::IsTrue(Box::new(formula.value(0, None))).alias(&passes));
+        let rows = LogicalPlanBuilder::from(keyed).project(exprs)?.build()?;
+
+        // 1. Distinct persons per set, cell and key (up to the threshold: only fewer matter),
+        // in one aggregation.
+        let n = self.name("n");
+        let set = self.name("set");
+        let mut side: Vec<Expr> = keys.to_vec();
+        side.push(unit.clone().alias(&u));
+        side.push(atom(&ks));
+        let side = LogicalPlanBuilder::from(rows.clone())
+            .project(side)?
+            .build()?;
+        let key_cols: Vec<Expr> = keys
+            .iter()
+            .map(|_| self.name("dg"))
+            .map(|c| atom(&c))
+            .collect();
+        let named = |plan: LogicalPlan, names: &[Expr]| -> Result<LogicalPlan, RewriteError> {
+            // The keys renamed (the side plan's cell columns are its own).
+            let schema = Arc::clone(plan.schema());
+            let exprs = columns_of(&schema)
+                .into_iter()
+                .enumerate()
+                .map(|(i, e)| match names.get(i) {
+                    Some(Expr::Column(c)) => e.alias(&c.name),
+                    _ => e,
+                })
+                .collect::<Vec<_>>();
+            Ok(LogicalPlanBuilder::from(plan).project(exprs)?.build()?)
+        };
+        let counted = if k == 0 {
+            LogicalPlanBuilder::from(side)
+                .aggregate(
+                    vec![atom(&ks)],
+                    vec![distinct_upto(atom(&u), self.threshold).alias(&n)],
+                )?
+                .project(vec![atom(&ks), atom(&n), lit(0i64).alias(&set)])?
+                .build()?
+        } else {
+            let kept = |s: u64| -> Vec<Expr> {
+                (0..k)
+                    .filter(|i| s & (1 << (k - 1 - i)) == 0)
+                    .map(|i| keys[i].clone())
+                    .chain([atom(&ks)])
+                    .collect()
+            };
+            let plan = LogicalPlanBuilder::from(side)
+                .aggregate(
+                    vec![Expr::GroupingSet(GroupingSet::GroupingSets(
+                        sets.iter().map(|s| kept(*s)).collect(),
+                    ))],
+                    vec![distinct_upto(atom(&u), self.threshold).alias(&n)],
+                )?
+                .build()?;
+            // The grouping id has a bit per key, then one for the key column (always kept).
+            let mut exprs = keys.to_vec();
+            exprs.extend([
+                atom(&ks),
+                atom(&n),
+                binary_expr(
+                    cast(
+                        atom(Aggregate::INTERNAL_GROUPING_ID),
+                        arrow::datatypes::DataType::Int64,
+                    ),
+                    Operator::BitwiseShiftRight,
+                    lit(1i64),
+                )
+                .alias(&set),
+            ]);
+            let plan = LogicalPlanBuilder::from(plan).project(exprs)?.build()?;
+            named(plan, &key_cols)?
+        };
+        let mask_of = || {
+            binary_expr(
+                atom(&ks),
+                Operator::BitwiseAnd,
+                lit((1i64 << MASK_BITS) - 1),
+            )
+        };
+        let failing = atom(&ks).not_eq(lit(pass_key));
+        let small = atom(&n).lt(lit(self.threshold));
+        let single_bit =
+            binary_expr(mask_of(), Operator::BitwiseAnd, mask_of() - lit(1i64)).eq(lit(0i64));
+
+        // 2. Per cell: the low-effect masks, the masks with a large effect alone, and
+        // whether any person passes.
+        let (low, large, pass) = (self.name("low"), self.name("large"), self.name("pass"));
+        let one = self.name("one");
+        let mut cell_cols = key_cols.clone();
+        cell_cols.push(atom(&set));
+        let mut cell_group = cell_cols.clone();
+        cell_group.push(lit(0i64).alias(&one));
+        let cells_plan = LogicalPlanBuilder::from(counted.clone())
+            .aggregate(
+                cell_group,
+                vec![
+                    array_agg(mask_of())
+                        .filter(failing.clone().and(small.clone()))
+                        .build()?
+                        .alias(&low),
+                    bit_or(mask_of())
+                        .filter(
+                            failing
+                                .clone()
+                                .and(Expr::Not(Box::new(small.clone())))
+                                .and(single_bit),
+                        )
+                        .build()?
+                        .alias(&large),
+                    bool_or(Expr::Not(Box::new(failing.clone()))).alias(&pass),
+                ],
+            )?
+            .build()?;
+
+        // 3. The masks that are low-effect in some cell that persons pass: only rows with one
+        // of them (or that pass) can be counted in a cell. (The masks of node 0 are its keys.)
+        let low_mask = self.name("lowmask");
+        let low_any = LogicalPlanBuilder::from(cells_plan.clone())
+            .filter(atom(&pass).is_true())?
+            .unnest_column(Column::from_name(&low))?
+            .filter(atom(&low).is_not_null())?
+            .aggregate(vec![atom(&low).alias(&low_mask)], Vec::<Expr>::new())?
+            .build()?;
+        let candidates = LogicalPlanBuilder::from(rows)
+            .join(
+                low_any,
+                JoinType::Left,
+                (
+                    vec![Column::from_name(&ks)],
+                    vec![Column::from_name(&low_mask)],
+                ),
+                None,
+            )?
+            .filter(atom(&passes).or(atom(&low_mask).is_not_null()))?
+            .project(keyed_cols)?
+            .build()?;
+
+        // 4. Those rows, copied per set, joined to their cells and filtered again.
+        let (expanded, cells) = expand(candidates)?;
+        let out_schema = Arc::clone(expanded.schema());
+        let mut right_keys = Vec::with_capacity(cells.len() + 1);
+        let mut with_cells = columns_of(&out_schema);
+        for c in &cells {
+            let name = self.name("fg");
+            with_cells.push(c.clone().unalias().alias(&name));
+            right_keys.push(Column::from_name(&name));
+        }
+        let one_r = self.name("one");
+        with_cells.push(lit(0i64).alias(&one_r));
+        right_keys.push(Column::from_name(&one_r));
+        let mut left_keys: Vec<Column> = if k == 0 {
+            Vec::new()
+        } else {
+            cell_cols
+                .iter()
+                .map(|e| match e {
+                    Expr::Column(c) => c.clone(),
+                    _ => unreachable!("cell columns"),
+                })
+                .collect()
+        };
+        left_keys.push(Column::from_name(&one));
+        let lists = [low];
+        let larges = [large];
+        let keep = formula.neutralised(0, &pass, &lists, &larges);
+        let out = LogicalPlanBuilder::from(cells_plan)
+            .join_detailed(
+                LogicalPlanBuilder::from(expanded)
+                    .project(with_cells)?
+                    .build()?,
+                JoinType::Right,
+                (left_keys, right_keys),
+                None,
+                NullEquality::NullEqualsNull,
+            )?
+            .filter(keep)?
+            .project(columns_of(&out_schema))?
+            .build()?;
+        Ok(Ok((out, cells)))
     }
 
     /// [`LowEffect::apply_lifted`] over conditions that are not empty.

@@ -341,11 +341,30 @@ fn rewrite_aggregate(
     let atoms: Vec<Expr> = exprs[unit_schema.fields().len()..n_lifted].to_vec();
     let keyed = LogicalPlanBuilder::from(lifted).project(exprs)?.build()?;
     let key_cols: Vec<Expr> = (0..k).map(|i| col(grouping_key(i))).collect();
-    // The rows are pre-aggregated per grouping set, person, keys and condition values (with
-    // the aggregates' partials) in one pass: every later step depends on a row only through
-    // those, so the answers are exactly those of the rows themselves, from far fewer rows (a
-    // person's many events in a month that pass or fail the same conditions are one row, and
-    // a coarser set has one row per person and condition values).
+    let expand = |plan: LogicalPlan| copy_per_set(plan, k, &sets);
+    // One conjunction of conditions (the usual case) is measured per set without copying
+    // the rows ([`Detection::apply_sets`]).
+    let (keyed, conds) =
+        match low_effect.apply_sets(keyed, conds, &key_cols, &sets, &unit, &expand)? {
+            Ok((input, cells)) => {
+                let input = CellInput {
+                    input,
+                    cells,
+                    unit,
+                    unit_schema,
+                    info,
+                    coarse: Some((sets, low_effect.threshold())),
+                    partials: None,
+                };
+                return finish_aggregate(agg, input, person_keys, udfs);
+            }
+            Err(back) => back,
+        };
+    // Otherwise the rows are pre-aggregated per grouping set, person, keys and condition
+    // values (with the aggregates' partials) in one pass: every later step depends on a row
+    // only through those, so the answers are exactly those of the rows themselves, from
+    // fewer rows (a person's many events in a month that pass or fail the same conditions
+    // are one row, and a coarser set has one row per person and condition values).
     let (input, cells, partials) = match pre_aggregate(agg, keyed, &unit, atoms, &sets)? {
         Pre::Done { plan, partials } => {
             let mut cells = key_cols;
@@ -354,26 +373,8 @@ fn rewrite_aggregate(
             }
             (plan, cells, Some(partials))
         }
-        Pre::NotPossible(keyed) if k == 0 => (keyed, Vec::new(), None),
         Pre::NotPossible(keyed) => {
-            // Each row copied once per grouping set: a cross join with the set ids.
-            let ids =
-                LogicalPlanBuilder::values(sets.iter().map(|s| vec![lit(*s as i64)]).collect())?
-                    .project(vec![col("column1").alias(SET_ID)])?
-                    .build()?;
-            let expanded = LogicalPlanBuilder::from(ids).cross_join(keyed)?.build()?;
-            let mut exprs = all_columns(&expanded);
-            let mut cells = Vec::with_capacity(k + 1);
-            for i in 0..k {
-                let kept =
-                    binary_expr(col(SET_ID), Operator::BitwiseAnd, lit(set_bit(k, i) as i64))
-                        .eq(lit(0i64));
-                let name = format!("__fs_g{i}");
-                exprs.push(when(kept, col(grouping_key(i))).end()?.alias(&name));
-                cells.push(col(name.as_str()));
-            }
-            cells.push(col(SET_ID));
-            let plan = LogicalPlanBuilder::from(expanded).project(exprs)?.build()?;
+            let (plan, cells) = expand(keyed)?;
             (plan, cells, None)
         }
     };
@@ -390,10 +391,43 @@ fn rewrite_aggregate(
     finish_aggregate(agg, input, person_keys, udfs)
 }
 
+/// `plan` (with the [`grouping_key`] columns) with each row copied once per grouping set
+/// of `sets` (a cross join with the set ids), and the copies' cells: the keys, NULL where the
+/// set leaves them out, and the set id. With no keys, `plan` itself and no cells.
+fn copy_per_set(
+    plan: LogicalPlan,
+    k: usize,
+    sets: &[u64],
+) -> Result<(LogicalPlan, Vec<Expr>), RewriteError> {
+    if k == 0 {
+        return Ok((plan, Vec::new()));
+    }
+    let ids = LogicalPlanBuilder::values(sets.iter().map(|s| vec![lit(*s as i64)]).collect())?
+        .project(vec![col("column1").alias(SET_ID)])?
+        .build()?;
+    let expanded = LogicalPlanBuilder::from(ids).cross_join(plan)?.build()?;
+    let mut exprs = all_columns(&expanded);
+    let mut cells = Vec::with_capacity(k + 1);
+    for i in 0..k {
+        let kept =
+            binary_expr(col(SET_ID), Operator::BitwiseAnd, lit(set_bit(k, i) as i64)).eq(lit(0i64));
+        let name = format!("__fs_g{i}");
+        exprs.push(when(kept, col(grouping_key(i))).end()?.alias(&name));
+        cells.push(col(name.as_str()));
+    }
+    cells.push(col(SET_ID));
+    let plan = LogicalPlanBuilder::from(expanded).project(exprs)?.build()?;
+    Ok((plan, cells))
+}
+
 /// The column of grouping key `i` computed before the rows are copied per grouping set.
 fn grouping_key(i: usize) -> String {
     format!("__fs_key{i}")
 }
+
+/// Grouping expressions of a grouping-sets aggregation at most (its grouping id has a bit
+/// for each, in 64 bits).
+const MAX_GROUPING_COLUMNS: usize = 60;
 
 /// What [`pre_aggregate`] did.
 enum Pre {
@@ -481,6 +515,9 @@ fn pre_aggregate(
         }
     }
     group.extend(atoms);
+    if k + group.len() > MAX_GROUPING_COLUMNS {
+        return Ok(Pre::NotPossible(input));
+    }
     let keys = |set: u64| {
         (0..k)
             .filter(move |i| set & set_bit(k, *i) == 0)
