@@ -461,7 +461,25 @@ impl<'a> LowEffect<'a> {
         if conds.is_empty() {
             return Ok(base);
         }
-        let out = self.neutralise(base, conds, cells, unit)?;
+        // The cells' keys as columns, for the measurement of one conjunction of conditions
+        // without copies ([`LowEffect::apply_sets`] with the cells as the only set).
+        let mut exprs = columns_of(base.schema());
+        let mut keys = Vec::with_capacity(cells.len());
+        for c in cells {
+            let name = self.name("ck");
+            exprs.push(c.clone().unalias().alias(&name));
+            keys.push(atom(&name));
+        }
+        let keyed = LogicalPlanBuilder::from(base).project(exprs)?.build()?;
+        let conds = conds.into_iter().map(LiftedCondition).collect();
+        let expand = |plan: LogicalPlan| Ok((plan, keys.clone()));
+        let out = match self.apply_sets(keyed, conds, &keys, &[0], unit, &expand)? {
+            Ok((out, _)) => out,
+            Err((keyed, conds)) => {
+                let conds = conds.into_iter().map(|c| c.0).collect();
+                self.neutralise(keyed, conds, cells, unit)?
+            }
+        };
         Ok(LogicalPlanBuilder::from(out)
             .project(columns_of(&schema))?
             .build()?)
@@ -578,14 +596,20 @@ impl<'a> LowEffect<'a> {
                 .collect::<Vec<_>>();
             Ok(LogicalPlanBuilder::from(plan).project(exprs)?.build()?)
         };
-        let counted = if k == 0 {
-            LogicalPlanBuilder::from(side)
+        let counted = if sets.len() == 1 {
+            // The cells themselves only: a plain aggregation.
+            let mut group = keys.to_vec();
+            group.push(atom(&ks));
+            let mut exprs = keys.to_vec();
+            exprs.extend([atom(&ks), atom(&n), lit(0i64).alias(&set)]);
+            let plan = LogicalPlanBuilder::from(side)
                 .aggregate(
-                    vec![atom(&ks)],
+                    group,
                     vec![distinct_upto(atom(&u), self.threshold).alias(&n)],
                 )?
-                .project(vec![atom(&ks), atom(&n), lit(0i64).alias(&set)])?
-                .build()?
+                .project(exprs)?
+                .build()?;
+            named(plan, &key_cols)?
         } else {
             let kept = |s: u64| -> Vec<Expr> {
                 (0..k)
@@ -698,17 +722,15 @@ impl<'a> LowEffect<'a> {
         let one_r = self.name("one");
         with_cells.push(lit(0i64).alias(&one_r));
         right_keys.push(Column::from_name(&one_r));
-        let mut left_keys: Vec<Column> = if k == 0 {
-            Vec::new()
-        } else {
-            cell_cols
-                .iter()
-                .map(|e| match e {
-                    Expr::Column(c) => c.clone(),
-                    _ => unreachable!("cell columns"),
-                })
-                .collect()
-        };
+        // The copies' cells are the keys, and the set id when there are copies.
+        let mut left_keys: Vec<Column> = cell_cols
+            .iter()
+            .take(cells.len())
+            .map(|e| match e {
+                Expr::Column(c) => c.clone(),
+                _ => unreachable!("cell columns"),
+            })
+            .collect();
         left_keys.push(Column::from_name(&one));
         let lists = [low];
         let larges = [large];
