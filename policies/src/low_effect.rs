@@ -521,8 +521,7 @@ impl<'a> LowEffect<'a> {
     /// `AND`, after [`LowEffect::canon`]). Returns the rows that pass the conditions with
     /// the low-effect ones neutralised, copied per grouping set by `expand` (which returns
     /// the copies and their cells: the keys, NULL where left out, and the set id), or gives
-    /// `keyed` and the conditions back when they are not one conjunction (or there are
-    /// none).
+    /// `keyed` and the conditions back when they are not one conjunction.
     ///
     /// The same answer as [`LowEffect::apply_lifted`] over the copies, computed in a way that
     /// does not copy every row: the effects are counted per set, cell and mask in one
@@ -540,8 +539,7 @@ impl<'a> LowEffect<'a> {
         expand: &dyn Fn(LogicalPlan) -> Result<(LogicalPlan, Vec<Expr>), RewriteError>,
     ) -> Result<SetsOutcome, RewriteError> {
         if conds.is_empty() {
-            // Nothing to measure: the caller's pre-aggregation copies fewer rows.
-            return Ok(Err((keyed, conds)));
+            return Ok(Ok(expand(keyed)?));
         }
         let canonical = self.canon(Cond::And(conds.iter().map(|c| c.0.clone()).collect()));
         let formula = Formula::new(canonical);
