@@ -49,23 +49,22 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use datafusion::arrow;
 use datafusion::common::tree_node::TreeNode;
 use datafusion::common::{Column, DFSchemaRef, NullEquality};
 use datafusion::functions::expr_fn::coalesce;
 use datafusion::functions_aggregate::expr_fn::{array_agg, bit_or, bool_or, count};
 use datafusion::functions_nested::expr_fn::{array_compact, array_has, make_array};
-use datafusion::logical_expr::expr::{GroupingSet, InList, InSubquery, Like};
+use datafusion::logical_expr::expr::{InList, InSubquery, Like};
 use datafusion::logical_expr::utils::{conjunction, disjunction, split_conjunction_owned};
 use datafusion::logical_expr::{
     Aggregate, Between, BinaryExpr, Expr, ExprFunctionExt, Filter, Join, JoinType, LogicalPlan,
-    LogicalPlanBuilder, Operator, Projection, SubqueryAlias, binary_expr, cast, lit, when,
+    LogicalPlanBuilder, Operator, Projection, SubqueryAlias, binary_expr, lit, when,
 };
 
 use crate::analysis::{self, Kind, TableFacts};
 use crate::capped::distinct_upto;
 use crate::register::OutputControl;
-use crate::rewrite::RewriteError;
+use crate::rewrite::{RewriteError, aggregate_per_set};
 
 /// Children of one `AND`/`OR` node at most (a mask is a bit set in an `Int64`, next to the
 /// node's id); longer lists are split into nested nodes of the same kind.
@@ -546,7 +545,6 @@ impl<'a> LowEffect<'a> {
         if formula.nodes.len() != 1 {
             return Ok(Err((keyed, conds)));
         }
-        let k = keys.len();
         // Every row's key: its fail mask when it fails (node 0), else the pass pseudo-key.
         let pass_key = 1i64 << MASK_BITS;
         let ks = self.name("ks");
@@ -611,37 +609,14 @@ impl<'a> LowEffect<'a> {
                 .build()?;
             named(plan, &key_cols)?
         } else {
-            let kept = |s: u64| -> Vec<Expr> {
-                (0..k)
-                    .filter(|i| s & (1 << (k - 1 - i)) == 0)
-                    .map(|i| keys[i].clone())
-                    .chain([atom(&ks)])
-                    .collect()
-            };
-            let plan = LogicalPlanBuilder::from(side)
-                .aggregate(
-                    vec![Expr::GroupingSet(GroupingSet::GroupingSets(
-                        sets.iter().map(|s| kept(*s)).collect(),
-                    ))],
-                    vec![distinct_upto(atom(&u), self.threshold).alias(&n)],
-                )?
-                .build()?;
-            // The grouping id has a bit per key, then one for the key column (always kept).
-            let mut exprs = keys.to_vec();
-            exprs.extend([
-                atom(&ks),
-                atom(&n),
-                binary_expr(
-                    cast(
-                        atom(Aggregate::INTERNAL_GROUPING_ID),
-                        arrow::datatypes::DataType::Int64,
-                    ),
-                    Operator::BitwiseShiftRight,
-                    lit(1i64),
-                )
-                .alias(&set),
-            ]);
-            let plan = LogicalPlanBuilder::from(plan).project(exprs)?.build()?;
+            let plan = aggregate_per_set(
+                side,
+                keys,
+                sets,
+                &[atom(&ks)],
+                vec![distinct_upto(atom(&u), self.threshold).alias(&n)],
+                &set,
+            )?;
             named(plan, &key_cols)?
         };
         let mask_of = || {

@@ -518,29 +518,46 @@ fn pre_aggregate(
     if k + group.len() > MAX_GROUPING_COLUMNS {
         return Ok(Pre::NotPossible(input));
     }
-    let keys = |set: u64| {
-        (0..k)
-            .filter(move |i| set & set_bit(k, *i) == 0)
-            .map(|i| col(grouping_key(i)))
-    };
     if k == 0 {
         let plan = LogicalPlan::Aggregate(Aggregate::try_new(Arc::new(input), group, aggr)?);
         return Ok(Pre::Done { plan, partials });
     }
-    // One aggregation over every grouping set. Its grouping id has a bit per distinct
-    // grouping expression, the first one highest, set where the expression is left out:
-    // the keys come first, so the set id is the id without the other expressions' bits.
+    let keys: Vec<Expr> = (0..k).map(|i| col(grouping_key(i))).collect();
+    let plan = aggregate_per_set(input, &keys, sets, &group, aggr, SET_ID)?;
+    Ok(Pre::Done { plan, partials })
+}
+
+/// One aggregation of `input` over every grouping set of `sets` (the keys of `keys` a set
+/// keeps, NULL where it leaves them out, each followed by `group`), with `aggr`. Its output:
+/// the keys, `group`, `aggr`, and the set id (in [`set_bit`] bits) as `set_name`.
+pub(crate) fn aggregate_per_set(
+    input: LogicalPlan,
+    keys: &[Expr],
+    sets: &[u64],
+    group: &[Expr],
+    aggr: Vec<Expr>,
+    set_name: &str,
+) -> Result<LogicalPlan, RewriteError> {
+    let k = keys.len();
     let grouping_sets: Vec<Vec<Expr>> = sets
         .iter()
-        .map(|set| keys(*set).chain(group.iter().cloned()).collect())
+        .map(|set| {
+            (0..k)
+                .filter(|i| set & set_bit(k, *i) == 0)
+                .map(|i| keys[i].clone())
+                .chain(group.iter().cloned())
+                .collect()
+        })
         .collect();
-    let n = k + group.len();
     let plan = LogicalPlanBuilder::from(input)
         .aggregate(
             vec![Expr::GroupingSet(GroupingSet::GroupingSets(grouping_sets))],
             aggr,
         )?
         .build()?;
+    // The grouping id has a bit per distinct grouping expression, the first one highest, set
+    // where the expression is left out: the keys come first, so the set id is the id without
+    // the other expressions' bits.
     let mut exprs: Vec<Expr> = all_columns(&plan)
         .into_iter()
         .filter(|e| !matches!(e, Expr::Column(c) if c.name == Aggregate::INTERNAL_GROUPING_ID))
@@ -549,12 +566,11 @@ fn pre_aggregate(
         binary_expr(
             cast(col(Aggregate::INTERNAL_GROUPING_ID), DataType::Int64),
             Operator::BitwiseShiftRight,
-            lit((n - k) as i64),
+            lit(group.len() as i64),
         )
-        .alias(SET_ID),
+        .alias(set_name),
     );
-    let plan = LogicalPlanBuilder::from(plan).project(exprs)?.build()?;
-    Ok(Pre::Done { plan, partials })
+    Ok(LogicalPlanBuilder::from(plan).project(exprs)?.build()?)
 }
 
 /// The input of a cell aggregate's rewrite, prepared by [`rewrite_aggregate`].
