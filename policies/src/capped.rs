@@ -6,15 +6,22 @@
 //! `COUNT(DISTINCT patient_id)` keeps every person of every group in its state (and ships
 //! them between the partial and final aggregation); this keeps at most `cap` of them, so the
 //! state of a group is a few integers whatever its size. Exact below the cap.
+//!
+//! With `GROUP BY` it runs as a [`GroupsAccumulator`]: the values of every group sit in one
+//! flat vector (`cap` slots per group), so a row costs an index and a scan of at most `cap`
+//! integers, with no per-group allocation (DataFusion's adapter for per-group
+//! [`Accumulator`]s slices and dispatches per group and batch).
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, AsArray};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, ListArray};
+use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Int64Type};
-use datafusion::common::{Result, ScalarValue};
+use datafusion::common::{Result, ScalarValue, internal_err};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{
-    Accumulator, AggregateUDF, AggregateUDFImpl, Expr, Signature, Volatility,
+    Accumulator, AggregateUDF, AggregateUDFImpl, EmitTo, Expr, GroupsAccumulator, Signature,
+    Volatility,
 };
 
 /// `fs_distinct_upto(x)` with the cap `cap`, called on `x`.
@@ -68,6 +75,169 @@ impl AggregateUDFImpl for DistinctUpto {
             cap: self.cap,
             seen: Vec::with_capacity(self.cap),
         }))
+    }
+
+    fn groups_accumulator_supported(&self, _args: AccumulatorArgs) -> bool {
+        true
+    }
+
+    fn create_groups_accumulator(
+        &self,
+        _args: AccumulatorArgs,
+    ) -> Result<Box<dyn GroupsAccumulator>> {
+        Ok(Box::new(UptoGroups::new(self.cap)))
+    }
+}
+
+/// Up to `cap` distinct values per group, for every group: group `g`'s values are
+/// `values[g * cap..][..lens[g]]`.
+#[derive(Debug)]
+struct UptoGroups {
+    cap: usize,
+    lens: Vec<u32>,
+    values: Vec<i64>,
+}
+
+impl UptoGroups {
+    fn new(cap: usize) -> UptoGroups {
+        UptoGroups {
+            cap,
+            lens: Vec::new(),
+            values: Vec::new(),
+        }
+    }
+
+    fn resize(&mut self, groups: usize) {
+        self.lens.resize(groups, 0);
+        self.values.resize(groups * self.cap, 0);
+    }
+
+    /// Adds `v` to group `g`'s values unless it is there or the group is full.
+    #[inline]
+    fn add(&mut self, g: usize, v: i64) {
+        let len = self.lens[g] as usize;
+        if len >= self.cap {
+            return;
+        }
+        let start = g * self.cap;
+        if !self.values[start..start + len].contains(&v) {
+            self.values[start + len] = v;
+            self.lens[g] += 1;
+        }
+    }
+
+    /// The lengths and values of the groups `emit_to` takes; the rest move to the front.
+    fn take(&mut self, emit_to: EmitTo) -> (Vec<u32>, Vec<i64>) {
+        let lens = emit_to.take_needed(&mut self.lens);
+        let values = match emit_to {
+            EmitTo::All => std::mem::take(&mut self.values),
+            EmitTo::First(n) => {
+                let rest = self.values.split_off(n * self.cap);
+                std::mem::replace(&mut self.values, rest)
+            }
+        };
+        (lens, values)
+    }
+}
+
+/// Whether row `i` is counted: its filter (if any) is true.
+#[inline]
+fn selected(filter: Option<&BooleanArray>, i: usize) -> bool {
+    filter.is_none_or(|f| f.is_valid(i) && f.value(i))
+}
+
+impl GroupsAccumulator for UptoGroups {
+    fn update_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        opt_filter: Option<&BooleanArray>,
+        total_num_groups: usize,
+    ) -> Result<()> {
+        self.resize(total_num_groups);
+        let values = values[0].as_primitive::<Int64Type>();
+        for (i, g) in group_indices.iter().enumerate() {
+            if values.is_valid(i) && selected(opt_filter, i) {
+                self.add(*g, values.value(i));
+            }
+        }
+        Ok(())
+    }
+
+    fn merge_batch(
+        &mut self,
+        values: &[ArrayRef],
+        group_indices: &[usize],
+        total_num_groups: usize,
+    ) -> Result<()> {
+        self.resize(total_num_groups);
+        let lists = values[0].as_list::<i32>();
+        let items = lists.values().as_primitive::<Int64Type>();
+        let offsets = lists.value_offsets();
+        for (i, g) in group_indices.iter().enumerate() {
+            if lists.is_null(i) {
+                continue;
+            }
+            for j in offsets[i] as usize..offsets[i + 1] as usize {
+                if items.is_valid(j) {
+                    self.add(*g, items.value(j));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
+        let (lens, _) = self.take(emit_to);
+        Ok(Arc::new(Int64Array::from_iter_values(
+            lens.into_iter().map(i64::from),
+        )))
+    }
+
+    fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
+        let (lens, values) = self.take(emit_to);
+        let cap = self.cap;
+        let flat: Vec<i64> = lens
+            .iter()
+            .enumerate()
+            .flat_map(|(g, len)| values[g * cap..g * cap + *len as usize].iter().copied())
+            .collect();
+        let offsets = OffsetBuffer::from_lengths(lens.iter().map(|l| *l as usize));
+        Ok(vec![Arc::new(ListArray::try_new(
+            Arc::new(Field::new_list_field(DataType::Int64, true)),
+            offsets,
+            Arc::new(Int64Array::from(flat)),
+            None,
+        )?)])
+    }
+
+    fn convert_to_state(
+        &self,
+        values: &[ArrayRef],
+        opt_filter: Option<&BooleanArray>,
+    ) -> Result<Vec<ArrayRef>> {
+        // Each row as its own group: a list of its value, or an empty list.
+        let Some(values) = values[0].as_primitive_opt::<Int64Type>() else {
+            return internal_err!("fs_distinct_upto expects Int64 values");
+        };
+        let keep = |i: usize| values.is_valid(i) && selected(opt_filter, i);
+        let lens = (0..values.len()).map(|i| usize::from(keep(i)));
+        let flat: Vec<i64> = (0..values.len())
+            .filter(|i| keep(*i))
+            .map(|i| values.value(i))
+            .collect();
+        Ok(vec![Arc::new(ListArray::try_new(
+            Arc::new(Field::new_list_field(DataType::Int64, true)),
+            OffsetBuffer::from_lengths(lens),
+            Arc::new(Int64Array::from(flat)),
+            None,
+        )?)])
+    }
+
+    fn size(&self) -> usize {
+        std::mem::size_of_val(self)
+            + self.lens.capacity() * std::mem::size_of::<u32>()
+            + self.values.capacity() * std::mem::size_of::<i64>()
     }
 }
 
@@ -182,5 +352,54 @@ mod tests {
             .collect();
         assert_eq!(g, vec![1, 2]);
         assert_eq!(n, vec![2, 10]);
+    }
+
+    fn counts(acc: &mut UptoGroups, emit: EmitTo) -> Vec<i64> {
+        let out = acc.evaluate(emit).expect("evaluate");
+        out.as_primitive::<Int64Type>().values().to_vec()
+    }
+
+    /// The per-group accumulator: filters and NULLs are not counted, values are distinct
+    /// and capped per group, `EmitTo::First` emits the first groups and keeps the rest, and
+    /// a state (and each row's state from `convert_to_state`) merged into another
+    /// accumulator counts the same values.
+    #[test]
+    fn groups_accumulator_counts_per_group_and_merges() {
+        let values: ArrayRef = Arc::new(Int64Array::from(vec![
+            Some(1),
+            Some(1),
+            Some(2),
+            None,
+            Some(3),
+            Some(4),
+            Some(5),
+            Some(6),
+            Some(7),
+        ]));
+        let groups = [0, 0, 0, 0, 1, 2, 2, 2, 2];
+        // Row 2 (group 0's value 2) is filtered out.
+        let filter =
+            BooleanArray::from(vec![true, true, false, true, true, true, true, true, true]);
+        let mut acc = UptoGroups::new(3);
+        acc.update_batch(&[Arc::clone(&values)], &groups, Some(&filter), 4)
+            .expect("update");
+        // Group 0: {1}; group 1: {3}; group 2: {4, 5, 6, 7} capped at 3; group 3: none.
+        let state = acc.state(EmitTo::All).expect("state");
+        let mut merged = UptoGroups::new(3);
+        merged.merge_batch(&state, &[0, 1, 2, 3], 4).expect("merge");
+        // The same values again change nothing; a new value for group 0 counts.
+        merged
+            .update_batch(&[Arc::new(Int64Array::from(vec![1, 9]))], &[0, 0], None, 4)
+            .expect("update");
+        assert_eq!(counts(&mut merged, EmitTo::First(2)), vec![2, 1]);
+        assert_eq!(counts(&mut merged, EmitTo::All), vec![3, 0]);
+
+        // Each row as its own state, merged per group, is the same as the rows themselves.
+        let rows = UptoGroups::new(3)
+            .convert_to_state(&[Arc::clone(&values)], Some(&filter))
+            .expect("convert");
+        let mut from_rows = UptoGroups::new(3);
+        from_rows.merge_batch(&rows, &groups, 4).expect("merge");
+        assert_eq!(counts(&mut from_rows, EmitTo::All), vec![1, 1, 3, 0]);
     }
 }

@@ -31,10 +31,12 @@ pub mod error;
 pub mod gate;
 mod low_effect;
 pub mod output;
+mod per_date;
 pub mod query;
 pub mod register;
 pub mod reports;
 pub mod rewrite;
+mod shared;
 pub mod side_channel;
 pub mod view;
 

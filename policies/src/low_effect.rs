@@ -63,6 +63,7 @@ use datafusion::logical_expr::{
 
 use crate::analysis::{self, Kind, TableFacts};
 use crate::capped::distinct_upto;
+use crate::per_date::per_distinct_date;
 use crate::register::OutputControl;
 use crate::rewrite::{RewriteError, aggregate_per_set};
 
@@ -466,7 +467,8 @@ impl<'a> LowEffect<'a> {
         let mut keys = Vec::with_capacity(cells.len());
         for c in cells {
             let name = self.name("ck");
-            exprs.push(c.clone().unalias().alias(&name));
+            let c = per_distinct_date(c.clone().unalias(), base.schema())?;
+            exprs.push(c.alias(&name));
             keys.push(atom(&name));
         }
         let keyed = LogicalPlanBuilder::from(base).project(exprs)?.build()?;
@@ -661,10 +663,14 @@ impl<'a> LowEffect<'a> {
             )?
             .build()?;
 
+        // The cells' masks are read twice (3. and 4.): computed once.
+        let shared = self.name("cells");
+        let (cells_plan, cells_again) = crate::shared::twice(cells_plan, &shared)?;
+
         // 3. The masks that are low-effect in some cell that persons pass: only rows with one
         // of them (or that pass) can be counted in a cell. (The masks of node 0 are its keys.)
         let low_mask = self.name("lowmask");
-        let low_any = LogicalPlanBuilder::from(cells_plan.clone())
+        let low_any = LogicalPlanBuilder::from(cells_again)
             .filter(atom(&pass).is_true())?
             .unnest_column(Column::from_name(&low))?
             .filter(atom(&low).is_not_null())?

@@ -53,6 +53,7 @@ use crate::analysis::{self, Kind, TableFacts};
 use crate::decision::Refusal;
 use crate::low_effect::LowEffect as Detection;
 use crate::output;
+use crate::per_date::per_distinct_date;
 use crate::register::OutputControl;
 
 /// Why a plan could not be rewritten. Either way nothing is released.
@@ -315,7 +316,11 @@ fn rewrite_aggregate(
     let sets = coarser_sets(k);
     let unit_schema = Arc::clone(threaded.schema());
     let Some(low_effect) = low_effect else {
-        let cells = agg.group_expr.clone();
+        let cells = agg
+            .group_expr
+            .iter()
+            .map(|g| per_distinct_date(g.clone(), threaded.schema()))
+            .collect::<datafusion::common::Result<Vec<_>>>()?;
         let input = CellInput {
             input: threaded,
             cells,
@@ -332,12 +337,10 @@ fn rewrite_aggregate(
     // The grouping keys, computed once per row.
     let mut exprs = all_columns(&lifted);
     let n_lifted = exprs.len();
-    exprs.extend(
-        agg.group_expr
-            .iter()
-            .enumerate()
-            .map(|(i, g)| g.clone().unalias().alias(grouping_key(i))),
-    );
+    for (i, g) in agg.group_expr.iter().enumerate() {
+        let g = per_distinct_date(g.clone().unalias(), lifted.schema())?;
+        exprs.push(g.alias(grouping_key(i)));
+    }
     let atoms: Vec<Expr> = exprs[unit_schema.fields().len()..n_lifted].to_vec();
     let keyed = LogicalPlanBuilder::from(lifted).project(exprs)?.build()?;
     let key_cols: Vec<Expr> = (0..k).map(|i| col(grouping_key(i))).collect();

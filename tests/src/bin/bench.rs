@@ -33,6 +33,7 @@ use clap::Parser;
 use fivesafes_engine::ingest::{self, IngestOptions};
 use fivesafes_engine::keys::Keys;
 use fivesafes_engine::synth::{self, SynthOptions};
+use fivesafes_policies::query;
 use fivesafes_server::run::run_sql;
 use fivesafes_tests::bench::audit::{append_rate, throughput};
 use fivesafes_tests::bench::env::{self, ANALYST_PROJECT, Env, REPORTS_PROJECT};
@@ -42,6 +43,7 @@ use fivesafes_tests::bench::queries::{
     LOAD_MIX, QUERIES, QueryTiming, TRIVIAL, protected, unprotected,
 };
 use fivesafes_tests::bench::{Figure, Machine, load, median, ms, plain_convert, reports};
+use futures::TryStreamExt;
 
 /// Benchmarks of fivesafes; prints every figure and writes them as JSON.
 #[derive(Debug, Parser)]
@@ -86,6 +88,11 @@ struct Args {
     /// Skip the audit log measurements.
     #[arg(long)]
     skip_audit: bool,
+    /// Instead of the figures: run the named query once (protected, then unprotected) and
+    /// print each physical plan with its operators' metrics (rows and time), to find what a
+    /// protected query spends its time on. Synthetic data only: the metrics hold counts.
+    #[arg(long, value_name = "QUERY")]
+    profile: Option<String>,
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -127,6 +134,10 @@ async fn main() -> Result<()> {
         .context(env.project(ANALYST_PROJECT)?)
         .await
         .map_err(|s| anyhow!("{}", s.message()))?;
+
+    if let Some(name) = &args.profile {
+        return profile_query(&cx, name).await;
+    }
 
     // 3. Analyst queries, four ways.
     let mut flight = FlightClient::connect(&env.analyst_connection()).await?;
@@ -432,6 +443,39 @@ async fn main() -> Result<()> {
 }
 
 /// The summary figures of the query measurements.
+/// `--profile`: the named query's protected and unprotected physical plans, run once each,
+/// with their metrics.
+async fn profile_query(cx: &query::ProjectContext, name: &str) -> Result<()> {
+    let q = QUERIES.iter().find(|q| q.name == name).ok_or_else(|| {
+        let names: Vec<&str> = QUERIES.iter().map(|q| q.name).collect();
+        anyhow!(
+            "no benchmark query {name:?}; the queries are {}",
+            names.join(", ")
+        )
+    })?;
+    let protected = cx.prepare(q.sql).await?.physical_plan(cx).await?;
+    let unprotected = cx
+        .session()
+        .state()
+        .create_physical_plan(&cx.plan_unprotected(q.sql).await?)
+        .await?;
+    for (what, plan) in [("protected", protected), ("unprotected", unprotected)] {
+        let t = Instant::now();
+        let _: Vec<datafusion::arrow::array::RecordBatch> =
+            query::execute(&plan, cx)?.try_collect().await?;
+        let elapsed = ms(t.elapsed());
+        println!("\n== {name}, {what}: {elapsed:.0} ms\n");
+        println!(
+            "{}",
+            datafusion::physical_plan::display::DisplayableExecutionPlan::with_metrics(
+                plan.as_ref()
+            )
+            .indent(true)
+        );
+    }
+    Ok(())
+}
+
 fn query_figures(t: &[QueryTiming], tp: f64, ts: f64, tf: f64, figures: &mut Vec<Figure>) {
     let mut ratios: Vec<f64> = t.iter().map(|q| q.ratio).collect();
     let mut overheads: Vec<f64> = t.iter().map(|q| q.flight_overhead_ms).collect();
