@@ -88,7 +88,8 @@ struct Args {
     /// Skip the audit log measurements.
     #[arg(long)]
     skip_audit: bool,
-    /// Instead of the figures: run the named query once (protected, then unprotected) and
+    /// Instead of the figures: run the named query (a benchmark query's name, `load0`… for
+    /// the load mix's queries, or SQL) once (protected, then unprotected) and
     /// print each physical plan with its operators' metrics (rows and time), to find what a
     /// protected query spends its time on. Synthetic data only: the metrics hold counts.
     #[arg(long, value_name = "QUERY")]
@@ -446,18 +447,34 @@ async fn main() -> Result<()> {
 /// `--profile`: the named query's protected and unprotected physical plans, run once each,
 /// with their metrics.
 async fn profile_query(cx: &query::ProjectContext, name: &str) -> Result<()> {
-    let q = QUERIES.iter().find(|q| q.name == name).ok_or_else(|| {
-        let names: Vec<&str> = QUERIES.iter().map(|q| q.name).collect();
-        anyhow!(
-            "no benchmark query {name:?}; the queries are {}",
-            names.join(", ")
-        )
-    })?;
-    let protected = cx.prepare(q.sql).await?.physical_plan(cx).await?;
+    let sql = match QUERIES.iter().find(|q| q.name == name) {
+        Some(q) => q.sql,
+        // The load mix's queries by number, or any SQL.
+        None => match name
+            .strip_prefix("load")
+            .and_then(|i| i.parse::<usize>().ok())
+        {
+            Some(i) if i < LOAD_MIX.len() => LOAD_MIX[i],
+            _ if name.trim_start().to_uppercase().starts_with("SELECT")
+                || name.trim_start().to_uppercase().starts_with("WITH") =>
+            {
+                name
+            }
+            _ => {
+                let names: Vec<&str> = QUERIES.iter().map(|q| q.name).collect();
+                return Err(anyhow!(
+                    "no benchmark query {name:?}; give one of {}, load0..load{}, or SQL",
+                    names.join(", "),
+                    LOAD_MIX.len() - 1
+                ));
+            }
+        },
+    };
+    let protected = cx.prepare(sql).await?.physical_plan(cx).await?;
     let unprotected = cx
         .session()
         .state()
-        .create_physical_plan(&cx.plan_unprotected(q.sql).await?)
+        .create_physical_plan(&cx.plan_unprotected(sql).await?)
         .await?;
     for (what, plan) in [("protected", protected), ("unprotected", unprotected)] {
         let t = Instant::now();
