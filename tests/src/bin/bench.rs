@@ -443,7 +443,6 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-/// The summary figures of the query measurements.
 /// `--profile`: the named query's protected and unprotected physical plans, run once each,
 /// with their metrics.
 async fn profile_query(cx: &query::ProjectContext, name: &str) -> Result<()> {
@@ -455,8 +454,9 @@ async fn profile_query(cx: &query::ProjectContext, name: &str) -> Result<()> {
             .and_then(|i| i.parse::<usize>().ok())
         {
             Some(i) if i < LOAD_MIX.len() => LOAD_MIX[i],
-            _ if name.trim_start().to_uppercase().starts_with("SELECT")
-                || name.trim_start().to_uppercase().starts_with("WITH") =>
+            _ if ["SELECT", "WITH"]
+                .iter()
+                .any(|k| name.trim_start().to_uppercase().starts_with(k)) =>
             {
                 name
             }
@@ -493,6 +493,7 @@ async fn profile_query(cx: &query::ProjectContext, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// The summary figures of the query measurements.
 fn query_figures(t: &[QueryTiming], tp: f64, ts: f64, tf: f64, figures: &mut Vec<Figure>) {
     let mut ratios: Vec<f64> = t.iter().map(|q| q.ratio).collect();
     let mut overheads: Vec<f64> = t.iter().map(|q| q.flight_overhead_ms).collect();
