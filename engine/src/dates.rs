@@ -57,11 +57,35 @@ pub fn parse_ymd(s: &[u8]) -> Option<i32> {
     let y = num(&s[0..4])? as i32;
     let m = num(&s[5..7])?;
     let d = num(&s[8..10])?;
-    if !(1850..=2199).contains(&y) || !(1..=12).contains(&m) || d == 0 || d > days_in_month(y, m) {
+    if !(FIRST_YEAR..=LAST_YEAR).contains(&y)
+        || !(1..=12).contains(&m)
+        || d == 0
+        || d > days_in_month(y, m)
+    {
         return None;
     }
-    Some(days_from_civil(y, m, d))
+    // Table lookups: this runs for every date of every extract.
+    Some(MONTH_STARTS[(y - FIRST_YEAR) as usize][m as usize - 1] + d as i32 - 1)
 }
+
+/// Years `parse_ymd` accepts.
+const FIRST_YEAR: i32 = 1850;
+const LAST_YEAR: i32 = 2199;
+
+/// Day number of the first of each month of each accepted year.
+static MONTH_STARTS: [[i32; 12]; (LAST_YEAR - FIRST_YEAR + 1) as usize] = {
+    let mut t = [[0; 12]; (LAST_YEAR - FIRST_YEAR + 1) as usize];
+    let mut y = 0;
+    while y < t.len() {
+        let mut m = 0;
+        while m < 12 {
+            t[y][m] = days_from_civil(FIRST_YEAR + y as i32, m as u32 + 1, 1);
+            m += 1;
+        }
+        y += 1;
+    }
+    t
+};
 
 /// The first day of the month of a day number.
 pub fn first_of_month(days: i32) -> i32 {
@@ -111,6 +135,15 @@ mod tests {
             rfc3339(UNIX_EPOCH + std::time::Duration::from_secs(86_400 + 3_723)),
             "1970-01-02T01:02:03Z"
         );
+    }
+
+    #[test]
+    fn parse_agrees_with_the_calendar_on_every_accepted_day() {
+        for days in days_from_civil(FIRST_YEAR, 1, 1)..=days_from_civil(LAST_YEAR, 12, 31) {
+            assert_eq!(parse_ymd(format_ymd(days).as_bytes()), Some(days));
+        }
+        assert_eq!(parse_ymd(b"1849-12-31"), None);
+        assert_eq!(parse_ymd(b"2200-01-01"), None);
     }
 
     #[test]

@@ -12,7 +12,8 @@ use arrow::datatypes::{DataType, SchemaRef};
 use arrow::error::ArrowError;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterPropertiesBuilder};
+use parquet::schema::types::ColumnPath;
 
 use crate::Result;
 use crate::catalog::{PRIVACY_UNIT, RECORD_KEY, TableDef};
@@ -28,6 +29,10 @@ pub const BATCH_ROWS: usize = 64 * 1024;
 /// Parquet writer settings of the store (also used by the plain-conversion benchmark, so that
 /// the two are compared on equal terms).
 pub fn writer_properties() -> WriterProperties {
+    base_properties().build()
+}
+
+fn base_properties() -> WriterPropertiesBuilder {
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(1).expect("level 1 is valid"),
@@ -35,6 +40,17 @@ pub fn writer_properties() -> WriterProperties {
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_created_by(format!("fivesafes {}", env!("CARGO_PKG_VERSION")))
+}
+
+/// The store's writer settings for one table: [`writer_properties`], with no dictionary for
+/// its identifying columns. Those hold keyed pseudonyms, nearly one distinct value per row
+/// of a row group, so a dictionary would only be built to be abandoned at its size limit.
+pub fn table_properties(def: &TableDef) -> WriterProperties {
+    def.identifying
+        .iter()
+        .fold(base_properties(), |b, c| {
+            b.set_column_dictionary_enabled(ColumnPath::from(*c), false)
+        })
         .build()
 }
 
@@ -377,10 +393,7 @@ impl Rows {
         // the contiguous copy.
         let n = order.len();
         let w = self.width;
-        let mut packed: Vec<u64> = Vec::with_capacity(n * w);
-        for r in order {
-            packed.extend_from_slice(self.row(r));
-        }
+        let packed = self.gather(order);
         let rows = || packed.chunks_exact(w);
         let arrays: Vec<ArrayRef> = self
             .layout
@@ -434,6 +447,40 @@ impl Rows {
             })
             .collect::<Result<_>>()?;
         Ok(RecordBatch::try_new(self.schema.clone(), arrays)?)
+    }
+
+    /// The packed rows `order`, copied one after another. Rows are copied as fixed-size
+    /// arrays where the width allows, so that the copies are plain loads and stores whose
+    /// cache misses (the order is random) overlap, instead of one `memcpy` call per row.
+    fn gather(&self, order: impl ExactSizeIterator<Item = usize>) -> Vec<u64> {
+        fn fixed<const W: usize>(
+            words: &[u64],
+            order: impl ExactSizeIterator<Item = usize>,
+        ) -> Vec<u64> {
+            let rows: &[[u64; W]] = words.as_chunks::<W>().0;
+            let mut packed = Vec::with_capacity(order.len() * W);
+            for r in order {
+                packed.extend_from_slice(&rows[r]);
+            }
+            packed
+        }
+        match self.width {
+            1 => fixed::<1>(&self.words, order),
+            2 => fixed::<2>(&self.words, order),
+            3 => fixed::<3>(&self.words, order),
+            4 => fixed::<4>(&self.words, order),
+            5 => fixed::<5>(&self.words, order),
+            6 => fixed::<6>(&self.words, order),
+            7 => fixed::<7>(&self.words, order),
+            8 => fixed::<8>(&self.words, order),
+            w => {
+                let mut packed = Vec::with_capacity(order.len() * w);
+                for r in order {
+                    packed.extend_from_slice(self.row(r));
+                }
+                packed
+            }
+        }
     }
 
     /// Column `c` of row `r` as an order-preserving `u64` (strings by their interned id's
@@ -495,13 +542,23 @@ impl Rows {
                 .collect();
             return (ranks, span as u32 + 1);
         }
-        let mut distinct: Vec<u64> = (0..self.len).filter_map(value).collect();
-        distinct.sort_unstable();
-        distinct.dedup();
-        let ranks = (0..self.len)
-            .map(|r| value(r).map_or(0, |v| distinct.partition_point(|&d| d < v) as u32 + 1))
+        // A wide range (e.g. pseudonyms): sort (value, row) pairs and number the runs of
+        // equal values, rather than look each row's value up among the distinct values.
+        let mut pairs: Vec<(u64, u32)> = (0..self.len)
+            .filter_map(|r| value(r).map(|v| (v, r as u32)))
             .collect();
-        (ranks, distinct.len() as u32)
+        pairs.sort_unstable();
+        let mut ranks = vec![0u32; self.len];
+        let mut rank = 0u32;
+        let mut last = None;
+        for &(v, r) in &pairs {
+            if last != Some(v) {
+                rank += 1;
+                last = Some(v);
+            }
+            ranks[r as usize] = rank;
+        }
+        (ranks, rank)
     }
 
     /// The stable sorting permutation of the rows by the columns `sort_by`: rows with equal
@@ -524,11 +581,17 @@ impl Rows {
         if row_bits + key_bits <= 64 {
             // Pack each row's ranks and its row number into one u64 and radix-sort on the
             // rank bits; the sort is stable, so ties stay in row order.
-            let mut keys = vec![0u64; rows];
-            for (r, max) in &ranks {
-                let b = bits(*max);
+            // Each column's ranks are folded in and freed in turn; the keys are first written,
+            // not zeroed and then updated (which would fault every page in twice).
+            let mut ranks = ranks.into_iter();
+            let mut keys: Vec<u64> = match ranks.next() {
+                Some((r, _)) => r.into_iter().map(u64::from).collect(),
+                None => vec![0; rows],
+            };
+            for (r, max) in ranks {
+                let b = bits(max);
                 for (k, r) in keys.iter_mut().zip(r) {
-                    *k = (*k << b) | u64::from(*r);
+                    *k = (*k << b) | u64::from(r);
                 }
             }
             for (i, k) in keys.iter_mut().enumerate() {
@@ -600,7 +663,8 @@ pub fn write_table(staging: &Staging, def: &TableDef, rows: Rows) -> Result<File
     };
     let sort_ms = started.elapsed().as_millis() as u64;
     let (rel, file) = staging.create_table_file(def.name, 0)?;
-    let mut writer = ArrowWriter::try_new(file, rows.schema().clone(), Some(writer_properties()))?;
+    let mut writer =
+        ArrowWriter::try_new(file, rows.schema().clone(), Some(table_properties(def)))?;
     let with_nulls = rows.columns_with_nulls();
     for off in (0..n).step_by(BATCH_ROWS) {
         let end = (off + BATCH_ROWS).min(n);

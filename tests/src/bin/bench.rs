@@ -79,6 +79,10 @@ struct Args {
     /// Do not time ingest; reuse the store of an earlier run (ingested once if missing).
     #[arg(long)]
     skip_ingest: bool,
+    /// Measure only data generation and ingest (against the plain conversion), then print
+    /// and write those figures and stop.
+    #[arg(long, conflicts_with_all = ["skip_ingest", "profile"])]
+    ingest_only: bool,
     /// Skip the canned reports.
     #[arg(long)]
     skip_reports: bool,
@@ -119,6 +123,16 @@ async fn main() -> Result<()> {
         ingest::ingest(&quiet(IngestOptions::new(&extracts, &store)), &keys)?;
     } else {
         time_ingest(&args, &extracts, &store, &keys, runs, &mut figures)?;
+    }
+    if args.ingest_only {
+        let json = serde_json::json!({
+            "machine": machine,
+            "patients": args.patients,
+            "seed": args.seed,
+            "runs": runs,
+            "figures": figures,
+        });
+        return write_figures(&figures, &json, &args.json);
     }
 
     // 2. The server, in this process.
@@ -419,11 +433,6 @@ async fn main() -> Result<()> {
     ));
     env.stop().await?;
 
-    println!();
-    println!("{:<36} {:>14} {:<7} target", "figure", "value", "unit");
-    for f in &figures {
-        println!("{f}");
-    }
     let json = serde_json::json!({
         "machine": machine,
         "patients": args.patients,
@@ -437,9 +446,19 @@ async fn main() -> Result<()> {
         "load": load_result,
         "audit": audit_json,
     });
-    std::fs::write(&args.json, serde_json::to_vec_pretty(&json)?)
-        .with_context(|| args.json.display().to_string())?;
-    println!("figures written to {}", args.json.display());
+    write_figures(&figures, &json, &args.json)
+}
+
+/// Prints the figures as a table and writes `json` to `path`.
+fn write_figures(figures: &[Figure], json: &serde_json::Value, path: &Path) -> Result<()> {
+    println!();
+    println!("{:<36} {:>14} {:<7} target", "figure", "value", "unit");
+    for f in figures {
+        println!("{f}");
+    }
+    std::fs::write(path, serde_json::to_vec_pretty(json)?)
+        .with_context(|| path.display().to_string())?;
+    println!("figures written to {}", path.display());
     Ok(())
 }
 
