@@ -547,18 +547,11 @@ fn query_figures(t: &[QueryTiming], tp: f64, ts: f64, tf: f64, figures: &mut Vec
     // seconds it is mostly their run-to-run spread (it can be negative); the fixed cost that
     // Flight SQL adds to every query is measured on the public reference query.
     figures.push(Figure::new(
-        "Flight SQL − in process, p50 of queries",
+        "Flight SQL − in process, p50",
         median(&mut overheads),
         "ms",
     ));
-    figures.push(
-        Figure::new(
-            "Flight SQL overhead per query (public query)",
-            tf - tp,
-            "ms",
-        )
-        .target("<= 50"),
-    );
+    figures.push(Figure::new("Flight SQL overhead (public query)", tf - tp, "ms").target("<= 50"));
     figures.push(Figure::new("public query: in process", tp, "ms"));
     figures.push(Figure::new("public query: server run path", ts, "ms"));
     figures.push(Figure::new("public query: Flight SQL", tf, "ms"));
