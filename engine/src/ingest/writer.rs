@@ -464,23 +464,21 @@ impl Rows {
             }
             packed
         }
-        match self.width {
-            1 => fixed::<1>(&self.words, order),
-            2 => fixed::<2>(&self.words, order),
-            3 => fixed::<3>(&self.words, order),
-            4 => fixed::<4>(&self.words, order),
-            5 => fixed::<5>(&self.words, order),
-            6 => fixed::<6>(&self.words, order),
-            7 => fixed::<7>(&self.words, order),
-            8 => fixed::<8>(&self.words, order),
-            w => {
-                let mut packed = Vec::with_capacity(order.len() * w);
-                for r in order {
-                    packed.extend_from_slice(self.row(r));
+        macro_rules! widths {
+            ($($w:literal)*) => {
+                match self.width {
+                    $($w => return fixed::<$w>(&self.words, order),)*
+                    _ => {}
                 }
-                packed
-            }
+            };
         }
+        // Every table of the catalogue is at most 16 words wide (a test checks it).
+        widths!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16);
+        let mut packed = Vec::with_capacity(order.len() * self.width);
+        for r in order {
+            packed.extend_from_slice(self.row(r));
+        }
+        packed
     }
 
     /// Column `c` of row `r` as an order-preserving `u64` (strings by their interned id's
@@ -824,6 +822,14 @@ mod tests {
             rev.column(2).as_primitive::<Int64Type>().value(0),
             data[data.len() - 1].2
         );
+    }
+
+    #[test]
+    fn every_table_is_gathered_as_fixed_size_rows() {
+        for def in crate::catalog::TABLES {
+            let w = Rows::new(def).width;
+            assert!((1..=16).contains(&w), "{} is {w} words wide", def.name);
+        }
     }
 
     #[test]
