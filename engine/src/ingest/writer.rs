@@ -26,8 +26,9 @@ pub const ROW_GROUP_ROWS: usize = 256 * 1024;
 /// Rows per in-memory batch while reading.
 pub const BATCH_ROWS: usize = 64 * 1024;
 
-/// Parquet writer settings of the store (also used by the plain-conversion benchmark, so that
-/// the two are compared on equal terms).
+/// The store's general Parquet writer settings: compression, row groups, statistics. The
+/// plain-conversion benchmark writes with these, so that the two are compared on equal terms;
+/// ingest writes each table with [`table_properties`], these plus per-column choices.
 pub fn writer_properties() -> WriterProperties {
     base_properties().build()
 }
