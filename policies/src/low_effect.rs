@@ -676,13 +676,16 @@ impl<'a> LowEffect<'a> {
             .filter(atom(&low).is_not_null())?
             .aggregate(vec![atom(&low).alias(&low_mask)], Vec::<Expr>::new())?
             .build()?;
-        let candidates = LogicalPlanBuilder::from(rows)
+        // The few masks on the join's left (its build side, hashed in memory) and every
+        // row on the right (streamed): the other way round, a hash join holds all the rows
+        // (at 1M patients, 10M rows and 700 MB for the events).
+        let candidates = LogicalPlanBuilder::from(low_any)
             .join(
-                low_any,
-                JoinType::Left,
+                rows,
+                JoinType::Right,
                 (
-                    vec![Column::from_name(&ks)],
                     vec![Column::from_name(&low_mask)],
+                    vec![Column::from_name(&ks)],
                 ),
                 None,
             )?
@@ -1005,13 +1008,18 @@ impl<'a> LowEffect<'a> {
             .aggregate(vec![y.clone()], Vec::<Expr>::new())?
             .project(vec![y.alias(&k), lit(true).alias(&m)])?
             .build()?;
-        let joined = LogicalPlanBuilder::from(input.clone())
+        // The distinct values on the join's left (its build side, hashed in memory), the
+        // rows on the right (streamed), then `input`'s columns first again.
+        let mut cols = columns_of(input.schema());
+        cols.extend([atom(&k), atom(&m)]);
+        let joined = LogicalPlanBuilder::from(values)
             .join(
-                values,
-                JoinType::Left,
-                (vec![x.clone()], vec![Column::from_name(&k)]),
+                input.clone(),
+                JoinType::Right,
+                (vec![Column::from_name(&k)], vec![x.clone()]),
                 None,
             )?
+            .project(cols)?
             .build()?;
         let found = atom(&m);
         let cond = if negated {

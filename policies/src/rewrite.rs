@@ -748,11 +748,13 @@ fn finish_aggregate(
         }
     }
     let outer_group = group_cols;
-    let outer = LogicalPlanBuilder::from(inner)
+    // The person keys on the join's left, its build side (hashed in memory): at most one
+    // row per person, where the per-cell persons can be many times that (persons × months).
+    let outer = LogicalPlanBuilder::from(keys)
         .join(
-            keys,
+            inner,
             JoinType::Inner,
-            (vec![inner_unit], vec![Column::from_name(PK_UNIT)]),
+            (vec![Column::from_name(PK_UNIT)], vec![inner_unit]),
             None,
         )?
         .aggregate(outer_group, outer_aggr)?
