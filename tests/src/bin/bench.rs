@@ -97,6 +97,7 @@ struct Args {
     /// the load mix's queries, or SQL) once (protected, then unprotected) and
     /// print each physical plan with its operators' metrics (rows and time), to find what a
     /// protected query spends its time on. Synthetic data only: the metrics hold counts.
+    /// Reuses the store of an earlier run, as `--skip-ingest` does.
     #[arg(long, value_name = "QUERY")]
     profile: Option<String>,
 }
@@ -117,9 +118,11 @@ async fn main() -> Result<()> {
     let store = args
         .data
         .join(format!("store-{}-{}", args.patients, args.seed));
-    if args.skip_ingest && store.join("CURRENT").exists() {
+    // `--profile` times nothing but its query: like `--skip-ingest`, it reuses the store.
+    let reuse_store = args.skip_ingest || args.profile.is_some();
+    if reuse_store && store.join("CURRENT").exists() {
         println!("reusing the store in {}", store.display());
-    } else if args.skip_ingest {
+    } else if reuse_store {
         println!("ingesting once (not timed) into {}", store.display());
         ingest::ingest(&quiet(IngestOptions::new(&extracts, &store)), &keys)?;
     } else {
