@@ -6,12 +6,14 @@
 //! - [`ingest`]: validation, Type 1 objections, pseudonymisation, generalisation, publish.
 //! - [`store`]: versioned Parquet datasets with a manifest and atomic publication.
 //! - [`session`]: opens the current store version as a DataFusion `SessionContext`.
+//! - [`memory`]: the memory pool that bounds every query of a server together.
 
 pub mod catalog;
 pub mod dates;
 pub mod error;
 pub mod ingest;
 pub mod keys;
+pub mod memory;
 pub mod session;
 pub mod store;
 pub mod synth;

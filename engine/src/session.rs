@@ -12,11 +12,11 @@ use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 use datafusion::execution::SessionState;
-use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::catalog::TableClass;
+use crate::memory::SpillPool;
 use crate::store::StoreVersion;
 use crate::{Error, Result};
 
@@ -48,12 +48,12 @@ pub fn runtime_and_config(opts: &SessionOptions) -> Result<(Arc<RuntimeEnv>, Ses
     Ok((runtime(opts)?, config(opts)))
 }
 
-/// A runtime with a bounded, spill-capable memory pool of `opts.memory_limit` bytes. A server
-/// builds one and shares it between every session, so the limit holds for all queries
-/// together.
+/// A runtime with a bounded, spill-capable memory pool ([`SpillPool`]) of
+/// `opts.memory_limit` bytes. A server builds one and shares it between every session, so the
+/// limit holds for all queries together.
 pub fn runtime(opts: &SessionOptions) -> Result<Arc<RuntimeEnv>> {
     Ok(RuntimeEnvBuilder::new()
-        .with_memory_pool(Arc::new(FairSpillPool::new(opts.memory_limit)))
+        .with_memory_pool(Arc::new(SpillPool::new(opts.memory_limit)))
         .build_arc()?)
 }
 

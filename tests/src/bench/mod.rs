@@ -73,6 +73,46 @@ impl fmt::Display for Machine {
     }
 }
 
+/// The machine's CPU time counters (`/proc/stat`, in clock ticks), to tell how much of a
+/// run's CPU the host gave to other guests: on a shared virtual machine that share (steal)
+/// makes the same work take longer, and the figures are read with it.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuTimes {
+    /// Ticks of every kind.
+    pub total: u64,
+    /// Ticks the hypervisor gave to others while this machine had work.
+    pub steal: u64,
+}
+
+impl CpuTimes {
+    /// The current counters, or `None` where `/proc/stat` is missing.
+    pub fn read() -> Option<CpuTimes> {
+        CpuTimes::parse(&std::fs::read_to_string("/proc/stat").ok()?)
+    }
+
+    /// The aggregate `cpu` line of a `/proc/stat` text (user nice system idle iowait irq
+    /// softirq steal guest guest_nice; guest time is already counted in user and nice).
+    pub fn parse(stat: &str) -> Option<CpuTimes> {
+        let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+        let v: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .map(|x| x.parse().ok())
+            .collect::<Option<_>>()?;
+        Some(CpuTimes {
+            total: v.iter().take(8).sum(),
+            steal: *v.get(7)?,
+        })
+    }
+
+    /// The share of the ticks since `earlier` that were stolen, in percent.
+    pub fn steal_since(&self, earlier: &CpuTimes) -> Option<f64> {
+        let total = self.total.checked_sub(earlier.total)?;
+        let steal = self.steal.checked_sub(earlier.steal)?;
+        (total > 0).then(|| 100.0 * steal as f64 / total as f64)
+    }
+}
+
 /// One reported figure.
 #[derive(Debug, Clone, Serialize)]
 pub struct Figure {
@@ -169,5 +209,20 @@ mod tests {
         assert_eq!(percentile(&xs, 1.0), 100.0);
         assert_eq!(percentile(&[7.0], 0.99), 7.0);
         assert!(percentile(&[], 0.5).is_nan());
+    }
+
+    #[test]
+    fn steal_share_from_proc_stat() {
+        let a = CpuTimes::parse("cpu  100 0 50 800 10 0 0 40 0 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n")
+            .expect("the cpu line");
+        assert_eq!((a.total, a.steal), (1000, 40));
+        // 200 more ticks, 50 of them stolen (guest ticks, already in user, are not added).
+        let b = CpuTimes::parse("cpu  200 0 60 830 10 0 0 90 7 0\n").expect("the cpu line");
+        assert_eq!((b.total, b.steal), (1190, 90));
+        let share = b.steal_since(&a).expect("ticks passed");
+        assert!((share - 100.0 * 50.0 / 190.0).abs() < 1e-9, "{share}");
+        assert_eq!(a.steal_since(&a), None);
+        assert!(CpuTimes::parse("intr 1 2 3").is_none());
+        assert!(CpuTimes::parse("cpu  1 2 x").is_none());
     }
 }

@@ -43,7 +43,7 @@ use fivesafes_tests::bench::memory::{self, Sampler};
 use fivesafes_tests::bench::queries::{
     LOAD_MIX, QUERIES, QueryTiming, TRIVIAL, protected, unprotected,
 };
-use fivesafes_tests::bench::{Figure, Machine, load, median, ms, plain_convert, reports};
+use fivesafes_tests::bench::{CpuTimes, Figure, Machine, load, median, ms, plain_convert, reports};
 use futures::TryStreamExt;
 
 /// Benchmarks of fivesafes; prints every figure and writes them as JSON.
@@ -108,6 +108,7 @@ async fn main() -> Result<()> {
     let runs = args.runs.max(1);
     let machine = Machine::detect();
     println!("machine: {machine}");
+    let cpu_at_start = CpuTimes::read();
     std::fs::create_dir_all(&args.data).with_context(|| args.data.display().to_string())?;
     let mut figures: Vec<Figure> = Vec::new();
 
@@ -136,6 +137,7 @@ async fn main() -> Result<()> {
             "runs": runs,
             "figures": figures,
         });
+        push_steal(cpu_at_start, &mut figures);
         return write_figures(&figures, &json, &args.json);
     }
 
@@ -436,6 +438,7 @@ async fn main() -> Result<()> {
         "MiB",
     ));
     env.stop().await?;
+    push_steal(cpu_at_start, &mut figures);
 
     let json = serde_json::json!({
         "machine": machine,
@@ -451,6 +454,21 @@ async fn main() -> Result<()> {
         "audit": audit_json,
     });
     write_figures(&figures, &json, &args.json)
+}
+
+/// The share of the machine's CPU time the host gave to other guests since `start` (on a
+/// shared virtual machine: the same run takes longer the larger it is).
+fn push_steal(start: Option<CpuTimes>, figures: &mut Vec<Figure>) {
+    if let Some(share) = start
+        .zip(CpuTimes::read())
+        .and_then(|(a, b)| b.steal_since(&a))
+    {
+        figures.push(Figure::new(
+            "machine: CPU time stolen by the host",
+            share,
+            "%",
+        ));
+    }
 }
 
 /// Prints the figures as a table and writes `json` to `path`.
