@@ -16,7 +16,6 @@
 //! takes the pool past its limit.
 
 use std::fmt;
-
 use std::sync::Mutex;
 
 use datafusion::common::{DataFusionError, Result};
@@ -62,16 +61,23 @@ impl SpillPool {
     ) -> DataFusionError {
         DataFusionError::ResourcesExhausted(format!(
             "Failed to allocate additional {} for {} with {} already allocated for this \
-             reservation - {} remain available for the total memory pool: {}(used: {}, \
-             pool_size: {})",
+             reservation - {} remain available for the total memory pool: {}",
             human_readable_size(additional),
             reservation.consumer().name(),
             human_readable_size(reservation.size()),
             human_readable_size(available),
+            self.describe(used),
+        ))
+    }
+
+    /// The pool as DataFusion's pools print themselves, with `used` bytes held.
+    fn describe(&self, used: usize) -> String {
+        format!(
+            "{}(used: {}, pool_size: {})",
             self.name(),
             human_readable_size(used),
             human_readable_size(self.size)
-        ))
+        )
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -152,13 +158,7 @@ impl MemoryPool for SpillPool {
 
 impl fmt::Display for SpillPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}(used: {}, pool_size: {})",
-            self.name(),
-            human_readable_size(self.reserved()),
-            human_readable_size(self.size)
-        )
+        f.write_str(&self.describe(self.reserved()))
     }
 }
 
