@@ -171,7 +171,7 @@ pub fn ingest(opts: &IngestOptions, keys: &Keys) -> Result<IngestReport> {
 
     // Two kinds of job share the workers: the reference job (practices, postcodes, objections,
     // then the registrations: the people every other extract is checked against) and one job
-    // per large extract, largest first. A large extract is read and validated while the
+    // per large extract, costliest first. A large extract is read and validated while the
     // reference job runs; only resolving its people waits for the registrations (`Await`).
     // Each job writes its tables into staging as soon as they are complete.
     let mut jobs: Vec<Mutex<Option<Job>>> = vec![Mutex::new(Some(Job::Reference(
@@ -389,14 +389,18 @@ const REFERENCE: &[&str] = &[
     "gp_patients.csv",
 ];
 
-/// Extracts processed in parallel with the reference job, largest first (each waits for the
-/// registrations only to resolve its people).
+/// Extracts processed in parallel with the reference job, costliest first so that no worker
+/// is left with a long job at the end while the others idle (each waits for the
+/// registrations only to resolve its people). Cost is read, sort and write time, not file
+/// size: at 1M patients, gp_events 9.4 s of CPU, gp_medications 8.2 s, hes_op 5.9 s,
+/// hes_apc 4.1 s (wide rows: two keyed record ids and eleven codes each), hes_ae 1.6 s,
+/// ndoo 0.8 s. `hes_apc` also needs the postcodes from the reference job before it starts.
 const PARALLEL: &[&str] = &[
     "gp_events.csv",
     "gp_medications.csv",
     "hes_op.csv",
-    "hes_ae.csv",
     "hes_apc.csv",
+    "hes_ae.csv",
     "ndoo.csv",
 ];
 

@@ -135,6 +135,18 @@ impl Extract {
         })
     }
 
+    /// An estimate of the number of data records, for reserving memory up front: the file's
+    /// size times the lines per byte of what is already buffered after the header (up to
+    /// 1 MiB), plus 2 %. Zero when nothing is buffered.
+    pub fn estimated_records(&self) -> usize {
+        let buffered = self.reader.get_ref().buffer();
+        if buffered.is_empty() {
+            return 0;
+        }
+        let lines = buffered.iter().filter(|&&b| b == b'\n').count() as f64;
+        (self.bytes as f64 * lines / buffered.len() as f64 * 1.02) as usize
+    }
+
     /// Calls `f` for every data record. Structural errors stop the run with the line number.
     /// `progress` receives the byte offset every 64Ki records.
     pub fn for_each(

@@ -520,13 +520,32 @@ pub fn patients(
     Ok(out)
 }
 
-/// The NHS number of a record, or a reject when it is invalid.
-fn nhs_of(r: &Record<'_>, rej: &mut Rejects) -> Option<u64> {
-    let nhs = v::nhs_number(r.get(0));
-    if nhs.is_none() {
-        rej.add(r.line, "nhs_number", "invalid NHS number");
+/// The NHS numbers of an extract's records, in order. Extracts list a person's records
+/// together, so a record with the same NHS number as the one before it reuses its checked
+/// value instead of computing the check digit again.
+#[derive(Default)]
+struct NhsNumbers {
+    /// The last valid NHS number: its digits and its value.
+    last: Option<([u8; 10], u64)>,
+}
+
+impl NhsNumbers {
+    /// The NHS number of a record, or a reject when it is invalid.
+    #[inline]
+    fn of(&mut self, r: &Record<'_>, rej: &mut Rejects) -> Option<u64> {
+        let s = r.get(0);
+        if let Some((digits, n)) = &self.last
+            && s == digits
+        {
+            return Some(*n);
+        }
+        let nhs = v::nhs_number(s);
+        match (nhs, <[u8; 10]>::try_from(s)) {
+            (Some(n), Ok(digits)) => self.last = Some((digits, n)),
+            _ => rej.add(r.line, "nhs_number", "invalid NHS number"),
+        }
+        nhs
     }
-    nhs
 }
 
 /// Who a GP-sourced record is about, once the registrations are known.
@@ -621,8 +640,10 @@ pub fn events(ctx: Await<'_>, ex: &mut Extract, progress: impl FnMut(u64)) -> Re
     let cols = catalog::raw_columns("gp_events.csv");
     let mut out = Processed::new("gp_events.csv");
     let mut rows = Rows::new(&catalog::CLINICAL_EVENTS);
-    let mut lines = Vec::new();
+    rows.reserve(ex.estimated_records());
+    let mut lines = Vec::with_capacity(ex.estimated_records());
     let rej = &mut out.rejects;
+    let mut nhs_numbers = NhsNumbers::default();
     let read = ex.for_each(progress, |r| {
         let date = check!(rej, r, cols[1], "unparsable date", v::date(r.get(1)));
         let code = check!(
@@ -630,7 +651,7 @@ pub fn events(ctx: Await<'_>, ex: &mut Extract, progress: impl FnMut(u64)) -> Re
             r,
             cols[2],
             "malformed SNOMED CT code",
-            v::snomed(r.get(2)).then(|| text(r.get(2))).flatten()
+            v::snomed(r.get(2)).then(|| r.get(2))
         );
         let value = check!(
             rej,
@@ -639,14 +660,14 @@ pub fn events(ctx: Await<'_>, ex: &mut Extract, progress: impl FnMut(u64)) -> Re
             "not a finite number",
             v::opt_number(r.get(3)).ok()
         );
-        let Some(nhs) = nhs_of(r, rej) else {
+        let Some(nhs) = nhs_numbers.of(r, rej) else {
             return Ok(());
         };
         lines.push(r.line);
         // The NHS number and a placeholder key until `resolve_gp` replaces them.
         rows.i64(0, nhs as i64);
         rows.date(1, date);
-        rows.str(2, code);
+        rows.code(2, code);
         rows.opt_f64(3, value);
         rows.u8(4, 0);
         rows.end_row()
@@ -665,8 +686,10 @@ pub fn medications(
     let cols = catalog::raw_columns("gp_medications.csv");
     let mut out = Processed::new("gp_medications.csv");
     let mut rows = Rows::new(&catalog::MEDICATIONS);
-    let mut lines = Vec::new();
+    rows.reserve(ex.estimated_records());
+    let mut lines = Vec::with_capacity(ex.estimated_records());
     let rej = &mut out.rejects;
+    let mut nhs_numbers = NhsNumbers::default();
     let read = ex.for_each(progress, |r| {
         let date = check!(rej, r, cols[1], "unparsable date", v::date(r.get(1)));
         let dmd = check!(
@@ -674,24 +697,24 @@ pub fn medications(
             r,
             cols[2],
             "malformed dm+d code",
-            v::dmd(r.get(2)).then(|| text(r.get(2))).flatten()
+            v::dmd(r.get(2)).then(|| r.get(2))
         );
         let bnf = check!(
             rej,
             r,
             cols[3],
             "malformed BNF code",
-            v::bnf(r.get(3)).then(|| text(r.get(3))).flatten()
+            v::bnf(r.get(3)).then(|| r.get(3))
         );
-        let Some(nhs) = nhs_of(r, rej) else {
+        let Some(nhs) = nhs_numbers.of(r, rej) else {
             return Ok(());
         };
         lines.push(r.line);
         // The NHS number and a placeholder key until `resolve_gp` replaces them.
         rows.i64(0, nhs as i64);
         rows.date(1, date);
-        rows.str(2, dmd);
-        rows.str(3, bnf);
+        rows.code(2, dmd);
+        rows.code(3, bnf);
         rows.u8(4, 0);
         rows.end_row()
     })?;
@@ -707,7 +730,9 @@ pub fn hes_apc(ctx: Await<'_>, ex: &mut Extract, progress: impl FnMut(u64)) -> R
     let ctx = ctx()?;
     let mut out = Processed::new("hes_apc.csv");
     let mut rows = Rows::new(&catalog::HES_APC);
+    rows.reserve(ex.estimated_records());
     let rej = &mut out.rejects;
+    let mut nhs_numbers = NhsNumbers::default();
     let read = ex.for_each(progress, |r| {
         let epikey = check!(
             rej,
@@ -749,37 +774,35 @@ pub fn hes_apc(ctx: Await<'_>, ex: &mut Extract, progress: impl FnMut(u64)) -> R
             r,
             cols[8],
             "unknown admission method",
-            v::admimeth(r.get(8)).then(|| text(r.get(8))).flatten()
+            v::admimeth(r.get(8)).then(|| r.get(8))
         );
         let admisorc = check!(
             rej,
             r,
             cols[9],
             "malformed code",
-            v::alnum(r.get(9), 1, 2).then(|| text(r.get(9))).flatten()
+            v::alnum(r.get(9), 1, 2).then(|| r.get(9))
         );
         let dismeth = check!(
             rej,
             r,
             cols[10],
             "malformed code",
-            v::alnum(r.get(10), 1, 2).then(|| text(r.get(10))).flatten()
+            v::alnum(r.get(10), 1, 2).then(|| r.get(10))
         );
         let procode = check!(
             rej,
             r,
             cols[11],
             "malformed provider code",
-            v::alnum(r.get(11), 3, 3).then(|| text(r.get(11))).flatten()
+            v::alnum(r.get(11), 3, 3).then(|| r.get(11))
         );
         let gpprac = check!(
             rej,
             r,
             cols[12],
             "malformed practice code",
-            v::practice_code(r.get(12))
-                .then(|| text(r.get(12)))
-                .flatten()
+            v::practice_code(r.get(12)).then(|| r.get(12))
         );
         let age = check!(rej, r, cols[13], "not an age", v::age(r.get(13)));
         let sex = check!(
@@ -787,7 +810,7 @@ pub fn hes_apc(ctx: Await<'_>, ex: &mut Extract, progress: impl FnMut(u64)) -> R
             r,
             cols[14],
             "not one of F, M, I, U",
-            v::sex(r.get(14)).then(|| text(r.get(14))).flatten()
+            v::sex(r.get(14)).then(|| r.get(14))
         );
         let lsoa = v::postcode_key(r.get(15))
             .and_then(|k| ctx.postcodes.get(&k))
@@ -797,14 +820,14 @@ pub fn hes_apc(ctx: Await<'_>, ex: &mut Extract, progress: impl FnMut(u64)) -> R
             r,
             cols[16],
             "malformed ICD-10 code",
-            v::icd10(r.get(16)).then(|| text(r.get(16))).flatten()
+            v::icd10(r.get(16)).then(|| r.get(16))
         );
         let diags = check!(
             rej,
             r,
             cols[17],
             "malformed ICD-10 list",
-            v::icd10_list(r.get(17)).then(|| text(r.get(17))).flatten()
+            v::icd10_list(r.get(17)).then(|| r.get(17))
         );
         let op = r.get(18);
         let op = check!(
@@ -815,7 +838,7 @@ pub fn hes_apc(ctx: Await<'_>, ex: &mut Extract, progress: impl FnMut(u64)) -> R
             if op.is_empty() {
                 Some(None)
             } else {
-                v::opcs4(op).then(|| text(op))
+                v::opcs4(op).then_some(Some(op))
             }
         );
         let ops = r.get(19);
@@ -827,10 +850,10 @@ pub fn hes_apc(ctx: Await<'_>, ex: &mut Extract, progress: impl FnMut(u64)) -> R
             if ops.is_empty() {
                 Some(None)
             } else {
-                v::opcs4_list(ops).then(|| text(ops))
+                v::opcs4_list(ops).then_some(Some(ops))
             }
         );
-        let Some(nhs) = nhs_of(r, rej) else {
+        let Some(nhs) = nhs_numbers.of(r, rej) else {
             return Ok(());
         };
         // The NHS number and a placeholder key until `resolve_hes` replaces them.
@@ -842,18 +865,18 @@ pub fn hes_apc(ctx: Await<'_>, ex: &mut Extract, progress: impl FnMut(u64)) -> R
         rows.date(5, epistart);
         rows.opt_date(6, epiend);
         rows.opt_date(7, disdate);
-        rows.str(8, admimeth);
-        rows.str(9, admisorc);
-        rows.str(10, dismeth);
-        rows.str(11, procode);
-        rows.str(12, gpprac);
+        rows.code(8, admimeth);
+        rows.code(9, admisorc);
+        rows.code(10, dismeth);
+        rows.code(11, procode);
+        rows.code(12, gpprac);
         rows.i16(13, age);
-        rows.str(14, sex);
+        rows.code(14, sex);
         rows.opt_str(15, lsoa);
-        rows.str(16, diag);
-        rows.str(17, diags);
-        rows.opt_str(18, op);
-        rows.opt_str(19, ops);
+        rows.code(16, diag);
+        rows.code(17, diags);
+        rows.opt_code(18, op);
+        rows.opt_code(19, ops);
         rows.u8(20, 0);
         rows.end_row()
     })?;
@@ -872,7 +895,9 @@ pub fn hes_op(
     let cols = catalog::raw_columns("hes_op.csv");
     let mut out = Processed::new("hes_op.csv");
     let mut rows = Rows::new(&catalog::HES_OP);
+    rows.reserve(ex.estimated_records());
     let rej = &mut out.rejects;
+    let mut nhs_numbers = NhsNumbers::default();
     let read = ex.for_each(progress, |r| {
         let key = check!(
             rej,
@@ -887,51 +912,49 @@ pub fn hes_op(
             r,
             cols[3],
             "unknown attendance code",
-            matches!(r.get(3), b"0" | b"2" | b"3" | b"4" | b"5" | b"6" | b"7")
-                .then(|| text(r.get(3)))
-                .flatten()
+            matches!(r.get(3), b"0" | b"2" | b"3" | b"4" | b"5" | b"6" | b"7").then(|| r.get(3))
         );
         let firstatt = check!(
             rej,
             r,
             cols[4],
             "unknown first-attendance code",
-            v::alnum(r.get(4), 1, 1).then(|| text(r.get(4))).flatten()
+            v::alnum(r.get(4), 1, 1).then(|| r.get(4))
         );
         let tretspef = check!(
             rej,
             r,
             cols[5],
             "malformed specialty code",
-            v::alnum(r.get(5), 3, 3).then(|| text(r.get(5))).flatten()
+            v::alnum(r.get(5), 3, 3).then(|| r.get(5))
         );
         let procode = check!(
             rej,
             r,
             cols[6],
             "malformed provider code",
-            v::alnum(r.get(6), 3, 3).then(|| text(r.get(6))).flatten()
+            v::alnum(r.get(6), 3, 3).then(|| r.get(6))
         );
         let gpprac = check!(
             rej,
             r,
             cols[7],
             "malformed practice code",
-            v::practice_code(r.get(7)).then(|| text(r.get(7))).flatten()
+            v::practice_code(r.get(7)).then(|| r.get(7))
         );
         let age = check!(rej, r, cols[8], "not an age", v::age(r.get(8)));
-        let Some(nhs) = nhs_of(r, rej) else {
+        let Some(nhs) = nhs_numbers.of(r, rej) else {
             return Ok(());
         };
         // The NHS number and a placeholder key until `resolve_hes` replaces them.
         rows.i64(0, nhs as i64);
         rows.i64(1, pseudo.record_id("attendkey", key));
         rows.date(2, date);
-        rows.str(3, attended);
-        rows.str(4, firstatt);
-        rows.str(5, tretspef);
-        rows.str(6, procode);
-        rows.str(7, gpprac);
+        rows.code(3, attended);
+        rows.code(4, firstatt);
+        rows.code(5, tretspef);
+        rows.code(6, procode);
+        rows.code(7, gpprac);
         rows.i16(8, age);
         rows.u8(9, 0);
         rows.end_row()
@@ -951,7 +974,9 @@ pub fn hes_ae(
     let cols = catalog::raw_columns("hes_ae.csv");
     let mut out = Processed::new("hes_ae.csv");
     let mut rows = Rows::new(&catalog::HES_AE);
+    rows.reserve(ex.estimated_records());
     let rej = &mut out.rejects;
+    let mut nhs_numbers = NhsNumbers::default();
     let read = ex.for_each(progress, |r| {
         let key = check!(
             rej,
@@ -966,41 +991,41 @@ pub fn hes_ae(
             r,
             cols[3],
             "malformed arrival mode",
-            v::alnum(r.get(3), 1, 2).then(|| text(r.get(3))).flatten()
+            v::alnum(r.get(3), 1, 2).then(|| r.get(3))
         );
         let disp = check!(
             rej,
             r,
             cols[4],
             "malformed disposal code",
-            v::alnum(r.get(4), 2, 2).then(|| text(r.get(4))).flatten()
+            v::alnum(r.get(4), 2, 2).then(|| r.get(4))
         );
         let procode = check!(
             rej,
             r,
             cols[5],
             "malformed provider code",
-            v::alnum(r.get(5), 3, 3).then(|| text(r.get(5))).flatten()
+            v::alnum(r.get(5), 3, 3).then(|| r.get(5))
         );
         let gpprac = check!(
             rej,
             r,
             cols[6],
             "malformed practice code",
-            v::practice_code(r.get(6)).then(|| text(r.get(6))).flatten()
+            v::practice_code(r.get(6)).then(|| r.get(6))
         );
         let age = check!(rej, r, cols[7], "not an age", v::age(r.get(7)));
-        let Some(nhs) = nhs_of(r, rej) else {
+        let Some(nhs) = nhs_numbers.of(r, rej) else {
             return Ok(());
         };
         // The NHS number and a placeholder key until `resolve_hes` replaces them.
         rows.i64(0, nhs as i64);
         rows.i64(1, pseudo.record_id("aekey", key));
         rows.date(2, date);
-        rows.str(3, mode);
-        rows.str(4, disp);
-        rows.str(5, procode);
-        rows.str(6, gpprac);
+        rows.code(3, mode);
+        rows.code(4, disp);
+        rows.code(5, procode);
+        rows.code(6, gpprac);
         rows.i16(7, age);
         rows.u8(8, 0);
         rows.end_row()
@@ -1055,4 +1080,50 @@ fn finish(out: &mut Processed, read: u64, rows: Rows, def: &'static catalog::Tab
     out.counts.rejected = out.rejects.count;
     out.counts.accepted = rows.len() as u64;
     out.tables.push((def, rows));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn nhs_numbers_are_checked_per_run_of_records() {
+        // Valid (9434765919), the same again, an invalid check digit, the valid one again,
+        // another valid one (4010232137), and a number too short.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("x.csv");
+        let mut f = std::fs::File::create(&path).expect("create");
+        writeln!(
+            f,
+            "nhs_number\n9434765919\n9434765919\n9434765918\n9434765919\n4010232137\n943476591"
+        )
+        .expect("write");
+        drop(f);
+        let mut ex = Extract::open(&path, &["nhs_number"]).expect("open");
+        let mut rej = Rejects::default();
+        let mut nhs = NhsNumbers::default();
+        let mut got = Vec::new();
+        ex.for_each(
+            |_| {},
+            |r| {
+                got.push(nhs.of(r, &mut rej));
+                Ok(())
+            },
+        )
+        .expect("read");
+        assert_eq!(
+            got,
+            [
+                Some(9434765919),
+                Some(9434765919),
+                None,
+                Some(9434765919),
+                Some(4010232137),
+                None
+            ]
+        );
+        assert_eq!(rej.count, 2);
+        assert_eq!(rej.details.iter().map(|d| d.0).collect::<Vec<_>>(), [4, 7]);
+    }
 }

@@ -117,25 +117,73 @@ struct Layout {
 }
 
 /// The distinct values of one string column, each stored once; rows hold their index.
+///
+/// Values are looked up by their bytes: those of up to 16 bytes (every code in the extracts)
+/// as a fixed-size key of two words and the length, so a lookup hashes three integers and
+/// compares no strings; longer ones as byte strings. A value is checked as UTF-8 once, when
+/// it is first seen, not on every row.
 #[derive(Debug, Default)]
 struct Interner {
-    /// Value → index.
-    ids: foldhash::HashMap<Box<str>, u32>,
+    /// Short value ([`short_key`]) → index.
+    short: foldhash::HashMap<(u64, u64, u8), u32>,
+    /// Longer value → index.
+    long: foldhash::HashMap<Box<[u8]>, u32>,
     /// Index → value.
     values: Vec<Box<str>>,
 }
 
 impl Interner {
+    /// The index of `v`, or `None` when `v` is new and not UTF-8.
     #[inline]
-    fn id(&mut self, v: &str) -> u32 {
-        if let Some(&id) = self.ids.get(v) {
-            return id;
+    fn id(&mut self, v: &[u8]) -> Option<u32> {
+        match short_key(v) {
+            Some(k) => match self.short.get(&k) {
+                Some(&id) => Some(id),
+                None => {
+                    let id = self.push(v)?;
+                    self.short.insert(k, id);
+                    Some(id)
+                }
+            },
+            None => match self.long.get(v) {
+                Some(&id) => Some(id),
+                None => {
+                    let id = self.push(v)?;
+                    self.long.insert(v.into(), id);
+                    Some(id)
+                }
+            },
         }
-        let id = self.values.len() as u32;
-        self.values.push(v.into());
-        self.ids.insert(v.into(), id);
-        id
     }
+
+    fn push(&mut self, v: &[u8]) -> Option<u32> {
+        let s = std::str::from_utf8(v).ok()?;
+        let id = self.values.len() as u32;
+        self.values.push(s.into());
+        Some(id)
+    }
+}
+
+/// A value of at most 16 bytes as (first word, second word, length): its first and last 8
+/// bytes (overlapping below 16 bytes), or for shorter values its first and last 4 bytes, or
+/// its first, middle and last byte, zero-padded. Together with the length these cover every
+/// byte, so equal keys mean equal values.
+#[inline]
+fn short_key(v: &[u8]) -> Option<(u64, u64, u8)> {
+    let n = v.len();
+    let w8 = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8 bytes"));
+    let w4 = |b: &[u8]| u64::from(u32::from_le_bytes(b.try_into().expect("4 bytes")));
+    let (a, b) = match n {
+        8..=16 => (w8(&v[..8]), w8(&v[n - 8..])),
+        4..=7 => (w4(&v[..4]) | w4(&v[n - 4..]) << 32, 0),
+        1..=3 => (
+            u64::from(v[0]) | u64::from(v[n / 2]) << 8 | u64::from(v[n - 1]) << 16,
+            0,
+        ),
+        0 => (0, 0),
+        _ => return None,
+    };
+    Some((a, b, n as u8))
 }
 
 /// Accumulates the rows of one table, each packed into a few `u64` words (strings interned
@@ -161,6 +209,8 @@ pub struct Rows {
     all: u64,
     /// A column declared non-nullable was given a null in the row being filled.
     null_in: Option<usize>,
+    /// A string column was given bytes that are not UTF-8 in the row being filled.
+    not_utf8: Option<usize>,
 }
 
 macro_rules! push_fn {
@@ -245,6 +295,7 @@ impl Rows {
             set: 0,
             all: if n == 64 { u64::MAX } else { (1 << n) - 1 },
             null_in: None,
+            not_utf8: None,
         }
     }
 
@@ -278,11 +329,33 @@ impl Rows {
     push_fn!(date, opt_date, Date, i32, |v: i32| u64::from(v as u32));
     push_fn!(boolean, opt_boolean, Bool, bool, u64::from);
 
-    /// Appends a UTF-8 value (validated ASCII or checked UTF-8) to column `i`.
+    /// Appends a UTF-8 value to column `i`.
     #[inline]
     pub fn str(&mut self, i: usize, v: &str) {
-        let id = self.strings[i].id(v);
-        self.put(i, Kind::Str, u64::from(id));
+        self.code(i, v.as_bytes());
+    }
+
+    /// Appends a value given as bytes to string column `i`, such as a code a validator has
+    /// already checked: it is checked as UTF-8 only the first time it is seen, and a value
+    /// that is not UTF-8 fails the row at [`Rows::end_row`].
+    #[inline]
+    pub fn code(&mut self, i: usize, v: &[u8]) {
+        match self.strings[i].id(v) {
+            Some(id) => self.put(i, Kind::Str, u64::from(id)),
+            None => {
+                self.not_utf8 = Some(i);
+                self.set |= 1 << i;
+            }
+        }
+    }
+
+    /// Appends an optional value given as bytes to string column `i` (see [`Rows::code`]).
+    #[inline]
+    pub fn opt_code(&mut self, i: usize, v: Option<&[u8]>) {
+        match v {
+            Some(v) => self.code(i, v),
+            None => self.put_null(i, Kind::Str),
+        }
     }
 
     /// Appends an optional UTF-8 value to column `i`.
@@ -294,14 +367,23 @@ impl Rows {
         }
     }
 
+    /// Reserves room for `rows` more rows, so that a large table's packed rows are allocated
+    /// (and their pages touched) once instead of being copied as they grow.
+    pub fn reserve(&mut self, rows: usize) {
+        self.words.reserve(rows.saturating_mul(self.width));
+    }
+
     /// Marks the end of a row; every column must have had exactly one value appended.
     #[inline]
     pub fn end_row(&mut self) -> Result<()> {
-        if self.set != self.all || self.null_in.is_some() {
+        if self.set != self.all || self.null_in.is_some() || self.not_utf8.is_some() {
             let field = |i: usize| self.schema.field(i).name().clone();
-            let msg = match self.null_in {
-                Some(i) => format!("column {} is not nullable but was given a null", field(i)),
-                None => {
+            let msg = match (self.null_in, self.not_utf8) {
+                (Some(i), _) => format!("column {} is not nullable but was given a null", field(i)),
+                (None, Some(i)) => {
+                    format!("column {} was given a value that is not UTF-8", field(i))
+                }
+                (None, None) => {
                     let missing = (0..self.layout.len())
                         .find(|&i| self.set & (1 << i) == 0)
                         .map(field)
@@ -847,6 +929,64 @@ mod tests {
         rows.boolean(5, false);
         rows.u8(6, 0);
         assert!(rows.end_row().is_err(), "null in a non-nullable column");
+    }
+
+    #[test]
+    fn interned_values_of_every_length_keep_their_identity() {
+        // Every length around the short-key boundaries, each value with one byte changed at
+        // every position, and each with a NUL appended (zero padding must not merge them).
+        let mut values: Vec<Vec<u8>> = Vec::new();
+        for n in 0..=40usize {
+            let base: Vec<u8> = (0..n).map(|k| b'a' + (k % 26) as u8).collect();
+            for p in 0..n {
+                let mut v = base.clone();
+                v[p] = b'Z';
+                values.push(v);
+            }
+            let mut nul = base.clone();
+            nul.push(0);
+            values.push(nul);
+            values.push(base);
+        }
+        let distinct: std::collections::HashSet<&Vec<u8>> = values.iter().collect();
+        let mut interner = Interner::default();
+        let ids: Vec<u32> = values
+            .iter()
+            .map(|v| interner.id(v).expect("UTF-8"))
+            .collect();
+        assert_eq!(interner.values.len(), distinct.len());
+        for (v, &id) in values.iter().zip(&ids) {
+            assert_eq!(interner.values[id as usize].as_bytes(), v.as_slice());
+            assert_eq!(interner.id(v), Some(id), "same value, same id");
+        }
+        assert_eq!(interner.id(b"\xff\xfe"), None, "not UTF-8");
+        assert_eq!(
+            interner.values.len(),
+            distinct.len(),
+            "nothing stored for it"
+        );
+    }
+
+    #[test]
+    fn a_code_that_is_not_utf8_fails_the_row() {
+        let mut rows = Rows::new(&T);
+        rows.code(0, b"ok");
+        rows.opt_date(1, None);
+        rows.i64(2, 1);
+        rows.opt_f64(3, None);
+        rows.i16(4, 0);
+        rows.boolean(5, false);
+        rows.u8(6, 0);
+        rows.end_row().expect("a valid row");
+        rows.code(0, b"caf\xe9");
+        rows.opt_date(1, None);
+        rows.i64(2, 1);
+        rows.opt_f64(3, None);
+        rows.i16(4, 0);
+        rows.boolean(5, false);
+        rows.u8(6, 0);
+        let err = rows.end_row().expect_err("Latin-1 byte");
+        assert!(err.to_string().contains("not UTF-8"), "{err}");
     }
 
     #[test]

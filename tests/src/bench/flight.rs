@@ -38,14 +38,68 @@ impl FlightClient {
     }
 }
 
-/// A short, data-free label of a failed call (the gRPC status code), for error counts.
+/// A short, data-free label of a failed call, for error counts: the gRPC status code, and for
+/// `RESOURCE_EXHAUSTED` its cause (queue timeout, memory, budget).
 pub fn error_label(e: &FlightError) -> String {
     match e {
+        FlightError::Tonic(status) if status.code() == tonic::Code::ResourceExhausted => {
+            // Three causes share this status; a memory regression must not hide among
+            // queue timeouts (the server's messages are fixed texts).
+            let m = status.message();
+            let cause = if m.contains("queue timeout") {
+                "queue timeout"
+            } else if m.contains("memory") {
+                "memory"
+            } else if m.contains("queries for today") {
+                "budget"
+            } else {
+                "other"
+            };
+            format!("ResourceExhausted ({cause})")
+        }
         FlightError::Tonic(status) => format!("{:?}", status.code()),
         FlightError::Arrow(_) => "arrow".into(),
         FlightError::NotYetImplemented(_) => "not-implemented".into(),
         FlightError::ProtocolError(_) => "protocol".into(),
         FlightError::DecodeError(_) => "decode".into(),
         FlightError::ExternalError(_) => "external".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_exhausted_is_labelled_by_cause() {
+        let label = |code, msg: &str| {
+            error_label(&FlightError::Tonic(Box::new(tonic::Status::new(code, msg))))
+        };
+        use tonic::Code::{Internal, ResourceExhausted};
+        // The server's texts (server/src/state.rs, server/src/error.rs).
+        assert_eq!(
+            label(
+                ResourceExhausted,
+                "the server is busy: every query slot stayed taken for the queue timeout; try \
+                 again later"
+            ),
+            "ResourceExhausted (queue timeout)"
+        );
+        assert_eq!(
+            label(
+                ResourceExhausted,
+                "the query needs more memory than the server's limit allows; narrow it or try \
+                 again later"
+            ),
+            "ResourceExhausted (memory)"
+        );
+        assert_eq!(
+            label(
+                ResourceExhausted,
+                "project p has used its 10 queries for today (UTC); the budget resets at midnight"
+            ),
+            "ResourceExhausted (budget)"
+        );
+        assert_eq!(label(Internal, "x"), "Internal");
     }
 }
