@@ -970,22 +970,18 @@ mod tests {
     #[test]
     fn a_code_that_is_not_utf8_fails_the_row() {
         let mut rows = Rows::new(&T);
-        rows.code(0, b"ok");
-        rows.opt_date(1, None);
-        rows.i64(2, 1);
-        rows.opt_f64(3, None);
-        rows.i16(4, 0);
-        rows.boolean(5, false);
-        rows.u8(6, 0);
-        rows.end_row().expect("a valid row");
-        rows.code(0, b"caf\xe9");
-        rows.opt_date(1, None);
-        rows.i64(2, 1);
-        rows.opt_f64(3, None);
-        rows.i16(4, 0);
-        rows.boolean(5, false);
-        rows.u8(6, 0);
-        let err = rows.end_row().expect_err("Latin-1 byte");
+        let mut row = |code: &[u8]| {
+            rows.code(0, code);
+            rows.opt_date(1, None);
+            rows.i64(2, 1);
+            rows.opt_f64(3, None);
+            rows.i16(4, 0);
+            rows.boolean(5, false);
+            rows.u8(6, 0);
+            rows.end_row()
+        };
+        row(b"ok").expect("a valid row");
+        let err = row(b"caf\xe9").expect_err("Latin-1 byte");
         assert!(err.to_string().contains("not UTF-8"), "{err}");
     }
 
