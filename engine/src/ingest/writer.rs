@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int16Builder, Int64Builder,
-    RecordBatch, StringBuilder, UInt8Builder, make_array,
+    Array, ArrayRef, BooleanArray, Date32Array, Float64Array, Int16Array, Int64Array, RecordBatch,
+    StringBuilder, UInt8Array, make_array,
 };
 use arrow::buffer::NullBuffer;
 use arrow::datatypes::{DataType, SchemaRef};
@@ -485,26 +485,30 @@ impl Rows {
             .map(|(c, l)| {
                 let v = l.value;
                 let null = |row: &[u64]| l.null.is_some_and(|s| s.get(row) != 0);
+                // The batch's validity, when it has a null (a null's value bits are zero).
+                let nulls = || {
+                    l.null
+                        .map(|s| NullBuffer::from_iter(rows().map(|x| s.get(x) == 0)))
+                        .filter(|b| b.null_count() > 0)
+                };
+                // Primitive columns are decoded into a vector in one pass, without a
+                // builder's per-value bookkeeping.
                 macro_rules! build {
-                    ($builder:ty, $decode:expr) => {{
-                        let mut b = <$builder>::with_capacity(n);
-                        for x in rows() {
-                            if null(x) {
-                                b.append_null();
-                            } else {
-                                b.append_value($decode(v.get(x)));
-                            }
-                        }
-                        Arc::new(b.finish())
+                    ($array:ty, $decode:expr) => {{
+                        let values: Vec<_> = rows().map(|x| $decode(v.get(x))).collect();
+                        Arc::new(<$array>::new(values.into(), nulls()))
                     }};
                 }
                 let a: ArrayRef = match l.kind {
-                    Kind::I64 => build!(Int64Builder, |x: u64| x as i64),
-                    Kind::I16 => build!(Int16Builder, |x: u64| x as u16 as i16),
-                    Kind::U8 => build!(UInt8Builder, |x: u64| x as u8),
-                    Kind::F64 => build!(Float64Builder, f64::from_bits),
-                    Kind::Date => build!(Date32Builder, |x: u64| x as u32 as i32),
-                    Kind::Bool => build!(BooleanBuilder, |x: u64| x != 0),
+                    Kind::I64 => build!(Int64Array, |x: u64| x as i64),
+                    Kind::I16 => build!(Int16Array, |x: u64| x as u16 as i16),
+                    Kind::U8 => build!(UInt8Array, |x: u64| x as u8),
+                    Kind::F64 => build!(Float64Array, f64::from_bits),
+                    Kind::Date => build!(Date32Array, |x: u64| x as u32 as i32),
+                    Kind::Bool => Arc::new(BooleanArray::new(
+                        rows().map(|x| v.get(x) != 0).collect(),
+                        nulls(),
+                    )),
                     Kind::Str => {
                         let values = &self.strings[c].values;
                         let mut b = StringBuilder::with_capacity(n, n * 8);
