@@ -37,6 +37,10 @@ pub fn refused(r: &Refusal) -> Status {
     Status::invalid_argument(format!("{}: {}", r.rule.id(), r.message))
 }
 
+/// The message of `RESOURCE_EXHAUSTED` when a query needs more memory than the pool allows.
+pub const OUT_OF_MEMORY: &str =
+    "the query needs more memory than the server's limit allows; narrow it or try again later";
+
 /// The status of a failed query. Execution errors are classified without their text:
 /// memory exhaustion is `RESOURCE_EXHAUSTED`, everything else `INTERNAL` with a generic
 /// message (the detail is logged under `request_id`, never sent).
@@ -48,10 +52,7 @@ pub fn status_of_query_error(e: &QueryError, request_id: u64) -> Status {
             let category = error_category(e);
             tracing::warn!(request_id, category, error = %err, "query failed");
             match category {
-                "resources" => Status::resource_exhausted(
-                    "the query needs more memory than the server's limit allows; narrow it or \
-                     try again later",
-                ),
+                "resources" => Status::resource_exhausted(OUT_OF_MEMORY),
                 _ => Status::internal(format!(
                     "the query failed inside the server (request {request_id})"
                 )),

@@ -20,6 +20,10 @@ use crate::audit::{self, AuditLog, Entry, Kind};
 use crate::auth::{AuthFailure, Authenticator, PROJECT_HEADER};
 use crate::config::ServerConfig;
 
+/// The message of `RESOURCE_EXHAUSTED` when no query slot came free within the queue timeout.
+pub const BUSY: &str =
+    "the server is busy: every query slot stayed taken for the queue timeout; try again later";
+
 /// Milliseconds since the Unix epoch (injected so tests can control time).
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
@@ -232,10 +236,7 @@ impl State {
         match tokio::time::timeout(wait, Arc::clone(&self.limiter).acquire_owned()).await {
             Ok(Ok(permit)) => Ok(permit),
             Ok(Err(_)) => Err(Status::unavailable("the server is shutting down")),
-            Err(_) => Err(Status::resource_exhausted(
-                "the server is busy: every query slot stayed taken for the queue timeout; try \
-                 again later",
-            )),
+            Err(_) => Err(Status::resource_exhausted(BUSY)),
         }
     }
 

@@ -640,8 +640,9 @@ pub fn events(ctx: Await<'_>, ex: &mut Extract, progress: impl FnMut(u64)) -> Re
     let cols = catalog::raw_columns("gp_events.csv");
     let mut out = Processed::new("gp_events.csv");
     let mut rows = Rows::new(&catalog::CLINICAL_EVENTS);
-    rows.reserve(ex.estimated_records());
-    let mut lines = Vec::with_capacity(ex.estimated_records());
+    let records = ex.estimated_records();
+    rows.reserve(records);
+    let mut lines = Vec::with_capacity(records);
     let rej = &mut out.rejects;
     let mut nhs_numbers = NhsNumbers::default();
     let read = ex.for_each(progress, |r| {
@@ -686,8 +687,9 @@ pub fn medications(
     let cols = catalog::raw_columns("gp_medications.csv");
     let mut out = Processed::new("gp_medications.csv");
     let mut rows = Rows::new(&catalog::MEDICATIONS);
-    rows.reserve(ex.estimated_records());
-    let mut lines = Vec::with_capacity(ex.estimated_records());
+    let records = ex.estimated_records();
+    rows.reserve(records);
+    let mut lines = Vec::with_capacity(records);
     let rej = &mut out.rejects;
     let mut nhs_numbers = NhsNumbers::default();
     let read = ex.for_each(progress, |r| {

@@ -44,16 +44,12 @@ pub fn error_label(e: &FlightError) -> String {
     match e {
         FlightError::Tonic(status) if status.code() == tonic::Code::ResourceExhausted => {
             // Three causes share this status; a memory regression must not hide among
-            // queue timeouts (the server's messages are fixed texts).
-            let m = status.message();
-            let cause = if m.contains("queue timeout") {
-                "queue timeout"
-            } else if m.contains("memory") {
-                "memory"
-            } else if m.contains("queries for today") {
-                "budget"
-            } else {
-                "other"
+            // queue timeouts.
+            let cause = match status.message() {
+                m if m == fivesafes_server::state::BUSY => "queue timeout",
+                m if m == fivesafes_server::error::OUT_OF_MEMORY => "memory",
+                m if m.contains("queries for today") => "budget",
+                _ => "other",
             };
             format!("ResourceExhausted ({cause})")
         }
@@ -76,23 +72,15 @@ mod tests {
             error_label(&FlightError::Tonic(Box::new(tonic::Status::new(code, msg))))
         };
         use tonic::Code::{Internal, ResourceExhausted};
-        // The server's texts (server/src/state.rs, server/src/error.rs).
         assert_eq!(
-            label(
-                ResourceExhausted,
-                "the server is busy: every query slot stayed taken for the queue timeout; try \
-                 again later"
-            ),
+            label(ResourceExhausted, fivesafes_server::state::BUSY),
             "ResourceExhausted (queue timeout)"
         );
         assert_eq!(
-            label(
-                ResourceExhausted,
-                "the query needs more memory than the server's limit allows; narrow it or try \
-                 again later"
-            ),
+            label(ResourceExhausted, fivesafes_server::error::OUT_OF_MEMORY),
             "ResourceExhausted (memory)"
         );
+        // The budget's text names the project and its limit (server/src/state.rs).
         assert_eq!(
             label(
                 ResourceExhausted,
