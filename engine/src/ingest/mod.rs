@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use foldhash::{HashMap as FastMap, HashSet as FastSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -169,11 +169,14 @@ pub fn ingest(opts: &IngestOptions, keys: &Keys) -> Result<IngestReport> {
 
     let staging = store.begin(&lock)?;
 
-    // Two kinds of job share the workers: the reference job (practices, postcodes, objections,
-    // then the registrations: the people every other extract is checked against) and one job
-    // per large extract, costliest first. A large extract is read and validated while the
-    // reference job runs; only resolving its people waits for the registrations (`Await`).
-    // Each job writes its tables into staging as soon as they are complete.
+    // Three kinds of job share the workers: the reference job (practices, postcodes,
+    // objections, then the registrations: the people every other extract is checked
+    // against), one job per large extract, costliest first, and last the person keys. A large
+    // extract is read and validated while the reference job runs; only resolving its people
+    // waits for the registrations (`Await`). Each job writes its tables into staging as soon
+    // as they are complete. The person keys need every extract's people, so their job waits
+    // until each extract is read, not written: it runs beside the last extracts' writing
+    // instead of alone at the end.
     let mut jobs: Vec<Mutex<Option<Job>>> = vec![Mutex::new(Some(Job::Reference(
         REFERENCE.iter().map(|n| take(n)).collect(),
     )))];
@@ -182,10 +185,18 @@ pub fn ingest(opts: &IngestOptions, keys: &Keys) -> Result<IngestReport> {
             .iter()
             .map(|n| Mutex::new(Some(Job::Extract(n, Box::new(take(n)))))),
     );
+    jobs.push(Mutex::new(Some(Job::PersonKeys)));
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Done>> = Mutex::new(Vec::new());
+    let person_keys: Mutex<Option<TableEntry>> = Mutex::new(None);
+    let people = People::new(PARALLEL.len());
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let first_error: Mutex<Option<Error>> = Mutex::new(None);
+    // Records the first error and wakes the person-keys job, which then stops.
+    let fail = |e: Error| {
+        lock_ok(&first_error).get_or_insert(e);
+        people.fail();
+    };
     // Set once by the reference job: the context, or `None` when it failed (its error is then
     // in `first_error`).
     let shared: OnceLock<Option<Context>> = OnceLock::new();
@@ -224,29 +235,44 @@ pub fn ingest(opts: &IngestOptions, keys: &Keys) -> Result<IngestReport> {
                                         .map(|()| written)
                                 }
                                 Err(e) => {
-                                    lock_ok(&first_error).get_or_insert(e);
+                                    fail(e);
                                     break;
                                 }
                             }
                         }
                         Job::Extract(name, mut ex) => {
+                            // Marks the people job failed if this one ends without its people.
+                            let arrival = people.arrival();
                             if lock_ok(&first_error).is_some() {
                                 break;
                             }
                             let bar = bars.bar(&ex);
                             run_parallel_job(name, &wait, &pseudo, &mut ex, bar).and_then(
                                 |mut p| {
+                                    arrival.arrive(std::mem::take(&mut p.others));
                                     let src = source_entry(*ex)?;
                                     let e = write_tables(&staging, &mut p, opts.fail_point)?;
                                     Ok(vec![(i, p, e, src)])
                                 },
                             )
                         }
+                        Job::PersonKeys => people
+                            .wait()
+                            .and_then(|others| {
+                                let table = person_keys_table(wait()?, &others)?;
+                                drop(others);
+                                let file =
+                                    writer::write_table(&staging, &catalog::PERSON_KEYS, table)?;
+                                *lock_ok(&person_keys) =
+                                    Some(TableEntry::new(&catalog::PERSON_KEYS, vec![file]));
+                                Ok(())
+                            })
+                            .map(|()| Vec::new()),
                     };
                     match outcome {
                         Ok(done) => lock_ok(&results).extend(done),
                         Err(e) => {
-                            lock_ok(&first_error).get_or_insert(e);
+                            fail(e);
                             break;
                         }
                     }
@@ -257,43 +283,20 @@ pub fn ingest(opts: &IngestOptions, keys: &Keys) -> Result<IngestReport> {
     if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(e);
     }
-    let Some(Some(ctx)) = shared.into_inner() else {
+    if shared.into_inner().flatten().is_none() {
         return Err(Error::InvalidOption(
             "the reference extracts were not read".into(),
+        ));
+    }
+    let Some(person_keys) = person_keys.into_inner().unwrap_or_else(|p| p.into_inner()) else {
+        return Err(Error::InvalidOption(
+            "the person keys were not written".into(),
         ));
     };
     let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
     results.sort_by_key(|(i, ..)| *i);
 
-    // Every person's record key, for output control: registered people (objectors included,
-    // their hospital rows are kept) and people seen only in hospital data.
-    let mut others: FastMap<u64, tables::Person> = FastMap::default();
-    for (_, p, _, _) in &results {
-        others.extend(p.others.iter().map(|(k, v)| (*k, *v)));
-    }
-    let mut keys_rows: Vec<(i64, u8)> = ctx
-        .gp_people
-        .values()
-        .chain(others.values())
-        .map(|p| (p.id, p.key))
-        .collect();
-    keys_rows.sort_unstable();
-    if keys_rows.windows(2).any(|w| w[0].0 == w[1].0) {
-        return Err(Error::InvalidOption(
-            "two NHS numbers map to the same patient_id under this key; generate a new \
-             pseudonymisation key"
-                .into(),
-        ));
-    }
-    let mut person_keys = writer::Rows::new(&catalog::PERSON_KEYS);
-    for (id, key) in keys_rows {
-        person_keys.i64(0, id);
-        person_keys.u8(1, key);
-        person_keys.end_row()?;
-    }
-    let file = writer::write_table(&staging, &catalog::PERSON_KEYS, person_keys)?;
-
-    let mut entries: Vec<TableEntry> = vec![TableEntry::new(&catalog::PERSON_KEYS, vec![file])];
+    let mut entries: Vec<TableEntry> = vec![person_keys];
     let mut processed: Vec<Processed> = Vec::new();
     let mut sources: Vec<SourceEntry> = Vec::new();
     for (_, p, e, src) in results {
@@ -367,6 +370,111 @@ pub fn ingest(opts: &IngestOptions, keys: &Keys) -> Result<IngestReport> {
     })
 }
 
+/// Every person's record key, for output control: registered people (objectors included,
+/// their hospital rows are kept) and `others`, people seen only in hospital data.
+fn person_keys_table(ctx: &Context, others: &FastMap<u64, tables::Person>) -> Result<writer::Rows> {
+    let mut keys_rows: Vec<(i64, u8)> = ctx
+        .gp_people
+        .values()
+        .chain(others.values())
+        .map(|p| (p.id, p.key))
+        .collect();
+    keys_rows.sort_unstable();
+    if keys_rows.windows(2).any(|w| w[0].0 == w[1].0) {
+        return Err(Error::InvalidOption(
+            "two NHS numbers map to the same patient_id under this key; generate a new \
+             pseudonymisation key"
+                .into(),
+        ));
+    }
+    let mut rows = writer::Rows::new(&catalog::PERSON_KEYS);
+    rows.reserve(keys_rows.len());
+    for (id, key) in keys_rows {
+        rows.i64(0, id);
+        rows.u8(1, key);
+        rows.end_row()?;
+    }
+    Ok(rows)
+}
+
+/// The people of hospital records not registered with a GP, gathered from the extract jobs
+/// as each finishes reading, for the person-keys job.
+struct People {
+    state: Mutex<PeopleState>,
+    changed: Condvar,
+}
+
+struct PeopleState {
+    /// Extract jobs not yet read.
+    pending: usize,
+    /// Their people so far, by NHS number.
+    others: FastMap<u64, tables::Person>,
+    /// An extract job failed (or ingest stopped): the people will never be complete.
+    failed: bool,
+}
+
+impl People {
+    fn new(pending: usize) -> People {
+        People {
+            state: Mutex::new(PeopleState {
+                pending,
+                others: FastMap::default(),
+                failed: false,
+            }),
+            changed: Condvar::new(),
+        }
+    }
+
+    /// Stops the wait of the person-keys job.
+    fn fail(&self) {
+        lock_ok(&self.state).failed = true;
+        self.changed.notify_all();
+    }
+
+    /// A token for one extract job: [`Arrival::arrive`] hands over its people; dropped
+    /// without arriving (an error, a panic), it stops the person-keys job.
+    fn arrival(&self) -> Arrival<'_> {
+        Arrival(self, false)
+    }
+
+    /// Waits until every extract job has handed over its people, and returns them; an error
+    /// when ingest stopped first.
+    fn wait(&self) -> Result<FastMap<u64, tables::Person>> {
+        let mut state = lock_ok(&self.state);
+        while state.pending > 0 && !state.failed {
+            state = self.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+        if state.failed {
+            return Err(Error::InvalidOption(
+                "ingest stopped: another extract failed".into(),
+            ));
+        }
+        Ok(std::mem::take(&mut state.others))
+    }
+}
+
+/// One extract job's promise to hand over its people (see [`People::arrival`]).
+struct Arrival<'a>(&'a People, bool);
+
+impl Arrival<'_> {
+    fn arrive(mut self, others: FastMap<u64, tables::Person>) {
+        let mut state = lock_ok(&self.0.state);
+        state.others.extend(others);
+        state.pending -= 1;
+        drop(state);
+        self.0.changed.notify_all();
+        self.1 = true;
+    }
+}
+
+impl Drop for Arrival<'_> {
+    fn drop(&mut self) {
+        if !self.1 {
+            self.0.fail();
+        }
+    }
+}
+
 /// Every raw extract, in processing order.
 pub const EXTRACTS: &[&str] = &[
     "practices.csv",
@@ -410,6 +518,8 @@ enum Job {
     Reference(Vec<Extract>),
     /// One large extract.
     Extract(&'static str, Box<Extract>),
+    /// The `person_keys` table, once every extract is read.
+    PersonKeys,
 }
 
 /// A finished extract: job index, what it produced, its written tables and its source entry.

@@ -458,7 +458,7 @@ impl Rows {
             .iter()
             .map(|l| {
                 l.null
-                    .is_some_and(|s| (0..self.len).any(|r| s.get(self.row(r)) != 0))
+                    .is_some_and(|s| self.rows().any(|row| s.get(row) != 0))
             })
             .collect()
     }
@@ -568,12 +568,10 @@ impl Rows {
         packed
     }
 
-    /// Column `c` of row `r` as an order-preserving `u64` (strings by their interned id's
+    /// Column `c` of `row` as an order-preserving `u64` (strings by their interned id's
     /// rank among the column's values, given in `str_rank`), or `None` for null.
     #[inline]
-    fn order_value(&self, c: usize, r: usize, str_rank: &[u32]) -> Option<u64> {
-        let l = self.layout[c];
-        let row = self.row(r);
+    fn order_value(l: Layout, row: &[u64], str_rank: &[u32]) -> Option<u64> {
         if l.null.is_some_and(|s| s.get(row) != 0) {
             return None;
         }
@@ -595,55 +593,83 @@ impl Rows {
         })
     }
 
-    /// Dense ranks of column `c` (0 = null, then 1.. in ascending order) and the largest
-    /// rank: offsets from the minimum when the range is small, else ranks among the sorted
-    /// distinct values. Strings are ranked through their distinct values, so sorting never
-    /// compares strings row by row.
-    fn ranks(&self, c: usize) -> (Vec<u32>, u32) {
-        let str_rank: Vec<u32> = if self.layout[c].kind == Kind::Str {
-            let values = &self.strings[c].values;
-            let mut order: Vec<u32> = (0..values.len() as u32).collect();
-            order.sort_unstable_by_key(|&i| &values[i as usize]);
-            let mut rank_of = vec![0u32; values.len()];
-            for (rank, &id) in order.iter().enumerate() {
-                rank_of[id as usize] = rank as u32;
-            }
-            rank_of
-        } else {
-            Vec::new()
-        };
-        let value = |r: usize| self.order_value(c, r, &str_rank);
-        let (min, max) = (0..self.len)
-            .filter_map(value)
-            .fold((u64::MAX, u64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
-        if min > max {
-            // All null.
-            return (vec![0; self.len], 0);
+    /// The finished packed rows, one slice each.
+    fn rows(&self) -> std::slice::ChunksExact<'_, u64> {
+        self.words[..self.len * self.width].chunks_exact(self.width)
+    }
+
+    /// For a string column, each interned id's rank among the column's distinct values
+    /// (empty for other columns), so that sorting never compares strings row by row.
+    fn string_ranks(&self, c: usize) -> Vec<u32> {
+        if self.layout[c].kind != Kind::Str {
+            return Vec::new();
         }
-        let span = max - min;
-        if span < (1 << 24) {
-            let ranks = (0..self.len)
-                .map(|r| value(r).map_or(0, |v| (v - min) as u32 + 1))
-                .collect();
-            return (ranks, span as u32 + 1);
+        let values = &self.strings[c].values;
+        let mut order: Vec<u32> = (0..values.len() as u32).collect();
+        order.sort_unstable_by_key(|&i| &values[i as usize]);
+        let mut rank_of = vec![0u32; values.len()];
+        for (rank, &id) in order.iter().enumerate() {
+            rank_of[id as usize] = rank as u32;
         }
-        // A wide range (e.g. pseudonyms): sort (value, row) pairs and number the runs of
-        // equal values, rather than look each row's value up among the distinct values.
-        let mut pairs: Vec<(u64, u32)> = (0..self.len)
-            .filter_map(|r| value(r).map(|v| (v, r as u32)))
+        rank_of
+    }
+
+    /// The non-null values of column `c` as (order value, row), sorted: for ranking a column
+    /// whose values span too wide a range for offsets (e.g. pseudonyms).
+    fn sorted_pairs(&self, c: usize, str_rank: &[u32]) -> Vec<(u64, u32)> {
+        let l = self.layout[c];
+        let mut pairs: Vec<(u64, u32)> = self
+            .rows()
+            .enumerate()
+            .filter_map(|(r, row)| Self::order_value(l, row, str_rank).map(|v| (v, r as u32)))
             .collect();
         pairs.sort_unstable();
-        let mut ranks = vec![0u32; self.len];
-        let mut rank = 0u32;
-        let mut last = None;
-        for &(v, r) in &pairs {
-            if last != Some(v) {
-                rank += 1;
-                last = Some(v);
+        pairs
+    }
+
+    /// How each of the columns `cols` turns into dense ranks (0 = null, then 1.. in
+    /// ascending order), found in one pass over the rows: offsets from the column's minimum
+    /// when its values span less than 2^24, else ranks among its sorted distinct values.
+    fn rankers(&self, cols: &[usize], str_ranks: &[Vec<u32>]) -> Vec<Ranker> {
+        let layouts: Vec<Layout> = cols.iter().map(|&c| self.layout[c]).collect();
+        let mut bounds = vec![(u64::MAX, u64::MIN); cols.len()];
+        for row in self.rows() {
+            for ((l, s), (lo, hi)) in layouts.iter().zip(str_ranks).zip(bounds.iter_mut()) {
+                if let Some(v) = Self::order_value(*l, row, s) {
+                    *lo = (*lo).min(v);
+                    *hi = (*hi).max(v);
+                }
             }
-            ranks[r as usize] = rank;
         }
-        (ranks, rank)
+        cols.iter()
+            .zip(str_ranks)
+            .zip(bounds)
+            .map(|((&c, s), (min, max))| {
+                if min > max {
+                    // All null.
+                    return Ranker::Offset { min: 0, max: 0 };
+                }
+                if max - min < (1 << 24) {
+                    return Ranker::Offset {
+                        min,
+                        max: (max - min) as u32 + 1,
+                    };
+                }
+                // Number the runs of equal values among the sorted (value, row) pairs.
+                let pairs = self.sorted_pairs(c, s);
+                let mut ranks = vec![0u32; self.len];
+                let mut rank = 0u32;
+                let mut last = None;
+                for &(v, r) in &pairs {
+                    if last != Some(v) {
+                        rank += 1;
+                        last = Some(v);
+                    }
+                    ranks[r as usize] = rank;
+                }
+                Ranker::Dense { ranks, max: rank }
+            })
+            .collect()
     }
 
     /// The stable sorting permutation of the rows by the columns `sort_by`: rows with equal
@@ -660,41 +686,90 @@ impl Rows {
             .iter()
             .map(|name| Ok(self.schema.index_of(name)?))
             .collect::<Result<Vec<usize>>>()?;
-        let ranks: Vec<(Vec<u32>, u32)> = cols.iter().map(|&c| self.ranks(c)).collect();
-        let row_bits = bits(rows as u32);
-        let key_bits: u32 = ranks.iter().map(|(_, max)| bits(*max)).sum();
-        if row_bits + key_bits <= 64 {
-            // Pack each row's ranks and its row number into one u64 and radix-sort on the
-            // rank bits; the sort is stable, so ties stay in row order.
-            // Each column's ranks are folded in and freed in turn; the keys are first written,
-            // not zeroed and then updated (which would fault every page in twice).
-            let mut ranks = ranks.into_iter();
-            let mut keys: Vec<u64> = match ranks.next() {
-                Some((r, _)) => r.into_iter().map(u64::from).collect(),
-                None => vec![0; rows],
-            };
-            for (r, max) in ranks {
-                let b = bits(max);
-                for (k, r) in keys.iter_mut().zip(r) {
-                    *k = (*k << b) | u64::from(r);
+        let str_ranks: Vec<Vec<u32>> = cols.iter().map(|&c| self.string_ranks(c)).collect();
+        if let [c] = cols[..] {
+            let l = self.layout[c];
+            if l.kind == Kind::I64 || l.kind == Kind::F64 {
+                // One wide column (e.g. `patient_id`): the sorted (value, row) pairs are the
+                // order, after the null rows (in row order).
+                let pairs = self.sorted_pairs(c, &str_ranks[0]);
+                let nulls = self
+                    .rows()
+                    .enumerate()
+                    .filter(|(_, row)| l.null.is_some_and(|s| s.get(row) != 0))
+                    .map(|(r, _)| r as u32);
+                return Ok(nulls.chain(pairs.into_iter().map(|(_, r)| r)).collect());
+            }
+        }
+        let rankers = self.rankers(&cols, &str_ranks);
+        let layouts: Vec<Layout> = cols.iter().map(|&c| self.layout[c]).collect();
+        // Rank of row `r` (whose packed words are `row`) in sort column `j`.
+        let rank = |j: usize, r: usize, row: &[u64]| -> u64 {
+            match &rankers[j] {
+                Ranker::Offset { min, .. } => {
+                    Self::order_value(layouts[j], row, &str_ranks[j]).map_or(0, |v| v - min + 1)
                 }
+                Ranker::Dense { ranks, .. } => u64::from(ranks[r]),
             }
-            for (i, k) in keys.iter_mut().enumerate() {
-                *k = (*k << row_bits) | i as u64;
-            }
+        };
+        let row_bits = bits(rows as u32);
+        let col_bits: Vec<u32> = rankers.iter().map(|r| bits(r.max())).collect();
+        let key_bits: u32 = col_bits.iter().sum();
+        if row_bits + key_bits <= 64 {
+            // Pack each row's ranks and its row number into one u64 (in one pass over the
+            // rows) and radix-sort on the rank bits; the sort is stable, so ties stay in row
+            // order.
+            let mut keys: Vec<u64> = self
+                .rows()
+                .enumerate()
+                .map(|(r, row)| {
+                    let k = col_bits
+                        .iter()
+                        .enumerate()
+                        .fold(0u64, |k, (j, &b)| (k << b) | rank(j, r, row));
+                    (k << row_bits) | r as u64
+                })
+                .collect();
+            drop(rankers);
             radix_sort(&mut keys, row_bits, row_bits + key_bits);
             let mask = (1u64 << row_bits) - 1;
             return Ok(keys.into_iter().map(|k| (k & mask) as u32).collect());
         }
+        // Too many bits for one word: sort row numbers by their ranks column by column.
+        let ranks: Vec<Vec<u32>> = (0..cols.len())
+            .map(|j| {
+                self.rows()
+                    .enumerate()
+                    .map(|(r, row)| rank(j, r, row) as u32)
+                    .collect()
+            })
+            .collect();
         let mut perm: Vec<u32> = (0..rows as u32).collect();
         perm.sort_by(|&a, &b| {
             ranks
                 .iter()
-                .map(|(r, _)| r[a as usize].cmp(&r[b as usize]))
+                .map(|r| r[a as usize].cmp(&r[b as usize]))
                 .find(|o| o.is_ne())
                 .unwrap_or(std::cmp::Ordering::Equal)
         });
         Ok(perm)
+    }
+}
+
+/// How one sort column's values become dense ranks (0 for null, then 1.. ascending).
+enum Ranker {
+    /// The value's offset from the column's minimum, plus one; `max` is the largest rank.
+    Offset { min: u64, max: u32 },
+    /// Ranks looked up by row (values spanning a wide range).
+    Dense { ranks: Vec<u32>, max: u32 },
+}
+
+impl Ranker {
+    /// The largest rank.
+    fn max(&self) -> u32 {
+        match self {
+            Ranker::Offset { max, .. } | Ranker::Dense { max, .. } => *max,
+        }
     }
 }
 
@@ -989,10 +1064,46 @@ mod tests {
         assert!(err.to_string().contains("not UTF-8"), "{err}");
     }
 
+    /// Checks that `rows` sorted by `cols` are in the order of Arrow's `lexsort` (nulls
+    /// first) and that ties keep row order.
+    fn assert_sorted_like_lexsort(rows: &Rows, cols: &[&str]) {
+        let all = rows.batch(0..rows.len(), &[]).expect("batch");
+        let perm = rows.sort_permutation(cols).expect("sort");
+        let keys: Vec<SortColumn> = cols
+            .iter()
+            .map(|c| SortColumn {
+                values: all.column(all.schema().index_of(c).expect("col")).clone(),
+                options: None,
+            })
+            .collect();
+        let lex = lexsort_to_indices(&keys, None).expect("lexsort");
+        let render = |i: usize| -> String {
+            keys.iter()
+                .map(|k| {
+                    arrow::util::display::array_value_to_string(&k.values, i).expect("display")
+                })
+                .collect::<Vec<_>>()
+                .join("|")
+        };
+        assert_eq!(perm.len(), rows.len(), "{cols:?}");
+        assert_eq!(
+            perm.iter().map(|&i| render(i as usize)).collect::<Vec<_>>(),
+            lex.values()
+                .iter()
+                .map(|&i| render(i as usize))
+                .collect::<Vec<_>>(),
+            "{cols:?}"
+        );
+        // Ties keep row order.
+        for w in perm.windows(2) {
+            let same = render(w[0] as usize) == render(w[1] as usize);
+            assert!(!same || w[0] < w[1], "{cols:?} not stable");
+        }
+    }
+
     #[test]
     fn sort_is_stable_and_matches_lexsort() {
         let (rows, _) = sample();
-        let all = rows.batch(0..rows.len(), &[]).expect("batch");
         for cols in [
             vec!["code", "day"],
             vec!["code", "id"],
@@ -1001,39 +1112,54 @@ mod tests {
             vec!["value"],
             vec!["small", "flag"],
             vec!["key"],
+            vec!["id"],
+            vec!["small"],
         ] {
-            let perm = rows.sort_permutation(&cols).expect("sort");
-            let keys: Vec<SortColumn> = cols
-                .iter()
-                .map(|c| SortColumn {
-                    values: all.column(all.schema().index_of(c).expect("col")).clone(),
-                    options: None,
-                })
-                .collect();
-            let lex = lexsort_to_indices(&keys, None).expect("lexsort");
-            let render = |idx: &mut dyn Iterator<Item = usize>| -> Vec<String> {
-                idx.map(|i| {
-                    keys.iter()
-                        .map(|k| {
-                            arrow::util::display::array_value_to_string(&k.values, i)
-                                .expect("display")
-                        })
-                        .collect::<Vec<_>>()
-                        .join("|")
-                })
-                .collect()
+            assert_sorted_like_lexsort(&rows, &cols);
+        }
+    }
+
+    #[test]
+    fn sort_of_many_rows_with_ties_and_nulls_matches_lexsort() {
+        // Few distinct values per column (many ties), nulls, wide and narrow ranges, and
+        // key combinations of every path: offsets, dense ranks, one wide column alone, and
+        // more bits than one word holds.
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let codes = ["a", "b", "ab", "zz", "a longer code value"];
+        let mut rows = Rows::new(&T);
+        for _ in 0..3000 {
+            let code = (next(6) > 0).then(|| codes[next(codes.len() as u64) as usize]);
+            rows.opt_str(0, code);
+            rows.opt_date(1, (next(5) > 0).then(|| next(2_000_000) as i32 - 1_000_000));
+            // Half from a few values, half nearly all distinct.
+            let id = match next(2) {
+                0 => [i64::MIN, -1, 0, 7, i64::MAX][next(5) as usize] ^ next(50) as i64,
+                _ => next(u64::MAX) as i64,
             };
-            assert_eq!(
-                render(&mut perm.iter().map(|&i| i as usize)),
-                render(&mut lex.values().iter().map(|&i| i as usize)),
-                "{cols:?}"
-            );
-            // Ties keep row order.
-            for w in perm.windows(2) {
-                let same = render(&mut [w[0] as usize].into_iter())
-                    == render(&mut [w[1] as usize].into_iter());
-                assert!(!same || w[0] < w[1], "{cols:?} not stable");
-            }
+            rows.i64(2, id);
+            rows.opt_f64(3, (next(4) > 0).then(|| next(40) as f64 * 1e250 - 1e251));
+            rows.i16(4, next(65_536) as u16 as i16);
+            rows.boolean(5, next(2) == 1);
+            rows.u8(6, next(3) as u8);
+            rows.end_row().expect("complete row");
+        }
+        for cols in [
+            vec!["code", "day"],
+            vec!["id"],
+            vec!["value"],
+            vec!["key", "id"],
+            vec!["flag", "value", "code"],
+            // 11 + 6 + 21 + 16 rank bits and 12 row bits: more than one word.
+            vec!["id", "value", "day", "small"],
+            vec!["small", "key", "flag"],
+        ] {
+            assert_sorted_like_lexsort(&rows, &cols);
         }
     }
 
