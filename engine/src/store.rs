@@ -31,8 +31,12 @@ use crate::{Error, Result};
 
 /// Name of the pointer file.
 pub const CURRENT: &str = "CURRENT";
-/// Manifest format version written by this build.
-pub const MANIFEST_FORMAT: u32 = 1;
+/// Manifest format version written by this build: 2 records each source extract's BLAKE3
+/// hash, where format 1 recorded its SHA-256 (table files have a SHA-256 in both).
+pub const MANIFEST_FORMAT: u32 = 2;
+
+/// Manifest formats this build reads.
+pub const READABLE_FORMATS: std::ops::RangeInclusive<u32> = 1..=MANIFEST_FORMAT;
 
 /// A file of a table, as recorded in the manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,8 +121,12 @@ pub struct SourceEntry {
     pub name: String,
     /// Size in bytes.
     pub bytes: u64,
-    /// Lower-case hex SHA-256.
-    pub sha256: String,
+    /// Lower-case hex BLAKE3 hash (manifest format 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blake3: Option<String>,
+    /// Lower-case hex SHA-256 (manifest format 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 /// Ingest counts for one extract.
@@ -324,12 +332,15 @@ impl Store {
         }
         let manifest: Manifest = serde_json::from_slice(&bytes)
             .map_err(|e| Error::store(&manifest_path, format!("unreadable manifest: {e}")))?;
-        if manifest.format != MANIFEST_FORMAT || manifest.version != v {
+        if !READABLE_FORMATS.contains(&manifest.format) || manifest.version != v {
             return Err(Error::store(
                 &manifest_path,
                 format!(
-                    "manifest format {} version {} does not match (expected format {MANIFEST_FORMAT}, version {v})",
-                    manifest.format, manifest.version
+                    "manifest format {} version {} does not match (expected format {}–{}, version {v})",
+                    manifest.format,
+                    manifest.version,
+                    READABLE_FORMATS.start(),
+                    READABLE_FORMATS.end()
                 ),
             ));
         }
@@ -624,13 +635,23 @@ mod tests {
     }
 
     fn publish_one(store: &Store, payload: &[u8], fail: Option<FailPoint>) -> Result<StoreVersion> {
+        publish_with(store, payload, fail, |_| {})
+    }
+
+    /// Publishes one version whose manifest `edit` may change first.
+    fn publish_with(
+        store: &Store,
+        payload: &[u8],
+        fail: Option<FailPoint>,
+        edit: impl FnOnce(&mut Manifest),
+    ) -> Result<StoreVersion> {
         let lock = store.lock()?;
         store.cleanup(&lock, 2)?;
         let staging = store.begin(&lock)?;
         let (rel, mut w) = staging.create_table_file("lsoas", 0)?;
         w.write_all(payload).map_err(|e| Error::io("x", e))?;
         let (bytes, sha256) = w.finish()?;
-        let m = manifest(
+        let mut m = manifest(
             staging.version(),
             vec![FileEntry {
                 path: rel,
@@ -639,9 +660,38 @@ mod tests {
                 sha256,
             }],
         );
+        edit(&mut m);
         let v = staging.publish(&m, fail)?;
         store.cleanup(&lock, 2)?;
         Ok(v)
+    }
+
+    #[test]
+    fn earlier_manifest_formats_open_and_later_ones_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::new(dir.path());
+        // Format 1 recorded a source's SHA-256, format 2 its BLAKE3 hash.
+        for (format, blake3, sha256) in [(1, None, Some("ab")), (2, Some("cd"), None)] {
+            publish_with(&store, b"x", None, |m| {
+                m.format = format;
+                m.sources = vec![SourceEntry {
+                    name: "practices.csv".into(),
+                    bytes: 1,
+                    blake3: blake3.map(String::from),
+                    sha256: sha256.map(String::from),
+                }];
+            })
+            .expect("publish");
+            let v = store.open_current().expect("open");
+            assert_eq!(v.manifest.format, format);
+            assert_eq!(v.manifest.sources[0].sha256.as_deref(), sha256);
+            assert_eq!(v.manifest.sources[0].blake3.as_deref(), blake3);
+        }
+        publish_with(&store, b"x", None, |m| m.format = MANIFEST_FORMAT + 1).expect("publish");
+        let err = store
+            .open_current()
+            .expect_err("a format from a later build");
+        assert!(err.to_string().contains("manifest format 3"), "{err}");
     }
 
     #[test]

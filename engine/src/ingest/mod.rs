@@ -649,11 +649,12 @@ fn source_entry(ex: Extract) -> Result<SourceEntry> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let (bytes, sha256) = ex.finish()?;
+    let (bytes, blake3) = ex.finish()?;
     Ok(SourceEntry {
         name,
         bytes,
-        sha256,
+        blake3: Some(blake3),
+        sha256: None,
     })
 }
 

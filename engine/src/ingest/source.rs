@@ -7,7 +7,6 @@ use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use csv::{ByteRecord, ReaderBuilder};
-use sha2::{Digest, Sha256};
 
 use crate::{Error, Result};
 
@@ -18,7 +17,7 @@ pub struct Extract {
     /// Size in bytes (for progress).
     pub bytes: u64,
     /// The CSV reader, over a reader that hashes the file's bytes as they are read (the
-    /// manifest records each source's SHA-256 without a second pass over the file).
+    /// manifest records each source's BLAKE3 hash without a second pass over the file).
     reader: csv::Reader<BufReader<HashingReader>>,
     /// For each expected column, its index in the file's records.
     positions: Vec<usize>,
@@ -77,7 +76,7 @@ impl Extract {
                 1 << 20,
                 HashingReader {
                     file,
-                    hasher: Sha256::new(),
+                    hasher: blake3::Hasher::new(),
                     bytes: 0,
                 },
             ));
@@ -180,12 +179,12 @@ impl Extract {
         Ok(n)
     }
 
-    /// Reads whatever remains and returns the file's size and SHA-256 (hex).
+    /// Reads whatever remains and returns the file's size and BLAKE3 hash (hex).
     pub fn finish(self) -> Result<(u64, String)> {
         let mut inner = self.reader.into_inner();
         std::io::copy(&mut inner, &mut std::io::sink()).map_err(|e| Error::io(&self.path, e))?;
         let h = inner.into_inner();
-        Ok((h.bytes, hex::encode(h.hasher.finalize())))
+        Ok((h.bytes, h.hasher.finalize().to_hex().to_string()))
     }
 
     fn width_error(&self, line: u64, got: usize) -> Error {
@@ -201,12 +200,14 @@ impl Extract {
     }
 }
 
-/// A file reader that hashes and counts what passes through it.
+/// A file reader that hashes and counts what passes through it. BLAKE3 rather than SHA-256:
+/// every extract byte passes through it, and SHA-256 of the inputs was a twentieth of
+/// ingest's CPU time (BLAKE3 is several times faster on one core, and as strong).
 struct HashingReader {
     /// The extract file.
     file: File,
-    /// Running SHA-256.
-    hasher: Sha256,
+    /// Running BLAKE3 hash.
+    hasher: blake3::Hasher,
     /// Bytes read so far.
     bytes: u64,
 }

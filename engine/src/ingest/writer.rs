@@ -102,7 +102,7 @@ struct Slot {
 }
 
 impl Slot {
-    #[inline]
+    #[inline(always)]
     fn get(self, row: &[u64]) -> u64 {
         (row[self.word] >> self.shift) & self.mask
     }
@@ -570,7 +570,7 @@ impl Rows {
 
     /// Column `c` of `row` as an order-preserving `u64` (strings by their interned id's
     /// rank among the column's values, given in `str_rank`), or `None` for null.
-    #[inline]
+    #[inline(always)]
     fn order_value(l: Layout, row: &[u64], str_rank: &[u32]) -> Option<u64> {
         if l.null.is_some_and(|s| s.get(row) != 0) {
             return None;
@@ -702,16 +702,17 @@ impl Rows {
             }
         }
         let rankers = self.rankers(&cols, &str_ranks);
-        let layouts: Vec<Layout> = cols.iter().map(|&c| self.layout[c]).collect();
-        // Rank of row `r` (whose packed words are `row`) in sort column `j`.
-        let rank = |j: usize, r: usize, row: &[u64]| -> u64 {
-            match &rankers[j] {
-                Ranker::Offset { min, .. } => {
-                    Self::order_value(layouts[j], row, &str_ranks[j]).map_or(0, |v| v - min + 1)
-                }
-                Ranker::Dense { ranks, .. } => u64::from(ranks[r]),
-            }
-        };
+        let keys_of: Vec<SortKey<'_>> = cols
+            .iter()
+            .zip(&str_ranks)
+            .zip(&rankers)
+            .map(|((&c, str_rank), ranker)| SortKey {
+                layout: self.layout[c],
+                str_rank,
+                ranker,
+            })
+            .collect();
+        let rank = |j: usize, r: usize, row: &[u64]| keys_of[j].rank(r, row);
         let row_bits = bits(rows as u32);
         let col_bits: Vec<u32> = rankers.iter().map(|r| bits(r.max())).collect();
         let key_bits: u32 = col_bits.iter().sum();
@@ -723,13 +724,14 @@ impl Rows {
                 .rows()
                 .enumerate()
                 .map(|(r, row)| {
-                    let k = col_bits
-                        .iter()
-                        .enumerate()
-                        .fold(0u64, |k, (j, &b)| (k << b) | rank(j, r, row));
+                    let mut k = 0u64;
+                    for (key, &b) in keys_of.iter().zip(&col_bits) {
+                        k = (k << b) | key.rank(r, row);
+                    }
                     (k << row_bits) | r as u64
                 })
                 .collect();
+            drop(keys_of);
             drop(rankers);
             radix_sort(&mut keys, row_bits, row_bits + key_bits);
             let mask = (1u64 << row_bits) - 1;
@@ -764,6 +766,27 @@ enum Ranker {
     Dense { ranks: Vec<u32>, max: u32 },
 }
 
+/// One column of a sort key: where its values are and how they become ranks.
+struct SortKey<'a> {
+    layout: Layout,
+    /// Ranks of interned strings (string columns only).
+    str_rank: &'a [u32],
+    ranker: &'a Ranker,
+}
+
+impl SortKey<'_> {
+    /// The rank of row `r`, whose packed words are `row`.
+    #[inline(always)]
+    fn rank(&self, r: usize, row: &[u64]) -> u64 {
+        match self.ranker {
+            Ranker::Offset { min, .. } => {
+                Rows::order_value(self.layout, row, self.str_rank).map_or(0, |v| v - min + 1)
+            }
+            Ranker::Dense { ranks, .. } => u64::from(ranks[r]),
+        }
+    }
+}
+
 impl Ranker {
     /// The largest rank.
     fn max(&self) -> u32 {
@@ -781,18 +804,27 @@ fn radix_sort(v: &mut Vec<u64>, lo: u32, hi: u32) {
     }
     let passes = (hi - lo).div_ceil(12);
     let digit = (hi - lo).div_ceil(passes);
-    let mut buf = vec![0u64; v.len()];
-    let mut shift = lo;
-    while shift < hi {
-        let b = digit.min(hi - shift);
-        let mask = (1u64 << b) - 1;
-        let mut next = vec![0usize; 1 << b];
-        for &x in v.iter() {
-            next[((x >> shift) & mask) as usize] += 1;
+    // (shift, mask) of each pass's digit, and the counts of every digit, in one read of `v`.
+    let digits: Vec<(u32, u64)> = (0..passes)
+        .map(|p| {
+            let shift = lo + p * digit;
+            let b = digit.min(hi - shift);
+            (shift, (1u64 << b) - 1)
+        })
+        .collect();
+    let mut counts: Vec<Vec<usize>> = digits
+        .iter()
+        .map(|&(_, m)| vec![0; m as usize + 1])
+        .collect();
+    for &x in v.iter() {
+        for (c, &(shift, mask)) in counts.iter_mut().zip(&digits) {
+            c[((x >> shift) & mask) as usize] += 1;
         }
+    }
+    let mut buf = vec![0u64; v.len()];
+    for (mut next, &(shift, mask)) in counts.into_iter().zip(&digits) {
         // A digit that is the same for every element leaves the order unchanged.
         if next.contains(&v.len()) {
-            shift += b;
             continue;
         }
         let mut sum = 0;
@@ -807,7 +839,6 @@ fn radix_sort(v: &mut Vec<u64>, lo: u32, hi: u32) {
             next[d] += 1;
         }
         std::mem::swap(v, &mut buf);
-        shift += b;
     }
 }
 
