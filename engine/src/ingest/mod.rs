@@ -201,12 +201,7 @@ pub fn ingest(opts: &IngestOptions, keys: &Keys) -> Result<IngestReport> {
     // in `first_error`).
     let shared: OnceLock<Option<Context>> = OnceLock::new();
     let pseudo = keys.pseudonymiser();
-    let wait = || -> Result<&Context> {
-        shared
-            .wait()
-            .as_ref()
-            .ok_or_else(|| Error::InvalidOption("ingest stopped: another extract failed".into()))
-    };
+    let wait = || -> Result<&Context> { shared.wait().as_ref().ok_or_else(stopped) };
     std::thread::scope(|s| {
         for _ in 0..workers.min(jobs.len()) {
             s.spawn(|| {
@@ -283,11 +278,7 @@ pub fn ingest(opts: &IngestOptions, keys: &Keys) -> Result<IngestReport> {
     if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(e);
     }
-    if shared.into_inner().flatten().is_none() {
-        return Err(Error::InvalidOption(
-            "the reference extracts were not read".into(),
-        ));
-    }
+    // Written only after the reference extracts and every other extract were read.
     let Some(person_keys) = person_keys.into_inner().unwrap_or_else(|p| p.into_inner()) else {
         return Err(Error::InvalidOption(
             "the person keys were not written".into(),
@@ -445,12 +436,16 @@ impl People {
             state = self.changed.wait(state).unwrap_or_else(|p| p.into_inner());
         }
         if state.failed {
-            return Err(Error::InvalidOption(
-                "ingest stopped: another extract failed".into(),
-            ));
+            return Err(stopped());
         }
         Ok(std::mem::take(&mut state.others))
     }
+}
+
+/// The error of a job that cannot go on because another one failed (whose error is the one
+/// reported).
+fn stopped() -> Error {
+    Error::InvalidOption("ingest stopped: another extract failed".into())
 }
 
 /// One extract job's promise to hand over its people (see [`People::arrival`]).

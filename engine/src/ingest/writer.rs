@@ -712,7 +712,6 @@ impl Rows {
                 ranker,
             })
             .collect();
-        let rank = |j: usize, r: usize, row: &[u64]| keys_of[j].rank(r, row);
         let row_bits = bits(rows as u32);
         let col_bits: Vec<u32> = rankers.iter().map(|r| bits(r.max())).collect();
         let key_bits: u32 = col_bits.iter().sum();
@@ -738,11 +737,12 @@ impl Rows {
             return Ok(keys.into_iter().map(|k| (k & mask) as u32).collect());
         }
         // Too many bits for one word: sort row numbers by their ranks column by column.
-        let ranks: Vec<Vec<u32>> = (0..cols.len())
-            .map(|j| {
+        let ranks: Vec<Vec<u32>> = keys_of
+            .iter()
+            .map(|key| {
                 self.rows()
                     .enumerate()
-                    .map(|(r, row)| rank(j, r, row) as u32)
+                    .map(|(r, row)| key.rank(r, row) as u32)
                     .collect()
             })
             .collect();
