@@ -21,7 +21,10 @@
 //! 6. the audit log's cost: the run path with and without its audit appends, and the raw
 //!    append rate (see `fivesafes_tests::bench::audit` for what exactly is compared);
 //! 7. peak resident memory of this process (which hosts the server) from step 2 on, and the
-//!    peak reservation of the memory pool, against the configured pool.
+//!    peak reservation of the memory pool, against the configured pool;
+//! 8. rule 7's floor for each query of step 3: the least work that low-effect detection
+//!    obliges any exact implementation to do, as one plain query, timed against the
+//!    unprotected query (after step 7, so that it does not count in the server's memory).
 //!
 //! Figures are printed, never asserted. Nothing printed or logged holds a data value: names,
 //! times, row counts and status codes only.
@@ -222,6 +225,8 @@ async fn main() -> Result<()> {
                 protected_ms: p,
                 unprotected_ms: u,
                 ratio: p / u,
+                floor_ms: f64::NAN,
+                floor_ratio: f64::NAN,
                 server_ms: s,
                 flight_ms: f,
                 flight_overhead_ms: f - p,
@@ -437,6 +442,9 @@ async fn main() -> Result<()> {
         mib(peaks.pool),
         "MiB",
     ));
+    // 8. Rule 7's floor, after the memory figures: the floor queries group ten years of rows
+    // in several grouping sets, which is not what the server does.
+    measure_floors(&cx, &mut timings, runs, &mut figures).await?;
     env.stop().await?;
     push_steal(cpu_at_start, &mut figures);
 
@@ -454,6 +462,63 @@ async fn main() -> Result<()> {
         "audit": audit_json,
     });
     write_figures(&figures, &json, &args.json)
+}
+
+/// Times each measured query's [floor](fivesafes_tests::bench::queries::BenchQuery::floor)
+/// (plain DataFusion, like the unprotected time, after an untimed warm-up) and reports it
+/// next to the protected/unprotected ratio: rule 7 obliges any exact implementation to do at
+/// least the floor's work, so floor/unprotected bounds that ratio from below.
+async fn measure_floors(
+    cx: &query::ProjectContext,
+    timings: &mut [QueryTiming],
+    runs: usize,
+    figures: &mut Vec<Figure>,
+) -> Result<()> {
+    if timings.is_empty() {
+        return Ok(());
+    }
+    println!(
+        "\n{:<26} {:>11} {:>11} {:>11} {:>11}",
+        "rule 7's floor (ms)", "unprotect.", "floor", "floor/unpr.", "prot./unpr."
+    );
+    for t in timings.iter_mut() {
+        let Some(q) = QUERIES.iter().find(|q| q.name == t.name) else {
+            continue;
+        };
+        let timed = async {
+            unprotected(cx, q.floor).await?;
+            let mut f = Vec::with_capacity(runs);
+            for _ in 0..runs {
+                let started = Instant::now();
+                unprotected(cx, q.floor).await?;
+                f.push(ms(started.elapsed()));
+            }
+            Ok::<f64, query::QueryError>(median(&mut f))
+        };
+        t.floor_ms = match timed.await {
+            Ok(floor) => floor,
+            Err(e) => {
+                println!("{:<26} floor failed: {e}", t.name);
+                continue;
+            }
+        };
+        t.floor_ratio = t.floor_ms / t.unprotected_ms;
+        println!(
+            "{:<26} {:>11.1} {:>11.1} {:>11.2} {:>11.2}",
+            t.name, t.unprotected_ms, t.floor_ms, t.floor_ratio, t.ratio
+        );
+    }
+    let mut floors: Vec<f64> = timings
+        .iter()
+        .map(|t| t.floor_ratio)
+        .filter(|r| r.is_finite())
+        .collect();
+    figures.push(Figure::new(
+        "queries: rule 7's floor/unprotected, median",
+        median(&mut floors),
+        "×",
+    ));
+    Ok(())
 }
 
 /// The share of the machine's CPU time the host gave to other guests since `start` (on a
