@@ -559,11 +559,47 @@ enum GpPerson {
     Unregistered,
 }
 
+/// The extract line of each row kept so far, stored as the rows where the lines stop being
+/// consecutive (after a rejected row or a record that spans lines): a line per row would
+/// take 8 bytes for each of the largest extracts' ten million rows.
+#[derive(Debug, Default)]
+struct Lines {
+    /// (row, its line) where a run of rows on consecutive lines starts, rows ascending.
+    runs: Vec<(usize, u64)>,
+    /// Rows pushed.
+    rows: usize,
+    /// The line that continues the current run.
+    next: u64,
+}
+
+impl Lines {
+    /// Records the line of the next row.
+    #[inline]
+    fn push(&mut self, line: u64) {
+        if self.runs.is_empty() || line != self.next {
+            self.runs.push((self.rows, line));
+        }
+        self.rows += 1;
+        self.next = line + 1;
+    }
+
+    /// The line of row `row` (one that was pushed).
+    fn of(&self, row: usize) -> u64 {
+        let i = self
+            .runs
+            .partition_point(|&(r, _)| r <= row)
+            .saturating_sub(1);
+        self.runs
+            .get(i)
+            .map_or(0, |&(first, line)| line + (row - first) as u64)
+    }
+}
+
 /// Resolves the people of a GP-sourced table whose rows hold NHS numbers in `patient_id`
 /// (and a placeholder record key): rows of registered people get their pseudonym and record
 /// key, rows of objectors are removed (counted), rows of unregistered people are rejected.
 /// `lines` holds each row's line in the extract.
-fn resolve_gp(ctx: &Context, out: &mut Processed, rows: &mut Rows, lines: &[u64]) -> Result<()> {
+fn resolve_gp(ctx: &Context, out: &mut Processed, rows: &mut Rows, lines: &Lines) -> Result<()> {
     let mut late = Rejects::default();
     let removed = &mut out.counts.removed_by_objection;
     // Extracts list a person's records together: look each run of one person up once.
@@ -593,7 +629,7 @@ fn resolve_gp(ctx: &Context, out: &mut Processed, rows: &mut Rows, lines: &[u64]
             }
             GpPerson::Unregistered => {
                 late.add(
-                    lines[row],
+                    lines.of(row),
                     "nhs_number",
                     "not a registered patient in gp_patients.csv",
                 );
@@ -642,7 +678,7 @@ pub fn events(ctx: Await<'_>, ex: &mut Extract, progress: impl FnMut(u64)) -> Re
     let mut rows = Rows::new(&catalog::CLINICAL_EVENTS);
     let records = ex.estimated_records();
     rows.reserve(records);
-    let mut lines = Vec::with_capacity(records);
+    let mut lines = Lines::default();
     let rej = &mut out.rejects;
     let mut nhs_numbers = NhsNumbers::default();
     let read = ex.for_each(progress, |r| {
@@ -689,7 +725,7 @@ pub fn medications(
     let mut rows = Rows::new(&catalog::MEDICATIONS);
     let records = ex.estimated_records();
     rows.reserve(records);
-    let mut lines = Vec::with_capacity(records);
+    let mut lines = Lines::default();
     let rej = &mut out.rejects;
     let mut nhs_numbers = NhsNumbers::default();
     let read = ex.for_each(progress, |r| {
@@ -1088,6 +1124,24 @@ fn finish(out: &mut Processed, read: u64, rows: Rows, def: &'static catalog::Tab
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn lines_of_rows_survive_gaps_and_multi_line_records() {
+        // Lines 2, 3, 4, then a rejected line 5, 6, a record on lines 7-8, then 9, 10.
+        let pushed = [2u64, 3, 4, 6, 7, 9, 10];
+        let mut lines = Lines::default();
+        for &l in &pushed {
+            lines.push(l);
+        }
+        assert_eq!(
+            lines.runs.len(),
+            3,
+            "one run per stretch of consecutive lines"
+        );
+        for (row, &l) in pushed.iter().enumerate() {
+            assert_eq!(lines.of(row), l, "row {row}");
+        }
+    }
 
     #[test]
     fn nhs_numbers_are_checked_per_run_of_records() {
