@@ -30,6 +30,7 @@ pub mod decision;
 pub mod error;
 pub mod gate;
 mod low_effect;
+mod opt_out;
 pub mod output;
 mod per_date;
 pub mod query;

@@ -134,6 +134,16 @@ impl TableProvider for SharedTable {
     }
 }
 
+/// The one child given to `with_new_children` of the plan node `node`.
+pub(crate) fn only_child(
+    children: Vec<Arc<dyn ExecutionPlan>>,
+    node: &str,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let [child] = <[_; 1]>::try_from(children)
+        .map_err(|_| DataFusionError::Internal(format!("{node} has one child")))?;
+    Ok(child)
+}
+
 /// Reads a [`Slot`], computing it from its child if no other reader has.
 struct SharedExec {
     child: Arc<dyn ExecutionPlan>,
@@ -203,10 +213,8 @@ impl ExecutionPlan for SharedExec {
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let [child] = <[_; 1]>::try_from(children)
-            .map_err(|_| DataFusionError::Internal("SharedExec has one child".into()))?;
         Ok(Arc::new(SharedExec::new(
-            child,
+            only_child(children, "SharedExec")?,
             Arc::clone(&self.slot),
             self.projection.clone(),
         )?))

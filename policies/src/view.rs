@@ -3,8 +3,9 @@
 //! It contains only the project's approved tables, each as a view that exposes only the
 //! approved columns (never a secret column) and, when the national data opt-out applies, only
 //! the rows of persons recorded as *not* opted out — a person absent from the opt-out list has
-//! unknown status and is excluded (fail closed). The opt-out filter sits under everything the
-//! analyst writes, so no query can see an opted-out person's rows. The session has no
+//! unknown status and is excluded (fail closed). The opt-out filter sits inside the scan of
+//! each personal table ([`crate::opt_out`]), under everything the analyst writes, so no query
+//! can see an opted-out person's rows. The session has no
 //! `information_schema`, no table functions (`generate_series`, `range`), no URL tables and no
 //! table factories (`CREATE EXTERNAL TABLE`); hidden tables are simply not there, so naming
 //! one fails exactly like a typo.
@@ -12,16 +13,19 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use datafusion::catalog::TableProvider;
 use datafusion::catalog::view::ViewTable;
 use datafusion::common::ScalarValue;
 use datafusion::datasource::provider_as_source;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::execution::session_state::SessionStateBuilder;
-use datafusion::logical_expr::{Expr, JoinType, LogicalPlan, LogicalPlanBuilder, col, lit};
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, col, lit};
 use datafusion::prelude::SessionContext;
 use fivesafes_engine::catalog::{PRIVACY_UNIT, TableClass};
 use fivesafes_engine::session::{SessionOptions, config, runtime, table_provider};
 use fivesafes_engine::store::StoreVersion;
+
+use crate::opt_out::{Allowed, OptOutTable};
 
 /// The governance table holding national opt-out status.
 const OPT_OUT_TABLE: &str = "national_opt_out";
@@ -110,14 +114,15 @@ pub async fn project_session_in(
 ) -> Result<SessionContext, ViewError> {
     let ctx = restricted_context_in(runtime, opts);
     let state = ctx.state();
+    // The persons recorded as not opted out, read once for every personal table of the view.
     let allowed = if spec.opt_out_applies {
         let ndoo = table_provider(&state, version, OPT_OUT_TABLE).await?;
-        Some(
-            LogicalPlanBuilder::scan(OPT_OUT_TABLE, provider_as_source(ndoo), None)?
-                .filter(col("opted_out").eq(lit(false)))?
-                .project(vec![col(PRIVACY_UNIT)])?
-                .build()?,
-        )
+        let plan = LogicalPlanBuilder::scan(OPT_OUT_TABLE, provider_as_source(ndoo), None)?
+            .filter(col("opted_out").eq(lit(false)))?
+            .project(vec![col(PRIVACY_UNIT)])?
+            .build()?;
+        let batches = ctx.execute_logical_plan(plan).await?.collect().await?;
+        Some(Arc::new(Allowed::from_batches(&batches)?))
     } else {
         None
     };
@@ -145,20 +150,19 @@ pub async fn project_session_in(
                 "{name} is personal: its view must include {PRIVACY_UNIT}"
             )));
         }
-        let base = table_provider(&state, version, name).await?;
+        let mut base: Arc<dyn TableProvider> = table_provider(&state, version, name).await?;
+        if let (true, Some(allowed)) = (personal, &allowed) {
+            let unit = base
+                .schema()
+                .index_of(PRIVACY_UNIT)
+                .map_err(datafusion::error::DataFusionError::from)?;
+            base = Arc::new(OptOutTable::new(base, Arc::clone(allowed), unit));
+        }
         let mut plan = LogicalPlanBuilder::scan(name.as_str(), provider_as_source(base), None)?;
         if let (true, Some(window)) = (personal, spec.date_window)
             && let Some(cond) = date_condition(name, window)
         {
             plan = plan.filter(cond)?;
-        }
-        if let (true, Some(allowed)) = (personal, &allowed) {
-            plan = plan.join(
-                allowed.clone(),
-                JoinType::LeftSemi,
-                (vec![PRIVACY_UNIT], vec![PRIVACY_UNIT]),
-                None,
-            )?;
         }
         let plan: LogicalPlan = plan
             .project(columns.iter().map(|c| col(format!("{name}.{c}"))))?
