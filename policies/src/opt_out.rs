@@ -20,15 +20,21 @@ use datafusion::arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
 use datafusion::arrow::buffer::BooleanBuffer;
 use datafusion::arrow::datatypes::{Int64Type, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::DFSchema;
 use datafusion::common::Result;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::DataFusionError;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::expr_rewriter::unnormalize_col;
+use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::CardinalityEffect;
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::statistics::{ChildStats, StatisticsArgs};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties, Statistics,
 };
 use futures::StreamExt;
 
@@ -135,7 +141,17 @@ impl TableProvider for OptOutTable {
                 }
             },
         };
-        let input = self.inner.scan(state, read.as_ref(), filters, None).await?;
+        let mut input = self.inner.scan(state, read.as_ref(), filters, None).await?;
+        // The query's filters, as a filter right over the table's scan: the physical
+        // optimizer pushes them into the Parquet scan (to skip row groups and pages by their
+        // statistics), which it cannot do through the opt-out filter. They only drop rows the
+        // same filters above the scan drop anyway.
+        if let Some(predicate) = conjunction(filters.iter().cloned().map(unnormalize_col)) {
+            let schema = DFSchema::try_from(input.schema().as_ref().clone())?;
+            if let Ok(predicate) = state.create_physical_expr(predicate, &schema) {
+                input = Arc::new(FilterExec::try_new(predicate, input)?);
+            }
+        }
         Ok(Arc::new(OptOutExec::new(
             input,
             Arc::clone(&self.allowed),
@@ -213,6 +229,32 @@ impl ExecutionPlan for OptOutExec {
 
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
         vec![&self.input]
+    }
+
+    fn cardinality_effect(&self) -> CardinalityEffect {
+        CardinalityEffect::LowerEqual
+    }
+
+    fn child_stats_requests(&self, partition: Option<usize>) -> Vec<ChildStats> {
+        vec![ChildStats::At(partition)]
+    }
+
+    /// The scan's statistics, no longer exact (some rows are dropped): without them the
+    /// optimizer cannot tell a large table from a small one, and builds a hash join's table
+    /// from whichever input is on the left (10M GP events rather than 1M patients).
+    fn statistics_from_inputs(
+        &self,
+        input_stats: &[Arc<Statistics>],
+        _args: &StatisticsArgs,
+    ) -> Result<Arc<Statistics>> {
+        let stats = match input_stats.first() {
+            Some(s) => s.as_ref().clone().to_inexact(),
+            None => return Ok(Arc::new(Statistics::new_unknown(&self.schema()))),
+        };
+        Ok(Arc::new(match &self.output {
+            Some(p) => stats.project(Some(p)),
+            None => stats,
+        }))
     }
 
     fn with_new_children(
@@ -304,6 +346,25 @@ mod tests {
         )
         .expect("batch");
         Allowed::from_batches(&[b]).expect("allowed")
+    }
+
+    /// The filter passes its input's row count on as an estimate, projected to the columns
+    /// the query reads (the optimizer needs it to build a join's table from the smaller side).
+    #[test]
+    fn statistics_pass_through_as_estimates() {
+        use datafusion::common::stats::Precision;
+        use datafusion::datasource::memory::MemorySourceConfig;
+        use datafusion::physical_plan::statistics::StatisticsContext;
+
+        let b = batch();
+        let input =
+            MemorySourceConfig::try_new_exec(&[vec![b.clone()]], b.schema(), None).expect("input");
+        let exec = OptOutExec::new(input, Arc::new(allowed(&[1])), 1, Some(vec![0])).expect("exec");
+        let stats = StatisticsContext::new()
+            .compute(&exec, &StatisticsArgs::new())
+            .expect("statistics");
+        assert_eq!(stats.num_rows, Precision::Inexact(5));
+        assert_eq!(stats.column_statistics.len(), 1);
     }
 
     /// Only the rows of listed persons are kept: not those of unlisted persons (unknown
