@@ -145,7 +145,8 @@ impl TableProvider for OptOutTable {
         // The query's filters, as a filter right over the table's scan: the physical
         // optimizer pushes them into the Parquet scan (to skip row groups and pages by their
         // statistics), which it cannot do through the opt-out filter. They only drop rows the
-        // same filters above the scan drop anyway.
+        // same filters above the scan drop anyway, so one that cannot be planned against the
+        // scan's columns is simply left to the filter above.
         if let Some(predicate) = conjunction(filters.iter().cloned().map(unnormalize_col)) {
             let schema = DFSchema::try_from(input.schema().as_ref().clone())?;
             if let Ok(predicate) = state.create_physical_expr(predicate, &schema) {
