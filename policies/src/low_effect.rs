@@ -53,7 +53,7 @@ use datafusion::common::tree_node::TreeNode;
 use datafusion::common::{Column, DFSchemaRef, NullEquality};
 use datafusion::functions::expr_fn::coalesce;
 use datafusion::functions_aggregate::expr_fn::{array_agg, bit_or, bool_or, count};
-use datafusion::functions_nested::expr_fn::{array_compact, array_has, cardinality, make_array};
+use datafusion::functions_nested::expr_fn::{array_compact, array_has, make_array};
 use datafusion::logical_expr::expr::{InList, InSubquery, Like};
 use datafusion::logical_expr::utils::{conjunction, disjunction, split_conjunction_owned};
 use datafusion::logical_expr::{
@@ -550,6 +550,7 @@ impl<'a> LowEffect<'a> {
         // Every row's key: its fail mask when it fails (node 0), else the pass pseudo-key.
         let pass_key = 1i64 << MASK_BITS;
         let ks = self.name("ks");
+        let passes = self.name("passes");
         let u = self.name("du");
         let keyed_cols = columns_of(keyed.schema());
         let mut exprs = keyed_cols.clone();
@@ -564,9 +565,8 @@ impl<'a> LowEffect<'a> {
             ])
             .alias(&ks),
         );
-        let rows = LogicalPlanBuilder::from(keyed.clone())
-            .project(exprs)?
-            .build()?;
+        exprs.push(Expr::IsTrue(Box::new(formula.value(0, None))).alias(&passes));
+        let rows = LogicalPlanBuilder::from(keyed).project(exprs)?.build()?;
 
         // 1. Distinct persons per set, cell and key (up to the threshold: only fewer matter),
         // in one aggregation.
@@ -676,33 +676,22 @@ impl<'a> LowEffect<'a> {
             .filter(atom(&low).is_not_null())?
             .aggregate(vec![atom(&low).alias(&low_mask)], Vec::<Expr>::new())?
             .build()?;
-        // The candidates are two disjoint sets of rows, read apart so that neither reads
-        // more than it must (before, one outer join of every row with the masks read all
-        // the rows a second time, and a filter kept the candidates):
-        // - the rows that pass: the query's own filter over the rows, which the optimizer
-        //   pushes into the scans (at 1M patients, practice-month reads 1.6 of 11M events
-        //   here instead of all of them);
-        // - the rows that fail with a low-effect mask: an inner join of the few masks (its
-        //   build side, hashed in memory) with every row (streamed). A row that passes has
-        //   the pass pseudo-key, never a mask, so it is not read twice; and when no cell has
-        //   a low-effect mask (the usual case) the join has nothing to match and ends
-        //   without reading the rows at all.
-        let passing = LogicalPlanBuilder::from(keyed)
-            .filter(formula.value(0, None))?
-            .build()?;
-        let failing_low = LogicalPlanBuilder::from(low_any)
+        // The few masks on the join's left (its build side, hashed in memory) and every
+        // row on the right (streamed): the other way round, a hash join holds all the rows
+        // (at 1M patients, 10M rows and 700 MB for the events).
+        let candidates = LogicalPlanBuilder::from(low_any)
             .join(
                 rows,
-                JoinType::Inner,
+                JoinType::Right,
                 (
                     vec![Column::from_name(&low_mask)],
                     vec![Column::from_name(&ks)],
                 ),
                 None,
             )?
+            .filter(atom(&passes).or(atom(&low_mask).is_not_null()))?
             .project(keyed_cols)?
             .build()?;
-        let candidates = self.union_keeping_names(passing, failing_low)?;
 
         // 4. Those rows, copied per set, joined to their cells and filtered again.
         let (expanded, cells) = expand(candidates)?;
@@ -744,35 +733,6 @@ impl<'a> LowEffect<'a> {
             .project(columns_of(&out_schema))?
             .build()?;
         Ok(Ok((out, cells)))
-    }
-
-    /// The rows of `a` and then of `b`, two plans with the same columns, under those
-    /// columns' qualified names (a plain union's columns lose their qualifiers, and a plan
-    /// may hold one name under two qualifiers, so the union's inputs name them apart).
-    fn union_keeping_names(
-        &mut self,
-        a: LogicalPlan,
-        b: LogicalPlan,
-    ) -> Result<LogicalPlan, RewriteError> {
-        let schema = Arc::clone(a.schema());
-        let apart: Vec<String> = schema.iter().map(|_| self.name("u")).collect();
-        let named_apart = |plan: LogicalPlan| -> Result<LogicalPlan, RewriteError> {
-            let exprs = columns_of(plan.schema())
-                .into_iter()
-                .zip(&apart)
-                .map(|(c, n)| c.alias(n))
-                .collect::<Vec<_>>();
-            Ok(LogicalPlanBuilder::from(plan).project(exprs)?.build()?)
-        };
-        let named_back: Vec<Expr> = schema
-            .iter()
-            .zip(&apart)
-            .map(|((q, f), n)| atom(n).alias_qualified(q.cloned(), f.name()))
-            .collect();
-        Ok(LogicalPlanBuilder::from(named_apart(a)?)
-            .union(named_apart(b)?)?
-            .project(named_back)?
-            .build()?)
     }
 
     /// [`LowEffect::apply_lifted`] over conditions that are not empty.
@@ -885,48 +845,7 @@ impl<'a> LowEffect<'a> {
                 .zip(&f)
                 .map(|(e, name)| e.clone().unalias().alias(name)),
         );
-        // Only a cell that persons pass and that has a low-effect mask can change a row's
-        // fate: without one, the rows kept are exactly those that pass. So the rows are read
-        // as two disjoint sets: those that pass, through the query's own filter (which the
-        // optimizer pushes into the scans), and those that do not, behind an inner join with
-        // a gate that has one row if some cell has a low-effect mask and none otherwise. The
-        // gate is the join's build side; when it is empty (the usual case), the join ends
-        // without reading the failing rows at all.
-        let shared = self.name("cells");
-        let (low, low_again) = crate::shared::twice(low, &shared)?;
-        let (gate_one, row_one) = (self.name("one"), self.name("one"));
-        let some_low = disjunction(
-            lists
-                .iter()
-                .map(|l| coalesce(vec![cardinality(atom(l)), lit(0u64)]).gt(lit(0u64))),
-        )
-        .unwrap_or(lit(false));
-        let gate = LogicalPlanBuilder::from(low_again)
-            .filter(atom(&pass).is_true().and(some_low))?
-            .aggregate(vec![lit(0i64).alias(&gate_one)], Vec::<Expr>::new())?
-            .build()?;
-        let passes = formula.value(0, None);
-        let passing = LogicalPlanBuilder::from(base.clone())
-            .filter(passes.clone())?
-            .build()?;
-        let mut failing_cols = columns_of(&schema);
-        failing_cols.push(lit(0i64).alias(&row_one));
-        let failing = LogicalPlanBuilder::from(gate)
-            .join(
-                LogicalPlanBuilder::from(base)
-                    .filter(Expr::Not(Box::new(Expr::IsTrue(Box::new(passes)))))?
-                    .project(failing_cols)?
-                    .build()?,
-                JoinType::Inner,
-                (
-                    vec![Column::from_name(&gate_one)],
-                    vec![Column::from_name(&row_one)],
-                ),
-                None,
-            )?
-            .project(columns_of(&schema))?
-            .build()?;
-        let rows = LogicalPlanBuilder::from(self.union_keeping_names(passing, failing)?)
+        let rows = LogicalPlanBuilder::from(base)
             .project(with_cells)?
             .build()?;
         let keep = formula.neutralised(0, &pass, &lists, &large);
