@@ -457,14 +457,21 @@ impl Source {
         f(&self.buf, &self.fields, self.line)
     }
 
-    /// Parses the record at `pos` with `csv_core` (it has quotes, or a lone `\r`) and passes
-    /// it to `f`.
+    /// Parses the record at `pos` (it has quotes, or a lone `\r`) and passes it to `f`: a
+    /// line whose quoted fields are whole fields with no `"`, `\r` or `\n` inside (a HES
+    /// `diag_4_concat` list) directly, anything else with `csv_core`.
     fn quoted_record(
         &mut self,
         path: &Path,
         f: &mut impl FnMut(&[u8], &[(usize, usize)], u64) -> Result<()>,
     ) -> Result<()> {
         let line = self.line;
+        if let Some(next) = self.simple_quoted() {
+            f(&self.buf, &self.fields, line)?;
+            self.pos = next;
+            self.line += 1;
+            return Ok(());
+        }
         self.core.reset();
         let (mut nout, mut nends) = (0, 0);
         loop {
@@ -503,6 +510,63 @@ impl Source {
             return Ok(());
         }
         f(&self.out, &self.fields, line)
+    }
+}
+
+impl Source {
+    /// Splits the line at `pos` into `fields` when every `"` in it opens or closes a whole
+    /// field and no field holds `"`, `\r` or `\n`; returns where the next line starts. `None`
+    /// (nothing decided) for anything else, or when the line is not complete in the buffer.
+    fn simple_quoted(&mut self) -> Option<usize> {
+        let buf = &self.buf[..self.end];
+        self.fields.clear();
+        let mut i = self.pos;
+        loop {
+            // The field's bounds, and where what follows it is.
+            let (field, after) = if buf.get(i) == Some(&b'"') {
+                let close = i + 1 + memchr::memchr(b'"', &buf[i + 1..])?;
+                if memchr::memchr2(b'\n', b'\r', &buf[i + 1..close]).is_some() {
+                    return None;
+                }
+                ((i + 1, close), close + 1)
+            } else {
+                let stop = i + memchr::memchr3(b',', b'\n', b'"', &buf[i..])?;
+                if buf[stop] == b'"' {
+                    return None;
+                }
+                ((i, stop), stop)
+            };
+            let (field, after) = match buf.get(after)? {
+                // `\r` ends an unquoted field's bytes only before `\n`.
+                _ if field.1 > field.0 && buf[field.1 - 1] == b'\r' && after == field.1 => {
+                    if buf[after] != b'\n'
+                        || memchr::memchr(b'\r', &buf[field.0..field.1 - 1]).is_some()
+                    {
+                        return None;
+                    }
+                    ((field.0, field.1 - 1), after)
+                }
+                _ if after == field.1
+                    && memchr::memchr(b'\r', &buf[field.0..field.1]).is_some() =>
+                {
+                    return None;
+                }
+                b'\r' if after > field.1 => {
+                    // A quoted field closed right before `\r\n`.
+                    if buf.get(after + 1)? != &b'\n' {
+                        return None;
+                    }
+                    (field, after + 1)
+                }
+                _ => (field, after),
+            };
+            self.fields.push(field);
+            match buf[after] {
+                b',' => i = after + 1,
+                b'\n' => return Some(after + 1),
+                _ => return None,
+            }
+        }
     }
 }
 
