@@ -53,7 +53,7 @@ use datafusion::common::tree_node::TreeNode;
 use datafusion::common::{Column, DFSchemaRef, NullEquality};
 use datafusion::functions::expr_fn::coalesce;
 use datafusion::functions_aggregate::expr_fn::{array_agg, bit_or, bool_or, count};
-use datafusion::functions_nested::expr_fn::{array_compact, array_has, make_array};
+use datafusion::functions_nested::expr_fn::{array_compact, array_has, cardinality, make_array};
 use datafusion::logical_expr::expr::{InList, InSubquery, Like};
 use datafusion::logical_expr::utils::{conjunction, disjunction, split_conjunction_owned};
 use datafusion::logical_expr::{
@@ -566,7 +566,9 @@ impl<'a> LowEffect<'a> {
             .alias(&ks),
         );
         exprs.push(Expr::IsTrue(Box::new(formula.value(0, None))).alias(&passes));
-        let rows = LogicalPlanBuilder::from(keyed).project(exprs)?.build()?;
+        let rows = LogicalPlanBuilder::from(keyed.clone())
+            .project(exprs)?
+            .build()?;
 
         // 1. Distinct persons per set, cell and key (up to the threshold: only fewer matter),
         // in one aggregation.
@@ -676,10 +678,21 @@ impl<'a> LowEffect<'a> {
             .filter(atom(&low).is_not_null())?
             .aggregate(vec![atom(&low).alias(&low_mask)], Vec::<Expr>::new())?
             .build()?;
-        // The few masks on the join's left (its build side, hashed in memory) and every
-        // row on the right (streamed): the other way round, a hash join holds all the rows
-        // (at 1M patients, 10M rows and 700 MB for the events).
-        let candidates = LogicalPlanBuilder::from(low_any)
+        // The candidates. When no cell has a low-effect mask (the usual case), they are the
+        // rows that pass, read through the query's own filter (which the optimizer pushes
+        // into the scans); otherwise the few masks on a join's left (its build side, hashed
+        // in memory) and every row on the right (streamed): the other way round, a hash join
+        // holds all the rows (at 1M patients, 10M rows and 700 MB for the events).
+        let shared_low = self.name("lowany");
+        let (low_any, low_any_again) = crate::shared::twice(low_any, &shared_low)?;
+        let n_low = self.name("nlow");
+        let low_count = LogicalPlanBuilder::from(low_any_again)
+            .aggregate(Vec::<Expr>::new(), vec![count(lit(1i64)).alias(&n_low)])?
+            .build()?;
+        let passing = LogicalPlanBuilder::from(keyed)
+            .filter(formula.value(0, None))?
+            .build()?;
+        let every = LogicalPlanBuilder::from(low_any)
             .join(
                 rows,
                 JoinType::Right,
@@ -692,6 +705,7 @@ impl<'a> LowEffect<'a> {
             .filter(atom(&passes).or(atom(&low_mask).is_not_null()))?
             .project(keyed_cols)?
             .build()?;
+        let candidates = self.either(low_count, &n_low, passing, every)?;
 
         // 4. Those rows, copied per set, joined to their cells and filtered again.
         let (expanded, cells) = expand(candidates)?;
@@ -733,6 +747,83 @@ impl<'a> LowEffect<'a> {
             .project(columns_of(&out_schema))?
             .build()?;
         Ok(Ok((out, cells)))
+    }
+
+    /// The rows of `passing` when the one-row plan `count` has 0 in its column `n`, else
+    /// those of `every` (two plans with the same columns). Each is the probe side of an
+    /// inner join whose build side is a gate of one row or none, so only one of them is
+    /// read at all: a hash join with an empty build side ends without reading its probe.
+    fn either(
+        &mut self,
+        count: LogicalPlan,
+        n: &str,
+        passing: LogicalPlan,
+        every: LogicalPlan,
+    ) -> Result<LogicalPlan, RewriteError> {
+        let shared = self.name("gate");
+        let (count, count_again) = crate::shared::twice(count, &shared)?;
+        let a = self.gated(count, atom(n).eq(lit(0i64)), passing)?;
+        let b = self.gated(count_again, atom(n).gt(lit(0i64)), every)?;
+        self.union_keeping_names(a, b)
+    }
+
+    /// The rows of `rows` if a row of `count` meets `open`, else none (see
+    /// [`LowEffect::either`]).
+    fn gated(
+        &mut self,
+        count: LogicalPlan,
+        open: Expr,
+        rows: LogicalPlan,
+    ) -> Result<LogicalPlan, RewriteError> {
+        let (gate_one, row_one) = (self.name("one"), self.name("one"));
+        let cols = columns_of(rows.schema());
+        let mut with_one = cols.clone();
+        with_one.push(lit(0i64).alias(&row_one));
+        let gate = LogicalPlanBuilder::from(count)
+            .filter(open)?
+            .project(vec![lit(0i64).alias(&gate_one)])?
+            .build()?;
+        Ok(LogicalPlanBuilder::from(gate)
+            .join(
+                LogicalPlanBuilder::from(rows).project(with_one)?.build()?,
+                JoinType::Inner,
+                (
+                    vec![Column::from_name(&gate_one)],
+                    vec![Column::from_name(&row_one)],
+                ),
+                None,
+            )?
+            .project(cols)?
+            .build()?)
+    }
+
+    /// The rows of `a` and then of `b`, two plans with the same columns, under those
+    /// columns' qualified names (a plain union's columns lose their qualifiers, and a plan
+    /// may hold one name under two qualifiers, so the union's inputs name them apart).
+    fn union_keeping_names(
+        &mut self,
+        a: LogicalPlan,
+        b: LogicalPlan,
+    ) -> Result<LogicalPlan, RewriteError> {
+        let schema = Arc::clone(a.schema());
+        let apart: Vec<String> = schema.iter().map(|_| self.name("u")).collect();
+        let named_apart = |plan: LogicalPlan| -> Result<LogicalPlan, RewriteError> {
+            let exprs = columns_of(plan.schema())
+                .into_iter()
+                .zip(&apart)
+                .map(|(c, n)| c.alias(n))
+                .collect::<Vec<_>>();
+            Ok(LogicalPlanBuilder::from(plan).project(exprs)?.build()?)
+        };
+        let named_back: Vec<Expr> = schema
+            .iter()
+            .zip(&apart)
+            .map(|((q, f), n)| atom(n).alias_qualified(q.cloned(), f.name()))
+            .collect();
+        Ok(LogicalPlanBuilder::from(named_apart(a)?)
+            .union(named_apart(b)?)?
+            .project(named_back)?
+            .build()?)
     }
 
     /// [`LowEffect::apply_lifted`] over conditions that are not empty.
@@ -845,7 +936,27 @@ impl<'a> LowEffect<'a> {
                 .zip(&f)
                 .map(|(e, name)| e.clone().unalias().alias(name)),
         );
-        let rows = LogicalPlanBuilder::from(base)
+        // Only a cell that persons pass and that has a low-effect mask can change a row's
+        // fate: without one, the rows kept are exactly those that pass, read through the
+        // query's own filter (which the optimizer pushes into the scans); with one, every
+        // row is read and filtered below.
+        let shared = self.name("cells");
+        let (low, low_again) = crate::shared::twice(low, &shared)?;
+        let some_low = disjunction(
+            lists
+                .iter()
+                .map(|l| coalesce(vec![cardinality(atom(l)), lit(0u64)]).gt(lit(0u64))),
+        )
+        .unwrap_or(lit(false));
+        let n_low = self.name("nlow");
+        let low_count = LogicalPlanBuilder::from(low_again)
+            .filter(atom(&pass).is_true().and(some_low))?
+            .aggregate(Vec::<Expr>::new(), vec![count(lit(1i64)).alias(&n_low)])?
+            .build()?;
+        let passing = LogicalPlanBuilder::from(base.clone())
+            .filter(formula.value(0, None))?
+            .build()?;
+        let rows = LogicalPlanBuilder::from(self.either(low_count, &n_low, passing, base)?)
             .project(with_cells)?
             .build()?;
         let keep = formula.neutralised(0, &pass, &lists, &large);
