@@ -8,12 +8,13 @@
 //! once per execution and hands both readers the same batches, held under the query's
 //! memory pool.
 //!
-//! Both readers plan the same logical subplan; whichever runs first computes it (in a task
-//! of its own, so that it finishes whichever reader is polled), and the other reads its
-//! batches. The plan's shape and cost do not depend on the data.
+//! The subplan is planned once for both readers (so a share read inside another share's
+//! subplan is scanned once, not once per reader of the outer one); whichever reader runs
+//! first computes it (in a task of its own, so that it finishes whichever reader is polled),
+//! and the other reads its batches. The plan's shape and cost do not depend on the data.
 
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
@@ -53,7 +54,7 @@ pub(crate) fn twice(plan: LogicalPlan, name: &str) -> Result<(LogicalPlan, Logic
     let source = provider_as_source(Arc::new(SharedTable {
         plan,
         schema: Arc::clone(&schema),
-        slot: Mutex::new(None),
+        slot: tokio::sync::Mutex::new(None),
     }));
     let reader = || -> Result<LogicalPlan> {
         let names: Vec<Expr> = schema
@@ -81,30 +82,25 @@ struct Slot {
 struct SharedTable {
     plan: LogicalPlan,
     schema: SchemaRef,
-    /// The slot being handed out, and to how many readers so far.
-    slot: Mutex<Option<(Arc<Slot>, usize)>>,
+    /// The slot being handed out, to how many readers so far, and its child's physical
+    /// plan. The child is planned once per slot, not once per reader: a share read inside
+    /// another share's plan (rule 7's gate counts the measurement's masks) would otherwise
+    /// be scanned once more for every planning of the outer one, and a third scan gets a
+    /// slot of its own and computes everything again. An async lock, held while the child is
+    /// planned, so that concurrent planning of two readers cannot plan it twice.
+    slot: tokio::sync::Mutex<Option<Pending>>,
+}
+
+/// A slot with fewer readers than [`READERS`] so far.
+struct Pending {
+    slot: Arc<Slot>,
+    readers: usize,
+    child: Arc<dyn ExecutionPlan>,
 }
 
 impl fmt::Debug for SharedTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SharedTable").finish_non_exhaustive()
-    }
-}
-
-impl SharedTable {
-    fn next_slot(&self) -> Arc<Slot> {
-        let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
-        match slot.as_mut() {
-            Some((s, n)) if *n < READERS => {
-                *n += 1;
-                Arc::clone(s)
-            }
-            _ => {
-                let s = Arc::new(Slot::default());
-                *slot = Some((Arc::clone(&s), 1));
-                s
-            }
-        }
     }
 }
 
@@ -125,12 +121,25 @@ impl TableProvider for SharedTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let child = state.create_physical_plan(&self.plan).await?;
-        Ok(Arc::new(SharedExec::new(
-            child,
-            self.next_slot(),
-            projection.cloned(),
-        )?))
+        let mut pending = self.slot.lock().await;
+        let (slot, child) = match pending.as_mut() {
+            Some(p) if p.readers < READERS => {
+                p.readers += 1;
+                (Arc::clone(&p.slot), Arc::clone(&p.child))
+            }
+            _ => {
+                let child = state.create_physical_plan(&self.plan).await?;
+                let slot = Arc::new(Slot::default());
+                *pending = Some(Pending {
+                    slot: Arc::clone(&slot),
+                    readers: 1,
+                    child: Arc::clone(&child),
+                });
+                (slot, child)
+            }
+        };
+        drop(pending);
+        Ok(Arc::new(SharedExec::new(child, slot, projection.cloned())?))
     }
 }
 
@@ -276,21 +285,90 @@ mod tests {
 
     use super::*;
 
-    /// The plan's shared-result readers, and how many of them ran their subplan.
-    fn readers(plan: &Arc<dyn ExecutionPlan>) -> (usize, usize) {
-        let (mut readers, mut ran) = (0, 0);
+    /// The plan's shared-result readers whose output has a column `column`, and how many
+    /// times their subplan ran (readers of one slot may hold the same child).
+    fn readers(plan: &Arc<dyn ExecutionPlan>, column: &str) -> (usize, usize) {
+        let mut readers = 0;
+        let mut ran: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         let _ = datafusion::common::tree_node::TreeNode::apply(plan, |p| {
-            if p.name() == "SharedExec" {
+            if p.name() == "SharedExec" && p.schema().index_of(column).is_ok() {
                 readers += 1;
-                let rows = p.children()[0]
-                    .metrics()
-                    .and_then(|m| m.output_rows())
-                    .unwrap_or(0);
-                ran += usize::from(rows > 0);
+                let child = &p.children()[0];
+                let rows = child.metrics().and_then(|m| m.output_rows()).unwrap_or(0);
+                if rows > 0 && !ran.iter().any(|c| Arc::ptr_eq(c, child)) {
+                    ran.push(Arc::clone(child));
+                }
             }
             Ok(TreeNodeRecursion::Continue)
         });
-        (readers, ran)
+        (readers, ran.len())
+    }
+
+    fn numbers(ctx: &SessionContext) -> LogicalPlan {
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![Arc::new(Int64Array::from((0..1000).collect::<Vec<i64>>()))],
+        )
+        .expect("batch");
+        ctx.read_batch(batch)
+            .expect("read")
+            .aggregate(vec![col("x")], vec![])
+            .expect("aggregate")
+            .into_unoptimized_plan()
+    }
+
+    /// A share read inside another share's plan (as rule 7's gates count the measurement)
+    /// is still computed once: its two scans are the outer plan's and the inner plan's, which
+    /// is planned once for both of its readers.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_share_inside_a_share_is_computed_once() {
+        let ctx = SessionContext::new();
+        let (inner_a, inner_b) = twice(numbers(&ctx), "__fs_inner").expect("twice");
+        let count = LogicalPlanBuilder::from(inner_b)
+            .aggregate(
+                Vec::<Expr>::new(),
+                vec![datafusion::functions_aggregate::expr_fn::count(col("x")).alias("n")],
+            )
+            .expect("count")
+            .build()
+            .expect("plan");
+        let (gate_a, gate_b) = twice(count, "__fs_outer").expect("twice");
+        let gated = |gate: LogicalPlan, rows: LogicalPlan| {
+            LogicalPlanBuilder::from(rows)
+                .cross_join(gate)
+                .expect("join")
+                .build()
+                .expect("plan")
+        };
+        let plan = LogicalPlanBuilder::from(gated(gate_a, inner_a))
+            .cross_join(
+                LogicalPlanBuilder::from(gate_b)
+                    .project(vec![col("n").alias("m")])
+                    .expect("project")
+                    .build()
+                    .expect("plan"),
+            )
+            .expect("join")
+            .build()
+            .expect("plan");
+        let physical = ctx
+            .state()
+            .create_physical_plan(&plan)
+            .await
+            .expect("physical");
+        let out = collect(Arc::clone(&physical), ctx.task_ctx())
+            .await
+            .expect("collect");
+        assert_eq!(out.iter().map(RecordBatch::num_rows).sum::<usize>(), 1000);
+        let n = out[0]
+            .column_by_name("n")
+            .expect("n")
+            .as_primitive::<Int64Type>()
+            .value(0);
+        assert_eq!(n, 1000);
+        assert_eq!(readers(&physical, "n").1, 1, "the count ran once");
+        assert_eq!(readers(&physical, "x").1, 1, "the numbers ran once");
     }
 
     /// Both readers see the whole subplan's rows (here joined to each other), the subplan
@@ -337,7 +415,7 @@ mod tests {
             xs.sort_unstable();
             assert_eq!(xs, (0..1000).collect::<Vec<i64>>());
             // Two readers, and only one of them ran the subplan.
-            assert_eq!(readers(&physical), (2, 1));
+            assert_eq!(readers(&physical, "x"), (2, 1));
         }
     }
 }
