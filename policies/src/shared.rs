@@ -304,6 +304,23 @@ mod tests {
         (readers, ran.len())
     }
 
+    /// `plan` planned and run: the physical plan (with its metrics) and the batches.
+    async fn run(
+        ctx: &SessionContext,
+        plan: &LogicalPlan,
+    ) -> (Arc<dyn ExecutionPlan>, Vec<RecordBatch>) {
+        let physical = ctx
+            .state()
+            .create_physical_plan(plan)
+            .await
+            .expect("physical");
+        let out = collect(Arc::clone(&physical), ctx.task_ctx())
+            .await
+            .expect("collect");
+        (physical, out)
+    }
+
+    /// The numbers 0..1000 in column `x`, as an aggregation (so the plan does work).
     fn numbers(ctx: &SessionContext) -> LogicalPlan {
         let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
         let batch = RecordBatch::try_new(
@@ -352,14 +369,7 @@ mod tests {
             .expect("join")
             .build()
             .expect("plan");
-        let physical = ctx
-            .state()
-            .create_physical_plan(&plan)
-            .await
-            .expect("physical");
-        let out = collect(Arc::clone(&physical), ctx.task_ctx())
-            .await
-            .expect("collect");
+        let (physical, out) = run(&ctx, &plan).await;
         assert_eq!(out.iter().map(RecordBatch::num_rows).sum::<usize>(), 1000);
         let n = out[0]
             .column_by_name("n")
@@ -375,20 +385,8 @@ mod tests {
     /// runs once per execution, and a second execution computes it again.
     #[tokio::test(flavor = "multi_thread")]
     async fn both_readers_get_every_row_computed_once() {
-        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
-        let batch = RecordBatch::try_new(
-            Arc::clone(&schema),
-            vec![Arc::new(Int64Array::from((0..1000).collect::<Vec<i64>>()))],
-        )
-        .expect("batch");
         let ctx = SessionContext::new();
-        let sub = ctx
-            .read_batch(batch)
-            .expect("read")
-            .aggregate(vec![col("x")], vec![])
-            .expect("aggregate")
-            .into_unoptimized_plan();
-        let (a, b) = twice(sub, "__fs_shared").expect("twice");
+        let (a, b) = twice(numbers(&ctx), "__fs_shared").expect("twice");
         let b = LogicalPlanBuilder::from(b)
             .project(vec![col("x").alias("y")])
             .expect("project")
@@ -400,14 +398,7 @@ mod tests {
             .build()
             .expect("plan");
         for _ in 0..2 {
-            let physical = ctx
-                .state()
-                .create_physical_plan(&joined)
-                .await
-                .expect("physical");
-            let out = collect(Arc::clone(&physical), ctx.task_ctx())
-                .await
-                .expect("collect");
+            let (physical, out) = run(&ctx, &joined).await;
             let mut xs: Vec<i64> = out
                 .iter()
                 .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())

@@ -511,9 +511,7 @@ impl Source {
         }
         f(&self.out, &self.fields, line)
     }
-}
 
-impl Source {
     /// Splits the line at `pos` into `fields` when every `"` in it opens or closes a whole
     /// field and no field holds `"`, `\r` or `\n`; returns where the next line starts. `None`
     /// (nothing decided) for anything else, or when the line is not complete in the buffer.
@@ -522,45 +520,34 @@ impl Source {
         self.fields.clear();
         let mut i = self.pos;
         loop {
-            // The field's bounds, and where what follows it is.
-            let (field, after) = if buf.get(i) == Some(&b'"') {
+            // The field's bounds, and where the separator after it is.
+            let (mut field, mut after);
+            if buf.get(i) == Some(&b'"') {
                 let close = i + 1 + memchr::memchr(b'"', &buf[i + 1..])?;
                 if memchr::memchr2(b'\n', b'\r', &buf[i + 1..close]).is_some() {
                     return None;
                 }
-                ((i + 1, close), close + 1)
-            } else {
-                let stop = i + memchr::memchr3(b',', b'\n', b'"', &buf[i..])?;
-                if buf[stop] == b'"' {
-                    return None;
-                }
-                ((i, stop), stop)
-            };
-            let (field, after) = match buf.get(after)? {
-                // `\r` ends an unquoted field's bytes only before `\n`.
-                _ if field.1 > field.0 && buf[field.1 - 1] == b'\r' && after == field.1 => {
-                    if buf[after] != b'\n'
-                        || memchr::memchr(b'\r', &buf[field.0..field.1 - 1]).is_some()
-                    {
-                        return None;
-                    }
-                    ((field.0, field.1 - 1), after)
-                }
-                _ if after == field.1
-                    && memchr::memchr(b'\r', &buf[field.0..field.1]).is_some() =>
-                {
-                    return None;
-                }
-                b'\r' if after > field.1 => {
-                    // A quoted field closed right before `\r\n`.
+                (field, after) = ((i + 1, close), close + 1);
+                // A closing quote right before `\r\n`.
+                if buf.get(after)? == &b'\r' {
                     if buf.get(after + 1)? != &b'\n' {
                         return None;
                     }
-                    (field, after + 1)
+                    after += 1;
                 }
-                _ => (field, after),
-            };
+            } else {
+                let stop = i + memchr::memchr3(b',', b'\n', b'"', &buf[i..])?;
+                (field, after) = ((i, stop), stop);
+                // `\r` only as the last byte before `\n` (a `\r\n` line end).
+                match memchr::memchr(b'\r', &buf[i..stop]) {
+                    None => {}
+                    Some(r) if i + r + 1 == stop && buf[stop] == b'\n' => field.1 -= 1,
+                    Some(_) => return None,
+                }
+            }
             self.fields.push(field);
+            // Anything else after a field: a `"` inside an unquoted one, text after a
+            // closing quote.
             match buf[after] {
                 b',' => i = after + 1,
                 b'\n' => return Some(after + 1),
