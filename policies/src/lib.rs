@@ -16,8 +16,9 @@
 //!   suppression threshold, cell-key perturbation of counts, rounding, protected sums, means
 //!   and rates, deterministic from the cell key.
 //! - [`rewrite`]: the output-control rewrite of a `Cells` plan: every cell aggregate yields its
-//!   distinct-person count and cell key (joined from `person_keys`), suppressed cells are
+//!   distinct-person count and cell key (from [`person_keys`]), suppressed cells are
 //!   removed and every released value is protected by [`output`], inside the plan.
+//! - [`person_keys`]: every person's record key, read once per project view.
 //! - [`query`]: the one path from SQL text to released batches in a project (gate,
 //!   analysis, rewrite, execution, and what the audit log records about it).
 //! - [`reports`]: canned service-design reports for commissioners (indicator definitions,
@@ -33,6 +34,7 @@ mod low_effect;
 mod opt_out;
 pub mod output;
 mod per_date;
+pub mod person_keys;
 pub mod query;
 pub mod register;
 pub mod reports;

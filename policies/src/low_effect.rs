@@ -42,15 +42,17 @@
 //! Filters that cannot be lifted (below an aggregation, a window, a `UNION`, `DISTINCT` or
 //! `LIMIT`, on the nullable side of an outer join, conditions with subqueries or volatile
 //! functions) keep their place and are not checked; aggregations over persons below the
-//! cell aggregate (per-person subqueries) get the same treatment with their own groups,
-//! minus the person and record identifiers, as cells. The plan stays made of standard
+//! cell aggregate (per-person subqueries) get the same treatment, measured in the cell
+//! aggregate's cells as far as those follow from their groups ([`LowEffect::nested`]; a
+//! per-person aggregation whose answer is keyed by other tables' columns, `GROUP BY p.sex`
+//! over a join to `patients`, is measured in one cell). The plan stays made of standard
 //! DataFusion operators and functions (serialisable with `datafusion-proto`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use datafusion::common::tree_node::TreeNode;
-use datafusion::common::{Column, DFSchemaRef, NullEquality};
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{Column, DFSchema, DFSchemaRef, NullEquality};
 use datafusion::functions::expr_fn::coalesce;
 use datafusion::functions_aggregate::expr_fn::{array_agg, bit_or, bool_or, count};
 use datafusion::functions_nested::expr_fn::{array_compact, array_has, cardinality, make_array};
@@ -378,6 +380,9 @@ pub(crate) struct LowEffect<'a> {
     scope: Option<LogicalPlan>,
     /// Each atom's key: the base columns (`table.column`) it is computed from.
     keys: HashMap<String, BTreeSet<String>>,
+    /// Filters that stay where they are (conditions that the cells of the aggregation over
+    /// persons being lifted determine, see [`LowEffect::nested`]): each filter's input.
+    pinned: Vec<Arc<LogicalPlan>>,
 }
 
 impl<'a> LowEffect<'a> {
@@ -390,6 +395,7 @@ impl<'a> LowEffect<'a> {
             next: 0,
             scope: None,
             keys: HashMap::new(),
+            pinned: Vec::new(),
         }
     }
 
@@ -457,7 +463,7 @@ impl<'a> LowEffect<'a> {
         unit: &Expr,
     ) -> Result<LogicalPlan, RewriteError> {
         let schema = Arc::clone(input.schema());
-        let (base, conds) = self.lift(input)?;
+        let (base, conds) = self.lift(input, cells)?;
         if conds.is_empty() {
             return Ok(base);
         }
@@ -493,8 +499,9 @@ impl<'a> LowEffect<'a> {
     pub(crate) fn lift_conditions(
         &mut self,
         input: LogicalPlan,
+        cells: &[Expr],
     ) -> Result<(LogicalPlan, Vec<LiftedCondition>), RewriteError> {
-        let (base, conds) = self.lift(input)?;
+        let (base, conds) = self.lift(input, cells)?;
         Ok((base, conds.into_iter().map(LiftedCondition).collect()))
     }
 
@@ -678,11 +685,14 @@ impl<'a> LowEffect<'a> {
             .filter(atom(&low).is_not_null())?
             .aggregate(vec![atom(&low).alias(&low_mask)], Vec::<Expr>::new())?
             .build()?;
-        // The candidates. When no cell has a low-effect mask (the usual case), they are the
-        // rows that pass, read through the query's own filter (which the optimizer pushes
-        // into the scans); otherwise the few masks on a join's left (its build side, hashed
-        // in memory) and every row on the right (streamed): the other way round, a hash join
-        // holds all the rows (at 1M patients, 10M rows and 700 MB for the events).
+        // When no cell that persons pass has a low-effect mask (the usual case), the rows
+        // kept are exactly those that pass, in every set: they are read through the query's
+        // own filter (which the optimizer pushes into the scans) and copied per set, with no
+        // join to their cells and no second filter. Otherwise the few masks go on a join's
+        // left (its build side, hashed in memory) and every row on the right (streamed): the
+        // other way round, a hash join holds all the rows (at 1M patients, 10M rows and
+        // 700 MB for the events); those rows are copied per set, joined to their cells and
+        // filtered again with the low-effect masks neutralised.
         let shared_low = self.name("lowany");
         let (low_any, low_any_again) = crate::shared::twice(low_any, &shared_low)?;
         let n_low = self.name("nlow");
@@ -692,6 +702,7 @@ impl<'a> LowEffect<'a> {
         let passing = LogicalPlanBuilder::from(keyed)
             .filter(formula.value(0, None))?
             .build()?;
+        let (passing, cells) = expand(passing)?;
         let every = LogicalPlanBuilder::from(low_any)
             .join(
                 rows,
@@ -705,14 +716,14 @@ impl<'a> LowEffect<'a> {
             .filter(atom(&passes).or(atom(&low_mask).is_not_null()))?
             .project(keyed_cols)?
             .build()?;
-        let candidates = self.either(low_count, &n_low, passing, every)?;
 
-        // 4. Those rows, copied per set, joined to their cells and filtered again.
-        let (expanded, cells) = expand(candidates)?;
+        // 4. The general case: those rows, copied per set, joined to their cells and
+        // filtered again.
+        let (expanded, every_cells) = expand(every)?;
         let out_schema = Arc::clone(expanded.schema());
-        let mut right_keys = Vec::with_capacity(cells.len() + 1);
+        let mut right_keys = Vec::with_capacity(every_cells.len() + 1);
         let mut with_cells = columns_of(&out_schema);
-        for c in &cells {
+        for c in &every_cells {
             let name = self.name("fg");
             with_cells.push(c.clone().unalias().alias(&name));
             right_keys.push(Column::from_name(&name));
@@ -723,7 +734,7 @@ impl<'a> LowEffect<'a> {
         // The copies' cells are the keys, and the set id when there are copies.
         let mut left_keys: Vec<Column> = cell_cols
             .iter()
-            .take(cells.len())
+            .take(every_cells.len())
             .map(|e| match e {
                 Expr::Column(c) => c.clone(),
                 _ => unreachable!("cell columns"),
@@ -733,7 +744,7 @@ impl<'a> LowEffect<'a> {
         let lists = [low];
         let larges = [large];
         let keep = formula.neutralised(0, &pass, &lists, &larges);
-        let out = LogicalPlanBuilder::from(cells_plan)
+        let filtered = LogicalPlanBuilder::from(cells_plan)
             .join_detailed(
                 LogicalPlanBuilder::from(expanded)
                     .project(with_cells)?
@@ -746,6 +757,7 @@ impl<'a> LowEffect<'a> {
             .filter(keep)?
             .project(columns_of(&out_schema))?
             .build()?;
+        let out = self.either(low_count, &n_low, passing, filtered)?;
         Ok(Ok((out, cells)))
     }
 
@@ -980,10 +992,23 @@ impl<'a> LowEffect<'a> {
     /// Lifts the liftable filters of `plan` (see the module documentation): returns a plan
     /// with `plan`'s columns followed by the lifted atoms' columns, and the lifted conditions
     /// (to be AND-ed), or the plan with its own columns and no conditions.
-    fn lift(&mut self, plan: LogicalPlan) -> Result<(LogicalPlan, Vec<Cond>), RewriteError> {
+    ///
+    /// `cells` are the cells of the aggregate being lifted for, as expressions over `plan`'s
+    /// columns (those that can be followed down to `plan`): aggregations over persons further
+    /// down measure their own conditions in these cells ([`LowEffect::nested`]).
+    fn lift(
+        &mut self,
+        plan: LogicalPlan,
+        cells: &[Expr],
+    ) -> Result<(LogicalPlan, Vec<Cond>), RewriteError> {
+        let below = cells_below(&plan, cells);
+        let first = || below.first().cloned().unwrap_or_default();
         match plan {
+            LogicalPlan::Filter(f) if self.pinned.iter().any(|p| Arc::ptr_eq(p, &f.input)) => {
+                Ok((self.stop(LogicalPlan::Filter(f), cells)?, Vec::new()))
+            }
             LogicalPlan::Filter(f) => {
-                let (mut input, mut conds) = self.lift(f.input.as_ref().clone())?;
+                let (mut input, mut conds) = self.lift(f.input.as_ref().clone(), &first())?;
                 let mut kept = Vec::new();
                 let mut lifted = Vec::new();
                 for c in split_conjunction_owned(f.predicate) {
@@ -1014,7 +1039,7 @@ impl<'a> LowEffect<'a> {
                 Ok((projected, conds))
             }
             LogicalPlan::Projection(p) => {
-                let (input, conds) = self.lift(p.input.as_ref().clone())?;
+                let (input, conds) = self.lift(p.input.as_ref().clone(), &first())?;
                 let mut exprs = p.expr.clone();
                 exprs.extend(atom_columns(input.schema(), &conds));
                 Ok((
@@ -1023,7 +1048,7 @@ impl<'a> LowEffect<'a> {
                 ))
             }
             LogicalPlan::SubqueryAlias(a) => {
-                let (input, conds) = self.lift(a.input.as_ref().clone())?;
+                let (input, conds) = self.lift(a.input.as_ref().clone(), &first())?;
                 Ok((
                     LogicalPlan::SubqueryAlias(SubqueryAlias::try_new(
                         Arc::new(input),
@@ -1034,7 +1059,7 @@ impl<'a> LowEffect<'a> {
             }
             LogicalPlan::Sort(s) if s.fetch.is_none() => {
                 let exprs = LogicalPlan::Sort(s.clone()).expressions();
-                let (input, conds) = self.lift(s.input.as_ref().clone())?;
+                let (input, conds) = self.lift(s.input.as_ref().clone(), &first())?;
                 Ok((
                     LogicalPlan::Sort(s).with_new_exprs(exprs, vec![input])?,
                     conds,
@@ -1048,17 +1073,17 @@ impl<'a> LowEffect<'a> {
                     _ => (false, false),
                 };
                 let mut conds = Vec::new();
-                let mut side = |plan: &LogicalPlan, lift: bool| {
+                let mut side = |plan: &LogicalPlan, lift: bool, cells: &[Expr]| {
                     if lift {
-                        let (p, c) = self.lift(plan.clone())?;
+                        let (p, c) = self.lift(plan.clone(), cells)?;
                         conds.extend(c);
                         Ok::<_, RewriteError>(p)
                     } else {
-                        self.stop(plan.clone())
+                        self.stop(plan.clone(), cells)
                     }
                 };
-                let left = side(&j.left, lift_left)?;
-                let right = side(&j.right, lift_right)?;
+                let left = side(&j.left, lift_left, &below[0])?;
+                let right = side(&j.right, lift_right, &below[1])?;
                 let join = Join::try_new(
                     Arc::new(left),
                     Arc::new(right),
@@ -1071,7 +1096,7 @@ impl<'a> LowEffect<'a> {
                 )?;
                 Ok((LogicalPlan::Join(join), conds))
             }
-            other => Ok((self.stop(other)?, Vec::new())),
+            other => Ok((self.stop(other, cells)?, Vec::new())),
         }
     }
 
@@ -1143,30 +1168,39 @@ impl<'a> LowEffect<'a> {
 
     /// Below a node filters cannot be lifted through: applies low-effect detection to the
     /// aggregations over persons further down, and leaves everything else as it is.
-    fn stop(&mut self, plan: LogicalPlan) -> Result<LogicalPlan, RewriteError> {
+    /// `cells`: as for [`LowEffect::lift`].
+    fn stop(&mut self, plan: LogicalPlan, cells: &[Expr]) -> Result<LogicalPlan, RewriteError> {
         if let LogicalPlan::Aggregate(a) = &plan {
             let info = analysis::columns(&a.input, self.facts)?;
             if info.kind == Kind::Persons {
-                return self.nested(a, &info);
+                return self.nested(a, &info, cells);
             }
         }
+        let below = cells_below(&plan, cells);
         let inputs = plan.inputs();
         if inputs.is_empty() {
             return Ok(plan);
         }
         let inputs = inputs
             .into_iter()
-            .map(|c| self.stop(c.clone()))
+            .zip(below)
+            .map(|(c, cells)| self.stop(c.clone(), &cells))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(plan.with_new_exprs(plan.expressions(), inputs)?)
     }
 
-    /// An aggregation over persons below the cell aggregate (typically per person): its
-    /// cells are its groups without the privacy unit and record identifiers.
+    /// An aggregation over persons below the cell aggregate (typically per person). Its
+    /// conditions are measured in the cells of the aggregate above (`outer`, over `a`'s
+    /// columns) as far as they follow from its groups: `GROUP BY patient_id, code` under a
+    /// cell aggregate by `code` measures per code, under one by sex or by nothing in one cell.
+    /// Its own groups are not cells: a group finer than the answer's cells (`GROUP BY
+    /// patient_id, birth_month` under a total) would let a condition remove one person's
+    /// whole group, in which no one passes and nothing is neutralised, and change the total.
     fn nested(
         &mut self,
         a: &Aggregate,
         info: &analysis::Columns,
+        outer: &[Expr],
     ) -> Result<LogicalPlan, RewriteError> {
         if a.group_expr
             .iter()
@@ -1183,11 +1217,19 @@ impl<'a> LowEffect<'a> {
                 .is_ok_and(|i| info.unit[i] || info.identifying[i]),
             _ => false,
         };
-        let cells: Vec<Expr> = a.group_expr.iter().filter(|e| !is_id(e)).cloned().collect();
+        let n = a.group_expr.len();
+        let cells: Vec<Expr> = outer
+            .iter()
+            .filter_map(|c| {
+                substitute(c, &a.schema, &|i| {
+                    (i < n && !is_id(&a.group_expr[i])).then(|| a.group_expr[i].clone().unalias())
+                })
+            })
+            .collect();
         let Some(unit_idx) = info.unit.iter().position(|u| *u) else {
             // No privacy unit to count persons by: leave the conditions where they are, but
             // still look further down.
-            let input = self.stop(a.input.as_ref().clone())?;
+            let input = self.stop(a.input.as_ref().clone(), &cells)?;
             return Ok(LogicalPlan::Aggregate(Aggregate::try_new(
                 Arc::new(input),
                 a.group_expr.clone(),
@@ -1195,7 +1237,43 @@ impl<'a> LowEffect<'a> {
             )?));
         };
         let unit = Expr::Column(Column::from(schema.qualified_field(unit_idx)));
-        let input = self.apply(a.input.as_ref().clone(), &cells, &unit)?;
+        // Conditions of the filter right under the aggregation that read only columns it
+        // groups by as cells have one value in each cell: a cell they exclude has no rows
+        // that pass (it is never neutralised), and in a cell they keep they exclude no one.
+        // Measuring them changes no answer, so they stay in place, where the optimizer
+        // pushes them into the scan (a code list under a per-person aggregation by code
+        // would otherwise be measured over every row of the table).
+        let grouped: BTreeSet<&Column> = cells
+            .iter()
+            .filter_map(|e| match e {
+                Expr::Column(c) => Some(c),
+                _ => None,
+            })
+            .collect();
+        let mut input = a.input.as_ref().clone();
+        let mut pinned = false;
+        if let LogicalPlan::Filter(f) = a.input.as_ref() {
+            let (fixed, rest): (Vec<Expr>, Vec<Expr>) =
+                split_conjunction_owned(f.predicate.clone())
+                    .into_iter()
+                    .partition(|c| {
+                        !stays(c) && c.column_refs().iter().all(|r| grouped.contains(r))
+                    });
+            if let Some(fixed) = conjunction(fixed) {
+                let stays_put = LogicalPlan::Filter(Filter::try_new(fixed, Arc::clone(&f.input))?);
+                self.pinned.push(Arc::clone(&f.input));
+                pinned = true;
+                input = match conjunction(rest) {
+                    Some(p) => LogicalPlan::Filter(Filter::try_new(p, Arc::new(stays_put))?),
+                    None => stays_put,
+                };
+            }
+        }
+        let applied = self.apply(input, &cells, &unit);
+        if pinned {
+            self.pinned.pop();
+        }
+        let input = applied?;
         Ok(LogicalPlan::Aggregate(Aggregate::try_new(
             Arc::new(input),
             a.group_expr.clone(),
@@ -1383,6 +1461,79 @@ fn source_at(plan: &LogicalPlan, i: usize, out: &mut BTreeSet<String>) {
             out.insert(format!("?{}", plan.schema().field(i).name()));
         }
     }
+}
+
+/// `cells` (expressions over `plan`'s columns) for each input of `plan`: those that can be
+/// written over the input's columns, so written. A cell that reads columns of both sides of
+/// a join, an aggregate's result or a column the node computes in a way not followed here is
+/// left out (the cells below are then coarser, never finer, than those above).
+fn cells_below(plan: &LogicalPlan, cells: &[Expr]) -> Vec<Vec<Expr>> {
+    let column =
+        |p: &LogicalPlan, i: usize| Expr::Column(Column::from(p.schema().qualified_field(i)));
+    let all = |f: &dyn Fn(usize) -> Option<Expr>| -> Vec<Expr> {
+        cells
+            .iter()
+            .filter_map(|c| substitute(c, plan.schema(), f))
+            .collect()
+    };
+    let same = |input: &LogicalPlan| all(&|i| Some(column(input, i)));
+    match plan {
+        LogicalPlan::Projection(p) => vec![all(&|i| {
+            let e = p.expr[i].clone().unalias();
+            (!e.is_volatile()).then_some(e)
+        })],
+        LogicalPlan::SubqueryAlias(a) => vec![same(&a.input)],
+        LogicalPlan::Filter(f) => vec![same(&f.input)],
+        LogicalPlan::Sort(s) => vec![same(&s.input)],
+        LogicalPlan::Limit(l) => vec![same(&l.input)],
+        LogicalPlan::Repartition(r) => vec![same(&r.input)],
+        LogicalPlan::Distinct(datafusion::logical_expr::Distinct::All(d)) => vec![same(d)],
+        LogicalPlan::Window(w) => {
+            let n = w.input.schema().fields().len();
+            vec![all(&|i| (i < n).then(|| column(&w.input, i)))]
+        }
+        LogicalPlan::Union(u) => u.inputs.iter().map(|input| same(input)).collect(),
+        LogicalPlan::Join(j) => {
+            let left = j.left.schema().fields().len();
+            let right = j.right.schema().fields().len();
+            // Where each side's columns are in the join's output (a mark column is neither).
+            let (l_at, r_at) = match j.join_type {
+                JoinType::LeftSemi | JoinType::LeftAnti | JoinType::LeftMark => (Some(0), None),
+                JoinType::RightSemi | JoinType::RightAnti | JoinType::RightMark => (None, Some(0)),
+                _ => (Some(0), Some(left)),
+            };
+            let side = |at: Option<usize>, input: &LogicalPlan, n: usize| {
+                all(&|i| {
+                    at.and_then(|a| i.checked_sub(a))
+                        .filter(|k| *k < n)
+                        .map(|k| column(input, k))
+                })
+            };
+            vec![side(l_at, &j.left, left), side(r_at, &j.right, right)]
+        }
+        other => vec![Vec::new(); other.inputs().len()],
+    }
+}
+
+/// `e` (over `schema`'s columns) with every column replaced by `f` of its index, or `None`
+/// when `f` gives `None` for one of them (or a column is not in `schema`).
+fn substitute(e: &Expr, schema: &DFSchema, f: &dyn Fn(usize) -> Option<Expr>) -> Option<Expr> {
+    let mut ok = true;
+    let out = e
+        .clone()
+        .transform_up(|x| match x {
+            Expr::Column(c) => match schema.index_of_column(&c).ok().and_then(f) {
+                Some(new) => Ok(Transformed::yes(new)),
+                None => {
+                    ok = false;
+                    Ok(Transformed::no(Expr::Column(c)))
+                }
+            },
+            other => Ok(Transformed::no(other)),
+        })
+        .ok()?
+        .data;
+    ok.then_some(out)
 }
 
 /// Every column of `schema`, as qualified column expressions.

@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::catalog::TableProvider;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
@@ -29,6 +28,7 @@ use sha2::{Digest, Sha256};
 use crate::analysis::{self, Kind, TableFacts};
 use crate::decision::{Refusal, Rule};
 use crate::gate::{GateError, plan_query};
+use crate::person_keys::PersonKeys;
 use crate::register::{OptOut, OutputControl, Project};
 use crate::rewrite::{LowEffect, RewriteError, protect_counted};
 use crate::side_channel;
@@ -99,8 +99,8 @@ pub struct ProjectContext {
     project: Project,
     /// The project view: approved tables and columns, opt-out applied.
     ctx: SessionContext,
-    /// `person_keys(patient_id, record_key)`: cell keys without exposing record keys.
-    person_keys: Arc<dyn TableProvider>,
+    /// Every person's record key, for cell keys (never exposed).
+    person_keys: Arc<PersonKeys>,
     /// Table classes of the store version, for the analysis.
     facts: TableFacts,
 }
@@ -123,7 +123,8 @@ impl ProjectContext {
         opts: &SessionOptions,
     ) -> Result<ProjectContext, ViewError> {
         let ctx = project_session_in(version, &view_spec(project), runtime, opts).await?;
-        let person_keys = table_provider(&ctx.state(), version, "person_keys").await?;
+        let keys_table = table_provider(&ctx.state(), version, "person_keys").await?;
+        let person_keys = PersonKeys::load(&ctx, keys_table).await?;
         Ok(ProjectContext {
             project: project.clone(),
             ctx,

@@ -11,10 +11,12 @@
 //! Projection: g1..gk, fs_count / fs_sum / fs_mean (…) AS <original names and types>
 //!   Filter: NOT fs_suppressed(persons, key_sum)
 //!     Aggregate(group = [g1..gk], persons = count(*), key_sum = sum(record_key), totals…)
-//!       Join(inner.unit = person_keys.patient_id)
-//!         Aggregate(input, group = [g1..gk, unit], per-person partials…)
-//!         Projection(person_keys: patient_id, record_key)
+//!       Filter: record_key IS NOT NULL
+//!         Projection: …, fs_person_key(unit) AS record_key
+//!           Aggregate(input, group = [g1..gk, unit], per-person partials…)
 //! ```
+//!
+//! (`fs_person_key` looks each person's record key up in memory, [`PersonKeys`].)
 //!
 //! The cell key is `key_sum mod 256`. Supported aggregates: `COUNT(*)`, `COUNT(x)`,
 //! `COUNT(DISTINCT id)` with `id` the privacy unit or an identifying column, `SUM(x)` and
@@ -30,21 +32,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array};
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
-use datafusion::catalog::TableProvider;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, DFSchemaRef, DataFusionError};
-use datafusion::datasource::provider_as_source;
 use datafusion::functions_aggregate::count::count_udaf;
-use datafusion::functions_aggregate::expr_fn::{array_agg, count, sum};
+use datafusion::functions_aggregate::expr_fn::{array_agg, count, max, sum};
 use datafusion::functions_aggregate::first_last::first_value_udaf;
 use datafusion::functions_aggregate::sum::sum_udaf;
 use datafusion::logical_expr::ExprFunctionExt;
 use datafusion::logical_expr::expr::{AggregateFunction, Alias, GroupingSet};
 use datafusion::logical_expr::expr::{WindowFunction, WindowFunctionDefinition};
 use datafusion::logical_expr::{
-    Aggregate, ColumnarValue, Expr, Filter, JoinType, LogicalPlan, LogicalPlanBuilder, Operator,
-    Projection, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Sort, SubqueryAlias,
-    Volatility, binary_expr, cast, col, lit, when,
+    Aggregate, ColumnarValue, Expr, Filter, LogicalPlan, LogicalPlanBuilder, Operator, Projection,
+    ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Sort, SubqueryAlias, Volatility,
+    binary_expr, cast, col, lit, when,
 };
 use datafusion::prelude::SessionContext;
 use fivesafes_engine::catalog::PRIVACY_UNIT;
@@ -54,6 +54,7 @@ use crate::decision::Refusal;
 use crate::low_effect::LowEffect as Detection;
 use crate::output;
 use crate::per_date::per_distinct_date;
+use crate::person_keys::PersonKeys;
 use crate::register::OutputControl;
 
 /// Why a plan could not be rewritten. Either way nothing is released.
@@ -74,10 +75,7 @@ fn unsupported(what: impl Into<String>) -> RewriteError {
     RewriteError::Unsupported(what.into())
 }
 
-/// Alias of the governance table's scan inside rewritten plans.
-const PERSON_KEYS: &str = "__fivesafes_person_keys";
 /// Column names introduced by the rewrite (unqualified, not visible above the projection).
-const PK_UNIT: &str = "__fs_pk_unit";
 const PK_KEY: &str = "__fs_record_key";
 const PERSONS: &str = "__fs_persons";
 const KEY_SUM: &str = "__fs_key_sum";
@@ -88,14 +86,14 @@ const OWN_PERSONS: &str = "__fs_own_persons";
 const OWN_KEY: &str = "__fs_own_key";
 
 /// Rewrites every cell aggregate of `plan` (planned by [`crate::gate::plan_query`]) so that
-/// the result carries protected values only (see the module documentation). `person_keys` is
-/// the provider of the store's `person_keys(patient_id, record_key)` table and `params` the
+/// the result carries protected values only (see the module documentation). `person_keys` are
+/// the store's persons' record keys ([`PersonKeys::load`]) and `params` the
 /// project's output-control parameters. `ctx` is the project session (unused for now: the
 /// UDFs travel inside the plan).
 pub async fn protect(
     ctx: &SessionContext,
     plan: LogicalPlan,
-    person_keys: Arc<dyn TableProvider>,
+    person_keys: Arc<PersonKeys>,
     params: &OutputControl,
 ) -> Result<LogicalPlan, RewriteError> {
     Ok(
@@ -122,7 +120,7 @@ pub enum LowEffect {
 pub async fn protect_counted(
     ctx: &SessionContext,
     plan: LogicalPlan,
-    person_keys: Arc<dyn TableProvider>,
+    person_keys: Arc<PersonKeys>,
     params: &OutputControl,
     low_effect: LowEffect,
 ) -> Result<(LogicalPlan, Arc<AtomicU64>), RewriteError> {
@@ -161,7 +159,7 @@ pub async fn protect_counted(
     }
 
     let counter = Arc::new(AtomicU64::new(0));
-    let udfs = Udfs::new(params, &counter);
+    let udfs = Udfs::new(params, &counter, &person_keys);
     let mut detection = Detection::new(&facts, params);
     let mut low_effect = (low_effect == LowEffect::Detect).then_some(&mut detection);
     let mut failure: Option<RewriteError> = None;
@@ -173,7 +171,7 @@ pub async fn protect_counted(
             let LogicalPlan::Aggregate(agg) = &node else {
                 return Ok(Transformed::no(node));
             };
-            match rewrite_aggregate(agg, &facts, &person_keys, &udfs, low_effect.as_deref_mut()) {
+            match rewrite_aggregate(agg, &facts, &udfs, low_effect.as_deref_mut()) {
                 // Below a cell aggregate there is nothing left to rewrite.
                 Ok(new) => Ok(Transformed::new(new, true, TreeNodeRecursion::Jump)),
                 Err(e) => {
@@ -284,7 +282,6 @@ enum Part {
 fn rewrite_aggregate(
     agg: &Aggregate,
     facts: &TableFacts,
-    person_keys: &Arc<dyn TableProvider>,
     udfs: &Udfs,
     low_effect: Option<&mut Detection<'_>>,
 ) -> Result<LogicalPlan, RewriteError> {
@@ -330,10 +327,10 @@ fn rewrite_aggregate(
             coarse: None,
             partials: None,
         };
-        return finish_aggregate(agg, input, person_keys, udfs);
+        return finish_aggregate(agg, input, udfs);
     };
     // DESIGN.md rule 7: the filters' conditions are lifted out, to be measured per cell.
-    let (lifted, conds) = low_effect.lift_conditions(threaded)?;
+    let (lifted, conds) = low_effect.lift_conditions(threaded, &agg.group_expr)?;
     // The grouping keys, computed once per row.
     let mut exprs = all_columns(&lifted);
     let n_lifted = exprs.len();
@@ -359,7 +356,7 @@ fn rewrite_aggregate(
                     coarse: Some((sets, low_effect.threshold())),
                     partials: None,
                 };
-                return finish_aggregate(agg, input, person_keys, udfs);
+                return finish_aggregate(agg, input, udfs);
             }
             Err(back) => back,
         };
@@ -391,7 +388,7 @@ fn rewrite_aggregate(
         coarse: Some((sets, low_effect.threshold())),
         partials,
     };
-    finish_aggregate(agg, input, person_keys, udfs)
+    finish_aggregate(agg, input, udfs)
 }
 
 /// `plan` (with the [`grouping_key`] columns) with each row copied once per grouping set
@@ -599,7 +596,6 @@ struct CellInput {
 fn finish_aggregate(
     agg: &Aggregate,
     cell_input: CellInput,
-    person_keys: &Arc<dyn TableProvider>,
     udfs: &Udfs,
 ) -> Result<LogicalPlan, RewriteError> {
     let CellInput {
@@ -647,8 +643,18 @@ fn finish_aggregate(
                     }
                 }
                 let alias = format!("__fs_c{j}");
+                // Per person, `COUNT(DISTINCT unit)` is 1 (0 for a NULL unit), counted
+                // without the distinct accumulator's set per group (with a million groups,
+                // most of a simple query's time).
+                let of_unit = params.distinct
+                    && params.filter.is_none()
+                    && params.args.len() == 1
+                    && strip_alias(&params.args[0]) == &unit;
                 let partial = match partials.as_ref().map(|p| &p[j]) {
                     Some(Partial::Count(c)) => again(c),
+                    _ if of_unit => {
+                        max(when(unit.clone().is_not_null(), lit(1i64)).otherwise(lit(0i64))?)
+                    }
                     _ => Expr::AggregateFunction(af.clone()),
                 };
                 inner_aggr.push(partial.alias(&alias));
@@ -705,31 +711,15 @@ fn finish_aggregate(
         .map(|i| Expr::Column(Column::from(inner.schema().qualified_field(i))))
         .collect();
 
-    // Join to the person keys.
-    let keys = LogicalPlanBuilder::scan(
-        PERSON_KEYS,
-        provider_as_source(Arc::clone(person_keys)),
-        None,
-    )?
-    .project(vec![
-        cast(
-            col(format!("{PERSON_KEYS}.{PRIVACY_UNIT}")),
-            DataType::Int64,
-        )
-        .alias(PK_UNIT),
-        cast(col(format!("{PERSON_KEYS}.record_key")), DataType::Int64).alias(PK_KEY),
-    ])?
-    .build()?;
     let unit_type = inner.schema().field(k).data_type().clone();
-    let inner = if unit_type == DataType::Int64 {
-        inner
-    } else {
+    if unit_type != DataType::Int64 {
         return Err(unsupported(format!(
             "a privacy unit of type {unit_type} (expected Int64)"
         )));
-    };
+    }
 
-    // Outer aggregate: per cell (and per coarser cell, keyed by the grouping set).
+    // Outer aggregate: per cell (and per coarser cell, keyed by the grouping set), over the
+    // persons that have a record key (all of them: every person of the store has one).
     let mut outer_aggr = vec![
         count(lit(1i64)).alias(PERSONS),
         sum(col(PK_KEY)).alias(KEY_SUM),
@@ -747,17 +737,16 @@ fn finish_aggregate(
             }
         }
     }
-    let outer_group = group_cols;
-    // The person keys on the join's left, its build side (hashed in memory): at most one
-    // row per person, where the per-cell persons can be many times that (persons × months).
-    let outer = LogicalPlanBuilder::from(keys)
-        .join(
-            inner,
-            JoinType::Inner,
-            (vec![Column::from_name(PK_UNIT)], vec![inner_unit]),
-            None,
-        )?
-        .aggregate(outer_group, outer_aggr)?
+    let mut with_key = all_columns(&inner);
+    with_key.push(
+        udfs.person_key
+            .call(vec![Expr::Column(inner_unit)])
+            .alias(PK_KEY),
+    );
+    let outer = LogicalPlanBuilder::from(inner)
+        .project(with_key)?
+        .filter(col(PK_KEY).is_not_null())?
+        .aggregate(group_cols, outer_aggr)?
         .build()?;
     // Coarsened cells are suppressed by their own persons, released with the coarser
     // cell's values.
@@ -1068,6 +1057,8 @@ impl ProtectUdf {
 }
 
 struct Udfs {
+    /// `fs_person_key(unit)`: a person's record key ([`PersonKeys::udf`]).
+    person_key: ScalarUDF,
     suppressed: ScalarUDF,
     count: ScalarUDF,
     sum: ScalarUDF,
@@ -1075,8 +1066,9 @@ struct Udfs {
 }
 
 impl Udfs {
-    fn new(p: &OutputControl, counter: &Arc<AtomicU64>) -> Udfs {
+    fn new(p: &OutputControl, counter: &Arc<AtomicU64>, keys: &Arc<PersonKeys>) -> Udfs {
         Udfs {
+            person_key: keys.udf(),
             suppressed: ScalarUDF::new_from_impl(ProtectUdf::new(Op::Suppressed, p, counter)),
             count: ScalarUDF::new_from_impl(ProtectUdf::new(Op::Count, p, counter)),
             sum: ScalarUDF::new_from_impl(ProtectUdf::new(Op::Sum, p, counter)),

@@ -9,13 +9,13 @@ use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
 use datafusion::arrow::util::display::array_value_to_string;
 use datafusion::arrow::util::pretty::pretty_format_batches;
-use datafusion::catalog::TableProvider;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use fivesafes_engine::session::{SessionOptions, table_provider};
 use fivesafes_policies::OutputControl;
 use fivesafes_policies::gate::plan_query;
 use fivesafes_policies::output::count_error_bound;
+use fivesafes_policies::person_keys::PersonKeys;
 use fivesafes_policies::rewrite::{RewriteError, protect};
 use fivesafes_policies::view::project_session;
 
@@ -24,7 +24,7 @@ use crate::gate::{spec, store};
 struct Env {
     _dir: tempfile::TempDir,
     ctx: SessionContext,
-    keys: Arc<dyn TableProvider>,
+    keys: Arc<PersonKeys>,
     params: OutputControl,
 }
 
@@ -34,9 +34,10 @@ async fn env() -> Env {
     let ctx = project_session(&v, &spec(true), &SessionOptions::default())
         .await
         .expect("session");
-    let keys = table_provider(&ctx.state(), &v, "person_keys")
+    let table = table_provider(&ctx.state(), &v, "person_keys")
         .await
         .expect("person_keys");
+    let keys = PersonKeys::load(&ctx, table).await.expect("person keys");
     Env {
         _dir: dir,
         ctx,
@@ -311,4 +312,43 @@ async fn unsupported_forms_fail_closed() {
         let n = b.column(1).as_primitive::<Int64Type>();
         n.iter().flatten().all(|v| v % 5 == 0)
     }));
+}
+
+/// Rule 7 inside a per-person aggregation is measured in the answer's cells, as far as they
+/// follow from its groups: a code list under `GROUP BY patient_id, snomedct_code` is one
+/// value per cell when the answer is by code (it stays a plain filter, pushed into the
+/// scan), and a condition to measure when the answer is a total (the groups are finer than
+/// the answer's cells, so a condition could remove one person's whole group).
+#[tokio::test]
+async fn a_per_person_aggregation_measures_its_conditions_in_the_answers_cells() {
+    let e = env().await;
+    let per_person = "WITH gp AS (SELECT patient_id, snomedct_code, COUNT(*) AS codes \
+                      FROM clinical_events WHERE snomedct_code IN ('44054006', '38341003') \
+                      GROUP BY patient_id, snomedct_code)";
+    // The measured conditions are lifted into boolean columns `__fs_a…` over the code.
+    let measured = |plan: &LogicalPlan| {
+        plan.display_indent()
+            .to_string()
+            .lines()
+            .any(|l| l.contains("snomedct_code = Utf8(\"44054006\") AS __fs_a"))
+    };
+    let by_code = format!("{per_person} SELECT snomedct_code, COUNT(*) FROM gp GROUP BY 1");
+    let plan = e.protected_plan(&by_code).await.expect("rewrites");
+    assert!(!measured(&plan), "{}", plan.display_indent());
+    // The same answers as the plain per-code counts, protected.
+    let direct = "SELECT snomedct_code, COUNT(DISTINCT patient_id) FROM clinical_events \
+                  WHERE snomedct_code IN ('44054006', '38341003') GROUP BY 1";
+    let released = rows(&e.protected(&by_code).await, 1);
+    assert_eq!(released.len(), 2, "{released:?}");
+    assert_eq!(released, rows(&e.protected(direct).await, 1));
+
+    let total = format!("{per_person} SELECT COUNT(*) FROM gp");
+    let plan = e.protected_plan(&total).await.expect("rewrites");
+    assert!(measured(&plan), "{}", plan.display_indent());
+    let by_sex = format!(
+        "{per_person} SELECT p.sex, COUNT(*) FROM gp \
+         JOIN patients p ON p.patient_id = gp.patient_id GROUP BY p.sex"
+    );
+    let plan = e.protected_plan(&by_sex).await.expect("rewrites");
+    assert!(measured(&plan), "{}", plan.display_indent());
 }

@@ -191,6 +191,13 @@ async fn excluding_one_person_through_chains_subqueries_and_groups_does_not_chan
                  WHERE practice_code = 'X20001' AND birth_month <> DATE '{m}' \
                  GROUP BY patient_id) t"
             ),
+            // The condition inside a per-person subquery that also groups by the column the
+            // condition reads (each birth month its own group there, none in the answer).
+            format!(
+                "SELECT COUNT(*) FROM (SELECT patient_id, birth_month, COUNT(*) AS n \
+                 FROM patients WHERE practice_code = 'X20001' AND birth_month <> DATE '{m}' \
+                 GROUP BY patient_id, birth_month) t"
+            ),
             // The same, as a CTE, with the condition on the outer query.
             format!(
                 "WITH p AS (SELECT patient_id, birth_month FROM patients \
