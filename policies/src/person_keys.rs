@@ -65,7 +65,11 @@ impl PersonKeys {
     pub(crate) fn udf(self: &Arc<Self>) -> ScalarUDF {
         ScalarUDF::new_from_impl(KeyUdf {
             keys: Arc::clone(self),
-            signature: Signature::exact(vec![DataType::Int64], Volatility::Immutable),
+            // Volatile only so that the optimizer never moves `fs_person_key(…) IS NOT NULL`
+            // from the per-person rows down into the scans: there it would look each row up,
+            // and its guessed selectivity would shrink the join estimates until a join of
+            // millions of rows was planned with them as its in-memory side.
+            signature: Signature::exact(vec![DataType::Int64], Volatility::Volatile),
         })
     }
 }
