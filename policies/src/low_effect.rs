@@ -1251,7 +1251,7 @@ impl<'a> LowEffect<'a> {
             })
             .collect();
         let mut input = a.input.as_ref().clone();
-        let mut pinned = false;
+        let depth = self.pinned.len();
         if let LogicalPlan::Filter(f) = a.input.as_ref() {
             let (fixed, rest): (Vec<Expr>, Vec<Expr>) =
                 split_conjunction_owned(f.predicate.clone())
@@ -1262,7 +1262,6 @@ impl<'a> LowEffect<'a> {
             if let Some(fixed) = conjunction(fixed) {
                 let stays_put = LogicalPlan::Filter(Filter::try_new(fixed, Arc::clone(&f.input))?);
                 self.pinned.push(Arc::clone(&f.input));
-                pinned = true;
                 input = match conjunction(rest) {
                     Some(p) => LogicalPlan::Filter(Filter::try_new(p, Arc::new(stays_put))?),
                     None => stays_put,
@@ -1270,9 +1269,7 @@ impl<'a> LowEffect<'a> {
             }
         }
         let applied = self.apply(input, &cells, &unit);
-        if pinned {
-            self.pinned.pop();
-        }
+        self.pinned.truncate(depth);
         let input = applied?;
         Ok(LogicalPlan::Aggregate(Aggregate::try_new(
             Arc::new(input),
