@@ -27,15 +27,20 @@
 //! For every row and every `AND` node the *fail mask* is the set of its children that are
 //! not true (for an `OR` node, the *pass mask*: the children that are true), recorded when
 //! the node decides whether the row is kept. A side plan counts, per cell, the distinct
-//! persons behind each (node, mask); the masks with fewer persons than the threshold are the
-//! low-effect ones. The rows are then filtered again with each node replaced by its neutral
-//! value (`AND`: true, `OR`: false) where the row's mask is low-effect in its cell. Masks
-//! rather than single conditions make chained conditions on different columns
-//! (`a <> x AND b <> y`, both excluding the same person) count as one.
+//! persons behind each (node, mask); a mask is low-effect when fewer persons than the
+//! threshold have it or any mask inside it (those whose fate changes when its conditions are
+//! dropped: [`LowEffect::with_subsets`]). The rows are then filtered again with each node
+//! replaced by its neutral value (`AND`: true, `OR`: false) where the row's mask is
+//! low-effect in its cell. Masks rather than single conditions make chained conditions on
+//! different columns (`a <> x AND b <> y`, both excluding the same person) count as one.
+//!
+//! A cohort selection (`patient_id IN (SELECT patient_id …)`, also `NOT IN`, `DISTINCT`,
+//! `GROUP BY patient_id`) is joined to the rows with the subquery's own conditions lifted
+//! as per-person values, so they are measured in the answer's cells together with the outer
+//! conditions ([`LowEffect::membership`]).
 //!
 //! Known limits: a low-effect condition merged into a group with a large-effect condition on
-//! the same column (`birth_month <> x AND birth_month < y`) is measured with it; a cohort
-//! selection (`patient_id IN (SELECT …)`) is one condition, whatever its subquery says.
+//! the same column (`birth_month <> x AND birth_month < y`) is measured with it.
 //! Grouping keys are handled by the cell rewrite ([`crate::rewrite`]), which compares each
 //! cell with the cells that have one key fewer.
 //!
@@ -630,6 +635,9 @@ impl<'a> LowEffect<'a> {
             )?;
             named(plan, &key_cols)?
         };
+        let mut cell_keys = key_cols.clone();
+        cell_keys.push(atom(&set));
+        let counted = self.with_subsets(counted, &cell_keys, &ks, &n)?;
         let mask_of = || {
             binary_expr(
                 atom(&ks),
@@ -759,6 +767,87 @@ impl<'a> LowEffect<'a> {
             .build()?;
         let out = self.either(low_count, &n_low, passing, filtered)?;
         Ok(Ok((out, cells)))
+    }
+
+    /// `counted` (persons per cell `cells` and key `key`, in column `n`) with `n` replaced
+    /// by the sum over the keys of the same cell and node whose mask is a subset of the
+    /// key's mask: the persons whose fate changes when the key's conditions are dropped.
+    /// A mask is low-effect only when that sum is small. Counted alone, a mask shared by a
+    /// few persons who also fail large conditions (persons of other practices who fail the
+    /// practice condition, a code list and, by chance, a birth-month condition) was low while
+    /// none of its conditions was large on its own, where they never fail alone, and those
+    /// persons were let into the answer: a condition that leaves out no one of a cell then
+    /// changed it. A person counted under two such masks is counted twice, never less.
+    fn with_subsets(
+        &mut self,
+        counted: LogicalPlan,
+        cells: &[Expr],
+        key: &str,
+        n: &str,
+    ) -> Result<LogicalPlan, RewriteError> {
+        let names: Vec<String> = cells.iter().map(|_| self.name("sc")).collect();
+        let (sk, sn) = (self.name("sk"), self.name("sn"));
+        let mut right: Vec<Expr> = cells
+            .iter()
+            .zip(&names)
+            .map(|(c, name)| c.clone().alias(name))
+            .collect();
+        right.extend([atom(key).alias(&sk), atom(n).alias(&sn)]);
+        let right = LogicalPlanBuilder::from(counted.clone())
+            .project(right)?
+            .build()?;
+        let node = |k: &str| binary_expr(atom(k), Operator::BitwiseShiftRight, lit(MASK_BITS));
+        let subset = node(&sk)
+            .eq(node(key))
+            .and(binary_expr(atom(&sk), Operator::BitwiseAnd, atom(key)).eq(atom(&sk)));
+        let on =
+            |cols: Vec<Column>, extra: Column| cols.into_iter().chain([extra]).collect::<Vec<_>>();
+        let left_keys = cells
+            .iter()
+            .map(|c| match c {
+                Expr::Column(c) => Ok(c.clone()),
+                _ => Err(RewriteError::Unsupported("a computed cell key".into())),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let one = self.name("one");
+        let one_r = self.name("one");
+        let mut left = columns_of(counted.schema());
+        left.push(lit(0i64).alias(&one));
+        let right = LogicalPlanBuilder::from(right)
+            .project(
+                names
+                    .iter()
+                    .map(|c| atom(c))
+                    .chain([atom(&sk), atom(&sn), lit(0i64).alias(&one_r)])
+                    .collect::<Vec<_>>(),
+            )?
+            .build()?;
+        let mut group = cells.to_vec();
+        group.push(atom(key));
+        let mut out = cells.to_vec();
+        out.extend([atom(key), atom(&sn).alias(n)]);
+        let joined = LogicalPlanBuilder::from(counted)
+            .project(left)?
+            .join_detailed(
+                right,
+                JoinType::Inner,
+                (
+                    on(left_keys, Column::from_name(&one)),
+                    on(
+                        names.iter().map(Column::from_name).collect(),
+                        Column::from_name(&one_r),
+                    ),
+                ),
+                Some(subset),
+                NullEquality::NullEqualsNull,
+            )?
+            .aggregate(
+                group,
+                vec![datafusion::functions_aggregate::expr_fn::sum(atom(&sn)).alias(&sn)],
+            )?
+            .project(out)?
+            .build()?;
+        Ok(joined)
     }
 
     /// The rows of `passing` when the one-row plan `count` has 0 in its column `n`, else
@@ -936,6 +1025,8 @@ impl<'a> LowEffect<'a> {
             .filter(atom(&ks).is_not_null())?
             .aggregate(per_person, Vec::<Expr>::new())?
             .aggregate(per_mask, vec![count(lit(1i64)).alias(&n)])?
+            .build()?;
+        let low = LogicalPlanBuilder::from(self.with_subsets(low, &g_cols(), &ks, &n)?)
             .aggregate(g_cols(), per_cell)?
             .build()?;
 
@@ -1102,8 +1193,23 @@ impl<'a> LowEffect<'a> {
 
     /// `x [NOT] IN (SELECT y …)` with an uncorrelated subquery and `x`, `y` never NULL (the
     /// cohort selections `patient_id IN (SELECT patient_id …)`): joins `input` to the
-    /// subquery's distinct values and returns the joined plan and the equivalent condition on
-    /// the join's marker column, so that membership is measured like any other condition.
+    /// subquery's persons and returns the joined plan and the equivalent condition over the
+    /// join's columns, so that membership is measured like any other condition.
+    ///
+    /// The subquery's own conditions are lifted too and measured in the outer cells, with
+    /// the outer conditions: measured inside the subquery, over every person it reads, a
+    /// condition that leaves out one person of the answer's cell and many persons outside it
+    /// (`birth_month <> x` nationally, with the answer restricted to one practice) had a large
+    /// effect there and left that one person out of the answer. A person is in the cohort
+    /// when one of their rows passes all the subquery's conditions (`E`, measured as one
+    /// condition) and, for the measurement, each atomic condition is true when one of their
+    /// rows satisfies it (`T`, the subquery's condition tree over those per-person values).
+    /// `E` implies `T`, so `E AND T` is exactly `E`; adding a condition `j` to the subquery
+    /// changes the per-person values of the others not at all, and a person left out by `j`
+    /// alone (failing only `j` and `E`) is counted under that mask, so a low-effect `j` is
+    /// neutralised as it would be in the outer query's own `WHERE`. When the subquery's
+    /// conditions are one group on one set of columns (a code list), `E` is `T` and the
+    /// subquery keeps its filter (pushed into its scan); otherwise it reads all its rows.
     fn membership(
         &mut self,
         input: &LogicalPlan,
@@ -1138,16 +1244,62 @@ impl<'a> LowEffect<'a> {
         {
             return Ok(None);
         }
-        let y = Expr::Column(Column::from(sub.schema().qualified_field(0)));
+        let (lifted, conds) = self.lift(without_distinct(sub)?, &[])?;
+        let y = Expr::Column(Column::from(lifted.schema().qualified_field(0)));
         let (k, m) = (self.name("mk"), self.name("mm"));
-        let values = LogicalPlanBuilder::from(sub.clone())
-            .aggregate(vec![y.clone()], Vec::<Expr>::new())?
-            .project(vec![y.alias(&k), lit(true).alias(&m)])?
-            .build()?;
-        // The distinct values on the join's left (its build side, hashed in memory), the
-        // rows on the right (streamed), then `input`'s columns first again.
+        let found = atom(&m).is_not_null();
+        let one_group = matches!(
+            self.canon(Cond::And(conds.clone())),
+            Cond::And(cs) if cs.len() == 1 && !matches!(cs[0], Cond::And(_) | Cond::Or(_))
+        );
+        let tree = conjunction(conds.iter().map(Cond::expr));
+        // The subquery's persons, with (general case) the per-person condition values.
+        let (values, extra, cond) = match tree {
+            Some(t) if !one_group => {
+                let mut names = Vec::new();
+                conds.iter().for_each(|c| atom_names(c, &mut names));
+                let e = self.name("me");
+                let not_true = |x: Expr| coalesce(vec![x, lit(false)]);
+                let mut aggs: Vec<Expr> = names
+                    .iter()
+                    .map(|a| not_true(bool_or(atom(a))).alias(a))
+                    .collect();
+                aggs.push(bool_or(not_true(t.clone())).alias(&e));
+                let mut out = vec![y.clone().alias(&k), lit(true).alias(&m)];
+                out.extend(names.iter().map(|a| atom(a)));
+                // `E` fails alone: only where `T` holds. Failing with every other condition,
+                // it would make every mask a combination and none large on its own.
+                out.push(atom(&e).or(Expr::Not(Box::new(t.clone()))).alias(&e));
+                names.push(e.clone());
+                let values = LogicalPlanBuilder::from(lifted)
+                    .aggregate(vec![y], aggs)?
+                    .project(out)?
+                    .build()?;
+                // A person without rows fails membership alone (their values are not
+                // known, and taken as true).
+                let extra: Vec<Expr> = names
+                    .iter()
+                    .map(|a| coalesce(vec![atom(a), lit(true)]).alias(a))
+                    .collect();
+                (values, extra, found.and(atom(&e)).and(t))
+            }
+            t => {
+                let rows = match t {
+                    Some(t) => LogicalPlan::Filter(Filter::try_new(t, Arc::new(lifted))?),
+                    None => lifted,
+                };
+                let values = LogicalPlanBuilder::from(rows)
+                    .aggregate(vec![y.clone()], Vec::<Expr>::new())?
+                    .project(vec![y.alias(&k), lit(true).alias(&m)])?
+                    .build()?;
+                (values, Vec::new(), found)
+            }
+        };
+        // The persons on the join's left (its build side, hashed in memory), the rows on the
+        // right (streamed), then `input`'s columns first again.
         let mut cols = columns_of(input.schema());
         cols.extend([atom(&k), atom(&m)]);
+        cols.extend(extra);
         let joined = LogicalPlanBuilder::from(values)
             .join(
                 input.clone(),
@@ -1157,11 +1309,10 @@ impl<'a> LowEffect<'a> {
             )?
             .project(cols)?
             .build()?;
-        let found = atom(&m);
         let cond = if negated {
-            found.is_null()
+            Expr::Not(Box::new(cond))
         } else {
-            found.is_not_null()
+            cond
         };
         Ok(Some((joined, cond)))
     }
@@ -1543,16 +1694,8 @@ fn columns_of(schema: &DFSchemaRef) -> Vec<Expr> {
 
 /// The atom columns of `conds`, as they appear in `schema`.
 fn atom_columns(schema: &DFSchemaRef, conds: &[Cond]) -> Vec<Expr> {
-    fn names(c: &Cond, out: &mut Vec<String>) {
-        match c {
-            Cond::And(cs) | Cond::Or(cs) | Cond::Group { parts: cs, .. } => {
-                cs.iter().for_each(|c| names(c, out))
-            }
-            Cond::Atom(a) => out.push(a.clone()),
-        }
-    }
     let mut all = Vec::new();
-    conds.iter().for_each(|c| names(c, &mut all));
+    conds.iter().for_each(|c| atom_names(c, &mut all));
     all.into_iter()
         .map(
             |name| match schema.qualified_field_with_unqualified_name(&name) {
@@ -1561,4 +1704,38 @@ fn atom_columns(schema: &DFSchemaRef, conds: &[Cond]) -> Vec<Expr> {
             },
         )
         .collect()
+}
+
+/// The atom names of `c`, in order.
+fn atom_names(c: &Cond, out: &mut Vec<String>) {
+    match c {
+        Cond::And(cs) | Cond::Or(cs) | Cond::Group { parts: cs, .. } => {
+            cs.iter().for_each(|c| atom_names(c, out))
+        }
+        Cond::Atom(a) => out.push(a.clone()),
+    }
+}
+
+/// A cohort subquery without its `DISTINCT` (or `GROUP BY` of its one column with no
+/// aggregates), which changes nothing about which persons it selects: its filters are then
+/// lifted like those of the rows below any other condition.
+fn without_distinct(plan: &LogicalPlan) -> Result<LogicalPlan, RewriteError> {
+    match plan {
+        LogicalPlan::Distinct(datafusion::logical_expr::Distinct::All(d)) => Ok(d.as_ref().clone()),
+        LogicalPlan::Projection(p) if p.expr.len() == 1 => match p.input.as_ref() {
+            LogicalPlan::Aggregate(a)
+                if a.aggr_expr.is_empty()
+                    && a.group_expr.len() == 1
+                    && matches!(a.group_expr[0], Expr::Column(_))
+                    && matches!(&p.expr[0], Expr::Column(c)
+                        if a.schema.index_of_column(c).is_ok_and(|i| i == 0)) =>
+            {
+                Ok(LogicalPlanBuilder::from(a.input.as_ref().clone())
+                    .project(vec![a.group_expr[0].clone()])?
+                    .build()?)
+            }
+            _ => Ok(plan.clone()),
+        },
+        _ => Ok(plan.clone()),
+    }
 }

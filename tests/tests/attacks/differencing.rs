@@ -291,3 +291,135 @@ async fn excluding_one_person_by_a_grouping_key_does_not_change_a_count() {
         differing.join("\n")
     );
 }
+
+#[tokio::test]
+async fn excluding_or_adding_one_person_inside_a_large_cohort_subquery_does_not_change_a_count() {
+    let f = fixture();
+    let cx = f.project(RESEARCH).await;
+    // The cohort: persons 0..15 of the differencing practice (event values 40..54), so the
+    // selection leaves out half the cell: a condition with a large effect. A second
+    // condition inside the subquery leaves out (or adds) one more person, on a column of
+    // another table. Measured over the subquery's own persons, a condition that leaves out
+    // the one person in the cell and many elsewhere (the `CASE` below: every man of the other
+    // practices) had a large effect there and changed the answer.
+    let rows = "SELECT e.patient_id FROM clinical_events e \
+                JOIN patients p ON e.patient_id = p.patient_id \
+                WHERE e.snomedct_code = '{DIFF_CODE}'";
+    let rows = rows.replace("{DIFF_CODE}", DIFF_CODE);
+    let within = |sub: &str| format!("{BASE} AND patient_id IN ({sub})");
+    let outside = |sub: &str| format!("{BASE} AND patient_id NOT IN ({sub})");
+    let base_in = single(&cx, &within(&format!("{rows} AND e.numeric_value < 55"))).await;
+    let base_out = single(&cx, &outside(&format!("{rows} AND e.numeric_value >= 55"))).await;
+    assert!(base_in.is_some(), "the cohort of 15 is released");
+    assert!(
+        base_out.is_some(),
+        "the cell without the other 15 is released"
+    );
+    let mut differing = Vec::new();
+    for i in TARGETS {
+        let m = birth_month(i);
+        let attacks = if i < 15 {
+            vec![
+                within(&format!(
+                    "{rows} AND e.numeric_value < 55 AND p.birth_month <> DATE '{m}'"
+                )),
+                within(&format!(
+                    "{rows} AND e.numeric_value < 55 AND NOT (p.birth_month = DATE '{m}')"
+                )),
+                within(&format!(
+                    "{rows} AND e.numeric_value < 55 AND CASE WHEN p.practice_code = 'X20001' \
+                     THEN p.birth_month <> DATE '{m}' ELSE p.sex <> 'M' END"
+                )),
+                within(&format!(
+                    "SELECT DISTINCT e.patient_id FROM clinical_events e \
+                     JOIN patients p ON e.patient_id = p.patient_id \
+                     WHERE e.snomedct_code = '{DIFF_CODE}' AND e.numeric_value < 55 \
+                     AND p.birth_month <> DATE '{m}'"
+                )),
+                within(&format!(
+                    "{rows} AND e.numeric_value < 55 AND p.birth_month <> DATE '{m}' \
+                     GROUP BY e.patient_id"
+                )),
+                // Adding the person to the cohort that NOT IN leaves out.
+                outside(&format!(
+                    "{rows} AND (e.numeric_value >= 55 OR p.birth_month = DATE '{m}')"
+                )),
+            ]
+        } else {
+            vec![
+                // Adding the person through an OR branch inside the subquery.
+                within(&format!(
+                    "{rows} AND (e.numeric_value < 55 OR p.birth_month = DATE '{m}')"
+                )),
+                // Taking the person out of the cohort that NOT IN leaves out.
+                outside(&format!(
+                    "{rows} AND e.numeric_value >= 55 AND p.birth_month <> DATE '{m}'"
+                )),
+            ]
+        };
+        for sql in attacks {
+            let base = if sql.contains("NOT IN") {
+                &base_out
+            } else {
+                &base_in
+            };
+            let got = single(&cx, &sql).await;
+            if got != *base {
+                differing.push(format!("{sql} -> {got:?} (cohort: {base:?})"));
+            }
+        }
+    }
+    assert!(
+        differing.is_empty(),
+        "one person inside a cohort subquery changed the released count:\n{}",
+        differing.join("\n")
+    );
+}
+
+#[tokio::test]
+async fn a_condition_that_leaves_out_no_one_of_the_cell_does_not_change_it() {
+    let f = fixture();
+    let cx = f.project(RESEARCH).await;
+    // Everyone of the differencing practice, through a cohort selection: every person of
+    // the other practices fails both the practice and the cohort condition, never one alone.
+    let base_sql = format!(
+        "{BASE} AND patient_id IN (SELECT patient_id FROM clinical_events \
+         WHERE snomedct_code = '{DIFF_CODE}')"
+    );
+    let base = single(&cx, &base_sql).await;
+    assert!(base.is_some());
+    // Birth months of one to three persons of other practices and of no one of the cell.
+    // Those persons fail the practice, the cohort and the birth month: a mask of a few
+    // persons none of whose conditions fails alone. Neutralised as a low-effect mask, it let
+    // them into the answer, which then changed with a condition that leaves out no one of
+    // the cell.
+    let mut differing = Vec::new();
+    for m in [
+        "1924-06-01",
+        "1924-11-01",
+        "1925-04-01",
+        "1926-11-01",
+        "1928-06-01",
+        "1932-11-01",
+        "1935-12-01",
+        "1938-06-01",
+    ] {
+        let outside = unprotected(
+            &cx,
+            &format!("SELECT COUNT(*) FROM patients WHERE birth_month = DATE '{m}'"),
+        )
+        .await;
+        let outside: u64 = outside[0][0].parse().unwrap_or(0);
+        assert!((1..=3).contains(&outside), "{m}: {outside} persons");
+        let sql = format!("{base_sql} AND birth_month <> DATE '{m}'");
+        let got = single(&cx, &sql).await;
+        if got != base {
+            differing.push(format!("{sql} -> {got:?} (all: {base:?})"));
+        }
+    }
+    assert!(
+        differing.is_empty(),
+        "a condition that leaves out no one of the cell changed its count:\n{}",
+        differing.join("\n")
+    );
+}
