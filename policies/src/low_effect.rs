@@ -785,6 +785,9 @@ impl<'a> LowEffect<'a> {
         key: &str,
         n: &str,
     ) -> Result<LogicalPlan, RewriteError> {
+        // Both sides of the self-join read one computation of the counts.
+        let shared = self.name("counts");
+        let (counted, again) = crate::shared::twice(counted, &shared)?;
         let names: Vec<String> = cells.iter().map(|_| self.name("sc")).collect();
         let (sk, sn) = (self.name("sk"), self.name("sn"));
         let mut right: Vec<Expr> = cells
@@ -793,9 +796,7 @@ impl<'a> LowEffect<'a> {
             .map(|(c, name)| c.clone().alias(name))
             .collect();
         right.extend([atom(key).alias(&sk), atom(n).alias(&sn)]);
-        let right = LogicalPlanBuilder::from(counted.clone())
-            .project(right)?
-            .build()?;
+        let right = LogicalPlanBuilder::from(again).project(right)?.build()?;
         let node = |k: &str| binary_expr(atom(k), Operator::BitwiseShiftRight, lit(MASK_BITS));
         let subset = node(&sk)
             .eq(node(key))

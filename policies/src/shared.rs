@@ -17,7 +17,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::{RecordBatch, RecordBatchOptions};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::Result;
@@ -139,7 +139,12 @@ impl TableProvider for SharedTable {
             }
         };
         drop(pending);
-        Ok(Arc::new(SharedExec::new(child, slot, projection.cloned())?))
+        Ok(Arc::new(SharedExec::new(
+            child,
+            slot,
+            projection.cloned(),
+            Arc::clone(&self.schema),
+        )?))
     }
 }
 
@@ -158,6 +163,10 @@ struct SharedExec {
     child: Arc<dyn ExecutionPlan>,
     slot: Arc<Slot>,
     projection: Option<Vec<usize>>,
+    /// The table's schema (the shared plan's logical schema), which the batches are given:
+    /// a physical plan may call a column nullable that its logical plan knows is not (a
+    /// grouping-sets aggregation's set id), and the plan above was planned with the latter.
+    declared: SchemaRef,
     properties: Arc<PlanProperties>,
 }
 
@@ -172,10 +181,11 @@ impl SharedExec {
         child: Arc<dyn ExecutionPlan>,
         slot: Arc<Slot>,
         projection: Option<Vec<usize>>,
+        declared: SchemaRef,
     ) -> Result<SharedExec> {
         let schema = match &projection {
-            Some(p) => Arc::new(child.schema().project(p)?),
-            None => child.schema(),
+            Some(p) => Arc::new(declared.project(p)?),
+            None => Arc::clone(&declared),
         };
         let properties = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(schema),
@@ -187,6 +197,7 @@ impl SharedExec {
             child,
             slot,
             projection,
+            declared,
             properties,
         })
     }
@@ -226,6 +237,7 @@ impl ExecutionPlan for SharedExec {
             only_child(children, "SharedExec")?,
             Arc::clone(&self.slot),
             self.projection.clone(),
+            Arc::clone(&self.declared),
         )?))
     }
 
@@ -242,6 +254,7 @@ impl ExecutionPlan for SharedExec {
         let slot = Arc::clone(&self.slot);
         let child = Arc::clone(&self.child);
         let projection = self.projection.clone();
+        let schema = self.schema();
         let batches = async move {
             let shared = slot
                 .batches
@@ -262,9 +275,17 @@ impl ExecutionPlan for SharedExec {
             let out: Vec<Result<RecordBatch>> = shared
                 .0
                 .iter()
-                .map(|b| match &projection {
-                    Some(p) => Ok(b.project(p)?),
-                    None => Ok(b.clone()),
+                .map(|b| {
+                    let b = match &projection {
+                        Some(p) => b.project(p)?,
+                        None => b.clone(),
+                    };
+                    let rows = RecordBatchOptions::new().with_row_count(Some(b.num_rows()));
+                    Ok(RecordBatch::try_new_with_options(
+                        Arc::clone(&schema),
+                        b.columns().to_vec(),
+                        &rows,
+                    )?)
                 })
                 .collect();
             Ok::<_, DataFusionError>(futures::stream::iter(out))
