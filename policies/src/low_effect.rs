@@ -48,9 +48,9 @@
 //! `LIMIT`, on the nullable side of an outer join, conditions with subqueries or volatile
 //! functions) keep their place and are not checked; aggregations over persons below the
 //! cell aggregate (per-person subqueries) get the same treatment, measured in the cell
-//! aggregate's cells as far as those follow from their groups ([`LowEffect::nested`]; a
-//! per-person aggregation whose answer is keyed by other tables' columns, `GROUP BY p.sex`
-//! over a join to `patients`, is measured in one cell). The plan stays made of standard
+//! aggregate's cells as far as those follow from their groups ([`LowEffect::nested`]); when
+//! the aggregation is joined to `patients` on `patient_id`, the conditions and keys on
+//! `patients` around it move inside it ([`LowEffect::person_context`]). The plan stays made of standard
 //! DataFusion operators and functions (serialisable with `datafusion-proto`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -67,6 +67,8 @@ use datafusion::logical_expr::{
     Aggregate, Between, BinaryExpr, Expr, ExprFunctionExt, Filter, Join, JoinType, LogicalPlan,
     LogicalPlanBuilder, Operator, Projection, SubqueryAlias, binary_expr, lit, when,
 };
+
+use fivesafes_engine::catalog::PRIVACY_UNIT;
 
 use crate::analysis::{self, Kind, TableFacts};
 use crate::capped::distinct_upto;
@@ -388,6 +390,27 @@ pub(crate) struct LowEffect<'a> {
     /// Filters that stay where they are (conditions that the cells of the aggregation over
     /// persons being lifted determine, see [`LowEffect::nested`]): each filter's input.
     pinned: Vec<Arc<LogicalPlan>>,
+    /// The liftable conditions of a filter right above the join being lifted.
+    above: Option<Vec<Expr>>,
+    /// A per-person aggregation joined to `patients` further up, being lifted for: see
+    /// [`LowEffect::person_context`].
+    context: Option<Context>,
+    /// Conditions of a filter above that moved into a per-person aggregation below.
+    consumed: Vec<Expr>,
+}
+
+/// A per-person aggregation (`agg_input`: its input, grouped by `group`) joined on the
+/// privacy unit to `patients` (`persons`, keyed by `key`) in the plan above, with the
+/// conditions and cells of that plan that read only `patients` (over `persons`' columns).
+struct Context {
+    agg_input: Arc<LogicalPlan>,
+    group: Column,
+    persons: LogicalPlan,
+    key: Column,
+    conds: Vec<Expr>,
+    /// `conds` as written above (to be removed there once moved).
+    originals: Vec<Expr>,
+    cells: Vec<Expr>,
 }
 
 impl<'a> LowEffect<'a> {
@@ -401,6 +424,9 @@ impl<'a> LowEffect<'a> {
             scope: None,
             keys: HashMap::new(),
             pinned: Vec::new(),
+            above: None,
+            context: None,
+            consumed: Vec::new(),
         }
     }
 
@@ -1100,10 +1126,26 @@ impl<'a> LowEffect<'a> {
                 Ok((self.stop(LogicalPlan::Filter(f), cells)?, Vec::new()))
             }
             LogicalPlan::Filter(f) => {
-                let (mut input, mut conds) = self.lift(f.input.as_ref().clone(), &first())?;
+                let saved = self.above.take();
+                if matches!(f.input.as_ref(), LogicalPlan::Join(_)) {
+                    self.above = Some(
+                        split_conjunction_owned(f.predicate.clone())
+                            .into_iter()
+                            .filter(|c| !stays(c))
+                            .collect(),
+                    );
+                }
+                let consumed_before = self.consumed.len();
+                let lifted_input = self.lift(f.input.as_ref().clone(), &first());
+                self.above = saved;
+                let (mut input, mut conds) = lifted_input?;
+                let moved: Vec<Expr> = self.consumed.drain(consumed_before..).collect();
                 let mut kept = Vec::new();
                 let mut lifted = Vec::new();
                 for c in split_conjunction_owned(f.predicate) {
+                    if moved.contains(&c) {
+                        continue;
+                    }
                     if !stays(&c) {
                         lifted.push(c);
                     } else if let Some((joined, atom)) = self.membership(&input, &c)? {
@@ -1158,6 +1200,8 @@ impl<'a> LowEffect<'a> {
                 ))
             }
             LogicalPlan::Join(j) => {
+                let above = self.above.take();
+                let context = self.person_context(&j, &below, above.unwrap_or_default());
                 let (lift_left, lift_right) = match j.join_type {
                     JoinType::Inner => (true, true),
                     JoinType::Left | JoinType::LeftSemi | JoinType::LeftAnti => (true, false),
@@ -1165,17 +1209,28 @@ impl<'a> LowEffect<'a> {
                     _ => (false, false),
                 };
                 let mut conds = Vec::new();
-                let mut side = |plan: &LogicalPlan, lift: bool, cells: &[Expr]| {
-                    if lift {
-                        let (p, c) = self.lift(plan.clone(), cells)?;
-                        conds.extend(c);
-                        Ok::<_, RewriteError>(p)
-                    } else {
-                        self.stop(plan.clone(), cells)
+                let (left, right) = match context {
+                    Some((0, c)) => {
+                        self.context = Some(c);
+                        let left = self.side(&j.left, lift_left, &below[0], &mut conds);
+                        self.context = None;
+                        (
+                            left?,
+                            self.side(&j.right, lift_right, &below[1], &mut conds)?,
+                        )
                     }
+                    Some((_, c)) => {
+                        let left = self.side(&j.left, lift_left, &below[0], &mut conds)?;
+                        self.context = Some(c);
+                        let right = self.side(&j.right, lift_right, &below[1], &mut conds);
+                        self.context = None;
+                        (left, right?)
+                    }
+                    None => (
+                        self.side(&j.left, lift_left, &below[0], &mut conds)?,
+                        self.side(&j.right, lift_right, &below[1], &mut conds)?,
+                    ),
                 };
-                let left = side(&j.left, lift_left, &below[0])?;
-                let right = side(&j.right, lift_right, &below[1])?;
                 let join = Join::try_new(
                     Arc::new(left),
                     Arc::new(right),
@@ -1190,6 +1245,118 @@ impl<'a> LowEffect<'a> {
             }
             other => Ok((self.stop(other, cells)?, Vec::new())),
         }
+    }
+
+    /// One input of a join: lifted (its conditions appended to `conds`) or stopped.
+    fn side(
+        &mut self,
+        plan: &LogicalPlan,
+        lift: bool,
+        cells: &[Expr],
+        conds: &mut Vec<Cond>,
+    ) -> Result<LogicalPlan, RewriteError> {
+        if lift {
+            let (p, c) = self.lift(plan.clone(), cells)?;
+            conds.extend(c);
+            Ok(p)
+        } else {
+            self.stop(plan.clone(), cells)
+        }
+    }
+
+    /// For an inner join on the privacy unit of a per-person aggregation (under aliases and
+    /// projections of columns) and a plain scan of `patients` (one row per person): which
+    /// input holds the aggregation (0 left, 1 right) and its [`Context`], with the conditions
+    /// of `above` (the filter right above the join) and the cells `below` that read only
+    /// `patients`. Measured inside the aggregation, its conditions would otherwise not see
+    /// the conditions and cells of `patients` around it: a condition that leaves out the one
+    /// person of the answer's practice and many persons of other practices had a large
+    /// effect there. Moved into the aggregation (joined to `patients` inside), the answer is
+    /// the same (one `patients` row per person) and they are measured together.
+    fn person_context(
+        &mut self,
+        j: &Join,
+        below: &[Vec<Expr>],
+        above: Vec<Expr>,
+    ) -> Option<(usize, Context)> {
+        if j.join_type != JoinType::Inner {
+            return None;
+        }
+        // `ON a = b`: as a key pair, or (before the optimizer extracts it) as the filter.
+        let pair = match (j.on.as_slice(), &j.filter) {
+            ([(l, r)], None) => (l.clone(), r.clone()),
+            (
+                [],
+                Some(Expr::BinaryExpr(BinaryExpr {
+                    left,
+                    op: Operator::Eq,
+                    right,
+                })),
+            ) => {
+                let (l, r) = (left.as_ref().clone(), right.as_ref().clone());
+                match &l {
+                    Expr::Column(c) if j.left.schema().has_column(c) => (l, r),
+                    _ => (r, l),
+                }
+            }
+            _ => return None,
+        };
+        let (Expr::Column(l), Expr::Column(r)) = (&pair.0, &pair.1) else {
+            return None;
+        };
+        if !j.left.schema().has_column(l) || !j.right.schema().has_column(r) {
+            return None;
+        }
+        let sides = [
+            (0, j.left.as_ref(), l, j.right.as_ref(), r, &below[1]),
+            (1, j.right.as_ref(), r, j.left.as_ref(), l, &below[0]),
+        ];
+        for (at, agg_side, agg_key, persons, key, cells) in sides {
+            if key.name != PRIVACY_UNIT || !persons_scan(persons) {
+                continue;
+            }
+            let Some((agg_input, group)) = unit_aggregate(agg_side, agg_key) else {
+                continue;
+            };
+            let reads_persons = |e: &Expr| {
+                e.column_refs()
+                    .iter()
+                    .all(|c| persons.schema().has_column(c))
+                    && !e.is_volatile()
+            };
+            let alias = self.name("persons");
+            let requalify = |e: &Expr| -> Expr {
+                e.clone()
+                    .transform_up(|x| match x {
+                        Expr::Column(c) => Ok(Transformed::yes(Expr::Column(Column::new(
+                            Some(alias.as_str()),
+                            c.name,
+                        )))),
+                        other => Ok(Transformed::no(other)),
+                    })
+                    .map(|t| t.data)
+                    .unwrap_or_else(|_| e.clone())
+            };
+            let moved: Vec<Expr> = above.iter().filter(|c| reads_persons(c)).cloned().collect();
+            let persons = SubqueryAlias::try_new(Arc::new(persons.clone()), alias.as_str()).ok()?;
+            return Some((
+                at,
+                Context {
+                    agg_input,
+                    group,
+                    persons: LogicalPlan::SubqueryAlias(persons),
+                    key: Column::new(Some(alias.as_str()), PRIVACY_UNIT),
+                    conds: moved.iter().map(&requalify).collect(),
+                    originals: moved,
+                    cells: cells
+                        .iter()
+                        .filter(|c| reads_persons(c))
+                        .map(&requalify)
+                        .collect(),
+                },
+            ));
+        }
+        None
     }
 
     /// `x [NOT] IN (SELECT y …)` with an uncorrelated subquery and `x`, `y` never NULL (the
@@ -1420,7 +1587,37 @@ impl<'a> LowEffect<'a> {
                 };
             }
         }
-        let applied = self.apply(input, &cells, &unit);
+        let context = match self.context.take() {
+            Some(c) if Arc::ptr_eq(&c.agg_input, &a.input) => Some(c),
+            other => {
+                self.context = other;
+                None
+            }
+        };
+        let applied = match context {
+            Some(c) => {
+                // `patients` joined inside, its conditions and cells with the aggregation's.
+                let mut joined = LogicalPlanBuilder::from(input).join(
+                    c.persons,
+                    JoinType::Inner,
+                    (vec![c.group], vec![c.key]),
+                    None,
+                )?;
+                if let Some(p) = conjunction(c.conds) {
+                    joined = joined.filter(p)?;
+                }
+                let joined = joined.build()?;
+                self.consumed.extend(c.originals);
+                let mut all = cells.clone();
+                all.extend(c.cells);
+                self.apply(joined, &all, &unit).and_then(|out| {
+                    Ok(LogicalPlanBuilder::from(out)
+                        .project(columns_of(a.input.schema()))?
+                        .build()?)
+                })
+            }
+            None => self.apply(input, &cells, &unit),
+        };
         self.pinned.truncate(depth);
         let input = applied?;
         Ok(LogicalPlan::Aggregate(Aggregate::try_new(
@@ -1738,5 +1935,48 @@ fn without_distinct(plan: &LogicalPlan) -> Result<LogicalPlan, RewriteError> {
             _ => Ok(plan.clone()),
         },
         _ => Ok(plan.clone()),
+    }
+}
+
+/// A plain scan of `patients` (one row per person, DATA_MODEL.md), maybe aliased and with
+/// a projection of its columns (as the project view gives it).
+fn persons_scan(plan: &LogicalPlan) -> bool {
+    match plan {
+        LogicalPlan::SubqueryAlias(a) => persons_scan(&a.input),
+        LogicalPlan::Projection(p) if p.expr.iter().all(|e| matches!(e, Expr::Column(_))) => {
+            persons_scan(&p.input)
+        }
+        LogicalPlan::TableScan(t) => {
+            t.table_name.table() == "patients" && t.filters.is_empty() && t.fetch.is_none()
+        }
+        _ => false,
+    }
+}
+
+/// When the column `key` of `plan` is, through aliases and projections of columns, the
+/// privacy-unit group of an aggregation with no grouping sets: that aggregation's input and
+/// the group's column over it.
+fn unit_aggregate(plan: &LogicalPlan, key: &Column) -> Option<(Arc<LogicalPlan>, Column)> {
+    let i = plan.schema().index_of_column(key).ok()?;
+    let mut plan = plan;
+    let mut i = i;
+    loop {
+        match plan {
+            LogicalPlan::SubqueryAlias(a) => plan = a.input.as_ref(),
+            LogicalPlan::Projection(p) => {
+                let Expr::Column(c) = p.expr.get(i)?.clone().unalias() else {
+                    return None;
+                };
+                i = p.input.schema().index_of_column(&c).ok()?;
+                plan = p.input.as_ref();
+            }
+            LogicalPlan::Aggregate(a) => {
+                let Expr::Column(g) = a.group_expr.get(i)?.clone().unalias() else {
+                    return None;
+                };
+                return (g.name == PRIVACY_UNIT).then(|| (Arc::clone(&a.input), g));
+            }
+            _ => return None,
+        }
     }
 }

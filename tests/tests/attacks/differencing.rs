@@ -423,3 +423,56 @@ async fn a_condition_that_leaves_out_no_one_of_the_cell_does_not_change_it() {
         differing.join("\n")
     );
 }
+
+#[tokio::test]
+async fn excluding_one_person_inside_a_per_person_aggregation_restricted_from_outside() {
+    let f = fixture();
+    let cx = f.project(RESEARCH).await;
+    // A per-person aggregation over every person with a measured event, restricted to the
+    // differencing practice by a join to `patients` around it. The condition inside leaves
+    // out the one person of the practice born in a month and every man of the other
+    // practices: measured inside the aggregation alone, a large effect.
+    let q = |inner: &str, outer: &str| {
+        format!(
+            "SELECT {outer}COUNT(*) FROM (SELECT e.patient_id, COUNT(*) AS n \
+             FROM clinical_events e JOIN patients p ON e.patient_id = p.patient_id \
+             WHERE e.numeric_value IS NOT NULL{inner} GROUP BY e.patient_id) t \
+             JOIN patients p2 ON t.patient_id = p2.patient_id \
+             WHERE p2.practice_code = 'X20001'{{group}}"
+        )
+    };
+    // The same answer by sex, a key of the table around the aggregation (the 26 women).
+    let group = " GROUP BY p2.sex ORDER BY p2.sex";
+    let women = |rows: Vec<Vec<String>>| rows.into_iter().find(|r| r[0] == "F");
+    let base_by_sex = women(rows(&cx, &q("", "p2.sex, ").replace("{group}", group)).await);
+    assert!(base_by_sex.is_some());
+    let base = single(&cx, &q("", "").replace("{group}", "")).await;
+    assert!(base.is_some());
+    let mut differing = Vec::new();
+    for i in TARGETS {
+        let m = birth_month(i);
+        for inner in [
+            format!(
+                " AND CASE WHEN p.practice_code = 'X20001' THEN p.birth_month <> DATE '{m}' \
+                 ELSE p.sex <> 'M' END"
+            ),
+            format!(" AND p.birth_month <> DATE '{m}'"),
+        ] {
+            let sql = q(&inner, "").replace("{group}", "");
+            let got = single(&cx, &sql).await;
+            if got != base {
+                differing.push(format!("{sql} -> {got:?} (all: {base:?})"));
+            }
+            let sql = q(&inner, "p2.sex, ").replace("{group}", group);
+            let got = women(rows(&cx, &sql).await);
+            if got != base_by_sex {
+                differing.push(format!("{sql} -> {got:?} (all: {base_by_sex:?})"));
+            }
+        }
+    }
+    assert!(
+        differing.is_empty(),
+        "a condition inside a per-person aggregation changed the released count:\n{}",
+        differing.join("\n")
+    );
+}
