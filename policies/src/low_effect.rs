@@ -827,8 +827,6 @@ impl<'a> LowEffect<'a> {
         let subset = node(&sk)
             .eq(node(key))
             .and(binary_expr(atom(&sk), Operator::BitwiseAnd, atom(key)).eq(atom(&sk)));
-        let on =
-            |cols: Vec<Column>, extra: Column| cols.into_iter().chain([extra]).collect::<Vec<_>>();
         let left_keys = cells
             .iter()
             .map(|c| match c {
@@ -836,34 +834,18 @@ impl<'a> LowEffect<'a> {
                 _ => Err(RewriteError::Unsupported("a computed cell key".into())),
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let one = self.name("one");
-        let one_r = self.name("one");
-        let mut left = columns_of(counted.schema());
-        left.push(lit(0i64).alias(&one));
-        let right = LogicalPlanBuilder::from(right)
-            .project(
-                names
-                    .iter()
-                    .map(|c| atom(c))
-                    .chain([atom(&sk), atom(&sn), lit(0i64).alias(&one_r)])
-                    .collect::<Vec<_>>(),
-            )?
-            .build()?;
         let mut group = cells.to_vec();
         group.push(atom(key));
         let mut out = cells.to_vec();
         out.extend([atom(key), atom(&sn).alias(n)]);
+        // The cells are never empty (a set id, or a constant for one cell).
         let joined = LogicalPlanBuilder::from(counted)
-            .project(left)?
             .join_detailed(
                 right,
                 JoinType::Inner,
                 (
-                    on(left_keys, Column::from_name(&one)),
-                    on(
-                        names.iter().map(Column::from_name).collect(),
-                        Column::from_name(&one_r),
-                    ),
+                    left_keys,
+                    names.iter().map(Column::from_name).collect::<Vec<_>>(),
                 ),
                 Some(subset),
                 NullEquality::NullEqualsNull,
@@ -1209,31 +1191,28 @@ impl<'a> LowEffect<'a> {
                     _ => (false, false),
                 };
                 let mut conds = Vec::new();
-                let (left, right) = match context {
-                    Some((0, c)) => {
-                        self.context = Some(c);
-                        let left = self.side(&j.left, lift_left, &below[0], &mut conds);
-                        self.context = None;
-                        (
-                            left?,
-                            self.side(&j.right, lift_right, &below[1], &mut conds)?,
-                        )
-                    }
-                    Some((_, c)) => {
-                        let left = self.side(&j.left, lift_left, &below[0], &mut conds)?;
-                        self.context = Some(c);
-                        let right = self.side(&j.right, lift_right, &below[1], &mut conds);
-                        self.context = None;
-                        (left, right?)
-                    }
-                    None => (
-                        self.side(&j.left, lift_left, &below[0], &mut conds)?,
-                        self.side(&j.right, lift_right, &below[1], &mut conds)?,
-                    ),
-                };
+                // The context goes to the input that holds the aggregation, and no further.
+                let mut context = context;
+                let mut inputs = Vec::with_capacity(2);
+                for (i, (plan, lift)) in [(&j.left, lift_left), (&j.right, lift_right)]
+                    .into_iter()
+                    .enumerate()
+                {
+                    self.context = match context.take() {
+                        Some((at, c)) if at == i => Some(c),
+                        other => {
+                            context = other;
+                            None
+                        }
+                    };
+                    let input = self.side(plan, lift, &below[i], &mut conds);
+                    self.context = None;
+                    inputs.push(Arc::new(input?));
+                }
+                let [left, right] = <[_; 2]>::try_from(inputs).expect("two inputs");
                 let join = Join::try_new(
-                    Arc::new(left),
-                    Arc::new(right),
+                    left,
+                    right,
                     j.on.clone(),
                     j.filter.clone(),
                     j.join_type,
@@ -1957,9 +1936,8 @@ fn persons_scan(plan: &LogicalPlan) -> bool {
 /// privacy-unit group of an aggregation with no grouping sets: that aggregation's input and
 /// the group's column over it.
 fn unit_aggregate(plan: &LogicalPlan, key: &Column) -> Option<(Arc<LogicalPlan>, Column)> {
-    let i = plan.schema().index_of_column(key).ok()?;
+    let mut i = plan.schema().index_of_column(key).ok()?;
     let mut plan = plan;
-    let mut i = i;
     loop {
         match plan {
             LogicalPlan::SubqueryAlias(a) => plan = a.input.as_ref(),
