@@ -25,6 +25,10 @@ pub enum Rule {
     JoinAmplification,
     /// FS-6: a construct whose behaviour at run time would depend on data values.
     SideChannel,
+    /// FS-7: a condition on personal rows where its effect on the answer's cells cannot be
+    /// measured (DESIGN.md rule 7: a condition that leaves out a few persons of a cell must
+    /// not change its answer).
+    LowEffect,
 }
 
 impl Rule {
@@ -39,6 +43,7 @@ impl Rule {
             Rule::Aggregate => "FS-2",
             Rule::JoinAmplification => "FS-2a",
             Rule::SideChannel => "FS-6",
+            Rule::LowEffect => "FS-7",
         }
     }
 }

@@ -72,6 +72,7 @@ use fivesafes_engine::catalog::PRIVACY_UNIT;
 
 use crate::analysis::{self, Kind, TableFacts};
 use crate::capped::distinct_upto;
+use crate::decision::{Refusal, Rule};
 use crate::per_date::per_distinct_date;
 use crate::register::OutputControl;
 use crate::rewrite::{RewriteError, aggregate_per_set};
@@ -346,6 +347,57 @@ fn stays(e: &Expr) -> bool {
         .unwrap_or(true)
 }
 
+/// The conjuncts of a join's `ON` filter other than its keys (`left column = right column`).
+fn on_conditions(j: &Join) -> Vec<Expr> {
+    let Some(filter) = &j.filter else {
+        return Vec::new();
+    };
+    let side = |e: &Expr, plan: &LogicalPlan| match e {
+        Expr::Column(c) => plan.schema().has_column(c),
+        _ => false,
+    };
+    split_conjunction_owned(filter.clone())
+        .into_iter()
+        .filter(|c| match c {
+            Expr::BinaryExpr(b) if b.op == Operator::Eq => {
+                let (l, r) = (b.left.as_ref(), b.right.as_ref());
+                !((side(l, &j.left) && side(r, &j.right))
+                    || (side(l, &j.right) && side(r, &j.left)))
+            }
+            _ => true,
+        })
+        .collect()
+}
+
+/// Where a condition on rows about persons was refused because rule 7 cannot measure it.
+#[derive(Debug, Clone, Copy)]
+enum Unmeasured {
+    /// A filter below a `UNION`, `DISTINCT` or the optional side of an outer join.
+    Below,
+    /// An outer join's `ON` clause (it decides which rows get NULLs, not which rows there
+    /// are).
+    OuterOn,
+}
+
+/// The refusal (FS-7) of a condition that rule 7 cannot measure where it is.
+fn unmeasured(at: Unmeasured) -> RewriteError {
+    let what = match at {
+        Unmeasured::Below => {
+            "a condition on rows about persons below a UNION, DISTINCT or the optional side \
+             of an outer join"
+        }
+        Unmeasured::OuterOn => "a condition on rows about persons in an outer join's ON clause",
+    };
+    RewriteError::Refused(Refusal::new(
+        Rule::LowEffect,
+        format!(
+            "{what} cannot be checked for low effect (a condition that leaves out a few \
+             persons must not change an answer); apply it in the WHERE clause of the query \
+             or subquery that aggregates the rows, or in an inner join"
+        ),
+    ))
+}
+
 /// Whether a subquery plan reads outer columns anywhere (correlated).
 fn stays_in(plan: &LogicalPlan) -> bool {
     plan.exists(|n| Ok(n.expressions().iter().any(stays_outer)))
@@ -475,6 +527,11 @@ impl<'a> LowEffect<'a> {
     }
 
     /// Effects on fewer persons than this are low.
+    /// Whether `plan`'s rows are about persons.
+    fn personal(&self, plan: &LogicalPlan) -> Result<bool, RewriteError> {
+        Ok(analysis::columns(plan, self.facts)?.kind == Kind::Persons)
+    }
+
     pub(crate) fn threshold(&self) -> i64 {
         self.threshold
     }
@@ -1181,6 +1238,39 @@ impl<'a> LowEffect<'a> {
                     conds,
                 ))
             }
+            // An inner join's `ON` conditions other than its keys are a filter above it
+            // (the same rows), lifted and measured like one.
+            LogicalPlan::Join(j)
+                if j.join_type == JoinType::Inner && !on_conditions(&j).is_empty() =>
+            {
+                let moved = on_conditions(&j);
+                let kept = split_conjunction_owned(j.filter.clone().unwrap_or(lit(true)))
+                    .into_iter()
+                    .filter(|c| !moved.contains(c));
+                let join = Join::try_new(
+                    Arc::clone(&j.left),
+                    Arc::clone(&j.right),
+                    j.on.clone(),
+                    conjunction(kept),
+                    j.join_type,
+                    j.join_constraint,
+                    j.null_equality,
+                    j.null_aware,
+                )?;
+                let filter = Filter::try_new(
+                    conjunction(moved).expect("conditions to move"),
+                    Arc::new(LogicalPlan::Join(join)),
+                )?;
+                self.lift(LogicalPlan::Filter(filter), cells)
+            }
+            // An outer join's `ON` conditions decide which rows get NULLs, not which rows
+            // there are: they cannot be measured as a filter.
+            LogicalPlan::Join(j)
+                if !on_conditions(&j).is_empty()
+                    && (self.personal(&j.left)? || self.personal(&j.right)?) =>
+            {
+                Err(unmeasured(Unmeasured::OuterOn))
+            }
             LogicalPlan::Join(j) => {
                 let above = self.above.take();
                 let context = self.person_context(&j, &below, above.unwrap_or_default());
@@ -1465,14 +1555,30 @@ impl<'a> LowEffect<'a> {
     }
 
     /// Below a node filters cannot be lifted through: applies low-effect detection to the
-    /// aggregations over persons further down, and leaves everything else as it is.
-    /// `cells`: as for [`LowEffect::lift`].
+    /// aggregations over persons further down, and leaves everything else as it is, except
+    /// conditions on rows about persons, which would not be measured there: those are
+    /// refused (FS-7). `cells`: as for [`LowEffect::lift`].
     fn stop(&mut self, plan: LogicalPlan, cells: &[Expr]) -> Result<LogicalPlan, RewriteError> {
-        if let LogicalPlan::Aggregate(a) = &plan {
-            let info = analysis::columns(&a.input, self.facts)?;
-            if info.kind == Kind::Persons {
-                return self.nested(a, &info, cells);
+        match &plan {
+            LogicalPlan::Aggregate(a) => {
+                let info = analysis::columns(&a.input, self.facts)?;
+                if info.kind == Kind::Persons {
+                    return self.nested(a, &info, cells);
+                }
             }
+            LogicalPlan::Filter(f)
+                if !self.pinned.iter().any(|p| Arc::ptr_eq(p, &f.input))
+                    && self.personal(&f.input)? =>
+            {
+                return Err(unmeasured(Unmeasured::Below));
+            }
+            LogicalPlan::Join(j)
+                if !on_conditions(j).is_empty()
+                    && (self.personal(&j.left)? || self.personal(&j.right)?) =>
+            {
+                return Err(unmeasured(Unmeasured::Below));
+            }
+            _ => {}
         }
         let below = cells_below(&plan, cells);
         let inputs = plan.inputs();

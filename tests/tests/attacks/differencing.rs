@@ -4,6 +4,8 @@
 //! changes a cell by fewer persons than the suppression threshold must not change the
 //! released answer, and a cell left with 7 or fewer persons is suppressed.
 
+use fivesafes_policies::decision::Rule;
+
 use crate::common::*;
 
 /// Birth month (first of month) of person `i` of the differencing cohort.
@@ -475,4 +477,97 @@ async fn excluding_one_person_inside_a_per_person_aggregation_restricted_from_ou
         "a condition inside a per-person aggregation changed the released count:\n{}",
         differing.join("\n")
     );
+}
+
+/// A condition in an inner join's `ON` clause is the same filter as in `WHERE`, and is
+/// measured like one: the person it leaves out does not change the count. (Before, it was
+/// not measured there: target 14 gave 25 against 30.)
+#[tokio::test]
+async fn excluding_one_person_in_a_join_on_clause_does_not_change_a_count() {
+    let f = fixture();
+    let cx = f.project(RESEARCH).await;
+    let shapes = [
+        // A public table joined.
+        "SELECT COUNT(*) FROM patients p JOIN practices pr \
+         ON pr.practice_code = p.practice_code {c} WHERE p.practice_code = 'X20001'",
+        // A personal table joined on the unit.
+        "SELECT COUNT(DISTINCT p.patient_id) FROM patients p JOIN patients q \
+         ON q.patient_id = p.patient_id {c} WHERE p.practice_code = 'X20001'",
+    ];
+    let mut differing = Vec::new();
+    for shape in shapes {
+        let base = single(&cx, &shape.replace("{c}", "")).await;
+        assert!(base.is_some(), "{shape}");
+        for i in TARGETS {
+            let c = format!("AND p.birth_month <> DATE '{}'", birth_month(i));
+            let sql = shape.replace("{c}", &c);
+            let got = single(&cx, &sql).await;
+            if got != base {
+                differing.push(format!("{sql} -> {got:?} (all: {base:?})"));
+            }
+        }
+    }
+    assert!(
+        differing.is_empty(),
+        "a condition in a join's ON clause changed the released count:\n{}",
+        differing.join("\n")
+    );
+}
+
+/// Where rule 7 cannot measure a condition (below a `UNION` or `DISTINCT`, on the optional
+/// side of an outer join, in an outer join's `ON` clause), the query is refused: measured
+/// nowhere, `birth_month <> x` changed the count there (target 14: 25 against 30).
+#[tokio::test]
+async fn a_condition_that_cannot_be_measured_is_refused() {
+    let f = fixture();
+    let cx = f.project(RESEARCH).await;
+    let c = format!("birth_month <> DATE '{}'", birth_month(14));
+    let attacks = [
+        format!(
+            "SELECT COUNT(*) FROM (SELECT patient_id FROM patients \
+             WHERE practice_code = 'X20001' AND {c} \
+             UNION ALL SELECT patient_id FROM patients WHERE sex = 'Z') t"
+        ),
+        format!(
+            "SELECT COUNT(*) FROM (SELECT patient_id FROM patients \
+             WHERE practice_code = 'X20001' AND {c} \
+             UNION SELECT patient_id FROM patients WHERE sex = 'Z') t"
+        ),
+        format!(
+            "SELECT COUNT(*) FROM (SELECT DISTINCT patient_id FROM patients \
+             WHERE practice_code = 'X20001' AND {c}) t"
+        ),
+        format!(
+            "SELECT COUNT(q.sex) FROM patients p LEFT JOIN \
+             (SELECT patient_id, sex FROM patients WHERE {c}) q \
+             ON q.patient_id = p.patient_id WHERE p.practice_code = 'X20001'"
+        ),
+        format!(
+            "SELECT COUNT(q.sex) FROM patients p LEFT JOIN patients q \
+             ON q.patient_id = p.patient_id AND q.{c} WHERE p.practice_code = 'X20001'"
+        ),
+        format!(
+            "SELECT COUNT(q.sex) FROM patients p LEFT JOIN patients q \
+             ON q.patient_id = p.patient_id AND p.{c} WHERE p.practice_code = 'X20001'"
+        ),
+        format!(
+            "SELECT COUNT(t.n) FROM patients p LEFT JOIN \
+             (SELECT patient_id, COUNT(*) AS n FROM patients GROUP BY patient_id \
+              HAVING MAX(birth_month) <> DATE '{}') t \
+             ON t.patient_id = p.patient_id WHERE p.practice_code = 'X20001'",
+            birth_month(14)
+        ),
+    ];
+    for sql in &attacks {
+        assert_eq!(refused(&cx, sql).await, Rule::LowEffect, "{sql}");
+    }
+    // The same questions without the condition are answered.
+    for sql in [
+        "SELECT COUNT(*) FROM (SELECT patient_id FROM patients \
+         UNION ALL SELECT patient_id FROM patients) t",
+        "SELECT COUNT(q.sex) FROM patients p LEFT JOIN patients q \
+         ON q.patient_id = p.patient_id WHERE p.practice_code = 'X20001'",
+    ] {
+        assert!(single(&cx, sql).await.is_some(), "{sql}");
+    }
 }
