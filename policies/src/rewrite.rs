@@ -329,6 +329,8 @@ fn rewrite_aggregate(
         };
         return finish_aggregate(agg, input, udfs);
     };
+    // DESIGN.md rule 7 for values: the aggregates read plain values only.
+    crate::values::check(agg)?;
     // DESIGN.md rule 7: the filters' conditions are lifted out, to be measured per cell.
     let (lifted, conds) = low_effect.lift_conditions(threaded, &agg.group_expr)?;
     // The grouping keys, computed once per row.

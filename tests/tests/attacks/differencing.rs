@@ -571,3 +571,59 @@ async fn a_condition_that_cannot_be_measured_is_refused() {
         assert!(single(&cx, sql).await.is_some(), "{sql}");
     }
 }
+
+/// A condition inside the value an aggregate reads (rule 7 for values, `values.rs`):
+/// `SUM(CASE WHEN birth_month <> x THEN 1 ELSE 0 END)` released 28 against `SUM(1)`'s 29
+/// for every target in the cell (a sum of ones has noise of about one). Such values are
+/// refused, through derived tables and per-person aggregations too; plain values are not.
+#[tokio::test]
+async fn a_condition_inside_an_aggregated_value_is_refused() {
+    let f = fixture();
+    let cx = f.project(RESEARCH).await;
+    let m = birth_month(14);
+    let cell = "FROM patients WHERE practice_code = 'X20001'";
+    let attacks = [
+        format!("SELECT SUM(CASE WHEN birth_month <> DATE '{m}' THEN 1 ELSE 0 END) {cell}"),
+        format!("SELECT AVG(CASE WHEN birth_month <> DATE '{m}' THEN 100 ELSE 0 END) {cell}"),
+        format!("SELECT COUNT(CASE WHEN birth_month <> DATE '{m}' THEN 1 END) {cell}"),
+        format!("SELECT COUNT(*) FILTER (WHERE birth_month <> DATE '{m}') {cell}"),
+        format!("SELECT COUNT(NULLIF(birth_month, DATE '{m}')) {cell}"),
+        format!("SELECT SUM(CAST(birth_month <> DATE '{m}' AS INT)) {cell}"),
+        // A division by zero gives NULL (rule 6): a condition too.
+        format!(
+            "SELECT COUNT(1 / (date_part('month', birth_month) - {})) {cell}",
+            1 + 14 % 12
+        ),
+        // Through a derived table.
+        format!(
+            "SELECT SUM(flag) FROM (SELECT CASE WHEN birth_month <> DATE '{m}' THEN 1 \
+             ELSE 0 END AS flag FROM patients WHERE practice_code = 'X20001') t"
+        ),
+        // Through a per-person aggregation.
+        format!(
+            "SELECT SUM(t.n) FROM (SELECT patient_id, \
+             SUM(CASE WHEN birth_month <> DATE '{m}' THEN 1 ELSE 0 END) AS n \
+             FROM patients WHERE practice_code = 'X20001' GROUP BY patient_id) t"
+        ),
+        format!(
+            "SELECT SUM(t.n) FROM (SELECT patient_id, \
+             COUNT(*) FILTER (WHERE birth_month <> DATE '{m}') AS n \
+             FROM patients WHERE practice_code = 'X20001' GROUP BY patient_id) t"
+        ),
+    ];
+    for sql in &attacks {
+        assert_eq!(refused(&cx, sql).await, Rule::LowEffect, "{sql}");
+    }
+    // Plain values are answered; the condition in WHERE is measured there.
+    for sql in [
+        format!("SELECT AVG(date_part('year', birth_month) - 1900) {cell}"),
+        format!(
+            "SELECT SUM(date_part('month', birth_month) * 2 + 1) {cell} AND birth_month <> DATE '{m}'"
+        ),
+        "SELECT SUM(t.n) FROM (SELECT patient_id, COUNT(*) AS n FROM clinical_events \
+         GROUP BY patient_id) t"
+            .to_string(),
+    ] {
+        assert!(single(&cx, &sql).await.is_some(), "{sql}");
+    }
+}
