@@ -442,8 +442,9 @@ pub(crate) struct LowEffect<'a> {
     /// Filters that stay where they are (conditions that the cells of the aggregation over
     /// persons being lifted determine, see [`LowEffect::nested`]): each filter's input.
     pinned: Vec<Arc<LogicalPlan>>,
-    /// The liftable conditions of a filter right above the join being lifted.
-    above: Option<Vec<Expr>>,
+    /// The liftable conditions of the filters above the join being lifted (through
+    /// aliases, projections and filters): each over the join's columns, and as written.
+    above: Option<Vec<(Expr, Expr)>>,
     /// A per-person aggregation joined to `patients` further up, being lifted for: see
     /// [`LowEffect::person_context`].
     context: Option<Context>,
@@ -1166,19 +1167,30 @@ impl<'a> LowEffect<'a> {
             }
             LogicalPlan::Filter(f) => {
                 let saved = self.above.take();
-                if matches!(f.input.as_ref(), LogicalPlan::Join(_)) {
-                    self.above = Some(
-                        split_conjunction_owned(f.predicate.clone())
-                            .into_iter()
-                            .filter(|c| !stays(c))
-                            .collect(),
-                    );
+                // The conditions above the join under this filter (through aliases,
+                // projections and other filters), over the join's columns, with those of
+                // filters further up.
+                if down_to_join(&f.input, &lit(true)).is_some() {
+                    let mut above: Vec<(Expr, Expr)> = split_conjunction_owned(f.predicate.clone())
+                        .into_iter()
+                        .filter(|c| !stays(c))
+                        .filter_map(|c| Some((down_to_join(&f.input, &c)?, c)))
+                        .collect();
+                    // Already over the same join's columns.
+                    above.extend(saved.iter().flatten().cloned());
+                    self.above = Some(above);
                 }
                 let consumed_before = self.consumed.len();
                 let lifted_input = self.lift(f.input.as_ref().clone(), &first());
                 self.above = saved;
                 let (mut input, mut conds) = lifted_input?;
-                let moved: Vec<Expr> = self.consumed.drain(consumed_before..).collect();
+                let own = split_conjunction_owned(f.predicate.clone());
+                let (moved, theirs): (Vec<Expr>, Vec<Expr>) = self
+                    .consumed
+                    .drain(consumed_before..)
+                    .partition(|c| own.contains(c));
+                // Moved conditions of filters further up are removed there.
+                self.consumed.extend(theirs);
                 let mut kept = Vec::new();
                 let mut lifted = Vec::new();
                 for c in split_conjunction_owned(f.predicate) {
@@ -1346,7 +1358,7 @@ impl<'a> LowEffect<'a> {
         &mut self,
         j: &Join,
         below: &[Vec<Expr>],
-        above: Vec<Expr>,
+        above: Vec<(Expr, Expr)>,
     ) -> Option<(usize, Context)> {
         if j.join_type != JoinType::Inner {
             return None;
@@ -1406,7 +1418,11 @@ impl<'a> LowEffect<'a> {
                     .map(|t| t.data)
                     .unwrap_or_else(|_| e.clone())
             };
-            let moved: Vec<Expr> = above.iter().filter(|c| reads_persons(c)).cloned().collect();
+            let (moved, originals): (Vec<Expr>, Vec<Expr>) = above
+                .iter()
+                .filter(|(c, _)| reads_persons(c))
+                .cloned()
+                .unzip();
             let persons = SubqueryAlias::try_new(Arc::new(persons.clone()), alias.as_str()).ok()?;
             return Some((
                 at,
@@ -1416,7 +1432,7 @@ impl<'a> LowEffect<'a> {
                     persons: LogicalPlan::SubqueryAlias(persons),
                     key: Column::new(Some(alias.as_str()), PRIVACY_UNIT),
                     conds: moved.iter().map(&requalify).collect(),
-                    originals: moved,
+                    originals,
                     cells: cells
                         .iter()
                         .filter(|c| reads_persons(c))
@@ -1965,6 +1981,29 @@ fn substitute(e: &Expr, schema: &DFSchema, f: &dyn Fn(usize) -> Option<Expr>) ->
         .ok()?
         .data;
     ok.then_some(out)
+}
+
+/// `e`, over the output of `plan`, rewritten over the output of the join below `plan`'s
+/// aliases, projections and filters (`None` if there is none, or `e` reads a column that is
+/// not a join column passed up or computed from them).
+fn down_to_join(plan: &LogicalPlan, e: &Expr) -> Option<Expr> {
+    match plan {
+        LogicalPlan::Join(_) => Some(e.clone()),
+        LogicalPlan::Filter(f) => down_to_join(&f.input, e),
+        LogicalPlan::SubqueryAlias(a) => {
+            let inner = substitute(e, &a.schema, &|i| {
+                Some(Expr::Column(Column::from(
+                    a.input.schema().qualified_field(i),
+                )))
+            })?;
+            down_to_join(&a.input, &inner)
+        }
+        LogicalPlan::Projection(p) => {
+            let inner = substitute(e, &p.schema, &|i| Some(p.expr[i].clone().unalias()))?;
+            down_to_join(&p.input, &inner)
+        }
+        _ => None,
+    }
 }
 
 /// Every column of `schema`, as qualified column expressions.
