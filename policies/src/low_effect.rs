@@ -527,12 +527,12 @@ impl<'a> LowEffect<'a> {
         }
     }
 
-    /// Effects on fewer persons than this are low.
     /// Whether `plan`'s rows are about persons.
     fn personal(&self, plan: &LogicalPlan) -> Result<bool, RewriteError> {
         Ok(analysis::columns(plan, self.facts)?.kind == Kind::Persons)
     }
 
+    /// Effects on fewer persons than this are low.
     pub(crate) fn threshold(&self) -> i64 {
         self.threshold
     }

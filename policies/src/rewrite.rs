@@ -34,11 +34,11 @@ use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float64Ar
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, DFSchemaRef, DataFusionError};
+use datafusion::functions::expr_fn::coalesce;
 use datafusion::functions_aggregate::count::count_udaf;
 use datafusion::functions_aggregate::expr_fn::{array_agg, count, max, sum};
 use datafusion::functions_aggregate::first_last::first_value_udaf;
 use datafusion::functions_aggregate::sum::sum_udaf;
-use datafusion::logical_expr::ExprFunctionExt;
 use datafusion::logical_expr::expr::{AggregateFunction, Alias, GroupingSet};
 use datafusion::logical_expr::expr::{WindowFunction, WindowFunctionDefinition};
 use datafusion::logical_expr::{
@@ -46,6 +46,7 @@ use datafusion::logical_expr::{
     ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Sort, SubqueryAlias, Volatility,
     binary_expr, cast, col, lit, when,
 };
+use datafusion::logical_expr::{ExprFunctionExt, ExprSchemable};
 use datafusion::prelude::SessionContext;
 use fivesafes_engine::catalog::PRIVACY_UNIT;
 
@@ -516,17 +517,90 @@ fn pre_aggregate(
             _ => return Ok(Pre::NotPossible(input)),
         }
     }
-    group.extend(atoms);
+    // The atoms (true, false or NULL each) are grouped by as one packed integer when they
+    // fit: a group key of many boolean columns made the grouping most of a query's time
+    // (readmissions' 19 atoms: 10 s of CPU over 4 M joined rows).
+    // (Lifted cohort selections may add columns of other types: those stay as they are.)
+    let (atoms, others): (Vec<Expr>, Vec<Expr>) = atoms.into_iter().partition(|a| {
+        a.get_type(input.schema())
+            .is_ok_and(|t| t == DataType::Boolean)
+    });
+    group.extend(others);
+    let packed = (2..=MAX_PACKED_ATOMS).contains(&atoms.len());
+    let (input, n_ids) = (input, group.len());
+    let input = if packed {
+        let mut exprs = all_columns(&input);
+        exprs.push(pack_atoms(&atoms).alias(ATOM_BITS));
+        group.push(col(ATOM_BITS));
+        LogicalPlanBuilder::from(input).project(exprs)?.build()?
+    } else {
+        group.extend(atoms.iter().cloned());
+        input
+    };
     if k + group.len() > MAX_GROUPING_COLUMNS {
         return Ok(Pre::NotPossible(input));
     }
-    if k == 0 {
-        let plan = LogicalPlan::Aggregate(Aggregate::try_new(Arc::new(input), group, aggr)?);
+    let plan = if k == 0 {
+        LogicalPlan::Aggregate(Aggregate::try_new(Arc::new(input), group, aggr)?)
+    } else {
+        let keys: Vec<Expr> = (0..k).map(|i| col(grouping_key(i))).collect();
+        aggregate_per_set(input, &keys, sets, &group, aggr, SET_ID)?
+    };
+    if !packed {
         return Ok(Pre::Done { plan, partials });
     }
-    let keys: Vec<Expr> = (0..k).map(|i| col(grouping_key(i))).collect();
-    let plan = aggregate_per_set(input, &keys, sets, &group, aggr, SET_ID)?;
+    // [keys…, unit, identifiers…, other columns…, atoms…, partials…, set id], the atoms
+    // unpacked.
+    let columns = all_columns(&plan);
+    let mut exprs: Vec<Expr> = columns[..k + n_ids].to_vec();
+    exprs.extend(unpack_atoms(&atoms)?);
+    exprs.extend(columns[k + n_ids + 1..].iter().cloned());
+    let plan = LogicalPlanBuilder::from(plan).project(exprs)?.build()?;
     Ok(Pre::Done { plan, partials })
+}
+
+/// The packed atoms' column (see [`pre_aggregate`]).
+const ATOM_BITS: &str = "__fs_atom_bits";
+
+/// Atoms packed into one Int64 at most (two bits each).
+const MAX_PACKED_ATOMS: usize = 31;
+
+/// The boolean columns `atoms` as one Int64: two bits each, 0 false, 1 true, 2 NULL.
+fn pack_atoms(atoms: &[Expr]) -> Expr {
+    atoms
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            coalesce(vec![cast(a.clone(), DataType::Int64), lit(2i64)]) * lit(1i64 << (2 * i))
+        })
+        .reduce(|a, b| a + b)
+        .unwrap_or(lit(0i64))
+}
+
+/// The atoms of [`pack_atoms`] back from [`ATOM_BITS`], each under its own name.
+fn unpack_atoms(atoms: &[Expr]) -> Result<Vec<Expr>, RewriteError> {
+    atoms
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let Expr::Column(c) = a else {
+                return Err(unsupported("a condition that is not a column"));
+            };
+            let bits = binary_expr(
+                binary_expr(
+                    col(ATOM_BITS),
+                    Operator::BitwiseShiftRight,
+                    lit((2 * i) as i64),
+                ),
+                Operator::BitwiseAnd,
+                lit(3i64),
+            );
+            Ok(when(bits.clone().eq(lit(1i64)), lit(true))
+                .when(bits.eq(lit(0i64)), lit(false))
+                .end()?
+                .alias_qualified(c.relation.clone(), &c.name))
+        })
+        .collect()
 }
 
 /// One aggregation of `input` over every grouping set of `sets` (the keys of `keys` a set
