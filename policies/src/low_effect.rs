@@ -347,15 +347,22 @@ fn stays(e: &Expr) -> bool {
         .unwrap_or(true)
 }
 
-/// The conjuncts of a join's `ON` filter other than its keys (`left column = right column`).
+/// Whether `e` reads columns, all of them of `plan`.
+fn reads_only(e: &Expr, plan: &LogicalPlan) -> bool {
+    let refs = e.column_refs();
+    !refs.is_empty() && refs.iter().all(|c| plan.schema().has_column(c))
+}
+
+/// The conjuncts of a join's `ON` filter other than its keys (`left value = right value`,
+/// each a plain value of its side).
 fn on_conditions(j: &Join) -> Vec<Expr> {
     let Some(filter) = &j.filter else {
         return Vec::new();
     };
-    let side = |e: &Expr, plan: &LogicalPlan| match e {
-        Expr::Column(c) => plan.schema().has_column(c),
-        _ => false,
-    };
+    // A key is a plain value of each side (a column, a cast, a constant shift: see
+    // `values::plain`); a key computed with a condition, `CASE WHEN … THEN birth_month END`,
+    // drops the rows it makes NULL: a condition like any other.
+    let side = |e: &Expr, plan: &LogicalPlan| reads_only(e, plan) && crate::values::plain(plan, e);
     split_conjunction_owned(filter.clone())
         .into_iter()
         .filter(|c| match c {
@@ -377,6 +384,8 @@ enum Unmeasured {
     /// An outer join's `ON` clause (it decides which rows get NULLs, not which rows there
     /// are).
     OuterOn,
+    /// A join key computed with a condition (`CASE`, `NULLIF` …): a NULL key drops the row.
+    JoinKey,
 }
 
 /// The refusal (FS-7) of a condition that rule 7 cannot measure where it is.
@@ -387,6 +396,10 @@ fn unmeasured(at: Unmeasured) -> RewriteError {
              of an outer join"
         }
         Unmeasured::OuterOn => "a condition on rows about persons in an outer join's ON clause",
+        Unmeasured::JoinKey => {
+            "a join key over rows about persons that is computed with a condition (CASE, \
+             NULLIF and the like: a NULL key leaves the row out)"
+        }
     };
     RewriteError::Refused(Refusal::new(
         Rule::LowEffect,
@@ -1256,6 +1269,26 @@ impl<'a> LowEffect<'a> {
                 if j.join_type == JoinType::Inner && !on_conditions(&j).is_empty() =>
             {
                 let moved = on_conditions(&j);
+                let keys = split_conjunction_owned(j.filter.clone().unwrap_or(lit(true)))
+                    .into_iter()
+                    .filter(|c| !moved.contains(c))
+                    .count();
+                // An equality between the two sides that is not a key of plain columns
+                // (`ON pr.code = CASE WHEN … END`), with no key besides: measured above the
+                // join, it would be measured over a cross join, where every person also has
+                // rows that fail it. Refused.
+                if j.on.is_empty()
+                    && keys == 0
+                    && moved.iter().any(|c| {
+                        matches!(c, Expr::BinaryExpr(b) if b.op == Operator::Eq
+                            && ((reads_only(&b.left, &j.left) && reads_only(&b.right, &j.right))
+                                || (reads_only(&b.left, &j.right)
+                                    && reads_only(&b.right, &j.left))))
+                    })
+                    && (self.personal(&j.left)? || self.personal(&j.right)?)
+                {
+                    return Err(unmeasured(Unmeasured::JoinKey));
+                }
                 let kept = split_conjunction_owned(j.filter.clone().unwrap_or(lit(true)))
                     .into_iter()
                     .filter(|c| !moved.contains(c));
@@ -1282,6 +1315,16 @@ impl<'a> LowEffect<'a> {
                     && (self.personal(&j.left)? || self.personal(&j.right)?) =>
             {
                 Err(unmeasured(Unmeasured::OuterOn))
+            }
+            // Equality keys are not measured: they must be plain values (columns, casts,
+            // constant shifts), or a key made NULL for one person drops that person.
+            LogicalPlan::Join(j)
+                if (self.personal(&j.left)? || self.personal(&j.right)?)
+                    && j.on.iter().any(|(l, r)| {
+                        !crate::values::plain(&j.left, l) || !crate::values::plain(&j.right, r)
+                    }) =>
+            {
+                Err(unmeasured(Unmeasured::JoinKey))
             }
             LogicalPlan::Join(j) => {
                 let above = self.above.take();

@@ -68,7 +68,7 @@ fn unalias(e: &Expr) -> &Expr {
 }
 
 /// Whether `e`, over the rows of `input`, is a plain value.
-fn plain(input: &LogicalPlan, e: &Expr) -> bool {
+pub(crate) fn plain(input: &LogicalPlan, e: &Expr) -> bool {
     let constant = |x: &Expr| matches!(unalias(x), Expr::Literal(..));
     let nonzero = |x: &Expr| match unalias(x) {
         Expr::Literal(v, _) => {
@@ -130,6 +130,8 @@ fn plain_at(plan: &LogicalPlan, i: usize) -> bool {
             }
         }
         LogicalPlan::Union(u) => u.inputs.iter().all(|p| plain_at(p, i)),
+        // A window's input columns come first, as they are.
+        LogicalPlan::Window(w) => i < w.input.schema().fields().len() && plain_at(&w.input, i),
         LogicalPlan::Aggregate(a) => {
             let n = a.group_expr.len();
             if i < n {

@@ -609,6 +609,61 @@ async fn a_condition_that_cannot_be_measured_is_refused() {
     }
 }
 
+/// A join key computed with a condition: `q.bm` NULL for the target drops the target's row
+/// from the join (25 against 30 for target 14 before session 19). Such an equality is a
+/// condition, measured above the join when a plain key (`patient_id`) stays in it, and
+/// refused when it is the only key (it would be measured over a cross join).
+#[tokio::test]
+async fn excluding_one_person_by_a_computed_join_key_does_not_change_a_count() {
+    let f = fixture();
+    let cx = f.project(RESEARCH).await;
+    let base = single(&cx, BASE).await;
+    assert!(base.is_some());
+    let mut differing = Vec::new();
+    for i in TARGETS {
+        let m = birth_month(i);
+        for bm in [
+            format!("CASE WHEN birth_month <> DATE '{m}' THEN birth_month END"),
+            format!("NULLIF(birth_month, DATE '{m}')"),
+        ] {
+            let sql = format!(
+                "SELECT COUNT(*) FROM patients p JOIN \
+                 (SELECT patient_id, {bm} AS bm FROM patients) q \
+                 ON p.patient_id = q.patient_id AND p.birth_month = q.bm \
+                 WHERE p.practice_code = 'X20001'"
+            );
+            let got = single(&cx, &sql).await;
+            if got != base {
+                differing.push(format!("{sql} -> {got:?} (all: {base:?})"));
+            }
+        }
+    }
+    assert!(
+        differing.is_empty(),
+        "a computed join key changed the released count:\n{}",
+        differing.join("\n")
+    );
+    let m = birth_month(14);
+    for sql in [
+        format!(
+            "SELECT COUNT(*) FROM patients p JOIN practices pr ON pr.practice_code = \
+             CASE WHEN p.birth_month <> DATE '{m}' THEN p.practice_code END \
+             WHERE p.practice_code = 'X20001'"
+        ),
+        format!(
+            "SELECT COUNT(*) FROM (SELECT patient_id, CASE WHEN birth_month <> DATE '{m}' \
+             THEN practice_code END AS pc FROM patients) p \
+             JOIN practices pr ON pr.practice_code = p.pc WHERE pr.practice_code = 'X20001'"
+        ),
+    ] {
+        assert_eq!(refused(&cx, &sql).await, Rule::LowEffect, "{sql}");
+    }
+    // Plain keys are still keys: the same join on the column itself is answered.
+    let plain = "SELECT COUNT(*) FROM patients p JOIN practices pr \
+                 ON pr.practice_code = p.practice_code WHERE p.practice_code = 'X20001'";
+    assert_eq!(single(&cx, plain).await, base);
+}
+
 /// A condition inside the value an aggregate reads (rule 7 for values, `values.rs`):
 /// `SUM(CASE WHEN birth_month <> x THEN 1 ELSE 0 END)` released 28 against `SUM(1)`'s 29
 /// for every target in the cell (a sum of ones has noise of about one). Such values are
