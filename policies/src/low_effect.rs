@@ -362,18 +362,22 @@ fn on_conditions(j: &Join) -> Vec<Expr> {
     // A key is a plain value of each side (a column, a cast, a constant shift: see
     // `values::plain`); a key computed with a condition, `CASE WHEN … THEN birth_month END`,
     // drops the rows it makes NULL: a condition like any other.
-    let side = |e: &Expr, plan: &LogicalPlan| reads_only(e, plan) && crate::values::plain(plan, e);
+    let key = |e: &Expr, plan: &LogicalPlan| reads_only(e, plan) && crate::values::plain(plan, e);
     split_conjunction_owned(filter.clone())
         .into_iter()
-        .filter(|c| match c {
-            Expr::BinaryExpr(b) if b.op == Operator::Eq => {
-                let (l, r) = (b.left.as_ref(), b.right.as_ref());
-                !((side(l, &j.left) && side(r, &j.right))
-                    || (side(l, &j.right) && side(r, &j.left)))
-            }
-            _ => true,
-        })
+        .filter(|c| !across(c, j, &key))
         .collect()
+}
+
+/// Whether `c` is an equality between a value of each side of `j`, each as `side` says.
+fn across(c: &Expr, j: &Join, side: &dyn Fn(&Expr, &LogicalPlan) -> bool) -> bool {
+    match c {
+        Expr::BinaryExpr(b) if b.op == Operator::Eq => {
+            let (l, r) = (b.left.as_ref(), b.right.as_ref());
+            (side(l, &j.left) && side(r, &j.right)) || (side(l, &j.right) && side(r, &j.left))
+        }
+        _ => false,
+    }
 }
 
 /// Where a condition on rows about persons was refused because rule 7 cannot measure it.
@@ -1269,29 +1273,22 @@ impl<'a> LowEffect<'a> {
                 if j.join_type == JoinType::Inner && !on_conditions(&j).is_empty() =>
             {
                 let moved = on_conditions(&j);
-                let keys = split_conjunction_owned(j.filter.clone().unwrap_or(lit(true)))
-                    .into_iter()
-                    .filter(|c| !moved.contains(c))
-                    .count();
+                let kept: Vec<Expr> =
+                    split_conjunction_owned(j.filter.clone().unwrap_or(lit(true)))
+                        .into_iter()
+                        .filter(|c| !moved.contains(c))
+                        .collect();
                 // An equality between the two sides that is not a key of plain columns
                 // (`ON pr.code = CASE WHEN … END`), with no key besides: measured above the
                 // join, it would be measured over a cross join, where every person also has
                 // rows that fail it. Refused.
                 if j.on.is_empty()
-                    && keys == 0
-                    && moved.iter().any(|c| {
-                        matches!(c, Expr::BinaryExpr(b) if b.op == Operator::Eq
-                            && ((reads_only(&b.left, &j.left) && reads_only(&b.right, &j.right))
-                                || (reads_only(&b.left, &j.right)
-                                    && reads_only(&b.right, &j.left))))
-                    })
+                    && kept.is_empty()
+                    && moved.iter().any(|c| across(c, &j, &reads_only))
                     && (self.personal(&j.left)? || self.personal(&j.right)?)
                 {
                     return Err(unmeasured(Unmeasured::JoinKey));
                 }
-                let kept = split_conjunction_owned(j.filter.clone().unwrap_or(lit(true)))
-                    .into_iter()
-                    .filter(|c| !moved.contains(c));
                 let join = Join::try_new(
                     Arc::clone(&j.left),
                     Arc::clone(&j.right),
