@@ -27,9 +27,10 @@
 //! For every row and every `AND` node the *fail mask* is the set of its children that are
 //! not true (for an `OR` node, the *pass mask*: the children that are true), recorded when
 //! the node decides whether the row is kept. A side plan counts, per cell, the distinct
-//! persons behind each (node, mask); a mask is low-effect when fewer persons than the
-//! threshold have it or any mask inside it (those whose fate changes when its conditions are
-//! dropped: [`LowEffect::with_subsets`]). The rows are then filtered again with each node
+//! persons whose presence in the cell each (node, mask) decides (a person with another row
+//! that passes is in the cell whatever a fail mask says: [`LowEffect::deciding`]); a mask is
+//! low-effect when fewer persons than the threshold are so decided by it or any mask inside
+//! it (those whose fate changes when its conditions are dropped: [`LowEffect::with_subsets`]). The rows are then filtered again with each node
 //! replaced by its neutral value (`AND`: true, `OR`: false) where the row's mask is
 //! low-effect in its cell. Masks rather than single conditions make chained conditions on
 //! different columns (`a <> x AND b <> y`, both excluding the same person) count as one.
@@ -59,9 +60,12 @@ use std::sync::Arc;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Column, DFSchema, DFSchemaRef, NullEquality};
 use datafusion::functions::expr_fn::coalesce;
-use datafusion::functions_aggregate::expr_fn::{array_agg, bit_or, bool_or, count};
+use datafusion::functions_aggregate::expr_fn::{array_agg, bit_or, bool_or, count, sum};
+use datafusion::functions_aggregate::sum::sum_udaf;
 use datafusion::functions_nested::expr_fn::{array_compact, array_has, cardinality, make_array};
-use datafusion::logical_expr::expr::{InList, InSubquery, Like};
+use datafusion::logical_expr::expr::{
+    InList, InSubquery, Like, WindowFunction, WindowFunctionDefinition,
+};
 use datafusion::logical_expr::utils::{conjunction, disjunction, split_conjunction_owned};
 use datafusion::logical_expr::{
     Aggregate, Between, BinaryExpr, Expr, ExprFunctionExt, Filter, Join, JoinType, LogicalPlan,
@@ -75,13 +79,19 @@ use crate::capped::distinct_upto;
 use crate::decision::{Refusal, Rule};
 use crate::per_date::per_distinct_date;
 use crate::register::OutputControl;
-use crate::rewrite::{RewriteError, aggregate_per_set};
+use crate::rewrite::{RewriteError, aggregate_per_set, with_windows};
 
 /// Children of one `AND`/`OR` node at most (a mask is a bit set in an `Int64`, next to the
 /// node's id); longer lists are split into nested nodes of the same kind.
 const MAX_CHILDREN: usize = 48;
 /// Bits of a mask inside a (node id, mask) key.
 const MASK_BITS: i64 = 48;
+/// Bits of a person's set of fail masks in [`LowEffect::apply_sets`] (one `Int64`, bit `m`
+/// for mask `m`).
+const MASK_SET_BITS: i64 = 64;
+/// Children of the one node [`LowEffect::apply_sets`] measures at most (its masks are below
+/// [`MASK_SET_BITS`]).
+const MASK_SET_CHILDREN: usize = 6;
 /// Internal nodes in one aggregate's conditions at most (ids must fit above the mask).
 const MAX_NODES: usize = 1 << 14;
 
@@ -116,6 +126,9 @@ impl Cond {
         }
     }
 }
+
+/// Renames a plan's first columns to the given names (the side plans' cell keys).
+type Renaming = dyn Fn(LogicalPlan, &[Expr]) -> Result<LogicalPlan, RewriteError>;
 
 /// What [`LowEffect::apply_sets`] gives: the rows and their cells, or its input back.
 pub(crate) type SetsOutcome = Result<(LogicalPlan, Vec<Expr>), (LogicalPlan, Vec<LiftedCondition>)>;
@@ -657,7 +670,10 @@ impl<'a> LowEffect<'a> {
         }
         let canonical = self.canon(Cond::And(conds.iter().map(|c| c.0.clone()).collect()));
         let formula = Formula::new(canonical);
-        if formula.nodes.len() != 1 {
+        // One node, whose fail masks are bits of a mask set ([`MASK_SET_BITS`]).
+        if formula.nodes.len() != 1
+            || (formula.nodes[0].children.len() > MASK_SET_CHILDREN && !one_per_person(&keyed))
+        {
             return Ok(Err((keyed, conds)));
         }
         // Every row's key: its fail mask when it fails (node 0), else the pass pseudo-key.
@@ -711,33 +727,37 @@ impl<'a> LowEffect<'a> {
                 .collect::<Vec<_>>();
             Ok(LogicalPlanBuilder::from(plan).project(exprs)?.build()?)
         };
-        let counted = if sets.len() == 1 {
-            // The cells themselves only: a plain aggregation.
-            let mut group = keys.to_vec();
-            group.push(atom(&ks));
-            let mut exprs = keys.to_vec();
-            exprs.extend([atom(&ks), atom(&n), lit(0i64).alias(&set)]);
-            let plan = LogicalPlanBuilder::from(side)
-                .aggregate(
-                    group,
-                    vec![distinct_upto(atom(&u), self.threshold).alias(&n)],
-                )?
-                .project(exprs)?
-                .build()?;
+        let mut cell_keys = key_cols.clone();
+        cell_keys.push(atom(&set));
+        let counted = if one_per_person(&keyed) {
+            // One row per person: the persons with a row under a mask are those whose presence
+            // it decides, counted up to the threshold (only fewer matter) with no per-person
+            // groups.
+            let upto = vec![distinct_upto(atom(&u), self.threshold).alias(&n)];
+            let plan = if sets.len() == 1 {
+                let mut group = keys.to_vec();
+                group.push(atom(&ks));
+                let mut exprs = keys.to_vec();
+                exprs.extend([atom(&ks), atom(&n), lit(0i64).alias(&set)]);
+                LogicalPlanBuilder::from(side)
+                    .aggregate(group, upto)?
+                    .project(exprs)?
+                    .build()?
+            } else {
+                aggregate_per_set(side, keys, sets, &[atom(&ks)], upto, &set)?
+            };
             named(plan, &key_cols)?
         } else {
-            let plan = aggregate_per_set(
+            self.deciding_per_set(
                 side,
                 keys,
                 sets,
-                &[atom(&ks)],
-                vec![distinct_upto(atom(&u), self.threshold).alias(&n)],
-                &set,
-            )?;
-            named(plan, &key_cols)?
+                &key_cols,
+                [&u, &ks, &n, &set],
+                pass_key,
+                &named,
+            )?
         };
-        let mut cell_keys = key_cols.clone();
-        cell_keys.push(atom(&set));
         let counted = self.with_subsets(counted, &cell_keys, &ks, &n)?;
         let mask_of = || {
             binary_expr(
@@ -868,6 +888,148 @@ impl<'a> LowEffect<'a> {
             .build()?;
         let out = self.either(low_count, &n_low, passing, filtered)?;
         Ok(Ok((out, cells)))
+    }
+
+    /// The persons per set, cell and fail mask of [`LowEffect::apply_sets`] whose presence in
+    /// the cell the mask decides (see [`LowEffect::deciding`]), from `side` (`keys`, the
+    /// person `u` and the key `ks` of each row); `names` are `u`, `ks`, the count `n` and the
+    /// set id column. Returns the cells (`key_cols`, as `named` renames the keys, and the set
+    /// id), `ks` and `n`.
+    #[allow(clippy::too_many_arguments)]
+    fn deciding_per_set(
+        &mut self,
+        side: LogicalPlan,
+        keys: &[Expr],
+        sets: &[u64],
+        key_cols: &[Expr],
+        names: [&str; 4],
+        pass_key: i64,
+        named: &Renaming,
+    ) -> Result<LogicalPlan, RewriteError> {
+        let [u, ks, n, set] = names;
+        // Only the persons whose presence a mask decides are counted under it (those with no
+        // passing row in the cell: [`LowEffect::deciding`]). Per set, cell and person: whether
+        // the person passes, and the set of their fail masks as bits of one integer (bit `m`
+        // for mask `m`), with aggregates that keep their groups in flat arrays.
+        let (has_pass, mask_set) = (self.name("hp"), self.name("ms"));
+        let is_pass = atom(ks).eq(lit(pass_key));
+        let per_person_aggs = vec![
+            bool_or(is_pass.clone()).alias(&has_pass),
+            bit_or(when(is_pass, lit(0i64)).otherwise(binary_expr(
+                lit(1i64),
+                Operator::BitwiseShiftLeft,
+                atom(ks),
+            ))?)
+            .alias(&mask_set),
+        ];
+        let per_person = if sets.len() == 1 {
+            // The cells themselves only: a plain aggregation.
+            let mut group = keys.to_vec();
+            group.push(atom(u));
+            let mut exprs = keys.to_vec();
+            exprs.extend([atom(&has_pass), atom(&mask_set), lit(0i64).alias(set)]);
+            let plan = LogicalPlanBuilder::from(side)
+                .aggregate(group, per_person_aggs)?
+                .project(exprs)?
+                .build()?;
+            named(plan, key_cols)?
+        } else {
+            let plan = aggregate_per_set(side, keys, sets, &[atom(u)], per_person_aggs, set)?;
+            named(plan, key_cols)?
+        };
+        let mut cell_keys = key_cols.to_vec();
+        cell_keys.push(atom(set));
+        // Persons per set, cell and mask set (few groups), then each mask set spread over
+        // its masks (bit 64: the persons who pass).
+        let (c, m) = (self.name("c"), self.name("m"));
+        let mut by_sets = cell_keys.clone();
+        by_sets.extend([atom(&has_pass), atom(&mask_set)]);
+        let bits = LogicalPlanBuilder::values((0..=MASK_SET_BITS).map(|i| vec![lit(i)]).collect())?
+            .project(vec![atom("column1").alias(&m)])?
+            .build()?;
+        let has_bit = binary_expr(
+            binary_expr(atom(&mask_set), Operator::BitwiseShiftRight, atom(&m)),
+            Operator::BitwiseAnd,
+            lit(1i64),
+        )
+        .eq(lit(1i64));
+        let spread = atom(&has_pass)
+            .and(atom(&m).eq(lit(MASK_SET_BITS)))
+            .or(Expr::Not(Box::new(atom(&has_pass)))
+                .and(atom(&m).lt(lit(MASK_SET_BITS)))
+                .and(has_bit));
+        let mut spread_cols = cell_keys.clone();
+        spread_cols.push(
+            when(atom(&m).eq(lit(MASK_SET_BITS)), lit(pass_key))
+                .otherwise(atom(&m))?
+                .alias(ks),
+        );
+        spread_cols.push(atom(&c));
+        let mut by_key = cell_keys.clone();
+        by_key.push(atom(ks));
+        Ok(LogicalPlanBuilder::from(per_person)
+            .aggregate(by_sets, vec![count(lit(1i64)).alias(&c)])?
+            .cross_join(bits)?
+            .filter(spread)?
+            .project(spread_cols)?
+            .aggregate(by_key, vec![sum(atom(&c)).alias(n)])?
+            .build()?)
+    }
+
+    /// The persons per cell and key whose presence in the cell the key decides. `per_person`
+    /// has a row per cell (the columns `cells`), person (`u`) and key (`ks`: a node's mask,
+    /// or `pass_key` for rows that pass), with the person's rows under that key in `r`;
+    /// `or_nodes` are the ids of the `OR` nodes. Returns `cells`, `ks` and the count `n`.
+    ///
+    /// A fail mask (of an `AND` node) decides the presence of the persons who have no row
+    /// that passes in the cell: the others are in it whatever the mask's conditions say. A
+    /// pass mask (of an `OR` node) decides that of the persons all of whose passing rows
+    /// carry it (only passing rows carry one). Counting every person with a row under the
+    /// key instead, a condition on a table with many rows per person was measured as large
+    /// when it left out one person: `numeric_value <> 126.0` over one code's readings in a
+    /// practice touched 13 persons' rows, and every reading of only one of them, and the
+    /// answer changed with that person.
+    ///
+    /// Each key's row learns its person's passing rows from a window over the person's keys
+    /// in the cell (sorted, so it spills; nothing is held in memory whole).
+    #[allow(clippy::too_many_arguments)]
+    fn deciding(
+        &mut self,
+        per_person: LogicalPlan,
+        cells: &[Expr],
+        u: &str,
+        ks: &str,
+        r: &str,
+        pass_key: i64,
+        or_nodes: &[i64],
+        n: &str,
+    ) -> Result<LogicalPlan, RewriteError> {
+        let passing = self.name("pr");
+        let mut person = cells.to_vec();
+        person.push(atom(u));
+        let passing_rows = Expr::from(WindowFunction::new(
+            WindowFunctionDefinition::AggregateUDF(sum_udaf()),
+            vec![when(atom(ks).eq(lit(pass_key)), atom(r)).otherwise(lit(0i64))?],
+        ))
+        .partition_by(person)
+        .build()?;
+        let windowed = with_windows(per_person, vec![(passing_rows, passing.clone())])?;
+        let node = binary_expr(atom(ks), Operator::BitwiseShiftRight, lit(MASK_BITS));
+        let or_node = if or_nodes.is_empty() {
+            lit(false)
+        } else {
+            node.in_list(or_nodes.iter().map(|j| lit(*j)).collect(), false)
+        };
+        let decides = atom(ks)
+            .eq(lit(pass_key))
+            .or(when(or_node, atom(r).eq(atom(&passing)))
+                .otherwise(atom(&passing).eq(lit(0i64)))?);
+        let mut group = cells.to_vec();
+        group.push(atom(ks));
+        Ok(LogicalPlanBuilder::from(windowed)
+            .filter(decides)?
+            .aggregate(group, vec![count(lit(1i64)).alias(n)])?
+            .build()?)
     }
 
     /// `counted` (persons per cell `cells` and key `key`, in column `n`) with `n` replaced
@@ -1066,8 +1228,6 @@ impl<'a> LowEffect<'a> {
             .push(array_compact(make_array(all_keys.iter().map(|c| atom(c)).collect())).alias(&ks));
         let mut per_person = g_cols();
         per_person.extend([atom(&u), atom(&ks)]);
-        let mut per_mask = g_cols();
-        per_mask.push(atom(&ks));
         let mask_of = || {
             binary_expr(
                 atom(&ks),
@@ -1101,15 +1261,20 @@ impl<'a> LowEffect<'a> {
         per_cell.push(bool_or(node_of().eq(lit(nodes as i64))).alias(&pass));
         let any_key =
             disjunction(all_keys.iter().map(|c| atom(c).is_not_null())).unwrap_or(lit(false));
-        let low = LogicalPlanBuilder::from(base.clone())
+        let r = self.name("r");
+        let per_person = LogicalPlanBuilder::from(base.clone())
             .project(first)?
             .filter(any_key)?
             .project(keyed)?
             .unnest_column(Column::from_name(&ks))?
             .filter(atom(&ks).is_not_null())?
-            .aggregate(per_person, Vec::<Expr>::new())?
-            .aggregate(per_mask, vec![count(lit(1i64)).alias(&n)])?
+            .aggregate(per_person, vec![count(lit(1i64)).alias(&r)])?
             .build()?;
+        let or_nodes: Vec<i64> = (0..nodes)
+            .filter(|j| !formula.nodes[*j].and)
+            .map(|j| j as i64)
+            .collect();
+        let low = self.deciding(per_person, &g_cols(), &u, &ks, &r, pass_key, &or_nodes, &n)?;
         let low = LogicalPlanBuilder::from(self.with_subsets(low, &g_cols(), &ks, &n)?)
             .aggregate(g_cols(), per_cell)?
             .build()?;
@@ -2141,5 +2306,166 @@ fn unit_aggregate(plan: &LogicalPlan, key: &Column) -> Option<(Arc<LogicalPlan>,
             }
             _ => return None,
         }
+    }
+}
+
+/// Whether `plan` has at most one row per person: `patients` (one row per person, as ingest
+/// builds it) through projections, filters, aliases and sorts, and inner or left joins of
+/// such a plan to one with at most one row per join key (a per-person aggregation on
+/// `patient_id`, or `patients` on `patient_id`), which never copies a row. There a person's
+/// rows in a cell are one row, so the persons with a row under a mask are exactly those
+/// whose presence it decides.
+fn one_per_person(plan: &LogicalPlan) -> bool {
+    match plan {
+        LogicalPlan::SubqueryAlias(a) => one_per_person(&a.input),
+        LogicalPlan::Projection(p) => one_per_person(&p.input),
+        LogicalPlan::Filter(f) => one_per_person(&f.input),
+        LogicalPlan::Sort(s) => one_per_person(&s.input),
+        LogicalPlan::TableScan(t) => t.table_name.table() == "patients",
+        LogicalPlan::Join(j) => {
+            matches!(j.join_type, JoinType::Inner | JoinType::Left)
+                && one_per_person(&j.left)
+                && j.on.iter().any(|(_, r)| match r {
+                    Expr::Column(r) => unique_on(&j.right, r),
+                    _ => false,
+                })
+        }
+        _ => false,
+    }
+}
+
+/// Whether no two rows of `plan` have the same value of its column `c`: an aggregation
+/// grouped by that column alone, or `patients.patient_id`, through aliases, projections,
+/// filters and sorts.
+fn unique_on(plan: &LogicalPlan, c: &Column) -> bool {
+    let Ok(mut i) = plan.schema().index_of_column(c) else {
+        return false;
+    };
+    let mut plan = plan;
+    loop {
+        match plan {
+            LogicalPlan::SubqueryAlias(a) => plan = a.input.as_ref(),
+            LogicalPlan::Filter(f) => plan = f.input.as_ref(),
+            LogicalPlan::Sort(s) => plan = s.input.as_ref(),
+            LogicalPlan::Projection(p) => {
+                let Some(Expr::Column(c)) = p.expr.get(i).map(|e| e.clone().unalias()) else {
+                    return false;
+                };
+                let Ok(j) = p.input.schema().index_of_column(&c) else {
+                    return false;
+                };
+                i = j;
+                plan = p.input.as_ref();
+            }
+            LogicalPlan::Aggregate(a) => {
+                return i == 0
+                    && a.group_expr.len() == 1
+                    && matches!(a.group_expr[0].clone().unalias(), Expr::Column(_));
+            }
+            LogicalPlan::TableScan(t) => {
+                return t.table_name.table() == "patients"
+                    && t.projected_schema.field(i).name() == PRIVACY_UNIT;
+            }
+            _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::logical_expr::{col, table_scan};
+
+    use super::*;
+
+    fn scan(table: &str) -> LogicalPlanBuilder {
+        let schema = Schema::new(vec![
+            Field::new("patient_id", DataType::Int64, false),
+            Field::new("code", DataType::Utf8, true),
+        ]);
+        table_scan(Some(table), &schema, None).expect("a scan")
+    }
+
+    fn per_person(group: Vec<Expr>) -> LogicalPlan {
+        scan("clinical_events")
+            .aggregate(group, vec![count(lit(1i64)).alias("n")])
+            .and_then(|b| b.alias("t"))
+            .and_then(|b| b.build())
+            .expect("an aggregation")
+    }
+
+    fn joined(left: LogicalPlanBuilder, right: LogicalPlan, join: JoinType) -> LogicalPlan {
+        left.join(
+            right,
+            join,
+            (
+                vec![Column::from_name("patient_id")],
+                vec![Column::from_qualified_name("t.patient_id")],
+            ),
+            None,
+        )
+        .and_then(|b| b.build())
+        .expect("a join")
+    }
+
+    /// The shortcut that counts persons with a row under a mask (exact only with one row
+    /// per person) is taken for `patients` and its joins to per-person aggregations, and
+    /// never where a person can have two rows.
+    #[test]
+    fn one_row_per_person_is_recognised_only_where_it_holds() {
+        let patients = || scan("patients");
+        let filtered = patients()
+            .filter(col("code").is_not_null())
+            .and_then(|b| b.build())
+            .expect("a filter");
+        assert!(one_per_person(&filtered));
+        let by_person = per_person(vec![col("patient_id")]);
+        assert!(one_per_person(&joined(
+            patients(),
+            by_person.clone(),
+            JoinType::Left
+        )));
+        assert!(one_per_person(&joined(
+            patients(),
+            by_person,
+            JoinType::Inner
+        )));
+
+        let events = scan("clinical_events").alias("t").and_then(|b| b.build());
+        let events = events.expect("an alias");
+        assert!(!one_per_person(&events));
+        assert!(!one_per_person(&joined(
+            patients(),
+            events,
+            JoinType::Inner
+        )));
+        let by_person_and_code = per_person(vec![col("patient_id"), col("code")]);
+        assert!(!one_per_person(&joined(
+            patients(),
+            by_person_and_code,
+            JoinType::Left
+        )));
+        let events_first = scan("clinical_events")
+            .join(
+                scan("patients")
+                    .alias("t")
+                    .and_then(|b| b.build())
+                    .expect("an alias"),
+                JoinType::Inner,
+                (
+                    vec![Column::from_name("patient_id")],
+                    vec![Column::from_qualified_name("t.patient_id")],
+                ),
+                None,
+            )
+            .and_then(|b| b.build())
+            .expect("a join");
+        assert!(!one_per_person(&events_first));
+        let right = joined(
+            patients(),
+            per_person(vec![col("patient_id")]),
+            JoinType::Right,
+        );
+        assert!(!one_per_person(&right));
     }
 }

@@ -930,7 +930,7 @@ fn coarser_sets(k: usize) -> Vec<u64> {
 }
 
 /// `plan` with the window expressions `windows` added as columns of the given names.
-fn with_windows(
+pub(crate) fn with_windows(
     plan: LogicalPlan,
     windows: Vec<(Expr, String)>,
 ) -> Result<LogicalPlan, RewriteError> {
