@@ -30,7 +30,8 @@
 //! persons whose presence in the cell each (node, mask) decides (a person with another row
 //! that passes is in the cell whatever a fail mask says: [`LowEffect::deciding`]); a mask is
 //! low-effect when fewer persons than the threshold are so decided by it or any mask inside
-//! it (those whose fate changes when its conditions are dropped: [`LowEffect::with_subsets`]). The rows are then filtered again with each node
+//! it (those whose fate changes when its conditions are dropped:
+//! [`LowEffect::with_subsets`]). The rows are then filtered again with each node
 //! replaced by its neutral value (`AND`: true, `OR`: false) where the row's mask is
 //! low-effect in its cell. Masks rather than single conditions make chained conditions on
 //! different columns (`a <> x AND b <> y`, both excluding the same person) count as one.
@@ -670,9 +671,11 @@ impl<'a> LowEffect<'a> {
         }
         let canonical = self.canon(Cond::And(conds.iter().map(|c| c.0.clone()).collect()));
         let formula = Formula::new(canonical);
-        // One node, whose fail masks are bits of a mask set ([`MASK_SET_BITS`]).
+        // One node; unless the rows are one per person, its fail masks are bits of a mask
+        // set ([`MASK_SET_BITS`]).
+        let one_row = one_per_person(&keyed);
         if formula.nodes.len() != 1
-            || (formula.nodes[0].children.len() > MASK_SET_CHILDREN && !one_per_person(&keyed))
+            || (formula.nodes[0].children.len() > MASK_SET_CHILDREN && !one_row)
         {
             return Ok(Err((keyed, conds)));
         }
@@ -729,7 +732,7 @@ impl<'a> LowEffect<'a> {
         };
         let mut cell_keys = key_cols.clone();
         cell_keys.push(atom(&set));
-        let counted = if one_per_person(&keyed) {
+        let counted = if one_row {
             // One row per person: the persons with a row under a mask are those whose presence
             // it decides, counted up to the threshold (only fewer matter) with no per-person
             // groups.
