@@ -80,7 +80,7 @@ use crate::capped::distinct_upto;
 use crate::decision::{Refusal, Rule};
 use crate::per_date::per_distinct_date;
 use crate::register::OutputControl;
-use crate::rewrite::{RewriteError, aggregate_per_set, with_windows};
+use crate::rewrite::{RewriteError, aggregate_per_set, set_bit, with_windows};
 
 /// Children of one `AND`/`OR` node at most (a mask is a bit set in an `Int64`, next to the
 /// node's id); longer lists are split into nested nodes of the same kind.
@@ -93,6 +93,9 @@ const MASK_SET_BITS: i64 = 64;
 /// Children of the one node [`LowEffect::apply_sets`] measures at most (its masks are below
 /// [`MASK_SET_BITS`]).
 const MASK_SET_CHILDREN: usize = 6;
+/// One person in this many (by pseudonym) is counted per person in every cell of
+/// [`LowEffect::deciding_sampled`].
+const SAMPLE: i64 = 16;
 /// Internal nodes in one aggregate's conditions at most (ids must fit above the mask).
 const MAX_NODES: usize = 1 << 14;
 
@@ -750,6 +753,22 @@ impl<'a> LowEffect<'a> {
                 aggregate_per_set(side, keys, sets, &[atom(&ks)], upto, &set)?
             };
             named(plan, &key_cols)?
+        } else if sets.len() > 1
+            && side
+                .schema()
+                .field_with_unqualified_name(&u)
+                .is_ok_and(|f| f.data_type().is_integer())
+        {
+            // Pseudonyms are integers (keyed hashes), so they can be sampled.
+            self.deciding_sampled(
+                side,
+                keys,
+                sets,
+                &key_cols,
+                [&u, &ks, &n, &set],
+                pass_key,
+                &named,
+            )?
         } else {
             self.deciding_per_set(
                 side,
@@ -943,39 +962,319 @@ impl<'a> LowEffect<'a> {
         let mut cell_keys = key_cols.to_vec();
         cell_keys.push(atom(set));
         // Persons per set, cell and mask set (few groups), then each mask set spread over
-        // its masks (bit 64: the persons who pass).
-        let (c, m) = (self.name("c"), self.name("m"));
+        // its masks.
+        let c = self.name("c");
         let mut by_sets = cell_keys.clone();
         by_sets.extend([atom(&has_pass), atom(&mask_set)]);
+        let counts = LogicalPlanBuilder::from(per_person)
+            .aggregate(by_sets, vec![count(lit(1i64)).alias(&c)])?
+            .build()?;
+        self.spread(
+            counts,
+            &cell_keys,
+            [&has_pass, &mask_set, &c],
+            ks,
+            n,
+            pass_key,
+        )
+    }
+
+    /// What [`LowEffect::deciding_per_set`] gives, computed exactly per person only in the
+    /// cells where a sample of the persons cannot settle it. Only whether a fail mask decides
+    /// fewer persons than the threshold matters, and whether a person is decided by a mask
+    /// depends on that person's rows alone; so the persons decided among a sample of the
+    /// persons (`u % SAMPLE == 0`: pseudonyms are keyed hashes) are never more than among
+    /// all of them. One grouping-sets aggregation of every row groups the sampled persons'
+    /// rows per person and every other row per cell (giving each cell's fail masks and
+    /// whether anyone passes). A cell is *settled* when no one passes in it, or every fail
+    /// mask in it decides at least the threshold's number of sampled persons (counted with
+    /// its subsets, as [`LowEffect::with_subsets`] will): no mask of it is then low, and
+    /// the sample's counts, all at or above the threshold, stand in for the exact ones.
+    /// The rows of the other cells are counted per person as before, read through a hash
+    /// join per grouping set whose build side (those cells) is usually empty, so that the
+    /// rows are not read again at all. The answer is the exact computation's in every case.
+    #[allow(clippy::too_many_arguments)]
+    fn deciding_sampled(
+        &mut self,
+        side: LogicalPlan,
+        keys: &[Expr],
+        sets: &[u64],
+        key_cols: &[Expr],
+        names: [&str; 4],
+        pass_key: i64,
+        named: &Renaming,
+    ) -> Result<LogicalPlan, RewriteError> {
+        let [u, ks, n, set] = names;
+        // The side with its keys as plain columns (joined to the unsettled cells below).
+        let kn: Vec<String> = keys.iter().map(|_| self.name("sk")).collect();
+        let mut plain: Vec<Expr> = keys
+            .iter()
+            .zip(&kn)
+            .map(|(k, name)| k.clone().alias(name))
+            .collect();
+        plain.extend([atom(u), atom(ks)]);
+        let side = LogicalPlanBuilder::from(side).project(plain)?.build()?;
+        let kcols: Vec<Expr> = kn.iter().map(|c| atom(c)).collect();
+        let mut cell_keys = key_cols.to_vec();
+        cell_keys.push(atom(set));
+
+        // 1. Per set and cell: per sampled person, and for all other rows together.
+        let (su, hp, ms, sampled, c) = (
+            self.name("su"),
+            self.name("hp"),
+            self.name("ms"),
+            self.name("sampled"),
+            self.name("c"),
+        );
+        let is_pass = atom(ks).eq(lit(pass_key));
+        let mut with_su = columns_of(side.schema());
+        with_su.push(
+            when(
+                binary_expr(atom(u), Operator::Modulo, lit(SAMPLE)).eq(lit(0i64)),
+                atom(u),
+            )
+            .end()?
+            .alias(&su),
+        );
+        let aggs = vec![
+            bool_or(is_pass.clone()).alias(&hp),
+            bit_or(when(is_pass, lit(0i64)).otherwise(binary_expr(
+                lit(1i64),
+                Operator::BitwiseShiftLeft,
+                atom(ks),
+            ))?)
+            .alias(&ms),
+        ];
+        let grouped = aggregate_per_set(
+            LogicalPlanBuilder::from(side.clone())
+                .project(with_su)?
+                .build()?,
+            &kcols,
+            sets,
+            &[atom(&su)],
+            aggs,
+            set,
+        )?;
+        let grouped = named(grouped, key_cols)?;
+        let mut by = cell_keys.clone();
+        by.extend([
+            atom(&hp),
+            atom(&ms),
+            atom(&su).is_not_null().alias(&sampled),
+        ]);
+        let summary = LogicalPlanBuilder::from(grouped)
+            .aggregate(by, vec![count(lit(1i64)).alias(&c)])?
+            .build()?;
+        let name = self.name("summary");
+        let [summary_a, summary_b] =
+            <[LogicalPlan; 2]>::try_from(crate::shared::times(summary, &name, 2)?)
+                .expect("two readers");
+
+        // 2. The sampled persons' counts, and per cell the masks they settle.
+        let sample = LogicalPlanBuilder::from(summary_a)
+            .filter(atom(&sampled))?
+            .build()?;
+        let sample = self.spread(sample, &cell_keys, [&hp, &ms, &c], ks, n, pass_key)?;
+        let name = self.name("sample");
+        let [sample_a, sample_b] =
+            <[LogicalPlan; 2]>::try_from(crate::shared::times(sample, &name, 2)?)
+                .expect("two readers");
+        let subsets = self.with_subsets(sample_a, &cell_keys, ks, n)?;
+        let settled = self.name("settled");
+        let failing = atom(ks).not_eq(lit(pass_key));
+        let settled_masks = LogicalPlanBuilder::from(subsets)
+            .filter(failing.clone().and(atom(n).gt_eq(lit(self.threshold))))?
+            .aggregate(
+                cell_keys.clone(),
+                vec![
+                    bit_or(binary_expr(lit(1i64), Operator::BitwiseShiftLeft, atom(ks)))
+                        .alias(&settled),
+                ],
+            )?
+            .build()?;
+        let (present, pass) = (self.name("present"), self.name("pass"));
+        let cells = LogicalPlanBuilder::from(summary_b)
+            .aggregate(
+                cell_keys.clone(),
+                vec![
+                    bit_or(atom(&ms)).alias(&present),
+                    bool_or(atom(&hp)).alias(&pass),
+                ],
+            )?
+            .build()?;
+        let name = self.name("cellsum");
+        let [cells_a, cells_b] =
+            <[LogicalPlan; 2]>::try_from(crate::shared::times(cells, &name, 2)?)
+                .expect("two readers");
+
+        // 3. The unsettled cells: persons pass, and a fail mask there is not settled.
+        let right: Vec<String> = cell_keys.iter().map(|_| self.name("rc")).collect();
+        let mut renamed: Vec<Expr> = cell_keys
+            .iter()
+            .zip(&right)
+            .map(|(c, name)| c.clone().alias(name))
+            .collect();
+        renamed.push(atom(&settled));
+        let columns = |es: &[Expr]| -> Vec<Column> {
+            es.iter()
+                .map(|e| match e {
+                    Expr::Column(c) => c.clone(),
+                    _ => unreachable!("cell columns"),
+                })
+                .collect()
+        };
+        let known = binary_expr(
+            atom(&present),
+            Operator::BitwiseAnd,
+            coalesce(vec![atom(&settled), lit(0i64)]),
+        );
+        let unsettled = LogicalPlanBuilder::from(cells_a)
+            .join_detailed(
+                LogicalPlanBuilder::from(settled_masks)
+                    .project(renamed)?
+                    .build()?,
+                JoinType::Left,
+                (
+                    columns(&cell_keys),
+                    right.iter().map(Column::from_name).collect::<Vec<_>>(),
+                ),
+                None,
+                NullEquality::NullEqualsNull,
+            )?
+            .filter(atom(&pass).and(known.not_eq(atom(&present))))?
+            .project(cell_keys.clone())?
+            .build()?;
+        let name = self.name("unsettled");
+        let mut unsettled = crate::shared::times(unsettled, &name, sets.len() + 2)?;
+
+        // 4. Their rows, per set: joined to the set's unsettled cells on the keys it keeps
+        // (and a constant, so that a set with none reads no row).
+        let k = keys.len();
+        let mut exact: Option<LogicalPlan> = None;
+        for &s in sets {
+            let kept: Vec<usize> = (0..k).filter(|&i| s & set_bit(k, i) == 0).collect();
+            let (one_l, one_r) = (self.name("one"), self.name("one"));
+            let mut left: Vec<Expr> = kept.iter().map(|&i| key_cols[i].clone()).collect();
+            left.push(lit(0i64).alias(&one_l));
+            let cells_of_set = LogicalPlanBuilder::from(unsettled.pop().expect("a reader"))
+                .filter(atom(set).eq(lit(s as i64)))?
+                .project(left.clone())?
+                .build()?;
+            let mut right = columns_of(side.schema());
+            right.push(lit(0i64).alias(&one_r));
+            let mut left_keys = columns(&left[..kept.len()]);
+            left_keys.push(Column::from_name(&one_l));
+            let mut right_keys: Vec<Column> =
+                kept.iter().map(|&i| Column::from_name(&kn[i])).collect();
+            right_keys.push(Column::from_name(&one_r));
+            let rows = LogicalPlanBuilder::from(cells_of_set)
+                .join_detailed(
+                    LogicalPlanBuilder::from(side.clone())
+                        .project(right)?
+                        .build()?,
+                    JoinType::Inner,
+                    (left_keys, right_keys),
+                    None,
+                    NullEquality::NullEqualsNull,
+                )?
+                .project(columns_of(side.schema()))?
+                .build()?;
+            exact = Some(match exact {
+                None => rows,
+                Some(e) => self.union_keeping_names(e, rows)?,
+            });
+        }
+        let exact = exact.ok_or_else(|| RewriteError::Unsupported("no grouping set".into()))?;
+        // A row read for two sets is read twice: a person's `bool_or` and `bit_or` do not
+        // change. Counts of cells not unsettled (part of their rows) are dropped.
+        let exact = self.deciding_per_set(exact, &kcols, sets, key_cols, names, pass_key, named)?;
+        let mut rc: Vec<Expr> = Vec::new();
+        let mut rnames: Vec<Column> = Vec::new();
+        for e in &cell_keys {
+            let name = self.name("uc");
+            rc.push(e.clone().alias(&name));
+            rnames.push(Column::from_name(&name));
+        }
+        let mut out = cell_keys.clone();
+        out.extend([atom(ks), atom(n)]);
+        let exact = LogicalPlanBuilder::from(unsettled.pop().expect("a reader"))
+            .project(rc.clone())?
+            .join_detailed(
+                exact,
+                JoinType::Inner,
+                (rnames.clone(), columns(&cell_keys)),
+                None,
+                NullEquality::NullEqualsNull,
+            )?
+            .project(out.clone())?
+            .build()?;
+
+        // 5. The settled cells' sampled fail-mask counts, and every passing cell's pass row.
+        let sampled_fails = LogicalPlanBuilder::from(unsettled.pop().expect("a reader"))
+            .project(rc)?
+            .join_detailed(
+                LogicalPlanBuilder::from(sample_b)
+                    .filter(failing)?
+                    .build()?,
+                JoinType::RightAnti,
+                (rnames, columns(&cell_keys)),
+                None,
+                NullEquality::NullEqualsNull,
+            )?
+            .project(out.clone())?
+            .build()?;
+        let mut pass_rows = cell_keys.clone();
+        pass_rows.extend([lit(pass_key).alias(ks), lit(1i64).alias(n)]);
+        let passes = LogicalPlanBuilder::from(cells_b)
+            .filter(atom(&pass))?
+            .project(pass_rows)?
+            .build()?;
+        let settled_rows = self.union_keeping_names(sampled_fails, passes)?;
+        self.union_keeping_names(settled_rows, exact)
+    }
+
+    /// Persons per cell (`cell_keys`) and key from `counts`, the persons per cell, passing
+    /// (`has_pass`) and set of fail masks (`mask_set`, bit `m` for mask `m`) in column `c`:
+    /// each mask set spread over its masks, and the persons who pass under `pass_key`
+    /// (bit 64 while spread). Returns `cell_keys`, `ks` and `n`.
+    fn spread(
+        &mut self,
+        counts: LogicalPlan,
+        cell_keys: &[Expr],
+        [has_pass, mask_set, c]: [&str; 3],
+        ks: &str,
+        n: &str,
+        pass_key: i64,
+    ) -> Result<LogicalPlan, RewriteError> {
+        let m = self.name("m");
         let bits = LogicalPlanBuilder::values((0..=MASK_SET_BITS).map(|i| vec![lit(i)]).collect())?
             .project(vec![atom("column1").alias(&m)])?
             .build()?;
         let has_bit = binary_expr(
-            binary_expr(atom(&mask_set), Operator::BitwiseShiftRight, atom(&m)),
+            binary_expr(atom(mask_set), Operator::BitwiseShiftRight, atom(&m)),
             Operator::BitwiseAnd,
             lit(1i64),
         )
         .eq(lit(1i64));
-        let spread = atom(&has_pass)
+        let spread = atom(has_pass)
             .and(atom(&m).eq(lit(MASK_SET_BITS)))
-            .or(Expr::Not(Box::new(atom(&has_pass)))
+            .or(Expr::Not(Box::new(atom(has_pass)))
                 .and(atom(&m).lt(lit(MASK_SET_BITS)))
                 .and(has_bit));
-        let mut spread_cols = cell_keys.clone();
+        let mut spread_cols = cell_keys.to_vec();
         spread_cols.push(
             when(atom(&m).eq(lit(MASK_SET_BITS)), lit(pass_key))
                 .otherwise(atom(&m))?
                 .alias(ks),
         );
-        spread_cols.push(atom(&c));
-        let mut by_key = cell_keys.clone();
+        spread_cols.push(atom(c));
+        let mut by_key = cell_keys.to_vec();
         by_key.push(atom(ks));
-        Ok(LogicalPlanBuilder::from(per_person)
-            .aggregate(by_sets, vec![count(lit(1i64)).alias(&c)])?
+        Ok(LogicalPlanBuilder::from(counts)
             .cross_join(bits)?
             .filter(spread)?
             .project(spread_cols)?
-            .aggregate(by_key, vec![sum(atom(&c)).alias(n)])?
+            .aggregate(by_key, vec![sum(atom(c)).alias(n)])?
             .build()?)
     }
 

@@ -891,7 +891,7 @@ fn finish_aggregate(
 const MAX_SUBSET_KEYS: usize = 4;
 
 /// The bit of grouping key `i` of `k` in a grouping-set id (a set bit: the key is left out).
-fn set_bit(k: usize, i: usize) -> u64 {
+pub(crate) fn set_bit(k: usize, i: usize) -> u64 {
     1 << (k - 1 - i)
 }
 

@@ -39,9 +39,6 @@ use tokio::sync::OnceCell;
 
 use crate::side_channel;
 
-/// Readers of one shared result.
-const READERS: usize = 2;
-
 /// Two plans that each yield `plan`'s rows, with `plan` computed once per execution. The
 /// columns keep their names (unqualified).
 ///
@@ -49,11 +46,20 @@ const READERS: usize = 2;
 /// neutralisation of run-time errors ([`side_channel::neutralise`]) is applied to it here:
 /// it computes the analyst's conditions, and an error there would be an oracle.
 pub(crate) fn twice(plan: LogicalPlan, name: &str) -> Result<(LogicalPlan, LogicalPlan)> {
+    let [a, b] = <[LogicalPlan; 2]>::try_from(times(plan, name, 2)?)
+        .map_err(|_| DataFusionError::Internal("two readers".into()))?;
+    Ok((a, b))
+}
+
+/// `readers` plans that each yield `plan`'s rows, computed once per execution (as
+/// [`twice`]). Every reader must be in the one plan that is executed.
+pub(crate) fn times(plan: LogicalPlan, name: &str, readers: usize) -> Result<Vec<LogicalPlan>> {
     let plan = side_channel::neutralise(plan)?;
     let schema = Arc::new(plan.schema().as_arrow().clone());
     let source = provider_as_source(Arc::new(SharedTable {
         plan,
         schema: Arc::clone(&schema),
+        readers,
         slot: tokio::sync::Mutex::new(None),
     }));
     let reader = || -> Result<LogicalPlan> {
@@ -68,7 +74,7 @@ pub(crate) fn twice(plan: LogicalPlan, name: &str) -> Result<(LogicalPlan, Logic
             .project(names)?
             .build()
     };
-    Ok((reader()?, reader()?))
+    (0..readers).map(|_| reader()).collect()
 }
 
 /// The result of one execution: computed by the first reader that runs.
@@ -77,11 +83,13 @@ struct Slot {
     batches: OnceCell<Arc<(Vec<RecordBatch>, MemoryReservation)>>,
 }
 
-/// The shared subplan as a table; every pair of scans (one physical planning) shares a
+/// The shared subplan as a table; every `readers` scans (one physical planning) shares a
 /// [`Slot`].
 struct SharedTable {
     plan: LogicalPlan,
     schema: SchemaRef,
+    /// How many readers share one computation.
+    readers: usize,
     /// The slot being handed out, to how many readers so far, and its child's physical
     /// plan. The child is planned once per slot, not once per reader: a share read inside
     /// another share's plan (rule 7's gate counts the measurement's masks) would otherwise
@@ -91,7 +99,7 @@ struct SharedTable {
     slot: tokio::sync::Mutex<Option<Pending>>,
 }
 
-/// A slot with fewer readers than [`READERS`] so far.
+/// A slot with fewer readers than the table's `readers` so far.
 struct Pending {
     slot: Arc<Slot>,
     readers: usize,
@@ -123,7 +131,7 @@ impl TableProvider for SharedTable {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let mut pending = self.slot.lock().await;
         let (slot, child) = match pending.as_mut() {
-            Some(p) if p.readers < READERS => {
+            Some(p) if p.readers < self.readers => {
                 p.readers += 1;
                 (Arc::clone(&p.slot), Arc::clone(&p.child))
             }
