@@ -31,7 +31,9 @@
 //! that passes is in the cell whatever a fail mask says: [`LowEffect::deciding`]); a mask is
 //! low-effect when fewer persons than the threshold are so decided by it or any mask inside
 //! it (those whose fate changes when its conditions are dropped:
-//! [`LowEffect::with_subsets`]). The rows are then filtered again with each node
+//! [`LowEffect::with_subsets`]). On the grouping-sets path most cells are settled from a
+//! sample of the persons, and only the others are counted per person
+//! ([`LowEffect::deciding_sampled`]). The rows are then filtered again with each node
 //! replaced by its neutral value (`AND`: true, `OR`: false) where the row's mask is
 //! low-effect in its cell. Masks rather than single conditions make chained conditions on
 //! different columns (`a <> x AND b <> y`, both excluding the same person) count as one.
@@ -96,6 +98,11 @@ const MASK_SET_CHILDREN: usize = 6;
 /// One person in this many (by pseudonym) is counted per person in every cell of
 /// [`LowEffect::deciding_sampled`].
 const SAMPLE: i64 = 16;
+/// Children of the node at most for which [`LowEffect::deciding_sampled`] is used. With more
+/// conditions there are more masks, and one that decides few persons in some cell is
+/// likelier: the rows are then read a third time, which cost more than it saved at 1M
+/// patients (hba1c-over-58, 4 children: 6.4 s exact, 9.1 s sampled).
+const SAMPLED_CHILDREN: usize = 3;
 /// Internal nodes in one aggregate's conditions at most (ids must fit above the mask).
 const MAX_NODES: usize = 1 << 14;
 
@@ -754,6 +761,7 @@ impl<'a> LowEffect<'a> {
             };
             named(plan, &key_cols)?
         } else if sets.len() > 1
+            && formula.nodes[0].children.len() <= SAMPLED_CHILDREN
             && side
                 .schema()
                 .field_with_unqualified_name(&u)
@@ -1103,18 +1111,12 @@ impl<'a> LowEffect<'a> {
             )?
             .build()?;
         let name = self.name("cellsum");
-        let [cells_a, cells_b] =
-            <[LogicalPlan; 2]>::try_from(crate::shared::times(cells, &name, 2)?)
-                .expect("two readers");
+        let [cells_a, cells_b, cells_c] =
+            <[LogicalPlan; 3]>::try_from(crate::shared::times(cells, &name, 3)?)
+                .expect("three readers");
 
-        // 3. The unsettled cells: persons pass, and a fail mask there is not settled.
-        let right: Vec<String> = cell_keys.iter().map(|_| self.name("rc")).collect();
-        let mut renamed: Vec<Expr> = cell_keys
-            .iter()
-            .zip(&right)
-            .map(|(c, name)| c.clone().alias(name))
-            .collect();
-        renamed.push(atom(&settled));
+        // 3. The unsettled masks: in cells that persons pass, the fail masks there that are
+        // not settled (with the cell's pass key, whose rows decide who is counted).
         let columns = |es: &[Expr]| -> Vec<Column> {
             es.iter()
                 .map(|e| match e {
@@ -1123,12 +1125,26 @@ impl<'a> LowEffect<'a> {
                 })
                 .collect()
         };
-        let known = binary_expr(
+        let right: Vec<String> = cell_keys.iter().map(|_| self.name("rc")).collect();
+        let mut renamed: Vec<Expr> = cell_keys
+            .iter()
+            .zip(&right)
+            .map(|(c, name)| c.clone().alias(name))
+            .collect();
+        renamed.push(atom(&settled));
+        let unsettled_bits = binary_expr(
             atom(&present),
-            Operator::BitwiseAnd,
-            coalesce(vec![atom(&settled), lit(0i64)]),
+            Operator::BitwiseXor,
+            binary_expr(
+                atom(&present),
+                Operator::BitwiseAnd,
+                coalesce(vec![atom(&settled), lit(0i64)]),
+            ),
         );
-        let unsettled = LogicalPlanBuilder::from(cells_a)
+        let ub = self.name("ub");
+        let mut with_bits = cell_keys.clone();
+        with_bits.push(unsettled_bits.alias(&ub));
+        let unsettled_cells = LogicalPlanBuilder::from(cells_a)
             .join_detailed(
                 LogicalPlanBuilder::from(settled_masks)
                     .project(renamed)?
@@ -1141,35 +1157,92 @@ impl<'a> LowEffect<'a> {
                 None,
                 NullEquality::NullEqualsNull,
             )?
-            .filter(atom(&pass).and(known.not_eq(atom(&present))))?
-            .project(cell_keys.clone())?
+            .project({
+                let mut e = with_bits.clone();
+                e.push(atom(&pass));
+                e
+            })?
+            .filter(atom(&pass).and(atom(&ub).not_eq(lit(0i64))))?
+            .project(
+                cell_keys
+                    .iter()
+                    .cloned()
+                    .chain([atom(&ub)])
+                    .collect::<Vec<_>>(),
+            )?
+            .build()?;
+        // One row per unsettled mask (bit `m`: mask `m`), and one with the pass key.
+        let m = self.name("m");
+        let bits = LogicalPlanBuilder::values((0..=MASK_SET_BITS).map(|i| vec![lit(i)]).collect())?
+            .project(vec![atom("column1").alias(&m)])?
+            .build()?;
+        let has_bit = binary_expr(
+            binary_expr(atom(&ub), Operator::BitwiseShiftRight, atom(&m)),
+            Operator::BitwiseAnd,
+            lit(1i64),
+        )
+        .eq(lit(1i64));
+        let mut by_mask = cell_keys.clone();
+        by_mask.push(
+            when(atom(&m).eq(lit(MASK_SET_BITS)), lit(pass_key))
+                .otherwise(atom(&m))?
+                .alias(ks),
+        );
+        let unsettled = LogicalPlanBuilder::from(unsettled_cells)
+            .cross_join(bits)?
+            .filter(
+                atom(&m)
+                    .eq(lit(MASK_SET_BITS))
+                    .or(atom(&m).lt(lit(MASK_SET_BITS)).and(has_bit)),
+            )?
+            .project(by_mask)?
             .build()?;
         let name = self.name("unsettled");
         let mut unsettled = crate::shared::times(unsettled, &name, sets.len() + 2)?;
 
-        // 4. Their rows, per set: joined to the set's unsettled cells on the keys it keeps
-        // (and a constant, so that a set with none reads no row).
+        // 4. The rows those need: each set's unsettled masks and pass keys carried down to
+        // the finest cells (set 0, the cells themselves) under their cells, then the rows of
+        // those finest cells under those keys, read through one hash join whose build side
+        // (usually empty) is those pairs.
         let k = keys.len();
-        let mut exact: Option<LogicalPlan> = None;
+        let finest_names: Vec<String> = kn.iter().map(|_| self.name("fc")).collect();
+        let finest = LogicalPlanBuilder::from(cells_c)
+            .filter(atom(set).eq(lit(0i64)))?
+            .project(
+                key_cols
+                    .iter()
+                    .zip(&finest_names)
+                    .map(|(c, name)| c.clone().alias(name))
+                    .collect::<Vec<_>>(),
+            )?
+            .build()?;
+        let name = self.name("finest");
+        let mut finest = crate::shared::times(finest, &name, sets.len())?;
+        let pair_ks = self.name("pk");
+        let mut pairs: Option<LogicalPlan> = None;
         for &s in sets {
             let kept: Vec<usize> = (0..k).filter(|&i| s & set_bit(k, i) == 0).collect();
             let (one_l, one_r) = (self.name("one"), self.name("one"));
             let mut left: Vec<Expr> = kept.iter().map(|&i| key_cols[i].clone()).collect();
-            left.push(lit(0i64).alias(&one_l));
-            let cells_of_set = LogicalPlanBuilder::from(unsettled.pop().expect("a reader"))
+            left.extend([atom(ks).alias(&pair_ks), lit(0i64).alias(&one_l)]);
+            let of_set = LogicalPlanBuilder::from(unsettled.pop().expect("a reader"))
                 .filter(atom(set).eq(lit(s as i64)))?
                 .project(left.clone())?
                 .build()?;
-            let mut right = columns_of(side.schema());
+            let mut right: Vec<Expr> = finest_names.iter().map(|c| atom(c)).collect();
             right.push(lit(0i64).alias(&one_r));
             let mut left_keys = columns(&left[..kept.len()]);
             left_keys.push(Column::from_name(&one_l));
-            let mut right_keys: Vec<Column> =
-                kept.iter().map(|&i| Column::from_name(&kn[i])).collect();
+            let mut right_keys: Vec<Column> = kept
+                .iter()
+                .map(|&i| Column::from_name(&finest_names[i]))
+                .collect();
             right_keys.push(Column::from_name(&one_r));
-            let rows = LogicalPlanBuilder::from(cells_of_set)
+            let mut out: Vec<Expr> = finest_names.iter().map(|c| atom(c)).collect();
+            out.push(atom(&pair_ks));
+            let found = LogicalPlanBuilder::from(of_set)
                 .join_detailed(
-                    LogicalPlanBuilder::from(side.clone())
+                    LogicalPlanBuilder::from(finest.pop().expect("a reader"))
                         .project(right)?
                         .build()?,
                     JoinType::Inner,
@@ -1177,51 +1250,80 @@ impl<'a> LowEffect<'a> {
                     None,
                     NullEquality::NullEqualsNull,
                 )?
-                .project(columns_of(side.schema()))?
+                .project(out)?
                 .build()?;
-            exact = Some(match exact {
-                None => rows,
-                Some(e) => self.union_keeping_names(e, rows)?,
+            pairs = Some(match pairs {
+                None => found,
+                Some(p) => LogicalPlanBuilder::from(p).union(found)?.build()?,
             });
         }
-        let exact = exact.ok_or_else(|| RewriteError::Unsupported("no grouping set".into()))?;
-        // A row read for two sets is read twice: a person's `bool_or` and `bit_or` do not
-        // change. Counts of cells not unsettled (part of their rows) are dropped.
-        let exact = self.deciding_per_set(exact, &kcols, sets, key_cols, names, pass_key, named)?;
+        let pairs = pairs.ok_or_else(|| RewriteError::Unsupported("no grouping set".into()))?;
+        let mut distinct: Vec<Expr> = finest_names.iter().map(|c| atom(c)).collect();
+        distinct.push(atom(&pair_ks));
+        let pairs = LogicalPlanBuilder::from(pairs)
+            .aggregate(distinct, Vec::<Expr>::new())?
+            .build()?;
+        let mut left_keys: Vec<Column> = finest_names.iter().map(Column::from_name).collect();
+        left_keys.push(Column::from_name(&pair_ks));
+        let mut right_keys: Vec<Column> = kn.iter().map(Column::from_name).collect();
+        right_keys.push(Column::from_name(ks));
+        let rows = LogicalPlanBuilder::from(pairs)
+            .join_detailed(
+                side,
+                JoinType::Inner,
+                (left_keys, right_keys),
+                None,
+                NullEquality::NullEqualsNull,
+            )?
+            .project(
+                kcols
+                    .iter()
+                    .cloned()
+                    .chain([atom(u), atom(ks)])
+                    .collect::<Vec<_>>(),
+            )?
+            .build()?;
+        // Per person over those rows; only the unsettled masks' counts are kept (the rows
+        // of other masks and cells there are partial).
+        let exact = self.deciding_per_set(rows, &kcols, sets, key_cols, names, pass_key, named)?;
         let mut rc: Vec<Expr> = Vec::new();
         let mut rnames: Vec<Column> = Vec::new();
-        for e in &cell_keys {
+        for e in cell_keys.iter().chain([&atom(ks)]) {
             let name = self.name("uc");
             rc.push(e.clone().alias(&name));
             rnames.push(Column::from_name(&name));
         }
+        let mut at: Vec<Column> = columns(&cell_keys);
+        at.push(Column::from_name(ks));
         let mut out = cell_keys.clone();
         out.extend([atom(ks), atom(n)]);
         let exact = LogicalPlanBuilder::from(unsettled.pop().expect("a reader"))
+            .filter(failing.clone())?
             .project(rc.clone())?
             .join_detailed(
                 exact,
                 JoinType::Inner,
-                (rnames.clone(), columns(&cell_keys)),
+                (rnames.clone(), at.clone()),
                 None,
                 NullEquality::NullEqualsNull,
             )?
             .project(out.clone())?
             .build()?;
 
-        // 5. The settled cells' sampled fail-mask counts, and every passing cell's pass row.
+        // 5. The sampled counts of the settled masks, and every passing cell's pass row.
         let sampled_fails = LogicalPlanBuilder::from(unsettled.pop().expect("a reader"))
+            .filter(failing.clone())?
             .project(rc)?
             .join_detailed(
                 LogicalPlanBuilder::from(sample_b)
                     .filter(failing)?
                     .build()?,
                 JoinType::RightAnti,
-                (rnames, columns(&cell_keys)),
+                (rnames, at),
                 None,
                 NullEquality::NullEqualsNull,
             )?
-            .project(out.clone())?
+            .project(out)?
             .build()?;
         let mut pass_rows = cell_keys.clone();
         pass_rows.extend([lit(pass_key).alias(ks), lit(1i64).alias(n)]);

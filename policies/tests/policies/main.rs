@@ -5,3 +5,4 @@ mod gate;
 mod register;
 mod reports;
 mod rewrite;
+mod sampled;
