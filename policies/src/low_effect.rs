@@ -54,8 +54,8 @@
 //! cell aggregate (per-person subqueries) get the same treatment, measured in the cell
 //! aggregate's cells as far as those follow from their groups ([`LowEffect::nested`]); when
 //! the aggregation is joined to `patients` on `patient_id`, the conditions and keys on
-//! `patients` around it move inside it ([`LowEffect::person_context`]). The plan stays made of standard
-//! DataFusion operators and functions (serialisable with `datafusion-proto`).
+//! `patients` around it move inside it ([`LowEffect::person_context`]). The plan stays made
+//! of standard DataFusion operators and functions (serialisable with `datafusion-proto`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -987,20 +987,23 @@ impl<'a> LowEffect<'a> {
         )
     }
 
-    /// What [`LowEffect::deciding_per_set`] gives, computed exactly per person only in the
-    /// cells where a sample of the persons cannot settle it. Only whether a fail mask decides
+    /// What [`LowEffect::deciding_per_set`] gives, computed exactly per person only for the
+    /// masks that a sample of the persons cannot settle. Only whether a fail mask decides
     /// fewer persons than the threshold matters, and whether a person is decided by a mask
     /// depends on that person's rows alone; so the persons decided among a sample of the
     /// persons (`u % SAMPLE == 0`: pseudonyms are keyed hashes) are never more than among
     /// all of them. One grouping-sets aggregation of every row groups the sampled persons'
     /// rows per person and every other row per cell (giving each cell's fail masks and
-    /// whether anyone passes). A cell is *settled* when no one passes in it, or every fail
-    /// mask in it decides at least the threshold's number of sampled persons (counted with
-    /// its subsets, as [`LowEffect::with_subsets`] will): no mask of it is then low, and
-    /// the sample's counts, all at or above the threshold, stand in for the exact ones.
-    /// The rows of the other cells are counted per person as before, read through a hash
-    /// join per grouping set whose build side (those cells) is usually empty, so that the
-    /// rows are not read again at all. The answer is the exact computation's in every case.
+    /// whether anyone passes). A mask is *settled* in a cell when it decides at least the
+    /// threshold's number of sampled persons (counted with its subsets, as
+    /// [`LowEffect::with_subsets`] will): it is then large, and the sample's count stands
+    /// in for the exact one. Settled is upward-closed, so an unsettled mask's subsets are
+    /// unsettled too. In cells that persons pass, the unsettled masks (and the cell's pass
+    /// key) are carried down to the finest cells under the cell, and the rows of those
+    /// (finest cell, key) pairs are read through one hash join whose build side is the
+    /// pairs: usually none, and then the rows are not read again at all. Those rows are
+    /// counted per person as before, and only the unsettled masks' counts are kept. The
+    /// answer is the exact computation's in every case.
     #[allow(clippy::too_many_arguments)]
     fn deciding_sampled(
         &mut self,
