@@ -304,8 +304,16 @@ pub fn execute(
 }
 
 /// Rows read from storage by a physical plan that has run (the output rows of its leaves).
+/// A shared result's subplan ([`crate::shared`]) is walked once, however many readers it has.
 pub fn rows_scanned(physical: &Arc<dyn ExecutionPlan>) -> u64 {
-    fn walk(p: &Arc<dyn ExecutionPlan>, total: &mut u64) {
+    fn walk(p: &Arc<dyn ExecutionPlan>, seen: &mut Vec<Arc<dyn ExecutionPlan>>, total: &mut u64) {
+        if let Some(child) = crate::shared::shared_child(p.as_ref()) {
+            if !seen.iter().any(|s| Arc::ptr_eq(s, child)) {
+                seen.push(Arc::clone(child));
+                walk(child, seen, total);
+            }
+            return;
+        }
         let children = p.children();
         if children.is_empty()
             && let Some(rows) = p.metrics().and_then(|m| m.output_rows())
@@ -313,11 +321,11 @@ pub fn rows_scanned(physical: &Arc<dyn ExecutionPlan>) -> u64 {
             *total += rows as u64;
         }
         for c in children {
-            walk(c, total);
+            walk(c, seen, total);
         }
     }
     let mut total = 0;
-    walk(physical, &mut total);
+    walk(physical, &mut Vec::new(), &mut total);
     total
 }
 

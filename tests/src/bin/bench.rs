@@ -102,6 +102,8 @@ struct Args {
     /// the load mix's queries, or SQL) once (protected, then unprotected) and
     /// print each physical plan with its operators' metrics (rows and time), to find what a
     /// protected query spends its time on. Synthetic data only: the metrics hold counts.
+    /// Before that, the protected query runs `--runs` − 1 times in the same process, each
+    /// time printed (a query that slows down run after run keeps something of earlier runs).
     /// Reuses the store of an earlier run, as `--skip-ingest` does.
     #[arg(long, value_name = "QUERY")]
     profile: Option<String>,
@@ -162,7 +164,7 @@ async fn main() -> Result<()> {
         .map_err(|s| anyhow!("{}", s.message()))?;
 
     if let Some(name) = &args.profile {
-        return profile_query(&cx, name).await;
+        return profile_query(&cx, name, runs).await;
     }
 
     // 3. Analyst queries, four ways.
@@ -505,7 +507,7 @@ fn write_figures(figures: &[Figure], json: &serde_json::Value, path: &Path) -> R
 
 /// `--profile`: the named query's protected and unprotected physical plans, run once each,
 /// with their metrics.
-async fn profile_query(cx: &query::ProjectContext, name: &str) -> Result<()> {
+async fn profile_query(cx: &query::ProjectContext, name: &str, runs: usize) -> Result<()> {
     let sql = match QUERIES.iter().find(|q| q.name == name) {
         Some(q) => q.sql,
         // The load mix's queries by number, or any SQL.
@@ -530,7 +532,22 @@ async fn profile_query(cx: &query::ProjectContext, name: &str) -> Result<()> {
             }
         },
     };
-    let protected = cx.prepare(sql).await?.physical_plan(cx).await?;
+    // Repeated runs in one process first: a query that gets slower run after run holds
+    // something of the earlier runs.
+    for run in 1..runs {
+        let t = Instant::now();
+        protected(cx, sql).await?;
+        println!("{name}, protected, run {run}: {:.0} ms", ms(t.elapsed()));
+    }
+    let t = Instant::now();
+    let prepared = cx.prepare(sql).await?;
+    let prepare_ms = ms(t.elapsed());
+    let t = Instant::now();
+    let protected = prepared.physical_plan(cx).await?;
+    println!(
+        "{name}, protected: prepare {prepare_ms:.0} ms, physical planning {:.0} ms",
+        ms(t.elapsed())
+    );
     let unprotected = cx
         .session()
         .state()
