@@ -336,6 +336,27 @@ impl Formula {
     }
 }
 
+/// Per person (and cell): whether any row passes (`has_pass`), and the fail masks of the
+/// others as bits of one integer (`mask_set`, bit `m` for mask `m`), from each row's key
+/// `ks` (`pass_key` for a passing row). Both keep their groups in flat arrays.
+fn person_aggregates(
+    ks: &str,
+    pass_key: i64,
+    has_pass: &str,
+    mask_set: &str,
+) -> Result<Vec<Expr>, RewriteError> {
+    let is_pass = atom(ks).eq(lit(pass_key));
+    Ok(vec![
+        bool_or(is_pass.clone()).alias(has_pass),
+        bit_or(when(is_pass, lit(0i64)).otherwise(binary_expr(
+            lit(1i64),
+            Operator::BitwiseShiftLeft,
+            atom(ks),
+        ))?)
+        .alias(mask_set),
+    ])
+}
+
 /// Merges nested nodes of the same kind into their parent.
 fn flatten(and: bool, children: Vec<Cond>) -> Vec<Cond> {
     let mut out = Vec::with_capacity(children.len());
@@ -942,16 +963,7 @@ impl<'a> LowEffect<'a> {
         // the person passes, and the set of their fail masks as bits of one integer (bit `m`
         // for mask `m`), with aggregates that keep their groups in flat arrays.
         let (has_pass, mask_set) = (self.name("hp"), self.name("ms"));
-        let is_pass = atom(ks).eq(lit(pass_key));
-        let per_person_aggs = vec![
-            bool_or(is_pass.clone()).alias(&has_pass),
-            bit_or(when(is_pass, lit(0i64)).otherwise(binary_expr(
-                lit(1i64),
-                Operator::BitwiseShiftLeft,
-                atom(ks),
-            ))?)
-            .alias(&mask_set),
-        ];
+        let per_person_aggs = person_aggregates(ks, pass_key, &has_pass, &mask_set)?;
         let per_person = if sets.len() == 1 {
             // The cells themselves only: a plain aggregation.
             let mut group = keys.to_vec();
@@ -1037,7 +1049,6 @@ impl<'a> LowEffect<'a> {
             self.name("sampled"),
             self.name("c"),
         );
-        let is_pass = atom(ks).eq(lit(pass_key));
         let mut with_su = columns_of(side.schema());
         with_su.push(
             when(
@@ -1047,15 +1058,7 @@ impl<'a> LowEffect<'a> {
             .end()?
             .alias(&su),
         );
-        let aggs = vec![
-            bool_or(is_pass.clone()).alias(&hp),
-            bit_or(when(is_pass, lit(0i64)).otherwise(binary_expr(
-                lit(1i64),
-                Operator::BitwiseShiftLeft,
-                atom(ks),
-            ))?)
-            .alias(&ms),
-        ];
+        let aggs = person_aggregates(ks, pass_key, &hp, &ms)?;
         let grouped = aggregate_per_set(
             LogicalPlanBuilder::from(side.clone())
                 .project(with_su)?
@@ -1175,16 +1178,7 @@ impl<'a> LowEffect<'a> {
             )?
             .build()?;
         // One row per unsettled mask (bit `m`: mask `m`), and one with the pass key.
-        let m = self.name("m");
-        let bits = LogicalPlanBuilder::values((0..=MASK_SET_BITS).map(|i| vec![lit(i)]).collect())?
-            .project(vec![atom("column1").alias(&m)])?
-            .build()?;
-        let has_bit = binary_expr(
-            binary_expr(atom(&ub), Operator::BitwiseShiftRight, atom(&m)),
-            Operator::BitwiseAnd,
-            lit(1i64),
-        )
-        .eq(lit(1i64));
+        let (bits, m, has_bit) = self.bit_positions(atom(&ub))?;
         let mut by_mask = cell_keys.clone();
         by_mask.push(
             when(atom(&m).eq(lit(MASK_SET_BITS)), lit(pass_key))
@@ -1338,6 +1332,22 @@ impl<'a> LowEffect<'a> {
         self.union_keeping_names(settled_rows, exact)
     }
 
+    /// The bit positions `0..=MASK_SET_BITS` as rows of one column (its name returned), and
+    /// whether `set` (a bit set) has the bit at the row's position.
+    fn bit_positions(&mut self, set: Expr) -> Result<(LogicalPlan, String, Expr), RewriteError> {
+        let m = self.name("m");
+        let bits = LogicalPlanBuilder::values((0..=MASK_SET_BITS).map(|i| vec![lit(i)]).collect())?
+            .project(vec![atom("column1").alias(&m)])?
+            .build()?;
+        let has_bit = binary_expr(
+            binary_expr(set, Operator::BitwiseShiftRight, atom(&m)),
+            Operator::BitwiseAnd,
+            lit(1i64),
+        )
+        .eq(lit(1i64));
+        Ok((bits, m, has_bit))
+    }
+
     /// Persons per cell (`cell_keys`) and key from `counts`, the persons per cell, passing
     /// (`has_pass`) and set of fail masks (`mask_set`, bit `m` for mask `m`) in column `c`:
     /// each mask set spread over its masks, and the persons who pass under `pass_key`
@@ -1351,16 +1361,7 @@ impl<'a> LowEffect<'a> {
         n: &str,
         pass_key: i64,
     ) -> Result<LogicalPlan, RewriteError> {
-        let m = self.name("m");
-        let bits = LogicalPlanBuilder::values((0..=MASK_SET_BITS).map(|i| vec![lit(i)]).collect())?
-            .project(vec![atom("column1").alias(&m)])?
-            .build()?;
-        let has_bit = binary_expr(
-            binary_expr(atom(mask_set), Operator::BitwiseShiftRight, atom(&m)),
-            Operator::BitwiseAnd,
-            lit(1i64),
-        )
-        .eq(lit(1i64));
+        let (bits, m, has_bit) = self.bit_positions(atom(mask_set))?;
         let spread = atom(has_pass)
             .and(atom(&m).eq(lit(MASK_SET_BITS)))
             .or(Expr::Not(Box::new(atom(has_pass)))
