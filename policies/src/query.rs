@@ -306,27 +306,45 @@ pub fn execute(
 /// Rows read from storage by a physical plan that has run (the output rows of its leaves).
 /// A shared result's subplan ([`crate::shared`]) is walked once, however many readers it has.
 pub fn rows_scanned(physical: &Arc<dyn ExecutionPlan>) -> u64 {
-    fn walk(p: &Arc<dyn ExecutionPlan>, seen: &mut Vec<Arc<dyn ExecutionPlan>>, total: &mut u64) {
-        if let Some(child) = crate::shared::shared_child(p.as_ref()) {
-            if !seen.iter().any(|s| Arc::ptr_eq(s, child)) {
-                seen.push(Arc::clone(child));
-                walk(child, seen, total);
-            }
-            return;
-        }
+    fn leaves(p: &Arc<dyn ExecutionPlan>, total: &mut u64) {
         let children = p.children();
         if children.is_empty()
+            && crate::shared::shared_child(p.as_ref()).is_none()
             && let Some(rows) = p.metrics().and_then(|m| m.output_rows())
         {
             *total += rows as u64;
         }
         for c in children {
-            walk(c, seen, total);
+            leaves(c, total);
         }
     }
     let mut total = 0;
-    walk(physical, &mut Vec::new(), &mut total);
+    for plan in std::iter::once(Arc::clone(physical)).chain(shared_subplans(physical)) {
+        leaves(&plan, &mut total);
+    }
     total
+}
+
+/// The subplans of the shared results a physical plan reads ([`crate::shared`]: computed
+/// once for all their readers, which are leaves of the plan), each once, including those read
+/// inside other shared subplans, outermost first. For profiles: a plan's display does not
+/// show them.
+pub fn shared_subplans(physical: &Arc<dyn ExecutionPlan>) -> Vec<Arc<dyn ExecutionPlan>> {
+    fn walk(p: &Arc<dyn ExecutionPlan>, seen: &mut Vec<Arc<dyn ExecutionPlan>>) {
+        if let Some(child) = crate::shared::shared_child(p.as_ref()) {
+            if !seen.iter().any(|s| Arc::ptr_eq(s, child)) {
+                seen.push(Arc::clone(child));
+                walk(child, seen);
+            }
+            return;
+        }
+        for c in p.children() {
+            walk(c, seen);
+        }
+    }
+    let mut seen = Vec::new();
+    walk(physical, &mut seen);
+    seen
 }
 
 /// The schema of a physical plan's output.

@@ -3,7 +3,8 @@
 //! decides few persons in the same cell is still found low and neutralised.
 //!
 //! The persons are chosen by pseudonym: those whose `patient_id` is a multiple of 16 are
-//! the ones the measurement samples (`low_effect::deciding_sampled`).
+//! the ones the measurement samples (`low_effect::deciding_sampled` on the grouping-sets
+//! path, `low_effect::deciding_settled` on the general one).
 
 use std::sync::Arc;
 
@@ -152,25 +153,40 @@ fn ids(events: &[Event], code: &str, rest: i64) -> impl Iterator<Item = i64> {
     ids.into_iter()
 }
 
-#[tokio::test]
-async fn a_mask_deciding_few_persons_is_found_where_the_sample_settles_another() {
-    // Cell A: 200 sampled persons left out by the value (a mask the sample settles), 10
-    // unsampled persons left out by the date only (a low mask in the same cell). Cell B: 60
-    // unsampled persons left out by the date only (no sampled one: counted exactly, large).
+/// Cell A: 200 sampled persons left out by the value (a mask the sample settles), 10
+/// unsampled persons left out by the date only (a low mask in the same cell). Cell B: 60
+/// unsampled persons left out by the date only (no sampled one: counted exactly, large).
+/// Under `filter` (a value condition and a date condition), A's value condition applies (it
+/// leaves out 200 persons) and its date condition does not (10): A has the passing persons
+/// and the dated ones. In B both apply: the passing persons.
+async fn the_low_mask_is_neutralised_beside_the_settled_one(filter: &str) {
     let mut events = cell("A", 0, 100, 200, 10);
     events.extend(cell("B", 16 * 400, 100, 0, 60));
     let (ctx, keys) = context(&events).await;
-    let both = persons(
-        &ctx,
-        &keys,
+    let both = persons(&ctx, &keys, filter).await;
+    let a = expected(ids(&events, "A", 1).chain(ids(&events, "A", 2)));
+    let b = expected(ids(&events, "B", 1));
+    assert_eq!(both, vec![format!("A={a}"), format!("B={b}")], "{filter}");
+    // Without the dated persons, A's answer would differ: the test tells the two apart.
+    assert_ne!(a, expected(ids(&events, "A", 1)));
+}
+
+#[tokio::test]
+async fn a_mask_deciding_few_persons_is_found_where_the_sample_settles_another() {
+    // One conjunction: the grouping-sets path (`low_effect::deciding_sampled`).
+    the_low_mask_is_neutralised_beside_the_settled_one(
         "numeric_value <> 5 AND event_date >= DATE '2020-01-01'",
     )
     .await;
-    // A: the value condition applies (it leaves out 200 persons), the date condition does not
-    // (10): the passing persons and the dated ones. B: both apply: the passing persons.
-    let a = expected(ids(&events, "A", 1).chain(ids(&events, "A", 2)));
-    let b = expected(ids(&events, "B", 1));
-    assert_eq!(both, vec![format!("A={a}"), format!("B={b}")]);
-    // Without the dated persons, A's answer would differ: the test tells the two apart.
-    assert_ne!(a, expected(ids(&events, "A", 1)));
+}
+
+#[tokio::test]
+async fn the_general_path_settles_from_the_sample_and_still_finds_a_low_mask() {
+    // An `OR` below the `AND`: measured per person over every node on the general path
+    // (`low_effect::deciding_settled`).
+    the_low_mask_is_neutralised_beside_the_settled_one(
+        "(numeric_value <> 5 OR event_date < DATE '1990-01-01') \
+         AND event_date >= DATE '2020-01-01'",
+    )
+    .await;
 }

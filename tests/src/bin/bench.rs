@@ -100,8 +100,9 @@ struct Args {
     skip_audit: bool,
     /// Instead of the figures: run the named query (a benchmark query's name, `load0`… for
     /// the load mix's queries, or SQL) once (protected, then unprotected) and
-    /// print each physical plan with its operators' metrics (rows and time), to find what a
-    /// protected query spends its time on. Synthetic data only: the metrics hold counts.
+    /// print each physical plan with its operators' metrics (rows and time), followed by the
+    /// subplans of the shared results it reads (rule 7's measurement, computed once and shown
+    /// as leaves in the plan), to find what a protected query spends its time on. Synthetic data only: the metrics hold counts.
     /// Before that, the protected query runs `--runs` − 1 times in the same process, each
     /// time printed (a query that slows down run after run keeps something of earlier runs).
     /// Reuses the store of an earlier run, as `--skip-ingest` does.
@@ -559,13 +560,17 @@ async fn profile_query(cx: &query::ProjectContext, name: &str, runs: usize) -> R
             query::execute(&plan, cx)?.try_collect().await?;
         let elapsed = ms(t.elapsed());
         println!("\n== {name}, {what}: {elapsed:.0} ms\n");
-        println!(
-            "{}",
-            datafusion::physical_plan::display::DisplayableExecutionPlan::with_metrics(
-                plan.as_ref()
-            )
-            .indent(true)
-        );
+        let display = |p: &std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>| {
+            datafusion::physical_plan::display::DisplayableExecutionPlan::with_metrics(p.as_ref())
+                .indent(true)
+                .to_string()
+        };
+        println!("{}", display(&plan));
+        // Rule 7's shared results (computed once, shown as leaves above).
+        for (i, shared) in query::shared_subplans(&plan).iter().enumerate() {
+            println!("-- {name}, {what}, shared subplan {}:\n", i + 1);
+            println!("{}", display(shared));
+        }
     }
     Ok(())
 }
