@@ -31,9 +31,9 @@
 //! that passes is in the cell whatever a fail mask says: [`LowEffect::deciding`]); a mask is
 //! low-effect when fewer persons than the threshold are so decided by it or any mask inside
 //! it (those whose fate changes when its conditions are dropped:
-//! [`LowEffect::with_subsets`]). Most masks are settled from a sample of the persons, and
-//! only the others are counted per person ([`LowEffect::deciding_sampled`] on the
-//! grouping-sets path, [`LowEffect::deciding_settled`] on the general one). The rows are then filtered again with each node
+//! [`LowEffect::with_subsets`]). On the grouping-sets path most cells are settled from a
+//! sample of the persons, and only the others are counted per person
+//! ([`LowEffect::deciding_sampled`]). The rows are then filtered again with each node
 //! replaced by its neutral value (`AND`: true, `OR`: false) where the row's mask is
 //! low-effect in its cell. Masks rather than single conditions make chained conditions on
 //! different columns (`a <> x AND b <> y`, both excluding the same person) count as one.
@@ -101,7 +101,8 @@ const SAMPLE: i64 = 16;
 /// Children of the node at most for which [`LowEffect::deciding_sampled`] is used. With more
 /// conditions there are more masks, and one that decides few persons in some cell is
 /// likelier: the rows are then read a third time, which cost more than it saved at 1M
-/// patients (hba1c-over-58, 4 children: 6.4 s exact, 9.1 s sampled).
+/// patients (hba1c-over-58, 4 children: 6.4 s exact, 9.1 s sampled; on session 22's faster
+/// machine 3.3 s and 3.5 s).
 const SAMPLED_CHILDREN: usize = 3;
 /// Internal nodes in one aggregate's conditions at most (ids must fit above the mask).
 const MAX_NODES: usize = 1 << 14;
@@ -1495,218 +1496,6 @@ impl<'a> LowEffect<'a> {
             .build()?)
     }
 
-    /// [`LowEffect::deciding`] over `per_person` (its input: the cells `cells`, the person
-    /// `u`, an integer pseudonym, the key `ks` and the person's rows under it `r`), with
-    /// most masks settled from a sample of the persons, as [`LowEffect::deciding_sampled`]
-    /// does on the grouping-sets path. Returns `cells`, `ks` and `n`; `n` is exact for every
-    /// mask that is low-effect or might be, and at least the threshold for the others.
-    ///
-    /// 1. The per-person counts are computed once: the sampled persons'
-    ///    (`patient_id % 16 = 0`) go through the window of [`LowEffect::deciding`], and the
-    ///    keys present in each cell are read off all of them.
-    /// 2. A fail mask is *settled* in a cell when the sampled persons decided by it or by a
-    ///    mask inside it reach the threshold: a person's being decided depends on their own
-    ///    rows only, so all the persons are at least as many, and the mask is large exactly.
-    ///    Counted over every mask present, settled is upward-closed: every mask inside an
-    ///    unsettled one is unsettled, so the unsettled masks' counts with their subsets
-    ///    ([`LowEffect::with_subsets`]) need only unsettled masks' exact counts.
-    /// 3. The per-person counts of the unsettled masks, and of the pass key in their cells,
-    ///    are picked out through one hash join whose build side is those pairs, and go
-    ///    through the window. (Picked from the rows instead, the rows were computed again:
-    ///    for readmissions, the self-join and its pre-aggregation, a third time.)
-    ///
-    /// The window, with its sort, was most of the measurement's time; it now sees a
-    /// sixteenth of the persons and the few that unsettled masks need.
-    ///
-    /// The result: the exact counts of the unsettled masks, the sampled counts of the
-    /// settled ones (each mask with subsets then sums to at least the sampled count with
-    /// subsets, the threshold or more), and each cell's pass row. A settled mask that no
-    /// sampled person is decided by is missing where the exact count has it; that changes
-    /// nothing, since only low masks are listed and a single-bit mask (the `large` bits) is
-    /// settled only by persons it decides itself.
-    fn deciding_settled(
-        &mut self,
-        per_person: LogicalPlan,
-        cells: &[Expr],
-        [u, ks, r, n]: [&str; 4],
-        pass_key: i64,
-        or_nodes: &[i64],
-    ) -> Result<LogicalPlan, RewriteError> {
-        let person_schema = Arc::clone(per_person.schema());
-        let failing = atom(ks).not_eq(lit(pass_key));
-        let mut cell_key = cells.to_vec();
-        cell_key.push(atom(ks));
-        let mut cell_key_n = cell_key.clone();
-        cell_key_n.push(atom(n));
-
-        // 1. The sampled persons' counts, and the keys present in each cell.
-        let name = self.name("perperson");
-        let [person_a, person_b, person_c] =
-            <[LogicalPlan; 3]>::try_from(crate::shared::times(per_person, &name, 3)?)
-                .expect("three readers");
-        let sample = LogicalPlanBuilder::from(person_a)
-            .filter(binary_expr(atom(u), Operator::Modulo, lit(SAMPLE)).eq(lit(0i64)))?
-            .build()?;
-        let sample = self.deciding(sample, cells, u, ks, r, pass_key, or_nodes, n)?;
-        let name = self.name("sample");
-        let [sample_a, sample_b] =
-            <[LogicalPlan; 2]>::try_from(crate::shared::times(sample, &name, 2)?)
-                .expect("two readers");
-        let present = LogicalPlanBuilder::from(person_b)
-            .aggregate(cell_key.clone(), Vec::<Expr>::new())?
-            .build()?;
-        let name = self.name("present");
-        let [present_a, present_b, present_c] =
-            <[LogicalPlan; 3]>::try_from(crate::shared::times(present, &name, 3)?)
-                .expect("three readers");
-
-        // 2. The settled masks: sampled counts with subsets over every fail mask present.
-        let mut zero = cell_key.clone();
-        zero.push(lit(0i64).alias(n));
-        let zero = LogicalPlanBuilder::from(present_a)
-            .filter(failing.clone())?
-            .project(zero)?
-            .build()?;
-        let fails = LogicalPlanBuilder::from(sample_a)
-            .filter(failing.clone())?
-            .build()?;
-        let every = LogicalPlanBuilder::from(self.union_keeping_names(fails, zero)?)
-            .aggregate(cell_key.clone(), vec![sum(atom(n)).alias(n)])?
-            .build()?;
-        let settled = LogicalPlanBuilder::from(self.with_subsets(every, cells, ks, n)?)
-            .filter(atom(n).gt_eq(lit(self.threshold)))?
-            .project(cell_key.clone())?
-            .build()?;
-        let name = self.name("settled");
-        let [settled_a, settled_b] =
-            <[LogicalPlan; 2]>::try_from(crate::shared::times(settled, &name, 2)?)
-                .expect("two readers");
-        let unsettled = self.keyed_join(
-            LogicalPlanBuilder::from(present_b)
-                .filter(failing.clone())?
-                .build()?,
-            settled_a,
-            &cell_key,
-            JoinType::LeftAnti,
-        )?;
-        let name = self.name("unsettled");
-        let [unsettled_a, unsettled_b] =
-            <[LogicalPlan; 2]>::try_from(crate::shared::times(unsettled, &name, 2)?)
-                .expect("two readers");
-
-        // 3. The unsettled masks' per-person counts, with the pass key's in their cells.
-        let mut pass_of = cells.to_vec();
-        pass_of.push(lit(pass_key).alias(ks));
-        let their_passes = LogicalPlanBuilder::from(unsettled_a)
-            .aggregate(cells.to_vec(), Vec::<Expr>::new())?
-            .project(pass_of)?
-            .build()?;
-        // The pairs are the build side (left) of an inner join, renamed apart.
-        let pairs = self.union_keeping_names(unsettled_b, their_passes)?;
-        let (pairs, apart) = self.renamed_apart(pairs)?;
-        let needed = LogicalPlanBuilder::from(pairs)
-            .join_detailed(
-                person_c,
-                JoinType::Inner,
-                (
-                    apart.iter().map(Column::from_name).collect::<Vec<_>>(),
-                    cell_columns(&cell_key)?,
-                ),
-                None,
-                NullEquality::NullEqualsNull,
-            )?
-            .project(columns_of(&person_schema))?
-            .build()?;
-        let exact = LogicalPlanBuilder::from(
-            self.deciding(needed, cells, u, ks, r, pass_key, or_nodes, n)?,
-        )
-        .filter(failing.clone())?
-        .build()?;
-
-        // The sampled counts of the settled masks, and each cell's pass row.
-        let settled_counts = LogicalPlanBuilder::from(
-            self.keyed_join(
-                LogicalPlanBuilder::from(sample_b)
-                    .filter(failing)?
-                    .build()?,
-                settled_b,
-                &cell_key,
-                JoinType::LeftSemi,
-            )?,
-        )
-        .project(cell_key_n.clone())?
-        .build()?;
-        let mut pass_row = cell_key.clone();
-        pass_row.push(lit(1i64).alias(n));
-        let passes = LogicalPlanBuilder::from(present_c)
-            .filter(atom(ks).eq(lit(pass_key)))?
-            .project(pass_row)?
-            .build()?;
-        let exact = LogicalPlanBuilder::from(exact)
-            .project(cell_key_n)?
-            .build()?;
-        let settled_rows = self.union_keeping_names(settled_counts, passes)?;
-        self.union_keeping_names(settled_rows, exact)
-    }
-
-    /// `plan` with every column under a new name (the names returned, in order), to be
-    /// joined to a plan with the same names.
-    fn renamed_apart(
-        &mut self,
-        plan: LogicalPlan,
-    ) -> Result<(LogicalPlan, Vec<String>), RewriteError> {
-        let cols = columns_of(plan.schema());
-        let apart: Vec<String> = cols.iter().map(|_| self.name("ap")).collect();
-        let plan = LogicalPlanBuilder::from(plan)
-            .project(
-                cols.into_iter()
-                    .zip(&apart)
-                    .map(|(c, a)| c.alias(a))
-                    .collect::<Vec<_>>(),
-            )?
-            .build()?;
-        Ok((plan, apart))
-    }
-
-    /// `left` joined (`join`: a semi, anti or inner join) to `right` on the columns `on`,
-    /// which both have (NULL equal to NULL, as in grouping); `right`'s columns are renamed
-    /// apart for the join.
-    fn keyed_join(
-        &mut self,
-        left: LogicalPlan,
-        right: LogicalPlan,
-        on: &[Expr],
-        join: JoinType,
-    ) -> Result<LogicalPlan, RewriteError> {
-        let names: Vec<String> = right
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .collect();
-        let (right, apart) = self.renamed_apart(right)?;
-        let right_names: BTreeMap<String, String> = names.into_iter().zip(apart).collect();
-        let left_keys = cell_columns(on)?;
-        let right_keys = left_keys
-            .iter()
-            .map(|c| {
-                right_names
-                    .get(&c.name)
-                    .map(Column::from_name)
-                    .ok_or_else(|| RewriteError::Unsupported(format!("join key {}", c.name)))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(LogicalPlanBuilder::from(left)
-            .join_detailed(
-                right,
-                join,
-                (left_keys, right_keys),
-                None,
-                NullEquality::NullEqualsNull,
-            )?
-            .build()?)
-    }
-
     /// `counted` (persons per cell `cells` and key `key`, in column `n`) with `n` replaced
     /// by the sum over the keys of the same cell and node whose mask is a subset of the
     /// key's mask: the persons whose fate changes when the key's conditions are dropped.
@@ -1950,20 +1739,11 @@ impl<'a> LowEffect<'a> {
             .filter(|j| !formula.nodes[*j].and)
             .map(|j| j as i64)
             .collect();
-        let sampled = rows
-            .schema()
-            .field_with_unqualified_name(&u)
-            .is_ok_and(|f| f.data_type().is_integer());
         let r = self.name("r");
         let per_person = LogicalPlanBuilder::from(rows)
             .aggregate(per_person, vec![count(lit(1i64)).alias(&r)])?
             .build()?;
-        let low = if sampled {
-            let names = [u.as_str(), ks.as_str(), r.as_str(), n.as_str()];
-            self.deciding_settled(per_person, &g_cols(), names, pass_key, &or_nodes)?
-        } else {
-            self.deciding(per_person, &g_cols(), &u, &ks, &r, pass_key, &or_nodes, &n)?
-        };
+        let low = self.deciding(per_person, &g_cols(), &u, &ks, &r, pass_key, &or_nodes, &n)?;
         let low = LogicalPlanBuilder::from(self.with_subsets(low, &g_cols(), &ks, &n)?)
             .aggregate(g_cols(), per_cell)?
             .build()?;

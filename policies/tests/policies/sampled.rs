@@ -3,8 +3,8 @@
 //! decides few persons in the same cell is still found low and neutralised.
 //!
 //! The persons are chosen by pseudonym: those whose `patient_id` is a multiple of 16 are
-//! the ones the measurement samples (`low_effect::deciding_sampled` on the grouping-sets
-//! path, `low_effect::deciding_settled` on the general one).
+//! the ones the measurement samples (`low_effect::deciding_sampled`). The general path
+//! counts every person; the same cells must give the same answers there.
 
 use std::sync::Arc;
 
@@ -181,9 +181,9 @@ async fn a_mask_deciding_few_persons_is_found_where_the_sample_settles_another()
 }
 
 #[tokio::test]
-async fn the_general_path_settles_from_the_sample_and_still_finds_a_low_mask() {
+async fn the_general_path_finds_the_same_low_mask() {
     // An `OR` below the `AND`: measured per person over every node on the general path
-    // (`low_effect::deciding_settled`).
+    // (`low_effect::neutralise`), which must agree with the sampled grouping-sets path.
     the_low_mask_is_neutralised_beside_the_settled_one(
         "(numeric_value <> 5 OR event_date < DATE '1990-01-01') \
          AND event_date >= DATE '2020-01-01'",
