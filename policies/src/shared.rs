@@ -14,14 +14,13 @@
 //! and the other reads its batches. The plan's shape and cost do not depend on the data.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{RecordBatch, RecordBatchOptions};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::Result;
-use datafusion::common::runtime::SpawnedTask;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::provider_as_source;
 use datafusion::error::DataFusionError;
@@ -34,8 +33,8 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties, collect,
 };
-use futures::{StreamExt, TryStreamExt};
-use tokio::sync::OnceCell;
+use futures::future::{BoxFuture, Shared};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 
 use crate::side_channel;
 
@@ -77,17 +76,34 @@ pub(crate) fn times(plan: LogicalPlan, name: &str, readers: usize) -> Result<Vec
     (0..readers).map(|_| reader()).collect()
 }
 
-/// The result of one execution: computed by the first reader that runs.
+/// The result of one execution: computed by a task that the first reader to run starts.
+///
+/// Every reader awaits that one task, which no reader can cancel: a reader dropped before
+/// the end (a join that ends early) used to abort the computation it had started, and the
+/// next reader ran the same physical child a second time, which DataFusion's operators do
+/// not support (repartitioning panics, "partition not used yet", or waits forever). The
+/// task is aborted when the slot is dropped, with the plan.
 #[derive(Default)]
 struct Slot {
-    /// The batches, or the error computing them gave: kept, so that the other readers get
-    /// it too instead of running the child again (its operators run once: a second run
-    /// panicked in DataFusion's repartitioning).
-    batches: OnceCell<std::result::Result<Computed, Arc<DataFusionError>>>,
+    /// The computation: its batches, or the error computing them gave (every reader gets it).
+    task: OnceLock<Shared<BoxFuture<'static, Outcome>>>,
+    /// Aborts the task when the slot is dropped.
+    abort: OnceLock<tokio::task::AbortHandle>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(a) = self.abort.get() {
+            a.abort();
+        }
+    }
 }
 
 /// A shared result's batches and the pool's reservation for them.
 type Computed = Arc<(Vec<RecordBatch>, MemoryReservation)>;
+
+/// What every reader of a slot gets.
+type Outcome = std::result::Result<Computed, Arc<DataFusionError>>;
 
 /// The shared subplan as a table; every `readers` scans (one physical planning) shares a
 /// [`Slot`].
@@ -297,26 +313,26 @@ impl ExecutionPlan for SharedExec {
         let projection = self.projection.clone();
         let schema = self.schema();
         let batches = async move {
-            let shared = slot
-                .batches
-                .get_or_init(|| async {
-                    let pool = Arc::clone(context.memory_pool());
-                    let task = SpawnedTask::spawn(collect(child, context));
-                    let computed = async {
-                        let batches = task
-                            .join()
-                            .await
-                            .map_err(|e| DataFusionError::External(Box::new(e)))??;
-                        let reservation =
-                            MemoryConsumer::new("fivesafes shared result").register(&pool);
-                        reservation.try_grow(held_bytes(&batches)?)?;
-                        Ok::<_, DataFusionError>(Arc::new((batches, reservation)))
-                    };
-                    computed.await.map_err(Arc::new)
-                })
-                .await
-                .clone()
-                .map_err(DataFusionError::Shared)?;
+            let task = slot.task.get_or_init(|| {
+                let pool = Arc::clone(context.memory_pool());
+                let handle = tokio::spawn(async move {
+                    let batches = collect(child, context).await?;
+                    let reservation =
+                        MemoryConsumer::new("fivesafes shared result").register(&pool);
+                    reservation.try_grow(held_bytes(&batches)?)?;
+                    Ok::<_, DataFusionError>(Arc::new((batches, reservation)))
+                });
+                let _ = slot.abort.set(handle.abort_handle());
+                async move {
+                    handle
+                        .await
+                        .map_err(|e| Arc::new(DataFusionError::External(Box::new(e))))?
+                        .map_err(Arc::new)
+                }
+                .boxed()
+                .shared()
+            });
+            let shared = task.clone().await.map_err(DataFusionError::Shared)?;
             let out: Vec<Result<RecordBatch>> = shared
                 .0
                 .iter()
@@ -347,6 +363,7 @@ mod tests {
     use datafusion::arrow::array::{AsArray, Int64Array};
     use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
     use datafusion::logical_expr::JoinType;
+    use datafusion::physical_plan::execute_stream;
     use datafusion::prelude::{SessionContext, col};
 
     use super::*;
@@ -474,6 +491,29 @@ mod tests {
         assert_eq!(n, 1000);
         assert_eq!(readers(&physical, "n").1, 1, "the count ran once");
         assert_eq!(readers(&physical, "x").1, 1, "the numbers ran once");
+    }
+
+    /// A reader dropped while the computation it started runs (a join that ends early) does
+    /// not take it away from the other reader, which gets every row: before, the computation
+    /// was aborted with the reader, and the other reader ran the same physical child a
+    /// second time, which DataFusion's repartitioning does not allow.
+    #[tokio::test]
+    async fn a_reader_dropped_early_leaves_the_computation_to_the_other() {
+        let ctx = SessionContext::new();
+        let (a, b) = twice(numbers(&ctx), "__fs_shared").expect("twice");
+        let state = ctx.state();
+        let a = state.create_physical_plan(&a).await.expect("physical");
+        let b = state.create_physical_plan(&b).await.expect("physical");
+        let mut early = execute_stream(a, ctx.task_ctx()).expect("stream");
+        // One poll starts the computation; on this one-thread runtime it runs while the
+        // test yields.
+        assert!(futures::poll!(early.next()).is_pending());
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+        drop(early);
+        let out = collect(b, ctx.task_ctx()).await.expect("the other reader");
+        assert_eq!(out.iter().map(RecordBatch::num_rows).sum::<usize>(), 1000);
     }
 
     /// Both readers see the whole subplan's rows (here joined to each other), the subplan
