@@ -296,6 +296,16 @@ impl Formula {
         self.nodes[id].children.len() <= MASK_SET_CHILDREN
     }
 
+    /// The aggregate that lists node `id`'s masks `mask` in a cell (see
+    /// [`Formula::listed_as_bits`]).
+    fn list_of(&self, id: usize, mask: Expr) -> Expr {
+        if self.listed_as_bits(id) {
+            bit_or(binary_expr(lit(1i64), Operator::BitwiseShiftLeft, mask))
+        } else {
+            array_agg(mask)
+        }
+    }
+
     /// Whether `mask` is in node `id`'s list of low-effect masks `list` (a column of the
     /// cell: see [`Formula::listed_as_bits`]).
     fn listed(&self, id: usize, list: &str, mask: Expr) -> Expr {
@@ -882,14 +892,11 @@ impl<'a> LowEffect<'a> {
         ];
         if low_list != low {
             per_cell.push(
-                bit_or(binary_expr(
-                    lit(1i64),
-                    Operator::BitwiseShiftLeft,
-                    mask_of(),
-                ))
-                .filter(failing.clone().and(small.clone()))
-                .build()?
-                .alias(&low_list),
+                formula
+                    .list_of(0, mask_of())
+                    .filter(failing.clone().and(small.clone()))
+                    .build()?
+                    .alias(&low_list),
             );
         }
         per_cell.push(
@@ -1700,17 +1707,10 @@ impl<'a> LowEffect<'a> {
         let mut per_cell = Vec::new();
         for j in 0..nodes {
             let this = node_of().eq(lit(j as i64));
-            let list = if formula.listed_as_bits(j) {
-                bit_or(binary_expr(
-                    lit(1i64),
-                    Operator::BitwiseShiftLeft,
-                    mask_of(),
-                ))
-            } else {
-                array_agg(mask_of())
-            };
             per_cell.push(
-                list.filter(this.clone().and(small.clone()))
+                formula
+                    .list_of(j, mask_of())
+                    .filter(this.clone().and(small.clone()))
                     .build()?
                     .alias(&lists[j]),
             );
@@ -1727,22 +1727,19 @@ impl<'a> LowEffect<'a> {
         per_cell.push(bool_or(node_of().eq(lit(nodes as i64))).alias(&pass));
         let any_key =
             disjunction(all_keys.iter().map(|c| atom(c).is_not_null())).unwrap_or(lit(false));
-        // One row per row of `base` and key it carries.
-        let rows = LogicalPlanBuilder::from(base.clone())
+        let r = self.name("r");
+        let per_person = LogicalPlanBuilder::from(base.clone())
             .project(first)?
             .filter(any_key)?
             .project(keyed)?
             .unnest_column(Column::from_name(&ks))?
             .filter(atom(&ks).is_not_null())?
+            .aggregate(per_person, vec![count(lit(1i64)).alias(&r)])?
             .build()?;
         let or_nodes: Vec<i64> = (0..nodes)
             .filter(|j| !formula.nodes[*j].and)
             .map(|j| j as i64)
             .collect();
-        let r = self.name("r");
-        let per_person = LogicalPlanBuilder::from(rows)
-            .aggregate(per_person, vec![count(lit(1i64)).alias(&r)])?
-            .build()?;
         let low = self.deciding(per_person, &g_cols(), &u, &ks, &r, pass_key, &or_nodes, &n)?;
         let low = LogicalPlanBuilder::from(self.with_subsets(low, &g_cols(), &ks, &n)?)
             .aggregate(g_cols(), per_cell)?
@@ -2681,7 +2678,6 @@ fn down_to_join(plan: &LogicalPlan, e: &Expr) -> Option<Expr> {
     }
 }
 
-/// Every column of `schema`, as qualified column expressions.
 /// The columns of `keys` (cell keys, which are columns), or an error for a computed one.
 fn cell_columns(keys: &[Expr]) -> Result<Vec<Column>, RewriteError> {
     keys.iter()
@@ -2692,6 +2688,7 @@ fn cell_columns(keys: &[Expr]) -> Result<Vec<Column>, RewriteError> {
         .collect()
 }
 
+/// Every column of `schema`, as qualified column expressions.
 fn columns_of(schema: &DFSchemaRef) -> Vec<Expr> {
     schema
         .iter()

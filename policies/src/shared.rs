@@ -85,16 +85,18 @@ pub(crate) fn times(plan: LogicalPlan, name: &str, readers: usize) -> Result<Vec
 /// task is aborted when the slot is dropped, with the plan.
 #[derive(Default)]
 struct Slot {
-    /// The computation: its batches, or the error computing them gave (every reader gets it).
-    task: OnceLock<Shared<BoxFuture<'static, Outcome>>>,
-    /// Aborts the task when the slot is dropped.
-    abort: OnceLock<tokio::task::AbortHandle>,
+    /// The computation (its batches, or the error computing them gave: every reader gets
+    /// it), and the handle that aborts its task when the slot is dropped.
+    task: OnceLock<(
+        Shared<BoxFuture<'static, Outcome>>,
+        tokio::task::AbortHandle,
+    )>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if let Some(a) = self.abort.get() {
-            a.abort();
+        if let Some((_, abort)) = self.task.get() {
+            abort.abort();
         }
     }
 }
@@ -322,17 +324,18 @@ impl ExecutionPlan for SharedExec {
                     reservation.try_grow(held_bytes(&batches)?)?;
                     Ok::<_, DataFusionError>(Arc::new((batches, reservation)))
                 });
-                let _ = slot.abort.set(handle.abort_handle());
-                async move {
+                let abort = handle.abort_handle();
+                let computed = async move {
                     handle
                         .await
                         .map_err(|e| Arc::new(DataFusionError::External(Box::new(e))))?
                         .map_err(Arc::new)
                 }
                 .boxed()
-                .shared()
+                .shared();
+                (computed, abort)
             });
-            let shared = task.clone().await.map_err(DataFusionError::Shared)?;
+            let shared = task.0.clone().await.map_err(DataFusionError::Shared)?;
             let out: Vec<Result<RecordBatch>> = shared
                 .0
                 .iter()
