@@ -72,7 +72,7 @@ use datafusion::logical_expr::expr::{
 use datafusion::logical_expr::utils::{conjunction, disjunction, split_conjunction_owned};
 use datafusion::logical_expr::{
     Aggregate, Between, BinaryExpr, Expr, ExprFunctionExt, Filter, Join, JoinType, LogicalPlan,
-    LogicalPlanBuilder, Operator, Projection, SubqueryAlias, binary_expr, lit, when,
+    LogicalPlanBuilder, Operator, Projection, ScalarUDF, SubqueryAlias, binary_expr, lit, when,
 };
 
 use fivesafes_engine::catalog::PRIVACY_UNIT;
@@ -541,8 +541,15 @@ fn negate_op(op: Operator) -> Option<Operator> {
 /// Low-effect detection for one query: hands out unique column names and builds the plans.
 pub(crate) struct LowEffect<'a> {
     facts: &'a TableFacts,
-    /// Masks backed by fewer persons than this are low-effect.
-    threshold: i64,
+    /// `fs_low_effect(persons, key_sum)`: whether a mask that decides these persons (whose
+    /// record keys have this sum) is low-effect in its cell, below a threshold drawn from
+    /// their keys ([`crate::output::is_low_effect`]).
+    low: ScalarUDF,
+    /// `fs_person_key(unit)`: a person's record key, summed per mask for `low`.
+    person_key: ScalarUDF,
+    /// The highest low-effect threshold: a mask that decides at least this many persons is
+    /// never low-effect, whatever their keys ([`crate::output::low_effect_ceiling`]).
+    ceiling: i64,
     next: usize,
     /// The plan whose columns the filter being lifted reads.
     scope: Option<LogicalPlan>,
@@ -576,12 +583,21 @@ struct Context {
 }
 
 impl<'a> LowEffect<'a> {
-    /// Detection with the threshold of `params`: a mask is low-effect below the highest
-    /// noisy suppression threshold (`min_persons + 1 + noise_extra_threshold`).
-    pub(crate) fn new(facts: &'a TableFacts, params: &OutputControl) -> LowEffect<'a> {
+    /// Detection with the thresholds of `params`: a mask is low-effect below a threshold
+    /// drawn from the keys of the persons it decides, at least one more than the highest
+    /// noisy suppression threshold ([`crate::output::low_effect_threshold`]); `low` is
+    /// `fs_low_effect` and `person_key` is `fs_person_key`.
+    pub(crate) fn new(
+        facts: &'a TableFacts,
+        params: &OutputControl,
+        person_key: &ScalarUDF,
+        low: &ScalarUDF,
+    ) -> LowEffect<'a> {
         LowEffect {
             facts,
-            threshold: i64::from(params.min_persons) + 1 + i64::from(params.noise_extra_threshold),
+            low: low.clone(),
+            person_key: person_key.clone(),
+            ceiling: i64::try_from(crate::output::low_effect_ceiling(params)).unwrap_or(i64::MAX),
             next: 0,
             scope: None,
             keys: HashMap::new(),
@@ -608,15 +624,27 @@ impl<'a> LowEffect<'a> {
     /// not by how they are written: `age = 50`, `age BETWEEN 50 AND 50` and
     /// `age >= 50 AND age + 0 <= 50` are one condition on `age` with one effect, and a chain
     /// of conditions on one column that each exclude the same person is one condition.
+    ///
+    /// A node left with one child below the root is that child: `code IN ('a', 'b')` is an
+    /// `OR` of two conditions on `code`, one group, and it is measured as a condition of the
+    /// node above (the persons it leaves out), as `code = 'a'` is, not as an `OR` whose one
+    /// branch lets in every person of the cell. Kept as such an `OR`, a cell of 12 persons
+    /// whose threshold was drawn above 12 lost them all.
     fn canon(&self, c: Cond) -> Cond {
         let (and, children) = match c {
             Cond::And(cs) => (true, cs),
             Cond::Or(cs) => (false, cs),
             other => return other,
         };
+        let children = flatten(and, children)
+            .into_iter()
+            .map(|child| match self.canon(child) {
+                Cond::And(mut cs) | Cond::Or(mut cs) if cs.len() == 1 => cs.remove(0),
+                c => c,
+            })
+            .collect();
         let mut groups: BTreeMap<BTreeSet<String>, Vec<Cond>> = BTreeMap::new();
         for child in flatten(and, children) {
-            let child = self.canon(child);
             groups.entry(self.key_of(&child)).or_default().push(child);
         }
         let children = groups
@@ -641,9 +669,16 @@ impl<'a> LowEffect<'a> {
         Ok(analysis::columns(plan, self.facts)?.kind == Kind::Persons)
     }
 
-    /// Effects on fewer persons than this are low.
-    pub(crate) fn threshold(&self) -> i64 {
-        self.threshold
+    /// Whether the mask of a row that decides `n` persons with record keys summing to `key`
+    /// (two columns) is low-effect in its cell.
+    fn small(&self, n: &str, key: &str) -> Expr {
+        self.low.call(vec![atom(n), atom(key)])
+    }
+
+    /// The sum of the record keys of the persons `unit` over an aggregation's rows (one row
+    /// per person, so that it is the key sum of the persons counted).
+    fn key_sum(&self, unit: Expr) -> Expr {
+        sum(self.person_key.call(vec![unit]))
     }
 
     fn name(&mut self, what: &str) -> String {
@@ -780,9 +815,10 @@ impl<'a> LowEffect<'a> {
             .project(exprs)?
             .build()?;
 
-        // 1. Distinct persons per set, cell and key (up to the threshold: only fewer matter),
-        // in one aggregation.
+        // 1. Distinct persons per set, cell and key (up to the highest threshold: only fewer
+        // matter) and their key sum, in one aggregation.
         let n = self.name("n");
+        let kk = self.name("kk");
         let set = self.name("set");
         let mut side: Vec<Expr> = keys.to_vec();
         side.push(unit.clone().alias(&u));
@@ -812,14 +848,17 @@ impl<'a> LowEffect<'a> {
         cell_keys.push(atom(&set));
         let counted = if one_row {
             // One row per person: the persons with a row under a mask are those whose presence
-            // it decides, counted up to the threshold (only fewer matter) with no per-person
-            // groups.
-            let upto = vec![distinct_upto(atom(&u), self.threshold).alias(&n)];
+            // it decides, counted up to the highest threshold (only fewer matter) with no
+            // per-person groups.
+            let upto = vec![
+                distinct_upto(atom(&u), self.ceiling).alias(&n),
+                self.key_sum(atom(&u)).alias(&kk),
+            ];
             let plan = if sets.len() == 1 {
                 let mut group = keys.to_vec();
                 group.push(atom(&ks));
                 let mut exprs = keys.to_vec();
-                exprs.extend([atom(&ks), atom(&n), lit(0i64).alias(&set)]);
+                exprs.extend([atom(&ks), atom(&n), atom(&kk), lit(0i64).alias(&set)]);
                 LogicalPlanBuilder::from(side)
                     .aggregate(group, upto)?
                     .project(exprs)?
@@ -841,7 +880,7 @@ impl<'a> LowEffect<'a> {
                 keys,
                 sets,
                 &key_cols,
-                [&u, &ks, &n, &set],
+                [&u, &ks, &n, &kk, &set],
                 pass_key,
                 &named,
             )?
@@ -851,12 +890,12 @@ impl<'a> LowEffect<'a> {
                 keys,
                 sets,
                 &key_cols,
-                [&u, &ks, &n, &set],
+                [&u, &ks, &n, &kk, &set],
                 pass_key,
                 &named,
             )?
         };
-        let counted = self.with_subsets(counted, &cell_keys, &ks, &n)?;
+        let counted = self.with_subsets(counted, &cell_keys, &ks, [&n, &kk])?;
         let mask_of = || {
             binary_expr(
                 atom(&ks),
@@ -865,7 +904,7 @@ impl<'a> LowEffect<'a> {
             )
         };
         let failing = atom(&ks).not_eq(lit(pass_key));
-        let small = atom(&n).lt(lit(self.threshold));
+        let small = self.small(&n, &kk);
         let single_bit =
             binary_expr(mask_of(), Operator::BitwiseAnd, mask_of() - lit(1i64)).eq(lit(0i64));
 
@@ -1016,11 +1055,11 @@ impl<'a> LowEffect<'a> {
         keys: &[Expr],
         sets: &[u64],
         key_cols: &[Expr],
-        names: [&str; 4],
+        names: [&str; 5],
         pass_key: i64,
         named: &Renaming,
     ) -> Result<LogicalPlan, RewriteError> {
-        let [u, ks, n, set] = names;
+        let [u, ks, n, kk, set] = names;
         // Only the persons whose presence a mask decides are counted under it (those with no
         // passing row in the cell: [`LowEffect::deciding`]). Per set, cell and person: whether
         // the person passes, and the set of their fail masks as bits of one integer (bit `m`
@@ -1032,7 +1071,12 @@ impl<'a> LowEffect<'a> {
             let mut group = keys.to_vec();
             group.push(atom(u));
             let mut exprs = keys.to_vec();
-            exprs.extend([atom(&has_pass), atom(&mask_set), lit(0i64).alias(set)]);
+            exprs.extend([
+                atom(u),
+                atom(&has_pass),
+                atom(&mask_set),
+                lit(0i64).alias(set),
+            ]);
             let plan = LogicalPlanBuilder::from(side)
                 .aggregate(group, per_person_aggs)?
                 .project(exprs)?
@@ -1044,20 +1088,22 @@ impl<'a> LowEffect<'a> {
         };
         let mut cell_keys = key_cols.to_vec();
         cell_keys.push(atom(set));
-        // Persons per set, cell and mask set (few groups), then each mask set spread over
-        // its masks.
-        let c = self.name("c");
+        // Persons (and their key sum) per set, cell and mask set (few groups), then each
+        // mask set spread over its masks.
+        let (c, ck) = (self.name("c"), self.name("ck"));
         let mut by_sets = cell_keys.clone();
         by_sets.extend([atom(&has_pass), atom(&mask_set)]);
         let counts = LogicalPlanBuilder::from(per_person)
-            .aggregate(by_sets, vec![count(lit(1i64)).alias(&c)])?
+            .aggregate(
+                by_sets,
+                vec![count(lit(1i64)).alias(&c), self.key_sum(atom(u)).alias(&ck)],
+            )?
             .build()?;
         self.spread(
             counts,
             &cell_keys,
-            [&has_pass, &mask_set, &c],
-            ks,
-            n,
+            [&has_pass, &mask_set, &c, &ck],
+            [ks, n, kk],
             pass_key,
         )
     }
@@ -1070,9 +1116,9 @@ impl<'a> LowEffect<'a> {
     /// all of them. One grouping-sets aggregation of every row groups the sampled persons'
     /// rows per person and every other row per cell (giving each cell's fail masks and
     /// whether anyone passes). A mask is *settled* in a cell when it decides at least the
-    /// threshold's number of sampled persons (counted with its subsets, as
-    /// [`LowEffect::with_subsets`] will): it is then large, and the sample's count stands
-    /// in for the exact one. Settled is upward-closed, so an unsettled mask's subsets are
+    /// highest threshold's number of sampled persons (counted with its subsets, as
+    /// [`LowEffect::with_subsets`] will): it is then large whatever its persons' keys, and
+    /// the sample's count stands in for the exact one. Settled is upward-closed, so an unsettled mask's subsets are
     /// unsettled too. In cells that persons pass, the unsettled masks (and the cell's pass
     /// key) are carried down to the finest cells under the cell, and the rows of those
     /// (finest cell, key) pairs are read through one hash join whose build side is the
@@ -1086,11 +1132,11 @@ impl<'a> LowEffect<'a> {
         keys: &[Expr],
         sets: &[u64],
         key_cols: &[Expr],
-        names: [&str; 4],
+        names: [&str; 5],
         pass_key: i64,
         named: &Renaming,
     ) -> Result<LogicalPlan, RewriteError> {
-        let [u, ks, n, set] = names;
+        let [u, ks, n, kk, set] = names;
         // The side with its keys as plain columns (joined to the unsettled cells below).
         let kn: Vec<String> = keys.iter().map(|_| self.name("sk")).collect();
         let mut plain: Vec<Expr> = keys
@@ -1105,12 +1151,13 @@ impl<'a> LowEffect<'a> {
         cell_keys.push(atom(set));
 
         // 1. Per set and cell: per sampled person, and for all other rows together.
-        let (su, hp, ms, sampled, c) = (
+        let (su, hp, ms, sampled, c, ck) = (
             self.name("su"),
             self.name("hp"),
             self.name("ms"),
             self.name("sampled"),
             self.name("c"),
+            self.name("ck"),
         );
         let mut with_su = columns_of(side.schema());
         with_su.push(
@@ -1139,8 +1186,15 @@ impl<'a> LowEffect<'a> {
             atom(&ms),
             atom(&su).is_not_null().alias(&sampled),
         ]);
+        // (The key sums count for the sampled persons only: the others' rows are per cell.)
         let summary = LogicalPlanBuilder::from(grouped)
-            .aggregate(by, vec![count(lit(1i64)).alias(&c)])?
+            .aggregate(
+                by,
+                vec![
+                    count(lit(1i64)).alias(&c),
+                    self.key_sum(atom(&su)).alias(&ck),
+                ],
+            )?
             .build()?;
         let name = self.name("summary");
         let [summary_a, summary_b] =
@@ -1151,16 +1205,22 @@ impl<'a> LowEffect<'a> {
         let sample = LogicalPlanBuilder::from(summary_a)
             .filter(atom(&sampled))?
             .build()?;
-        let sample = self.spread(sample, &cell_keys, [&hp, &ms, &c], ks, n, pass_key)?;
+        let sample = self.spread(
+            sample,
+            &cell_keys,
+            [&hp, &ms, &c, &ck],
+            [ks, n, kk],
+            pass_key,
+        )?;
         let name = self.name("sample");
         let [sample_a, sample_b] =
             <[LogicalPlan; 2]>::try_from(crate::shared::times(sample, &name, 2)?)
                 .expect("two readers");
-        let subsets = self.with_subsets(sample_a, &cell_keys, ks, n)?;
+        let subsets = self.with_subsets(sample_a, &cell_keys, ks, [n, kk])?;
         let settled = self.name("settled");
         let failing = atom(ks).not_eq(lit(pass_key));
         let settled_masks = LogicalPlanBuilder::from(subsets)
-            .filter(failing.clone().and(atom(n).gt_eq(lit(self.threshold))))?
+            .filter(failing.clone().and(atom(n).gt_eq(lit(self.ceiling))))?
             .aggregate(
                 cell_keys.clone(),
                 vec![
@@ -1356,7 +1416,7 @@ impl<'a> LowEffect<'a> {
         let mut at: Vec<Column> = columns(&cell_keys);
         at.push(Column::from_name(ks));
         let mut out = cell_keys.clone();
-        out.extend([atom(ks), atom(n)]);
+        out.extend([atom(ks), atom(n), atom(kk)]);
         let exact = LogicalPlanBuilder::from(unsettled.pop().expect("a reader"))
             .filter(failing.clone())?
             .project(rc.clone())?
@@ -1386,7 +1446,11 @@ impl<'a> LowEffect<'a> {
             .project(out)?
             .build()?;
         let mut pass_rows = cell_keys.clone();
-        pass_rows.extend([lit(pass_key).alias(ks), lit(1i64).alias(n)]);
+        pass_rows.extend([
+            lit(pass_key).alias(ks),
+            lit(1i64).alias(n),
+            lit(0i64).alias(kk),
+        ]);
         let passes = LogicalPlanBuilder::from(cells_b)
             .filter(atom(&pass))?
             .project(pass_rows)?
@@ -1412,16 +1476,16 @@ impl<'a> LowEffect<'a> {
     }
 
     /// Persons per cell (`cell_keys`) and key from `counts`, the persons per cell, passing
-    /// (`has_pass`) and set of fail masks (`mask_set`, bit `m` for mask `m`) in column `c`:
-    /// each mask set spread over its masks, and the persons who pass under `pass_key`
-    /// (bit 64 while spread). Returns `cell_keys`, `ks` and `n`.
+    /// (`has_pass`) and set of fail masks (`mask_set`, bit `m` for mask `m`) in column `c`,
+    /// with their key sum in `ck`: each mask set spread over its masks, and the persons who
+    /// pass under `pass_key` (bit 64 while spread). Returns `cell_keys`, `ks`, `n` and the
+    /// key sum `kk`.
     fn spread(
         &mut self,
         counts: LogicalPlan,
         cell_keys: &[Expr],
-        [has_pass, mask_set, c]: [&str; 3],
-        ks: &str,
-        n: &str,
+        [has_pass, mask_set, c, ck]: [&str; 4],
+        [ks, n, kk]: [&str; 3],
         pass_key: i64,
     ) -> Result<LogicalPlan, RewriteError> {
         let (bits, m, has_bit) = self.bit_positions(atom(mask_set))?;
@@ -1436,21 +1500,22 @@ impl<'a> LowEffect<'a> {
                 .otherwise(atom(&m))?
                 .alias(ks),
         );
-        spread_cols.push(atom(c));
+        spread_cols.extend([atom(c), atom(ck)]);
         let mut by_key = cell_keys.to_vec();
         by_key.push(atom(ks));
         Ok(LogicalPlanBuilder::from(counts)
             .cross_join(bits)?
             .filter(spread)?
             .project(spread_cols)?
-            .aggregate(by_key, vec![sum(atom(c)).alias(n)])?
+            .aggregate(by_key, vec![sum(atom(c)).alias(n), sum(atom(ck)).alias(kk)])?
             .build()?)
     }
 
     /// The persons per cell and key whose presence in the cell the key decides. `per_person`
     /// has a row per cell (the columns `cells`), person (`u`) and key (`ks`: a node's mask,
     /// or `pass_key` for rows that pass), with the person's rows under that key in `r`;
-    /// `or_nodes` are the ids of the `OR` nodes. Returns `cells`, `ks` and the count `n`.
+    /// `or_nodes` are the ids of the `OR` nodes. Returns `cells`, `ks`, the count `n` and
+    /// the persons' record key sum `kk`.
     ///
     /// A fail mask (of an `AND` node) decides the presence of the persons who have no row
     /// that passes in the cell: the others are in it whatever the mask's conditions say. A
@@ -1473,7 +1538,7 @@ impl<'a> LowEffect<'a> {
         r: &str,
         pass_key: i64,
         or_nodes: &[i64],
-        n: &str,
+        [n, kk]: [&str; 2],
     ) -> Result<LogicalPlan, RewriteError> {
         let passing = self.name("pr");
         let mut person = cells.to_vec();
@@ -1499,13 +1564,17 @@ impl<'a> LowEffect<'a> {
         group.push(atom(ks));
         Ok(LogicalPlanBuilder::from(windowed)
             .filter(decides)?
-            .aggregate(group, vec![count(lit(1i64)).alias(n)])?
+            .aggregate(
+                group,
+                vec![count(lit(1i64)).alias(n), self.key_sum(atom(u)).alias(kk)],
+            )?
             .build()?)
     }
 
-    /// `counted` (persons per cell `cells` and key `key`, in column `n`) with `n` replaced
-    /// by the sum over the keys of the same cell and node whose mask is a subset of the
-    /// key's mask: the persons whose fate changes when the key's conditions are dropped.
+    /// `counted` (persons per cell `cells` and key `key`, in column `n`, with their record
+    /// key sum in `kk`) with `n` and `kk` replaced by the sums over the keys of the same cell
+    /// and node whose mask is a subset of the key's mask: the persons whose fate changes
+    /// when the key's conditions are dropped.
     /// A mask is low-effect only when that sum is small. Counted alone, a mask shared by a
     /// few persons who also fail large conditions (persons of other practices who fail the
     /// practice condition, a code list and, by chance, a birth-month condition) was low while
@@ -1517,19 +1586,23 @@ impl<'a> LowEffect<'a> {
         counted: LogicalPlan,
         cells: &[Expr],
         key: &str,
-        n: &str,
+        [n, kk]: [&str; 2],
     ) -> Result<LogicalPlan, RewriteError> {
         // Both sides of the self-join read one computation of the counts.
         let shared = self.name("counts");
         let (counted, again) = crate::shared::twice(counted, &shared)?;
         let names: Vec<String> = cells.iter().map(|_| self.name("sc")).collect();
-        let (sk, sn) = (self.name("sk"), self.name("sn"));
+        let (sk, sn, skk) = (self.name("sk"), self.name("sn"), self.name("skk"));
         let mut right: Vec<Expr> = cells
             .iter()
             .zip(&names)
             .map(|(c, name)| c.clone().alias(name))
             .collect();
-        right.extend([atom(key).alias(&sk), atom(n).alias(&sn)]);
+        right.extend([
+            atom(key).alias(&sk),
+            atom(n).alias(&sn),
+            atom(kk).alias(&skk),
+        ]);
         let right = LogicalPlanBuilder::from(again).project(right)?.build()?;
         let node = |k: &str| binary_expr(atom(k), Operator::BitwiseShiftRight, lit(MASK_BITS));
         let subset = node(&sk)
@@ -1539,7 +1612,7 @@ impl<'a> LowEffect<'a> {
         let mut group = cells.to_vec();
         group.push(atom(key));
         let mut out = cells.to_vec();
-        out.extend([atom(key), atom(&sn).alias(n)]);
+        out.extend([atom(key), atom(&sn).alias(n), atom(&skk).alias(kk)]);
         // The cells are never empty (a set id, or a constant for one cell).
         let joined = LogicalPlanBuilder::from(counted)
             .join_detailed(
@@ -1554,7 +1627,7 @@ impl<'a> LowEffect<'a> {
             )?
             .aggregate(
                 group,
-                vec![datafusion::functions_aggregate::expr_fn::sum(atom(&sn)).alias(&sn)],
+                vec![sum(atom(&sn)).alias(&sn), sum(atom(&skk)).alias(&skk)],
             )?
             .project(out)?
             .build()?;
@@ -1664,6 +1737,7 @@ impl<'a> LowEffect<'a> {
         let k: Vec<String> = (0..nodes).map(|_| self.name("k")).collect();
         let ks = self.name("ks");
         let n = self.name("n");
+        let kk = self.name("kk");
         let lists: Vec<String> = (0..nodes).map(|_| self.name("low")).collect();
         let large: Vec<String> = (0..nodes).map(|_| self.name("large")).collect();
         let pass = self.name("pass");
@@ -1701,7 +1775,7 @@ impl<'a> LowEffect<'a> {
             )
         };
         let node_of = || binary_expr(atom(&ks), Operator::BitwiseShiftRight, lit(MASK_BITS));
-        let small = atom(&n).lt(lit(self.threshold));
+        let small = self.small(&n, &kk);
         let single_bit =
             binary_expr(mask_of(), Operator::BitwiseAnd, mask_of() - lit(1i64)).eq(lit(0i64));
         let mut per_cell = Vec::new();
@@ -1740,8 +1814,17 @@ impl<'a> LowEffect<'a> {
             .filter(|j| !formula.nodes[*j].and)
             .map(|j| j as i64)
             .collect();
-        let low = self.deciding(per_person, &g_cols(), &u, &ks, &r, pass_key, &or_nodes, &n)?;
-        let low = LogicalPlanBuilder::from(self.with_subsets(low, &g_cols(), &ks, &n)?)
+        let low = self.deciding(
+            per_person,
+            &g_cols(),
+            &u,
+            &ks,
+            &r,
+            pass_key,
+            &or_nodes,
+            [&n, &kk],
+        )?;
+        let low = LogicalPlanBuilder::from(self.with_subsets(low, &g_cols(), &ks, [&n, &kk])?)
             .aggregate(g_cols(), per_cell)?
             .build()?;
 

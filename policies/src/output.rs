@@ -70,6 +70,8 @@ const THRESHOLD_LABEL: &str = "fivesafes/output/threshold/v1";
 const PTABLE_LABEL: &str = "fivesafes/output/ptable/v1";
 /// SHA-256 label of the key order behind [`sum_noise`].
 const SUM_NOISE_LABEL: &str = "fivesafes/output/sum-noise/v1";
+/// SHA-256 label of the key order behind [`low_effect_threshold`].
+const LOW_EFFECT_LABEL: &str = "fivesafes/output/low-effect/v1";
 
 /// The 256 cell keys in a fixed pseudo-random order: sorted by
 /// `SHA-256(label || 0x00 || row as 2 bytes big-endian || key)` (ties, which do not occur,
@@ -133,6 +135,53 @@ pub fn suppression_threshold(cell_key: u8, p: &OutputControl) -> u64 {
 /// always suppressed, one of 8 or 9 depending on its key, one of 10 or more never.
 pub fn is_suppressed(persons: u64, cell_key: u8, p: &OutputControl) -> bool {
     persons < suppression_threshold(cell_key, p)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rule 7: the noisy low-effect threshold.
+// ---------------------------------------------------------------------------------------------
+
+/// The lowest low-effect threshold: one more than the highest suppression threshold
+/// (`min_persons + 1 + noise_extra_threshold`, 11 with the defaults). A condition that
+/// changes a cell by fewer persons than this is always neutralised, so by fewer than any
+/// suppression threshold the cell could have.
+pub fn low_effect_floor(p: &OutputControl) -> u64 {
+    u64::from(p.min_persons) + 1 + u64::from(p.noise_extra_threshold)
+}
+
+/// The highest low-effect threshold, [`low_effect_floor`] plus the project's
+/// `low_effect_spread` (14 with the defaults): a condition that changes a cell by this many
+/// persons or more is never neutralised. A wider spread makes a condition aimed at the floor
+/// tip less often, and leaves more conditions of moderate effect unapplied.
+pub fn low_effect_ceiling(p: &OutputControl) -> u64 {
+    low_effect_floor(p) + u64::from(p.low_effect_spread)
+}
+
+/// The low-effect threshold of a condition's effect in a cell, drawn from `key`, the sum mod
+/// 256 of the record keys of the persons the condition decides in the cell: from
+/// [`low_effect_floor`] to [`low_effect_ceiling`], each value taken by about as many keys
+/// (the keys in a fixed order, as [`threshold_extra`] does, with its own label).
+///
+/// A fixed threshold has a tipping point an attacker can aim at: a condition that leaves out
+/// the target and exactly `floor − 1` persons known to be in the cell is neutralised when the
+/// target is absent and applied when present, and the answer then moves by `floor` persons.
+/// Drawn from the persons decided, the threshold differs between the two, and a condition
+/// aimed at the edge is applied with the target present only for the keys whose threshold is
+/// the floor itself: one in `low_effect_spread + 1` (1 in 4 with the defaults), where a fixed
+/// threshold gave it every time. Rephrasings that decide the same persons get the same threshold.
+pub fn low_effect_threshold(key: u8, p: &OutputControl) -> u64 {
+    static RANK: OnceLock<[u8; 256]> = OnceLock::new();
+    let rank = RANK.get_or_init(|| key_rank(LOW_EFFECT_LABEL, 0));
+    let position = u64::from(rank[usize::from(key)]);
+    let floor = low_effect_floor(p);
+    let spread = low_effect_ceiling(p) - floor;
+    floor + position * (spread + 1) / 256
+}
+
+/// Whether a condition that decides `persons` persons of a cell, whose record keys sum to
+/// `key` mod 256, has a low effect there (rule 7): `persons <` [`low_effect_threshold`].
+pub fn is_low_effect(persons: u64, key: u8, p: &OutputControl) -> bool {
+    persons < low_effect_threshold(key, p)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -545,6 +594,7 @@ pub fn protect_rate(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     fn defaults() -> OutputControl {
         OutputControl::default()
@@ -615,6 +665,40 @@ mod tests {
             hex::encode(Sha256::digest(&bytes)),
             "7289faa76f3bcb6d839873f3b5f53caf737be8fd70485b1592713c7bbb77bb66"
         );
+    }
+
+    #[test]
+    fn low_effect_thresholds_spread_evenly_from_the_floor_to_the_ceiling() {
+        for p in [defaults(), strict()] {
+            let (floor, ceiling) = (low_effect_floor(&p), low_effect_ceiling(&p));
+            assert_eq!(
+                floor,
+                u64::from(p.min_persons) + 1 + u64::from(p.noise_extra_threshold)
+            );
+            let mut per_value = BTreeMap::new();
+            for key in keys() {
+                *per_value
+                    .entry(low_effect_threshold(key, &p))
+                    .or_insert(0u32) += 1;
+            }
+            let values: Vec<u64> = per_value.keys().copied().collect();
+            assert_eq!(values, (floor..=ceiling).collect::<Vec<_>>());
+            let spread = ceiling - floor + 1;
+            let fewest = u32::try_from(256 / spread).expect("at most 256");
+            assert!(
+                per_value.values().all(|&n| n == fewest || n == fewest + 1),
+                "{per_value:?}"
+            );
+            for key in keys() {
+                assert!(is_low_effect(floor - 1, key, &p));
+                assert!(!is_low_effect(ceiling, key, &p));
+            }
+        }
+        // Neighbouring keys get unrelated thresholds, and the order is not the suppression
+        // threshold's.
+        let p = defaults();
+        let thresholds: Vec<u64> = (0..8).map(|k| low_effect_threshold(k, &p)).collect();
+        assert_eq!(thresholds, vec![13, 13, 14, 11, 13, 13, 13, 12]);
     }
 
     #[test]

@@ -30,6 +30,11 @@ use crate::error::RegisterError;
 /// being a small perturbation of `min_persons` and should be expressed as `min_persons`.
 pub const MAX_NOISE_EXTRA_THRESHOLD: u32 = 10;
 
+/// Largest `low_effect_spread` a project may set: beyond this a condition that leaves out a
+/// few dozen persons of a cell could be ignored, and the answers stop being about the
+/// question asked.
+pub const MAX_LOW_EFFECT_SPREAD: u32 = 30;
+
 /// All projects of the environment, validated. Built once at start-up and shared read-only.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Register {
@@ -131,6 +136,13 @@ pub struct OutputControl {
     /// Sums and means are released to this many significant figures (1..=3; fewer is
     /// stricter).
     pub significant_figures: u32,
+    /// Rule 7's low-effect threshold of a condition in a cell is drawn from the keys of the
+    /// persons it decides, from `min_persons + 1 + noise_extra_threshold` up to this much
+    /// more (floor 3, at most [`MAX_LOW_EFFECT_SPREAD`]; larger is stricter): a condition
+    /// aimed at the lowest threshold tips with the target present in one probe in
+    /// `low_effect_spread + 1`, and conditions that change a cell by up to the highest
+    /// threshold may be ignored ([`crate::output::low_effect_threshold`]).
+    pub low_effect_spread: u32,
 }
 
 impl Default for OutputControl {
@@ -141,6 +153,7 @@ impl Default for OutputControl {
             rounding_base: 5,
             noise_extra_threshold: 2,
             significant_figures: 3,
+            low_effect_spread: 3,
         }
     }
 }
@@ -282,7 +295,7 @@ impl Register {
     pub fn canonical(&self) -> String {
         let mut projects: Vec<&Project> = self.projects.iter().collect();
         projects.sort_by(|a, b| a.id.cmp(&b.id));
-        let mut out = String::from("fivesafes-project-register v1\n");
+        let mut out = String::from("fivesafes-project-register v2\n");
         for p in projects {
             out.push_str(&format!("project {}\n", p.id));
             out.push_str(&format!("  purpose {}\n", quote(&p.purpose)));
@@ -312,8 +325,12 @@ impl Register {
             }
             let o = &p.output;
             out.push_str(&format!(
-                "  output min_persons {} rounding_base {} noise_extra_threshold {} significant_figures {}\n",
-                o.min_persons, o.rounding_base, o.noise_extra_threshold, o.significant_figures
+                "  output min_persons {} rounding_base {} noise_extra_threshold {} significant_figures {} low_effect_spread {}\n",
+                o.min_persons,
+                o.rounding_base,
+                o.noise_extra_threshold,
+                o.significant_figures,
+                o.low_effect_spread
             ));
             for t in &p.tables {
                 out.push_str(&format!("  table {} {}\n", t.name, t.columns.join(",")));
@@ -397,6 +414,7 @@ struct RawOutput {
     rounding_base: Option<Spanned<i64>>,
     noise_extra_threshold: Option<Spanned<i64>>,
     significant_figures: Option<Spanned<i64>>,
+    low_effect_spread: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -865,6 +883,27 @@ impl Ctx<'_> {
                 ));
             }
             out.significant_figures = self.small(id, "significant_figures", &v)?;
+        }
+        if let Some(v) = raw.low_effect_spread {
+            let n = *v.get_ref();
+            if n < i64::from(floor.low_effect_spread) {
+                return Err(self.error(
+                    v.span(),
+                    format!(
+                        "project \"{id}\": output.low_effect_spread = {n} is looser than the floor of {}: the low-effect threshold is drawn from a range at least this wide, so that a condition aimed at it does not reveal a person (DESIGN.md rule 7); use {} to {MAX_LOW_EFFECT_SPREAD}",
+                        floor.low_effect_spread, floor.low_effect_spread
+                    ),
+                ));
+            }
+            if n > i64::from(MAX_LOW_EFFECT_SPREAD) {
+                return Err(self.error(
+                    v.span(),
+                    format!(
+                        "project \"{id}\": output.low_effect_spread = {n} is above the maximum of {MAX_LOW_EFFECT_SPREAD}; raise min_persons instead for a stricter threshold"
+                    ),
+                ));
+            }
+            out.low_effect_spread = self.small(id, "low_effect_spread", &v)?;
         }
         Ok(out)
     }

@@ -161,7 +161,7 @@ pub async fn protect_counted(
 
     let counter = Arc::new(AtomicU64::new(0));
     let udfs = Udfs::new(params, &counter, &person_keys);
-    let mut detection = Detection::new(&facts, params);
+    let mut detection = Detection::new(&facts, params, &udfs.person_key, &udfs.low_effect);
     let mut low_effect = (low_effect == LowEffect::Detect).then_some(&mut detection);
     let mut failure: Option<RewriteError> = None;
     let rewritten = plan
@@ -356,7 +356,7 @@ fn rewrite_aggregate(
                     unit,
                     unit_schema,
                     info,
-                    coarse: Some((sets, low_effect.threshold())),
+                    coarse: Some(sets),
                     partials: None,
                 };
                 return finish_aggregate(agg, input, udfs);
@@ -388,7 +388,7 @@ fn rewrite_aggregate(
         unit,
         unit_schema,
         info,
-        coarse: Some((sets, low_effect.threshold())),
+        coarse: Some(sets),
         partials,
     };
     finish_aggregate(agg, input, udfs)
@@ -660,9 +660,8 @@ struct CellInput {
     /// The schema `info` describes (the aggregate's input with the unit threaded).
     unit_schema: DFSchemaRef,
     info: analysis::Columns,
-    /// The grouping sets computed and the low-effect threshold, when grouping keys are
-    /// checked for low effect (rule 7).
-    coarse: Option<(Vec<u64>, i64)>,
+    /// The grouping sets computed, when grouping keys are checked for low effect (rule 7).
+    coarse: Option<Vec<u64>>,
     /// The partials of each aggregate when `input` is pre-aggregated ([`pre_aggregate`]).
     partials: Option<Vec<Partial>>,
 }
@@ -827,8 +826,8 @@ fn finish_aggregate(
     // Coarsened cells are suppressed by their own persons, released with the coarser
     // cell's values.
     let (outer, own_persons, own_key) = match &coarse {
-        Some((sets, threshold)) if k > 0 => (
-            coarsen(outer, k, sets, *threshold)?,
+        Some(sets) if k > 0 => (
+            coarsen(outer, k, sets, &udfs.low_effect)?,
             col(OWN_PERSONS),
             col(OWN_KEY),
         ),
@@ -950,14 +949,15 @@ pub(crate) fn with_windows(
 /// Given the outer aggregate over every set of [`coarser_sets`] (`[keys…, set id, persons,
 /// key sum, parts…]`), returns the cells of the full grouping (`[keys…, persons, key sum,
 /// parts…]`), each with the values of the coarsest cell it is low-effect in: every key whose
-/// cell one key coarser has between 1 and `threshold − 1` more persons is left out. The
+/// cell one key coarser has more persons, but few enough for `low` (`fs_low_effect` over the
+/// extra persons and their key sum: the threshold is drawn from who they are), is left out. The
 /// coarser cells' values are fetched with window functions over the one aggregate, so the
 /// input is read once.
 fn coarsen(
     outer: LogicalPlan,
     k: usize,
     sets: &[u64],
-    threshold: i64,
+    low: &ScalarUDF,
 ) -> Result<LogicalPlan, RewriteError> {
     let schema = Arc::clone(outer.schema());
     let key = |i: usize| Expr::Column(Column::from(schema.qualified_field(i)));
@@ -983,19 +983,25 @@ fn coarsen(
         .order_by(vec![set().sort(false, true)])
         .build()?)
     };
-    // 1. The persons of each cell one key coarser.
+    // 1. The persons and key sum of each cell one key coarser.
     let wider = |i: usize| format!("__fs_wider{i}");
+    let wider_key = |i: usize| format!("__fs_wider_key{i}");
     let mut windows = Vec::new();
     for i in 0..k {
         windows.push((of_set(col(PERSONS), set_bit(k, i))?, wider(i)));
+        windows.push((of_set(col(KEY_SUM), set_bit(k, i))?, wider_key(i)));
     }
     let plan = with_windows(outer, windows)?;
     // 2. The keys left out: those with a low effect, as a computed set (else the total).
     let mut dropped: Option<Expr> = None;
     for i in 0..k {
         let extra = col(wider(i)) - col(PERSONS);
+        let extra_key = col(wider_key(i)) - col(KEY_SUM);
         let term = when(
-            extra.between(lit(1i64), lit(threshold - 1)),
+            extra
+                .clone()
+                .gt_eq(lit(1i64))
+                .and(low.call(vec![extra, extra_key])),
             lit(set_bit(k, i) as i64),
         )
         .otherwise(lit(0i64))?;
@@ -1070,6 +1076,9 @@ enum Op {
     Sum,
     /// `fs_mean(per_person_sums: List<Float64>, rows, key_sum) -> Float64`.
     Mean,
+    /// `fs_low_effect(persons, key_sum) -> Boolean`: whether a condition that decides these
+    /// persons of a cell has a low effect there ([`output::is_low_effect`], rule 7).
+    LowEffect,
 }
 
 /// One protection UDF, carrying the project's [`OutputControl`] parameters.
@@ -1080,6 +1089,7 @@ struct ProtectUdf {
     rounding_base: u32,
     noise_extra_threshold: u32,
     significant_figures: u32,
+    low_effect_spread: u32,
     signature: Signature,
     /// Cells suppressed so far by this query (only `fs_suppressed` adds to it).
     suppressed: Arc<AtomicU64>,
@@ -1102,13 +1112,14 @@ impl Hash for ProtectUdf {
         self.rounding_base.hash(state);
         self.noise_extra_threshold.hash(state);
         self.significant_figures.hash(state);
+        self.low_effect_spread.hash(state);
     }
 }
 
 impl ProtectUdf {
     fn new(op: Op, p: &OutputControl, suppressed: &Arc<AtomicU64>) -> ProtectUdf {
         let arity = match op {
-            Op::Suppressed | Op::Sum => 2,
+            Op::Suppressed | Op::Sum | Op::LowEffect => 2,
             Op::Count | Op::Mean => 3,
         };
         ProtectUdf {
@@ -1117,6 +1128,7 @@ impl ProtectUdf {
             rounding_base: p.rounding_base,
             noise_extra_threshold: p.noise_extra_threshold,
             significant_figures: p.significant_figures,
+            low_effect_spread: p.low_effect_spread,
             signature: Signature::any(arity, Volatility::Immutable),
             suppressed: Arc::clone(suppressed),
         }
@@ -1128,6 +1140,7 @@ impl ProtectUdf {
             rounding_base: self.rounding_base,
             noise_extra_threshold: self.noise_extra_threshold,
             significant_figures: self.significant_figures,
+            low_effect_spread: self.low_effect_spread,
         }
     }
 }
@@ -1139,6 +1152,8 @@ struct Udfs {
     count: ScalarUDF,
     sum: ScalarUDF,
     mean: ScalarUDF,
+    /// `fs_low_effect(persons, key_sum)`, for the low-effect detection ([`Op::LowEffect`]).
+    low_effect: ScalarUDF,
 }
 
 impl Udfs {
@@ -1149,6 +1164,7 @@ impl Udfs {
             count: ScalarUDF::new_from_impl(ProtectUdf::new(Op::Count, p, counter)),
             sum: ScalarUDF::new_from_impl(ProtectUdf::new(Op::Sum, p, counter)),
             mean: ScalarUDF::new_from_impl(ProtectUdf::new(Op::Mean, p, counter)),
+            low_effect: ScalarUDF::new_from_impl(ProtectUdf::new(Op::LowEffect, p, counter)),
         }
     }
 }
@@ -1201,6 +1217,7 @@ impl ScalarUDFImpl for ProtectUdf {
             Op::Count => "fs_count",
             Op::Sum => "fs_sum",
             Op::Mean => "fs_mean",
+            Op::LowEffect => "fs_low_effect",
         }
     }
 
@@ -1210,7 +1227,7 @@ impl ScalarUDFImpl for ProtectUdf {
 
     fn return_type(&self, _arg_types: &[DataType]) -> datafusion::common::Result<DataType> {
         Ok(match self.op {
-            Op::Suppressed => DataType::Boolean,
+            Op::Suppressed | Op::LowEffect => DataType::Boolean,
             Op::Count => DataType::Int64,
             Op::Sum | Op::Mean => DataType::Float64,
         })
@@ -1237,6 +1254,17 @@ impl ScalarUDFImpl for ProtectUdf {
                 self.suppressed
                     .fetch_add(out.true_count() as u64, Ordering::Relaxed);
                 Arc::new(out)
+            }
+            Op::LowEffect => {
+                let (persons, keys) = (int64(&arrays[0])?, int64(&arrays[1])?);
+                Arc::new(
+                    (0..n)
+                        .map(|i| {
+                            let key = cell_key(keys, i).unwrap_or(0);
+                            Some(output::is_low_effect(persons_at(persons, i), key, &p))
+                        })
+                        .collect::<BooleanArray>(),
+                )
             }
             Op::Count => {
                 let (counts, persons, keys) =

@@ -144,7 +144,8 @@ fn example_file_loads_with_the_demo_projects() {
             min_persons: 10,
             rounding_base: 10,
             noise_extra_threshold: 3,
-            significant_figures: 2
+            significant_figures: 2,
+            low_effect_spread: 5
         }
     );
     let hes = cancer.table("hes_apc").expect("hes_apc");
@@ -457,7 +458,8 @@ fn output_defaults_apply_when_absent() {
             min_persons: 8,
             rounding_base: 5,
             noise_extra_threshold: 2,
-            significant_figures: 3
+            significant_figures: 3,
+            low_effect_spread: 3
         }
     );
 }
@@ -479,7 +481,7 @@ fn output_partial_section_keeps_other_defaults() {
 #[test]
 fn stricter_output_values_are_accepted() {
     let r = load(&format!(
-        "{BASE}[project.output]\nmin_persons = 20\nrounding_base = 10\nnoise_extra_threshold = 10\nsignificant_figures = 1\n"
+        "{BASE}[project.output]\nmin_persons = 20\nrounding_base = 10\nnoise_extra_threshold = 10\nsignificant_figures = 1\nlow_effect_spread = 30\n"
     ));
     assert_eq!(
         r.projects()[0].output,
@@ -487,7 +489,8 @@ fn stricter_output_values_are_accepted() {
             min_persons: 20,
             rounding_base: 10,
             noise_extra_threshold: 10,
-            significant_figures: 1
+            significant_figures: 1,
+            low_effect_spread: 30
         }
     );
 }
@@ -537,6 +540,23 @@ fn noise_extra_threshold_must_be_between_floor_and_maximum() {
         &with_output("noise_extra_threshold = 11"),
         14,
         &["output.noise_extra_threshold = 11 is above the maximum of 10"],
+    );
+}
+
+#[test]
+fn low_effect_spread_must_be_between_floor_and_maximum() {
+    assert_fails(
+        &with_output("low_effect_spread = 2"),
+        14,
+        &[
+            "output.low_effect_spread = 2 is looser than the floor of 3",
+            "use 3 to 30",
+        ],
+    );
+    assert_fails(
+        &with_output("low_effect_spread = 31"),
+        14,
+        &["output.low_effect_spread = 31 is above the maximum of 30"],
     );
 }
 
@@ -1010,7 +1030,7 @@ fn canonical_form_is_independent_of_formatting() {
 #[test]
 fn canonical_form_golden() {
     let expected = "\
-fivesafes-project-register v1
+fivesafes-project-register v2
 project alpha
   purpose \"Exempt one\"
   national_opt_out exempt \"s251\"
@@ -1018,7 +1038,7 @@ project alpha
   date_window 2015-01-01 2020-12-31
   queries_per_day 5
   epsilon_per_day 0.5
-  output min_persons 10 rounding_base 5 noise_extra_threshold 2 significant_figures 3
+  output min_persons 10 rounding_base 5 noise_extra_threshold 2 significant_figures 3 low_effect_spread 3
   member aud auditor
 project zeta
   purpose \"Says \\\"hi\\\"\"
@@ -1027,7 +1047,7 @@ project zeta
   date_window none
   queries_per_day 10
   epsilon_per_day none
-  output min_persons 8 rounding_base 5 noise_extra_threshold 2 significant_figures 3
+  output min_persons 8 rounding_base 5 noise_extra_threshold 2 significant_figures 3 low_effect_spread 3
   table patients patient_id,sex
   table hes_ae patient_id,aekey,arrivaldate,aearrivalmode,aeattenddisp,procode3,gpprac,arrivalage
   member ana analyst

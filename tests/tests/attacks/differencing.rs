@@ -5,6 +5,7 @@
 //! released answer, and a cell left with 7 or fewer persons is suppressed.
 
 use fivesafes_policies::decision::Rule;
+use fivesafes_policies::output::{is_low_effect, low_effect_floor};
 
 use crate::common::*;
 
@@ -799,5 +800,96 @@ async fn excluding_one_person_by_a_condition_on_one_of_their_rows_does_not_chang
         differing.is_empty(),
         "a condition that leaves out one person changed the released count:\n{}",
         differing.join("\n")
+    );
+}
+
+/// A fixed low-effect threshold tipped: a condition that leaves out the target and exactly
+/// `floor − 1` persons known to be in the cell was ignored when the target was absent (too
+/// few persons) and applied when present, and the count then fell by `floor` persons: the
+/// answer told whether the target was there, every time. The threshold is now drawn, from
+/// `floor` to `floor + low_effect_spread`, from the keys of the persons the condition leaves
+/// out, so such a probe tips only for the keys whose threshold is the floor itself.
+#[tokio::test]
+async fn a_condition_aimed_at_the_low_effect_threshold_tips_only_by_chance() {
+    let f = fixture();
+    let cx = f.project(RESEARCH).await;
+    let p = *cx.output_control();
+    let cohort = f.cohort(DIFF_PRACTICE);
+    let base = single(&cx, BASE).await;
+    assert!(base.is_some());
+    let floor = usize::try_from(low_effect_floor(&p)).expect("a small threshold");
+    let months = |who: &[usize]| {
+        who.iter()
+            .map(|&j| format!("DATE '{}'", birth_month(j)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (mut probes, mut tipped) = (0, 0);
+    let mut wrong = Vec::new();
+    for t in TARGETS {
+        // The others in the cell after the target, three sets of `floor − 1` of them.
+        let others: Vec<usize> = (1..DIFF_SIZE).map(|j| (t + j) % DIFF_SIZE).collect();
+        for start in [0, floor - 1, others.len() - (floor - 1)] {
+            let known = &others[start..start + floor - 1];
+            // Without the target (a month nobody in the cell was born in): too few persons,
+            // always ignored.
+            let absent = format!(
+                "{BASE} AND birth_month NOT IN (DATE '1930-01-01', {})",
+                months(known)
+            );
+            let got = single(&cx, &absent).await;
+            if got != base {
+                wrong.push(format!("{absent} -> {got:?} (all: {base:?})"));
+            }
+            // With the target: `floor` persons left out, ignored below a threshold drawn
+            // from their keys.
+            let mut left_out = known.to_vec();
+            left_out.push(t);
+            let present = format!("{BASE} AND birth_month NOT IN ({})", months(&left_out));
+            let key = f.cell_key(left_out.iter().map(|&j| cohort[j]));
+            let kept: Vec<_> = (0..DIFF_SIZE)
+                .filter(|j| !left_out.contains(j))
+                .map(|j| cohort[j])
+                .collect();
+            let want = if is_low_effect(floor as u64, key, &p) {
+                base.clone()
+            } else {
+                tipped += 1;
+                let n = kept.len() as u64;
+                expected_count(n, n, f.cell_key(kept.iter().copied()), &p)
+            };
+            let got = single(&cx, &present).await;
+            if got != want {
+                wrong.push(format!("{present} -> {got:?} (want {want:?})"));
+            }
+            // The same condition as a grouping key: the cell of the persons it keeps is
+            // released as the whole practice when the key's effect is low.
+            let grouped = format!(
+                "SELECT birth_month NOT IN ({}) AS kept, COUNT(*) FROM patients \
+                 WHERE practice_code = 'X20001' GROUP BY 1",
+                months(&left_out)
+            );
+            let got = rows(&cx, &grouped)
+                .await
+                .into_iter()
+                .find(|r| r[0] == "true")
+                .map(|r| r[1].clone());
+            if got != want {
+                wrong.push(format!("{grouped} -> {got:?} (want {want:?})"));
+            }
+            probes += 1;
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "a probe at the low-effect threshold was not decided by the threshold drawn from \
+         the persons it leaves out:\n{}",
+        wrong.join("\n")
+    );
+    // About one probe in `low_effect_spread + 1` tips; a fixed threshold tipped them all.
+    assert!(tipped > 0, "no probe tipped: the threshold is not drawn");
+    assert!(
+        tipped * 2 < probes,
+        "{tipped} of {probes} probes at the threshold revealed the target"
     );
 }

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use fivesafes_policies::output::{protect_sum, round_sig};
+use fivesafes_policies::output::{is_low_effect, protect_sum, round_sig};
 
 use crate::common::*;
 
@@ -120,8 +120,8 @@ async fn subset_sums_cannot_be_solved_for_individual_values() {
             true_b.push(num(&row[1]));
         }
         // A cell with all but a few of the cohort's persons (its grouping key has a low
-        // effect, DESIGN.md rule 7) is released with the whole cohort's answer.
-        let low_effect = (p.min_persons + 1 + p.noise_extra_threshold) as usize;
+        // effect, DESIGN.md rule 7, below a threshold drawn from the persons it leaves out)
+        // is released with the whole cohort's answer.
         let everyone: Vec<usize> = (0..RECON_SIZE).collect();
         for row in &got {
             let mut m = &members[&row[0]];
@@ -130,7 +130,10 @@ async fn subset_sums_cannot_be_solved_for_individual_values() {
                 "{sql}: a cell of {} persons was released",
                 m.len()
             );
-            if RECON_SIZE - m.len() > 0 && RECON_SIZE - m.len() < low_effect {
+            let left_out = everyone.iter().filter(|i| !m.contains(i));
+            let left_out_key = f.cell_key(left_out.map(|&i| cohort[i]));
+            let extra = (RECON_SIZE - m.len()) as u64;
+            if extra > 0 && is_low_effect(extra, left_out_key, &p) {
                 m = &everyone;
             }
             let s = num(&row[1]);
