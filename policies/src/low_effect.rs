@@ -5,9 +5,13 @@
 //! branch that adds one person, a range edge just past one person) answer identically exactly
 //! when the person is absent. Following Open Diffix's low-effect detection, every condition of
 //! an aggregate's `WHERE` clauses is checked, cell by cell, against the data: a combination
-//! of conditions that is alone in keeping fewer persons than the suppression threshold out of
-//! a cell (or alone in letting them in) is ignored for that cell, so the cell's answer is the
-//! one it would have without those conditions.
+//! of conditions that is alone in keeping fewer persons than a threshold out of a cell (or
+//! alone in letting them in) is ignored for that cell, so the cell's answer is the one it
+//! would have without those conditions. The threshold is at least one more than the highest
+//! suppression threshold, and drawn above that from the record keys of the persons
+//! concerned ([`crate::output::low_effect_threshold`]): a fixed one had a tipping point that
+//! a condition leaving out the target and `threshold − 1` known persons hit exactly when the
+//! target was in the cell.
 //!
 //! How. The conditions of the filters under an aggregate (through projections, aliases,
 //! sorts, inner joins and the preserved side of outer and semi joins) are lifted out of the
@@ -335,7 +339,7 @@ impl Formula {
     }
 
     /// The filter with low-effect masks neutralised: node `id` is its neutral value where
-    /// the cell has persons who pass the filter (`pass`), the row's mask is in the cell's
+    /// the cell's passing persons would be released (`pass`), the row's mask is in the cell's
     /// low-effect list `lists[id]`, and none of the mask's children has a large effect on
     /// its own (`large[id]`, a bit set).
     fn neutralised(&self, id: usize, pass: &str, lists: &[String], large: &[String]) -> Expr {
@@ -547,6 +551,9 @@ pub(crate) struct LowEffect<'a> {
     low: ScalarUDF,
     /// `fs_person_key(unit)`: a person's record key, summed per mask for `low`.
     person_key: ScalarUDF,
+    /// `fs_released(persons, key_sum)`: whether a cell's passing persons would be released
+    /// on their own ([`LowEffect::passers_released`]).
+    released: ScalarUDF,
     /// The highest low-effect threshold: a mask that decides at least this many persons is
     /// never low-effect, whatever their keys ([`crate::output::low_effect_ceiling`]).
     ceiling: i64,
@@ -585,18 +592,18 @@ struct Context {
 impl<'a> LowEffect<'a> {
     /// Detection with the thresholds of `params`: a mask is low-effect below a threshold
     /// drawn from the keys of the persons it decides, at least one more than the highest
-    /// noisy suppression threshold ([`crate::output::low_effect_threshold`]); `low` is
-    /// `fs_low_effect` and `person_key` is `fs_person_key`.
+    /// noisy suppression threshold ([`crate::output::low_effect_threshold`]); the UDFs are
+    /// `fs_person_key`, `fs_low_effect` and `fs_released`.
     pub(crate) fn new(
         facts: &'a TableFacts,
         params: &OutputControl,
-        person_key: &ScalarUDF,
-        low: &ScalarUDF,
+        [person_key, low, released]: [&ScalarUDF; 3],
     ) -> LowEffect<'a> {
         LowEffect {
             facts,
             low: low.clone(),
             person_key: person_key.clone(),
+            released: released.clone(),
             ceiling: i64::try_from(crate::output::low_effect_ceiling(params)).unwrap_or(i64::MAX),
             next: 0,
             scope: None,
@@ -673,6 +680,23 @@ impl<'a> LowEffect<'a> {
     /// (two columns) is low-effect in its cell.
     fn small(&self, n: &str, key: &str) -> Expr {
         self.low.call(vec![atom(n), atom(key)])
+    }
+
+    /// Per cell, from the rows of its keys `ks` (persons `n`, key sum `kk`): whether the
+    /// persons who pass the filter would be released on their own, the condition for
+    /// neutralising anything in the cell. Conditions with a low effect are neutralised only
+    /// there, so a cell appears exactly when it would without the detection.
+    ///
+    /// Until session 23 it was whether anyone passes. A cell of the target (who passes)
+    /// and 9 persons known to fail a condition (`… AND sex = 'M'`, the others women) then
+    /// appeared with 10 persons when the target was there, and not at all when not: the
+    /// condition's effect (9) was low, and it was neutralised only in a cell someone passed.
+    fn passers_released(&self, ks: &str, pass_key: Expr, n: &str, kk: &str) -> Expr {
+        bool_or(
+            atom(ks)
+                .eq(pass_key)
+                .and(self.released.call(vec![atom(n), atom(kk)])),
+        )
     }
 
     /// The sum of the record keys of the persons `unit` over an aggregation's rows (one row
@@ -949,7 +973,10 @@ impl<'a> LowEffect<'a> {
                 .build()?
                 .alias(&large),
         );
-        per_cell.push(bool_or(Expr::Not(Box::new(failing.clone()))).alias(&pass));
+        per_cell.push(
+            self.passers_released(&ks, lit(pass_key), &n, &kk)
+                .alias(&pass),
+        );
         let cells_plan = LogicalPlanBuilder::from(counted.clone())
             .aggregate(cell_group, per_cell)?
             .build()?;
@@ -958,8 +985,9 @@ impl<'a> LowEffect<'a> {
         let shared = self.name("cells");
         let (cells_plan, cells_again) = crate::shared::twice(cells_plan, &shared)?;
 
-        // 3. The masks that are low-effect in some cell that persons pass: only rows with one
-        // of them (or that pass) can be counted in a cell. (The masks of node 0 are its keys.)
+        // 3. The masks that are low-effect in some cell whose passing persons would be
+        // released: only rows with one of them (or that pass) can be counted in a cell. (The
+        // masks of node 0 are its keys.)
         let low_mask = self.name("lowmask");
         let low_any = LogicalPlanBuilder::from(cells_again)
             .filter(atom(&pass).is_true())?
@@ -967,10 +995,10 @@ impl<'a> LowEffect<'a> {
             .filter(atom(&low).is_not_null())?
             .aggregate(vec![atom(&low).alias(&low_mask)], Vec::<Expr>::new())?
             .build()?;
-        // When no cell that persons pass has a low-effect mask (the usual case), the rows
-        // kept are exactly those that pass, in every set: they are read through the query's
-        // own filter (which the optimizer pushes into the scans) and copied per set, with no
-        // join to their cells and no second filter. Otherwise the few masks go on a join's
+        // When no such cell has a low-effect mask (the usual case), the rows kept are
+        // exactly those that pass, in every set: they are read through the query's own filter
+        // (which the optimizer pushes into the scans) and copied per set, with no join to
+        // their cells and no second filter. Otherwise the few masks go on a join's
         // left (its build side, hashed in memory) and every row on the right (streamed): the
         // other way round, a hash join holds all the rows (at 1M patients, 10M rows and
         // 700 MB for the events); those rows are copied per set, joined to their cells and
@@ -1123,8 +1151,9 @@ impl<'a> LowEffect<'a> {
     /// key) are carried down to the finest cells under the cell, and the rows of those
     /// (finest cell, key) pairs are read through one hash join whose build side is the
     /// pairs: usually none, and then the rows are not read again at all. Those rows are
-    /// counted per person as before, and only the unsettled masks' counts are kept. The
-    /// answer is the exact computation's in every case.
+    /// counted per person as before, and only the unsettled masks' counts (with the cells'
+    /// pass keys, for [`LowEffect::passers_released`]) are kept. The answer is the exact
+    /// computation's in every case.
     #[allow(clippy::too_many_arguments)]
     fn deciding_sampled(
         &mut self,
@@ -1240,9 +1269,9 @@ impl<'a> LowEffect<'a> {
             )?
             .build()?;
         let name = self.name("cellsum");
-        let [cells_a, cells_b, cells_c] =
-            <[LogicalPlan; 3]>::try_from(crate::shared::times(cells, &name, 3)?)
-                .expect("three readers");
+        let [cells_a, cells_c] =
+            <[LogicalPlan; 2]>::try_from(crate::shared::times(cells, &name, 2)?)
+                .expect("two readers");
 
         // 3. The unsettled masks: in cells that persons pass, the fail masks there that are
         // not settled (with the cell's pass key, whose rows decide who is counted).
@@ -1417,8 +1446,8 @@ impl<'a> LowEffect<'a> {
         at.push(Column::from_name(ks));
         let mut out = cell_keys.clone();
         out.extend([atom(ks), atom(n), atom(kk)]);
+        // (With the cells' pass keys: their passers decide whether anything is neutralised.)
         let exact = LogicalPlanBuilder::from(unsettled.pop().expect("a reader"))
-            .filter(failing.clone())?
             .project(rc.clone())?
             .join_detailed(
                 exact,
@@ -1430,7 +1459,8 @@ impl<'a> LowEffect<'a> {
             .project(out.clone())?
             .build()?;
 
-        // 5. The sampled counts of the settled masks, and every passing cell's pass row.
+        // 5. The sampled counts of the settled masks. (A cell with no unsettled mask has no
+        // low-effect mask, and needs no pass row.)
         let sampled_fails = LogicalPlanBuilder::from(unsettled.pop().expect("a reader"))
             .filter(failing.clone())?
             .project(rc)?
@@ -1445,18 +1475,7 @@ impl<'a> LowEffect<'a> {
             )?
             .project(out)?
             .build()?;
-        let mut pass_rows = cell_keys.clone();
-        pass_rows.extend([
-            lit(pass_key).alias(ks),
-            lit(1i64).alias(n),
-            lit(0i64).alias(kk),
-        ]);
-        let passes = LogicalPlanBuilder::from(cells_b)
-            .filter(atom(&pass))?
-            .project(pass_rows)?
-            .build()?;
-        let settled_rows = self.union_keeping_names(sampled_fails, passes)?;
-        self.union_keeping_names(settled_rows, exact)
+        self.union_keeping_names(sampled_fails, exact)
     }
 
     /// The bit positions `0..=MASK_SET_BITS` as rows of one column (its name returned), and
@@ -1798,7 +1817,10 @@ impl<'a> LowEffect<'a> {
                     .alias(&large[j]),
             );
         }
-        per_cell.push(bool_or(node_of().eq(lit(nodes as i64))).alias(&pass));
+        per_cell.push(
+            self.passers_released(&ks, lit(pass_key), &n, &kk)
+                .alias(&pass),
+        );
         let any_key =
             disjunction(all_keys.iter().map(|c| atom(c).is_not_null())).unwrap_or(lit(false));
         let r = self.name("r");
@@ -1837,10 +1859,10 @@ impl<'a> LowEffect<'a> {
                 .zip(&f)
                 .map(|(e, name)| e.clone().unalias().alias(name)),
         );
-        // Only a cell that persons pass and that has a low-effect mask can change a row's
-        // fate: without one, the rows kept are exactly those that pass, read through the
-        // query's own filter (which the optimizer pushes into the scans); with one, every
-        // row is read and filtered below.
+        // Only a cell whose passing persons would be released and that has a low-effect mask
+        // can change a row's fate: without one, the rows kept are exactly those that pass,
+        // read through the query's own filter (which the optimizer pushes into the scans);
+        // with one, every row is read and filtered below.
         let shared = self.name("cells");
         let (low, low_again) = crate::shared::twice(low, &shared)?;
         let some_low = disjunction(

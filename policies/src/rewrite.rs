@@ -161,7 +161,11 @@ pub async fn protect_counted(
 
     let counter = Arc::new(AtomicU64::new(0));
     let udfs = Udfs::new(params, &counter, &person_keys);
-    let mut detection = Detection::new(&facts, params, &udfs.person_key, &udfs.low_effect);
+    let mut detection = Detection::new(
+        &facts,
+        params,
+        [&udfs.person_key, &udfs.low_effect, &udfs.released],
+    );
     let mut low_effect = (low_effect == LowEffect::Detect).then_some(&mut detection);
     let mut failure: Option<RewriteError> = None;
     let rewritten = plan
@@ -1079,6 +1083,10 @@ enum Op {
     /// `fs_low_effect(persons, key_sum) -> Boolean`: whether a condition that decides these
     /// persons of a cell has a low effect there ([`output::is_low_effect`], rule 7).
     LowEffect,
+    /// `fs_released(persons, key_sum) -> Boolean`: whether a cell of these persons would be
+    /// released (not suppressed), without counting it as suppressed: for the low-effect
+    /// detection, which neutralises conditions only in cells whose passing persons would be.
+    Released,
 }
 
 /// One protection UDF, carrying the project's [`OutputControl`] parameters.
@@ -1119,7 +1127,7 @@ impl Hash for ProtectUdf {
 impl ProtectUdf {
     fn new(op: Op, p: &OutputControl, suppressed: &Arc<AtomicU64>) -> ProtectUdf {
         let arity = match op {
-            Op::Suppressed | Op::Sum | Op::LowEffect => 2,
+            Op::Suppressed | Op::Sum | Op::LowEffect | Op::Released => 2,
             Op::Count | Op::Mean => 3,
         };
         ProtectUdf {
@@ -1154,6 +1162,8 @@ struct Udfs {
     mean: ScalarUDF,
     /// `fs_low_effect(persons, key_sum)`, for the low-effect detection ([`Op::LowEffect`]).
     low_effect: ScalarUDF,
+    /// `fs_released(persons, key_sum)`, for the low-effect detection ([`Op::Released`]).
+    released: ScalarUDF,
 }
 
 impl Udfs {
@@ -1165,6 +1175,7 @@ impl Udfs {
             sum: ScalarUDF::new_from_impl(ProtectUdf::new(Op::Sum, p, counter)),
             mean: ScalarUDF::new_from_impl(ProtectUdf::new(Op::Mean, p, counter)),
             low_effect: ScalarUDF::new_from_impl(ProtectUdf::new(Op::LowEffect, p, counter)),
+            released: ScalarUDF::new_from_impl(ProtectUdf::new(Op::Released, p, counter)),
         }
     }
 }
@@ -1218,6 +1229,7 @@ impl ScalarUDFImpl for ProtectUdf {
             Op::Sum => "fs_sum",
             Op::Mean => "fs_mean",
             Op::LowEffect => "fs_low_effect",
+            Op::Released => "fs_released",
         }
     }
 
@@ -1227,7 +1239,7 @@ impl ScalarUDFImpl for ProtectUdf {
 
     fn return_type(&self, _arg_types: &[DataType]) -> datafusion::common::Result<DataType> {
         Ok(match self.op {
-            Op::Suppressed | Op::LowEffect => DataType::Boolean,
+            Op::Suppressed | Op::LowEffect | Op::Released => DataType::Boolean,
             Op::Count => DataType::Int64,
             Op::Sum | Op::Mean => DataType::Float64,
         })
@@ -1262,6 +1274,21 @@ impl ScalarUDFImpl for ProtectUdf {
                         .map(|i| {
                             let key = cell_key(keys, i).unwrap_or(0);
                             Some(output::is_low_effect(persons_at(persons, i), key, &p))
+                        })
+                        .collect::<BooleanArray>(),
+                )
+            }
+            Op::Released => {
+                let (persons, keys) = (int64(&arrays[0])?, int64(&arrays[1])?);
+                Arc::new(
+                    (0..n)
+                        .map(|i| {
+                            Some(match cell_key(keys, i) {
+                                Some(key) => {
+                                    !output::is_suppressed(persons_at(persons, i), key, &p)
+                                }
+                                None => false,
+                            })
                         })
                         .collect::<BooleanArray>(),
                 )

@@ -893,3 +893,40 @@ async fn a_condition_aimed_at_the_low_effect_threshold_tips_only_by_chance() {
         "{tipped} of {probes} probes at the threshold revealed the target"
     );
 }
+
+/// A cell of the target, who passes a condition, and persons known to fail it, few enough for
+/// the condition's effect to be low. Low-effect conditions were neutralised only in cells
+/// that someone passed, so the cell appeared (with every person of it, 10) when the target
+/// was there and not at all when not: the target's presence decided whether the cell
+/// existed. Conditions are now neutralised only where the persons who pass would be released
+/// on their own, so the cell appears exactly when it would without the detection.
+#[tokio::test]
+async fn one_person_passing_does_not_make_a_cell_appear() {
+    let f = fixture();
+    let cx = f.project(RESEARCH).await;
+    let cohort = f.cohort(DIFF_PRACTICE);
+    let range = |lo: usize, hi: usize| {
+        format!(
+            "{BASE} AND birth_month BETWEEN DATE '{}' AND DATE '{}'",
+            birth_month(lo),
+            birth_month(hi)
+        )
+    };
+    let mut differing = Vec::new();
+    // Ten persons of the cohort each: the men are persons 3, 13 and 23, so each range
+    // holds one man (the target) or none.
+    for (lo, hi) in [(0, 9), (10, 19), (20, 29), (14, 22), (24, 29)] {
+        let men = (lo..=hi).filter(|&i| cohort[i].sex == 'M').count();
+        assert!(men <= 1, "{lo}..{hi}");
+        let sql = format!("{} AND sex = 'M'", range(lo, hi));
+        let got = single(&cx, &sql).await;
+        if got.is_some() {
+            differing.push(format!("{sql} -> {got:?} ({men} man in the range)"));
+        }
+    }
+    assert!(
+        differing.is_empty(),
+        "a cell that one person passes appeared:\n{}",
+        differing.join("\n")
+    );
+}
