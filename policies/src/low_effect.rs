@@ -573,6 +573,8 @@ pub(crate) struct LowEffect<'a> {
     context: Option<Context>,
     /// Conditions of a filter above that moved into a per-person aggregation below.
     consumed: Vec<Expr>,
+    /// Every column the statement's expressions read (see [`LowEffect::as_membership`]).
+    referenced: std::collections::HashSet<Column>,
 }
 
 /// A per-person aggregation (`agg_input`: its input, grouped by `group`) joined on the
@@ -612,7 +614,122 @@ impl<'a> LowEffect<'a> {
             above: None,
             context: None,
             consumed: Vec::new(),
+            referenced: std::collections::HashSet::new(),
         }
+    }
+
+    /// Records the columns that `plan` (the whole statement) reads anywhere, subqueries
+    /// included: a per-person aggregation whose values nothing reads is a cohort
+    /// ([`LowEffect::as_membership`]).
+    pub(crate) fn note_references(&mut self, plan: &LogicalPlan) {
+        let mut referenced = std::collections::HashSet::new();
+        // An error only leaves columns out, and then nothing is taken for unread.
+        let complete = plan
+            .apply_with_subqueries(|n| {
+                for e in n.expressions() {
+                    referenced.extend(e.column_refs().into_iter().cloned());
+                }
+                Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+            })
+            .is_ok();
+        if complete {
+            self.referenced = referenced;
+        }
+    }
+
+    /// An inner join on the privacy unit with a per-person aggregation grouped by the unit
+    /// alone, none of whose values (other than the unit) anything reads, is a cohort
+    /// selection: the other side's rows whose person the aggregation has. Returned as that,
+    /// `other WHERE unit IN (SELECT unit FROM <the aggregation's input>)` with the
+    /// aggregation's unit column given back, so that its conditions are measured in the
+    /// answer's cells as a cohort's are ([`LowEffect::membership`]). Measured inside the
+    /// aggregation, over all its persons, a condition that left out the one person of the
+    /// answer and many persons the other side leaves out anyway had a large effect
+    /// (`… FROM (SELECT patient_id, COUNT(*) AS n FROM clinical_events … WHERE <condition>
+    /// GROUP BY patient_id) t JOIN (<the persons of one practice>) d ON …`: 25 against 30 on
+    /// the attack fixture).
+    fn as_membership(&self, j: &Join) -> Result<Option<LogicalPlan>, RewriteError> {
+        if j.join_type != JoinType::Inner || self.referenced.is_empty() {
+            return Ok(None);
+        }
+        let Some((Expr::Column(l), Expr::Column(r))) = unit_pair(j) else {
+            return Ok(None);
+        };
+        let (l, r) = (&l, &r);
+        if l.name != PRIVACY_UNIT || r.name != PRIVACY_UNIT {
+            return Ok(None);
+        }
+        let sides = [
+            (j.left.as_ref(), l, j.right.as_ref(), r),
+            (j.right.as_ref(), r, j.left.as_ref(), l),
+        ];
+        let mut found = Vec::new();
+        for (agg_side, agg_key, other, key) in sides {
+            let Some((agg_input, group)) = unit_aggregate(agg_side, agg_key) else {
+                continue;
+            };
+            if !grouped_by_unit_alone(agg_side, agg_key) {
+                continue;
+            }
+            let read = agg_side.schema().columns().into_iter().any(|c| {
+                c != *agg_key
+                    && (self.referenced.contains(&c)
+                        || self
+                            .referenced
+                            .iter()
+                            .any(|r| r.relation.is_none() && r.name == c.name))
+            });
+            let nullable = |plan: &LogicalPlan, c: &Column| {
+                plan.schema()
+                    .qualified_field_from_column(c)
+                    .map_or(true, |(_, f)| f.is_nullable())
+            };
+            if read
+                || nullable(other, key)
+                || nullable(&agg_input, &group)
+                || stays_in(&agg_input)
+                || !self.personal(other)?
+            {
+                continue;
+            }
+            found.push((agg_input, group, agg_key, other, key));
+        }
+        if found.len() > 1 {
+            // Each would be the other's cohort, and the conditions of the one left as rows
+            // would be measured inside it, over all its persons.
+            return Err(RewriteError::Refused(Refusal::new(
+                Rule::LowEffect,
+                "an inner join of two per-person aggregations whose values are not used \
+                 cannot be checked for low effect (a condition inside one that leaves out \
+                 a few persons of the answer must not change it); select the persons of \
+                 one with patient_id IN (SELECT patient_id FROM …) instead",
+            )));
+        }
+        if let Some((agg_input, group, agg_key, other, key)) = found.pop() {
+            let cohort = LogicalPlanBuilder::from(agg_input.as_ref().clone())
+                .project(vec![Expr::Column(group)])?
+                .build()?;
+            let member = Expr::InSubquery(InSubquery::new(
+                Box::new(Expr::Column(key.clone())),
+                datafusion::logical_expr::Subquery {
+                    subquery: Arc::new(cohort),
+                    outer_ref_columns: Vec::new(),
+                    spans: Default::default(),
+                },
+                false,
+            ));
+            let mut exprs = columns_of(other.schema());
+            exprs.push(
+                Expr::Column(key.clone()).alias_qualified(agg_key.relation.clone(), &agg_key.name),
+            );
+            return Ok(Some(
+                LogicalPlanBuilder::from(other.clone())
+                    .filter(member)?
+                    .project(exprs)?
+                    .build()?,
+            ));
+        }
+        Ok(None)
     }
 
     /// The base columns a condition reads.
@@ -2060,6 +2177,10 @@ impl<'a> LowEffect<'a> {
             {
                 Err(unmeasured(Unmeasured::JoinKey))
             }
+            LogicalPlan::Join(j) if self.as_membership(&j)?.is_some() => {
+                let cohort = self.as_membership(&j)?.expect("checked");
+                self.lift(cohort, cells)
+            }
             LogicalPlan::Join(j) => {
                 let above = self.above.take();
                 let context = self.person_context(&j, &below, above.unwrap_or_default());
@@ -2140,25 +2261,7 @@ impl<'a> LowEffect<'a> {
         if j.join_type != JoinType::Inner {
             return None;
         }
-        // `ON a = b`: as a key pair, or (before the optimizer extracts it) as the filter.
-        let pair = match (j.on.as_slice(), &j.filter) {
-            ([(l, r)], None) => (l.clone(), r.clone()),
-            (
-                [],
-                Some(Expr::BinaryExpr(BinaryExpr {
-                    left,
-                    op: Operator::Eq,
-                    right,
-                })),
-            ) => {
-                let (l, r) = (left.as_ref().clone(), right.as_ref().clone());
-                match &l {
-                    Expr::Column(c) if j.left.schema().has_column(c) => (l, r),
-                    _ => (r, l),
-                }
-            }
-            _ => return None,
-        };
+        let pair = unit_pair(j)?;
         let (Expr::Column(l), Expr::Column(r)) = (&pair.0, &pair.1) else {
             return None;
         };
@@ -2861,6 +2964,55 @@ fn persons_scan(plan: &LogicalPlan) -> bool {
             t.table_name.table() == "patients" && t.filters.is_empty() && t.fetch.is_none()
         }
         _ => false,
+    }
+}
+
+/// The one equality of join `j`, `ON a = b` (left side first): as a key pair, or (before the
+/// optimizer extracts it) as the filter.
+fn unit_pair(j: &Join) -> Option<(Expr, Expr)> {
+    match (j.on.as_slice(), &j.filter) {
+        ([(l, r)], None) => Some((l.clone(), r.clone())),
+        (
+            [],
+            Some(Expr::BinaryExpr(BinaryExpr {
+                left,
+                op: Operator::Eq,
+                right,
+            })),
+        ) => {
+            let (l, r) = (left.as_ref().clone(), right.as_ref().clone());
+            Some(match &l {
+                Expr::Column(c) if j.left.schema().has_column(c) => (l, r),
+                _ => (r, l),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Whether the column `key` of `plan` is, through aliases and projections of columns, the
+/// only group of an aggregation (one row per person).
+fn grouped_by_unit_alone(plan: &LogicalPlan, key: &Column) -> bool {
+    let Ok(mut i) = plan.schema().index_of_column(key) else {
+        return false;
+    };
+    let mut plan = plan;
+    loop {
+        match plan {
+            LogicalPlan::SubqueryAlias(a) => plan = a.input.as_ref(),
+            LogicalPlan::Projection(p) => {
+                let Some(Expr::Column(c)) = p.expr.get(i).map(|e| e.clone().unalias()) else {
+                    return false;
+                };
+                let Ok(j) = p.input.schema().index_of_column(&c) else {
+                    return false;
+                };
+                i = j;
+                plan = p.input.as_ref();
+            }
+            LogicalPlan::Aggregate(a) => return a.group_expr.len() == 1 && i == 0,
+            _ => return false,
+        }
     }
 }
 

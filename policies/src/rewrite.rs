@@ -166,6 +166,7 @@ pub async fn protect_counted(
         params,
         [&udfs.person_key, &udfs.low_effect, &udfs.released],
     );
+    detection.note_references(&plan);
     let mut low_effect = (low_effect == LowEffect::Detect).then_some(&mut detection);
     let mut failure: Option<RewriteError> = None;
     let rewritten = plan

@@ -517,6 +517,68 @@ async fn excluding_one_person_inside_a_per_person_aggregation_restricted_through
     );
 }
 
+/// The same, restricted by another personal table rather than `patients`: the rows of the
+/// differencing code's events (one for each person of the differencing practice), joined on
+/// `patient_id` to a per-person aggregation, on either side of the join. A per-person
+/// aggregation whose values nothing reads is a cohort, and its conditions are measured in
+/// the answer's cells. (Before, target 14 gave 25 against 30.) Two such aggregations joined
+/// to each other are refused: the conditions of the one left as rows would be measured
+/// inside it.
+#[tokio::test]
+async fn excluding_one_person_inside_a_per_person_aggregation_joined_to_a_cohort() {
+    let f = fixture();
+    let cx = f.project(RESEARCH).await;
+    let aggregated = |inner: &str| {
+        format!(
+            "(SELECT e.patient_id, COUNT(*) AS n FROM clinical_events e \
+             JOIN patients p ON e.patient_id = p.patient_id \
+             WHERE e.numeric_value IS NOT NULL{inner} GROUP BY e.patient_id) t"
+        )
+    };
+    let code = format!("c.snomedct_code = '{DIFF_CODE}'");
+    let shapes = [
+        format!(
+            "SELECT COUNT(*) FROM {{t}} JOIN clinical_events c ON t.patient_id = c.patient_id WHERE {code}"
+        ),
+        format!(
+            "SELECT COUNT(*) FROM clinical_events c JOIN {{t}} ON c.patient_id = t.patient_id WHERE {code}"
+        ),
+    ];
+    let condition = |i: usize| {
+        format!(
+            " AND CASE WHEN p.practice_code = 'X20001' THEN p.birth_month <> DATE '{}' \
+             ELSE p.sex <> 'M' END",
+            birth_month(i)
+        )
+    };
+    let mut differing = Vec::new();
+    for shape in &shapes {
+        let base = single(&cx, &shape.replace("{t}", &aggregated(""))).await;
+        assert!(base.is_some());
+        for i in TARGETS {
+            let sql = shape.replace("{t}", &aggregated(&condition(i)));
+            let got = single(&cx, &sql).await;
+            if got != base {
+                differing.push(format!("{sql} -> {got:?} (all: {base:?})"));
+            }
+        }
+    }
+    assert!(
+        differing.is_empty(),
+        "a condition inside a per-person aggregation changed the released count:\n{}",
+        differing.join("\n")
+    );
+    let cohort = format!(
+        "(SELECT patient_id, COUNT(*) AS k FROM clinical_events \
+         WHERE snomedct_code = '{DIFF_CODE}' GROUP BY patient_id) d"
+    );
+    let sql = format!(
+        "SELECT COUNT(*) FROM {} JOIN {cohort} ON t.patient_id = d.patient_id",
+        aggregated(&condition(14))
+    );
+    assert_eq!(refused(&cx, &sql).await, Rule::LowEffect, "{sql}");
+}
+
 /// A condition in an inner join's `ON` clause is the same filter as in `WHERE`, and is
 /// measured like one: the person it leaves out does not change the count. (Before, it was
 /// not measured there: target 14 gave 25 against 30.)
