@@ -58,8 +58,12 @@
 //! cell aggregate (per-person subqueries) get the same treatment, measured in the cell
 //! aggregate's cells as far as those follow from their groups ([`LowEffect::nested`]); when
 //! the aggregation is joined to `patients` on `patient_id`, the conditions and keys on
-//! `patients` around it move inside it ([`LowEffect::person_context`]). The plan stays made
-//! of standard DataFusion operators and functions (serialisable with `datafusion-proto`).
+//! `patients` around it move inside it ([`LowEffect::person_context`]); when nothing reads
+//! its values, it is the cohort it stands for and is measured as one
+//! ([`LowEffect::as_membership`]). Still not measured in the answer's cells: the conditions
+//! of such an aggregation whose values are read, restricted by another personal table.
+//! The plan stays made of standard DataFusion operators and functions (serialisable with
+//! `datafusion-proto`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
