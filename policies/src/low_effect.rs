@@ -669,12 +669,13 @@ impl<'a> LowEffect<'a> {
         ];
         let mut found = Vec::new();
         for (agg_side, agg_key, other, key) in sides {
-            let Some((agg_input, group)) = unit_aggregate(agg_side, agg_key) else {
+            let Some((a, group)) = unit_group(agg_side, agg_key) else {
                 continue;
             };
-            if !grouped_by_unit_alone(agg_side, agg_key) {
+            if a.group_expr.len() != 1 {
                 continue;
             }
+            let agg_input = Arc::clone(&a.input);
             let read = agg_side.schema().columns().into_iter().any(|c| {
                 c != *agg_key
                     && (self.referenced.contains(&c)
@@ -2181,11 +2182,10 @@ impl<'a> LowEffect<'a> {
             {
                 Err(unmeasured(Unmeasured::JoinKey))
             }
-            LogicalPlan::Join(j) if self.as_membership(&j)?.is_some() => {
-                let cohort = self.as_membership(&j)?.expect("checked");
-                self.lift(cohort, cells)
-            }
             LogicalPlan::Join(j) => {
+                if let Some(cohort) = self.as_membership(&j)? {
+                    return self.lift(cohort, cells);
+                }
                 let above = self.above.take();
                 let context = self.person_context(&j, &below, above.unwrap_or_default());
                 let (lift_left, lift_right) = match j.join_type {
@@ -2994,36 +2994,15 @@ fn unit_pair(j: &Join) -> Option<(Expr, Expr)> {
     }
 }
 
-/// Whether the column `key` of `plan` is, through aliases and projections of columns, the
-/// only group of an aggregation (one row per person).
-fn grouped_by_unit_alone(plan: &LogicalPlan, key: &Column) -> bool {
-    let Ok(mut i) = plan.schema().index_of_column(key) else {
-        return false;
-    };
-    let mut plan = plan;
-    loop {
-        match plan {
-            LogicalPlan::SubqueryAlias(a) => plan = a.input.as_ref(),
-            LogicalPlan::Projection(p) => {
-                let Some(Expr::Column(c)) = p.expr.get(i).map(|e| e.clone().unalias()) else {
-                    return false;
-                };
-                let Ok(j) = p.input.schema().index_of_column(&c) else {
-                    return false;
-                };
-                i = j;
-                plan = p.input.as_ref();
-            }
-            LogicalPlan::Aggregate(a) => return a.group_expr.len() == 1 && i == 0,
-            _ => return false,
-        }
-    }
-}
-
 /// When the column `key` of `plan` is, through aliases and projections of columns, the
 /// privacy-unit group of an aggregation with no grouping sets: that aggregation's input and
 /// the group's column over it.
 fn unit_aggregate(plan: &LogicalPlan, key: &Column) -> Option<(Arc<LogicalPlan>, Column)> {
+    unit_group(plan, key).map(|(a, g)| (Arc::clone(&a.input), g))
+}
+
+/// [`unit_aggregate`]'s aggregation itself, with the group's column over its input.
+fn unit_group<'p>(plan: &'p LogicalPlan, key: &Column) -> Option<(&'p Aggregate, Column)> {
     let mut i = plan.schema().index_of_column(key).ok()?;
     let mut plan = plan;
     loop {
@@ -3040,7 +3019,7 @@ fn unit_aggregate(plan: &LogicalPlan, key: &Column) -> Option<(Arc<LogicalPlan>,
                 let Expr::Column(g) = a.group_expr.get(i)?.clone().unalias() else {
                     return None;
                 };
-                return (g.name == PRIVACY_UNIT).then(|| (Arc::clone(&a.input), g));
+                return (g.name == PRIVACY_UNIT).then_some((a, g));
             }
             _ => return None,
         }

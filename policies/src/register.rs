@@ -123,7 +123,7 @@ impl ApprovedTable {
 
 /// Output-control parameters of a project (DESIGN.md rules 3 and 5). The defaults are the
 /// floors: a project may only make them stricter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct OutputControl {
     /// A cell backed by fewer than `min_persons + t` distinct persons is suppressed
     /// (floor 8: "7 or fewer suppressed").

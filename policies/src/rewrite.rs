@@ -1094,11 +1094,7 @@ enum Op {
 #[derive(Debug, Clone)]
 struct ProtectUdf {
     op: Op,
-    min_persons: u32,
-    rounding_base: u32,
-    noise_extra_threshold: u32,
-    significant_figures: u32,
-    low_effect_spread: u32,
+    params: OutputControl,
     signature: Signature,
     /// Cells suppressed so far by this query (only `fs_suppressed` adds to it).
     suppressed: Arc<AtomicU64>,
@@ -1107,7 +1103,7 @@ struct ProtectUdf {
 impl PartialEq for ProtectUdf {
     fn eq(&self, other: &Self) -> bool {
         self.op == other.op
-            && self.params() == other.params()
+            && self.params == other.params
             && Arc::ptr_eq(&self.suppressed, &other.suppressed)
     }
 }
@@ -1117,11 +1113,7 @@ impl Eq for ProtectUdf {}
 impl Hash for ProtectUdf {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.op.hash(state);
-        self.min_persons.hash(state);
-        self.rounding_base.hash(state);
-        self.noise_extra_threshold.hash(state);
-        self.significant_figures.hash(state);
-        self.low_effect_spread.hash(state);
+        self.params.hash(state);
     }
 }
 
@@ -1133,23 +1125,9 @@ impl ProtectUdf {
         };
         ProtectUdf {
             op,
-            min_persons: p.min_persons,
-            rounding_base: p.rounding_base,
-            noise_extra_threshold: p.noise_extra_threshold,
-            significant_figures: p.significant_figures,
-            low_effect_spread: p.low_effect_spread,
+            params: *p,
             signature: Signature::any(arity, Volatility::Immutable),
             suppressed: Arc::clone(suppressed),
-        }
-    }
-
-    fn params(&self) -> OutputControl {
-        OutputControl {
-            min_persons: self.min_persons,
-            rounding_base: self.rounding_base,
-            noise_extra_threshold: self.noise_extra_threshold,
-            significant_figures: self.significant_figures,
-            low_effect_spread: self.low_effect_spread,
         }
     }
 }
@@ -1252,7 +1230,7 @@ impl ScalarUDFImpl for ProtectUdf {
     ) -> datafusion::common::Result<ColumnarValue> {
         let n = args.number_rows;
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
-        let p = self.params();
+        let p = self.params;
         let out: ArrayRef = match self.op {
             Op::Suppressed => {
                 let (persons, keys) = (int64(&arrays[0])?, int64(&arrays[1])?);

@@ -14,6 +14,17 @@ fn birth_month(i: usize) -> String {
     format!("{}-{:02}-01", 1940 + i / 12, 1 + i % 12)
 }
 
+/// A condition on `patients` (under `alias`) that leaves out person `i` of the differencing
+/// practice and every man of the other practices: one person of that practice's cells, many
+/// persons elsewhere.
+fn one_here_many_elsewhere(alias: &str, i: usize) -> String {
+    format!(
+        "CASE WHEN {alias}.practice_code = 'X20001' THEN {alias}.birth_month <> DATE '{}' \
+         ELSE {alias}.sex <> 'M' END",
+        birth_month(i)
+    )
+}
+
 /// Targets spread over the cohort (first, last and in between).
 const TARGETS: [usize; 8] = [0, 1, 4, 9, 14, 20, 26, 29];
 
@@ -330,8 +341,8 @@ async fn excluding_or_adding_one_person_inside_a_large_cohort_subquery_does_not_
                     "{rows} AND e.numeric_value < 55 AND NOT (p.birth_month = DATE '{m}')"
                 )),
                 within(&format!(
-                    "{rows} AND e.numeric_value < 55 AND CASE WHEN p.practice_code = 'X20001' \
-                     THEN p.birth_month <> DATE '{m}' ELSE p.sex <> 'M' END"
+                    "{rows} AND e.numeric_value < 55 AND {}",
+                    one_here_many_elsewhere("p", i)
                 )),
                 within(&format!(
                     "SELECT DISTINCT e.patient_id FROM clinical_events e \
@@ -455,10 +466,7 @@ async fn excluding_one_person_inside_a_per_person_aggregation_restricted_from_ou
     for i in TARGETS {
         let m = birth_month(i);
         for inner in [
-            format!(
-                " AND CASE WHEN p.practice_code = 'X20001' THEN p.birth_month <> DATE '{m}' \
-                 ELSE p.sex <> 'M' END"
-            ),
+            format!(" AND {}", one_here_many_elsewhere("p", i)),
             format!(" AND p.birth_month <> DATE '{m}'"),
         ] {
             let sql = q(&inner, "").replace("{group}", "");
@@ -499,11 +507,7 @@ async fn excluding_one_person_inside_a_per_person_aggregation_restricted_through
     assert!(base.is_some());
     let mut differing = Vec::new();
     for i in TARGETS {
-        let inner = format!(
-            " AND CASE WHEN e.practice_code = 'X20001' THEN e.birth_month <> DATE '{}' \
-             ELSE e.sex <> 'M' END",
-            birth_month(i)
-        );
+        let inner = format!(" AND {}", one_here_many_elsewhere("e", i));
         let sql = q(&inner);
         let got = single(&cx, &sql).await;
         if got != base {
@@ -544,13 +548,7 @@ async fn excluding_one_person_inside_a_per_person_aggregation_joined_to_a_cohort
             "SELECT COUNT(*) FROM clinical_events c JOIN {{t}} ON c.patient_id = t.patient_id WHERE {code}"
         ),
     ];
-    let condition = |i: usize| {
-        format!(
-            " AND CASE WHEN p.practice_code = 'X20001' THEN p.birth_month <> DATE '{}' \
-             ELSE p.sex <> 'M' END",
-            birth_month(i)
-        )
-    };
+    let condition = |i: usize| format!(" AND {}", one_here_many_elsewhere("p", i));
     let mut differing = Vec::new();
     for shape in &shapes {
         let base = single(&cx, &shape.replace("{t}", &aggregated(""))).await;
