@@ -490,6 +490,10 @@ enum Unmeasured {
     OuterOn,
     /// A join key computed with a condition (`CASE`, `NULLIF` …): a NULL key drops the row.
     JoinKey,
+    /// An aggregation over persons joined to rows about persons other than `patients`: the
+    /// other side decides which of its persons the answer has, and its conditions inside
+    /// are measured over all of them.
+    Restricted,
 }
 
 /// The refusal (FS-7) of a condition that rule 7 cannot measure where it is.
@@ -503,6 +507,17 @@ fn unmeasured(at: Unmeasured) -> RewriteError {
         Unmeasured::JoinKey => {
             "a join key over rows about persons that is computed with a condition (CASE, \
              NULLIF and the like: a NULL key leaves the row out)"
+        }
+        Unmeasured::Restricted => {
+            return RewriteError::Refused(Refusal::new(
+                Rule::LowEffect,
+                "a condition inside a per-person aggregation that is joined to rows of \
+                 another personal table cannot be checked for low effect (the other table \
+                 decides which persons the answer has, so a condition that leaves out a \
+                 few of them must not change it); select those persons inside the \
+                 aggregation with patient_id IN (SELECT patient_id FROM …), or join it to \
+                 patients only",
+            ));
         }
     };
     RewriteError::Refused(Refusal::new(
@@ -577,18 +592,22 @@ pub(crate) struct LowEffect<'a> {
     context: Option<Context>,
     /// Conditions of a filter above that moved into a per-person aggregation below.
     consumed: Vec<Expr>,
+    /// Whether the plan being lifted is a join input whose other input is rows about
+    /// persons that no [`Context`] moved into it: an aggregation over persons here cannot
+    /// have conditions measured ([`LowEffect::apply`]).
+    restricted: bool,
     /// Every column the statement's expressions read (see [`LowEffect::as_membership`]).
     referenced: std::collections::HashSet<Column>,
 }
 
-/// A per-person aggregation (`agg_input`: its input, grouped by `group`) joined on the
-/// privacy unit to `patients` (`persons`, keyed by `key`) in the plan above, with the
-/// conditions and cells of that plan that read only `patients` (over `persons`' columns).
+/// A per-person aggregation (`agg_input`: its input, grouped by `group`) restricted in the
+/// plan above: joined on the privacy unit to `patients` (`persons`, with its key), with the
+/// conditions and cells of that plan that read only `patients` (over `persons`' columns), or
+/// selected by cohort conditions on its unit (`group [NOT] IN (SELECT …)`, no `persons`).
 struct Context {
     agg_input: Arc<LogicalPlan>,
     group: Column,
-    persons: LogicalPlan,
-    key: Column,
+    persons: Option<(LogicalPlan, Column)>,
     conds: Vec<Expr>,
     /// `conds` as written above (to be removed there once moved).
     originals: Vec<Expr>,
@@ -618,6 +637,7 @@ impl<'a> LowEffect<'a> {
             above: None,
             context: None,
             consumed: Vec::new(),
+            restricted: false,
             referenced: std::collections::HashSet::new(),
         }
     }
@@ -845,6 +865,9 @@ impl<'a> LowEffect<'a> {
         let (base, conds) = self.lift(input, cells)?;
         if conds.is_empty() {
             return Ok(base);
+        }
+        if self.restricted {
+            return Err(unmeasured(Unmeasured::Restricted));
         }
         // The cells' keys as columns, for the measurement of one conjunction of conditions
         // without copies ([`LowEffect::apply_sets`] with the cells as the only set).
@@ -2049,7 +2072,7 @@ impl<'a> LowEffect<'a> {
                 if down_to_join(&f.input, &lit(true)).is_some() {
                     let mut above: Vec<(Expr, Expr)> = split_conjunction_owned(f.predicate.clone())
                         .into_iter()
-                        .filter(|c| !stays(c))
+                        .filter(|c| !stays(c) || cohort_selection(c).is_some())
                         .filter_map(|c| Some((down_to_join(&f.input, &c)?, c)))
                         .collect();
                     // Already over the same join's columns.
@@ -2057,7 +2080,23 @@ impl<'a> LowEffect<'a> {
                     self.above = Some(above);
                 }
                 let consumed_before = self.consumed.len();
+                let cohort = match &self.context {
+                    None if down_to_join(&f.input, &lit(true)).is_none() => cohort_context(&f),
+                    _ => None,
+                };
+                let cohort_of = cohort.as_ref().map(|c| Arc::clone(&c.agg_input));
+                if cohort.is_some() {
+                    self.context = cohort;
+                }
                 let lifted_input = self.lift(f.input.as_ref().clone(), &first());
+                // A cohort context that no aggregation took goes no further.
+                if cohort_of.is_some_and(|a| {
+                    self.context
+                        .as_ref()
+                        .is_some_and(|c| Arc::ptr_eq(&c.agg_input, &a))
+                }) {
+                    self.context = None;
+                }
                 self.above = saved;
                 let (mut input, mut conds) = lifted_input?;
                 let own = split_conjunction_owned(f.predicate.clone());
@@ -2209,7 +2248,11 @@ impl<'a> LowEffect<'a> {
                             None
                         }
                     };
+                    let other = if i == 0 { &j.right } else { &j.left };
+                    let saved = self.restricted;
+                    self.restricted |= self.context.is_none() && self.personal(other)?;
                     let input = self.side(plan, lift, &below[i], &mut conds);
+                    self.restricted = saved;
                     self.context = None;
                     inputs.push(Arc::new(input?));
                 }
@@ -2256,15 +2299,27 @@ impl<'a> LowEffect<'a> {
     /// person of the answer's practice and many persons of other practices had a large
     /// effect there. Moved into the aggregation (joined to `patients` inside), the answer is
     /// the same (one `patients` row per person) and they are measured together.
+    ///
+    /// With the aggregation on the optional side of an outer join (`patients p LEFT JOIN
+    /// <per person> t`, the usual prevalence query), the answer's persons are `patients`'
+    /// too: the conditions are measured inside in the same way, and stay where they are as
+    /// well (the rows of `patients` without a group need them). Measured inside alone, a
+    /// condition that left out the one person of the practice and many men elsewhere
+    /// changed `SUM(t.n)` over the practice.
     fn person_context(
         &mut self,
         j: &Join,
         below: &[Vec<Expr>],
         above: Vec<(Expr, Expr)>,
     ) -> Option<(usize, Context)> {
-        if j.join_type != JoinType::Inner {
-            return None;
-        }
+        // Which side may hold the aggregation.
+        let (agg_left, agg_right) = match j.join_type {
+            JoinType::Inner => (true, true),
+            JoinType::Left => (false, true),
+            JoinType::Right => (true, false),
+            _ => return None,
+        };
+        let inner = j.join_type == JoinType::Inner;
         let pair = unit_pair(j)?;
         let (Expr::Column(l), Expr::Column(r)) = (&pair.0, &pair.1) else {
             return None;
@@ -2277,7 +2332,10 @@ impl<'a> LowEffect<'a> {
             (1, j.right.as_ref(), r, j.left.as_ref(), l, &below[0]),
         ];
         for (at, agg_side, agg_key, persons, key, cells) in sides {
-            if key.name != PRIVACY_UNIT || !persons_scan(persons) {
+            if key.name != PRIVACY_UNIT
+                || !persons_scan(persons)
+                || !(if at == 0 { agg_left } else { agg_right })
+            {
                 continue;
             }
             let Some((agg_input, group)) = unit_aggregate(agg_side, agg_key) else {
@@ -2302,10 +2360,26 @@ impl<'a> LowEffect<'a> {
                     .map(|t| t.data)
                     .unwrap_or_else(|_| e.clone())
             };
+            // In an inner join the aggregation's unit is the persons' unit: a cohort
+            // selection on either moves in.
+            let on_persons = |e: &Expr| -> Expr {
+                if !inner {
+                    return e.clone();
+                }
+                e.clone()
+                    .transform_up(|x| match x {
+                        Expr::Column(c) if c == *agg_key => {
+                            Ok(Transformed::yes(Expr::Column(key.clone())))
+                        }
+                        other => Ok(Transformed::no(other)),
+                    })
+                    .map(|t| t.data)
+                    .unwrap_or_else(|_| e.clone())
+            };
             let (moved, originals): (Vec<Expr>, Vec<Expr>) = above
                 .iter()
+                .map(|(c, written)| (on_persons(c), written.clone()))
                 .filter(|(c, _)| reads_persons(c))
-                .cloned()
                 .unzip();
             let persons = SubqueryAlias::try_new(Arc::new(persons.clone()), alias.as_str()).ok()?;
             return Some((
@@ -2313,10 +2387,12 @@ impl<'a> LowEffect<'a> {
                 Context {
                     agg_input,
                     group,
-                    persons: LogicalPlan::SubqueryAlias(persons),
-                    key: Column::new(Some(alias.as_str()), PRIVACY_UNIT),
+                    persons: Some((
+                        LogicalPlan::SubqueryAlias(persons),
+                        Column::new(Some(alias.as_str()), PRIVACY_UNIT),
+                    )),
                     conds: moved.iter().map(&requalify).collect(),
-                    originals,
+                    originals: if inner { originals } else { Vec::new() },
                     cells: cells
                         .iter()
                         .filter(|c| reads_persons(c))
@@ -2485,11 +2561,18 @@ impl<'a> LowEffect<'a> {
         if inputs.is_empty() {
             return Ok(plan);
         }
-        let inputs = inputs
-            .into_iter()
-            .zip(below)
-            .map(|(c, cells)| self.stop(c.clone(), &cells))
-            .collect::<Result<Vec<_>, _>>()?;
+        let join = matches!(plan, LogicalPlan::Join(_));
+        let mut stopped = Vec::with_capacity(inputs.len());
+        for (i, (c, cells)) in inputs.iter().zip(below).enumerate() {
+            let saved = self.restricted;
+            if join {
+                self.restricted |= self.personal(inputs[1 - i])?;
+            }
+            let input = self.stop((*c).clone(), &cells);
+            self.restricted = saved;
+            stopped.push(input?);
+        }
+        let inputs = stopped;
         Ok(plan.with_new_exprs(plan.expressions(), inputs)?)
     }
 
@@ -2581,13 +2664,13 @@ impl<'a> LowEffect<'a> {
         };
         let applied = match context {
             Some(c) => {
-                // `patients` joined inside, its conditions and cells with the aggregation's.
-                let mut joined = LogicalPlanBuilder::from(input).join(
-                    c.persons,
-                    JoinType::Inner,
-                    (vec![c.group], vec![c.key]),
-                    None,
-                )?;
+                // `patients` joined inside, its conditions and cells with the aggregation's;
+                // or the cohort conditions on the unit, on the aggregation's rows.
+                let mut joined = LogicalPlanBuilder::from(input);
+                if let Some((persons, key)) = c.persons {
+                    joined =
+                        joined.join(persons, JoinType::Inner, (vec![c.group], vec![key]), None)?;
+                }
                 if let Some(p) = conjunction(c.conds) {
                     joined = joined.filter(p)?;
                 }
@@ -2865,6 +2948,74 @@ fn substitute(e: &Expr, schema: &DFSchema, f: &dyn Fn(usize) -> Option<Expr>) ->
         .ok()?
         .data;
     ok.then_some(out)
+}
+
+/// `c` as a cohort selection `x [NOT] IN (SELECT …)` on a column, uncorrelated: the
+/// column, the subquery and whether it is negated (`NOT` above it included).
+fn cohort_selection(c: &Expr) -> Option<(&Column, &datafusion::logical_expr::Subquery, bool)> {
+    let (inner, flip) = match c {
+        Expr::Not(e) => (e.as_ref(), true),
+        e => (e, false),
+    };
+    let Expr::InSubquery(InSubquery {
+        expr,
+        subquery,
+        negated,
+    }) = inner
+    else {
+        return None;
+    };
+    let Expr::Column(x) = expr.as_ref() else {
+        return None;
+    };
+    (subquery.outer_ref_columns.is_empty() && !stays_in(&subquery.subquery)).then_some((
+        x,
+        subquery,
+        *negated != flip,
+    ))
+}
+
+/// The cohort selections of filter `f` on the privacy unit of a per-person aggregation right
+/// below it (through aliases and projections of columns): `t.patient_id [NOT] IN (SELECT …)`,
+/// uncorrelated. A filter on a group's key selects whole groups, so the same selection on
+/// the aggregation's rows gives the same answer; there it is measured with the
+/// aggregation's own conditions. Measured above it, over the aggregation's persons, a
+/// condition inside that left out the one person of the cohort's practice and many men
+/// elsewhere had a large effect, and the cohort then kept the practice alone (25 against 30
+/// on the attack fixture).
+fn cohort_context(f: &Filter) -> Option<Context> {
+    let mut found: Option<Context> = None;
+    for c in split_conjunction_owned(f.predicate.clone()) {
+        let Some((x, subquery, negated)) = cohort_selection(&c) else {
+            continue;
+        };
+        let Some((a, group)) = unit_group(&f.input, x) else {
+            continue;
+        };
+        let moved = Expr::InSubquery(InSubquery::new(
+            Box::new(Expr::Column(group.clone())),
+            subquery.clone(),
+            negated,
+        ));
+        match &mut found {
+            Some(ctx) if Arc::ptr_eq(&ctx.agg_input, &a.input) => {
+                ctx.conds.push(moved);
+                ctx.originals.push(c);
+            }
+            Some(_) => {}
+            None => {
+                found = Some(Context {
+                    agg_input: Arc::clone(&a.input),
+                    group,
+                    persons: None,
+                    conds: vec![moved],
+                    originals: vec![c],
+                    cells: Vec::new(),
+                })
+            }
+        }
+    }
+    found
 }
 
 /// `e`, over the output of `plan`, rewritten over the output of the join below `plan`'s

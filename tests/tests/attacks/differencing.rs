@@ -577,6 +577,95 @@ async fn excluding_one_person_inside_a_per_person_aggregation_joined_to_a_cohort
     assert_eq!(refused(&cx, &sql).await, Rule::LowEffect, "{sql}");
 }
 
+/// A per-person aggregation restricted from outside by the persons of a cohort
+/// (`t.patient_id IN (SELECT …)`) or kept by `patients` around it in an outer join (the usual
+/// prevalence query): the condition inside is measured with that restriction, and the
+/// answers do not change. Measured inside alone, over every person with an event, it had a
+/// large effect: target 14 gave 25 against 30 through the cohort, and `SUM(t.n)` gave 28
+/// against 29 for several targets through the cohort and for every target through the outer
+/// join. Joined to rows of another personal table, such a condition is refused, and selecting
+/// the same persons inside the aggregation is measured.
+#[tokio::test]
+async fn excluding_one_person_inside_a_per_person_aggregation_selected_from_outside() {
+    let f = fixture();
+    let cx = f.project(RESEARCH).await;
+    let aggregated = |inner: &str| {
+        format!(
+            "(SELECT e.patient_id, COUNT(*) AS n FROM clinical_events e \
+             JOIN patients p ON e.patient_id = p.patient_id \
+             WHERE e.numeric_value IS NOT NULL{inner} GROUP BY e.patient_id) t"
+        )
+    };
+    let cohort =
+        format!("(SELECT patient_id FROM clinical_events WHERE snomedct_code = '{DIFF_CODE}')");
+    let shapes = [
+        format!("SELECT COUNT(*) FROM {{t}} WHERE t.patient_id IN {cohort}"),
+        format!("SELECT SUM(t.n) FROM {{t}} WHERE t.patient_id IN {cohort}"),
+        format!(
+            "SELECT SUM(t.n) FROM {{t}} JOIN patients p2 ON t.patient_id = p2.patient_id \
+             WHERE t.patient_id IN {cohort}"
+        ),
+        format!(
+            "SELECT COUNT(*) FROM {{t}} JOIN patients p2 ON t.patient_id = p2.patient_id \
+             WHERE p2.patient_id IN {cohort}"
+        ),
+        "SELECT COUNT(t.n) FROM patients p2 LEFT JOIN {t} ON t.patient_id = p2.patient_id \
+         WHERE p2.practice_code = 'X20001'"
+            .to_string(),
+        "SELECT SUM(t.n) FROM patients p2 LEFT JOIN {t} ON t.patient_id = p2.patient_id \
+         WHERE p2.practice_code = 'X20001'"
+            .to_string(),
+        // The advice of the refusal below: the persons selected inside.
+        "SELECT SUM(t.n) FROM {t}".to_string(),
+    ];
+    let condition = |i: usize| format!(" AND {}", one_here_many_elsewhere("p", i));
+    let inside = format!(" AND e.patient_id IN {cohort}");
+    let mut differing = Vec::new();
+    for (k, shape) in shapes.iter().enumerate() {
+        let extra = if k == shapes.len() - 1 {
+            inside.as_str()
+        } else {
+            ""
+        };
+        let base = single(&cx, &shape.replace("{t}", &aggregated(extra))).await;
+        assert!(base.is_some(), "{shape}");
+        for i in TARGETS {
+            let sql = shape.replace("{t}", &aggregated(&format!("{extra}{}", condition(i))));
+            let got = single(&cx, &sql).await;
+            if got != base {
+                differing.push(format!("{sql} -> {got:?} (all: {base:?})"));
+            }
+        }
+    }
+    assert!(
+        differing.is_empty(),
+        "a condition inside a per-person aggregation changed the released answer:\n{}",
+        differing.join("\n")
+    );
+    let code = format!("c.snomedct_code = '{DIFF_CODE}'");
+    let by_code = "(SELECT e.patient_id, e.snomedct_code, COUNT(*) AS n FROM clinical_events e \
+                   JOIN patients p ON e.patient_id = p.patient_id \
+                   WHERE e.numeric_value IS NOT NULL AND {c} \
+                   GROUP BY e.patient_id, e.snomedct_code) t";
+    for sql in [
+        format!(
+            "SELECT SUM(t.n) FROM {} JOIN clinical_events c ON t.patient_id = c.patient_id WHERE {code}",
+            aggregated(&condition(14))
+        ),
+        format!(
+            "SELECT COUNT(*) FROM clinical_events c JOIN {} ON c.patient_id = t.patient_id \
+             WHERE {code} AND t.n >= 1",
+            aggregated(&condition(14))
+        ),
+        format!(
+            "SELECT COUNT(*) FROM {} JOIN clinical_events c ON t.patient_id = c.patient_id WHERE {code}",
+            by_code.replace("{c}", &one_here_many_elsewhere("p", 14))
+        ),
+    ] {
+        assert_eq!(refused(&cx, &sql).await, Rule::LowEffect, "{sql}");
+    }
+}
+
 /// A condition in an inner join's `ON` clause is the same filter as in `WHERE`, and is
 /// measured like one: the person it leaves out does not change the count. (Before, it was
 /// not measured there: target 14 gave 25 against 30.)
