@@ -512,7 +512,8 @@ fn unmeasured(at: Unmeasured) -> RewriteError {
             return RewriteError::Refused(Refusal::new(
                 Rule::LowEffect,
                 "a condition inside a per-person aggregation that is joined to rows of \
-                 another personal table cannot be checked for low effect (the other table \
+                 another personal table (anything but patients, unfiltered, in an inner, \
+                 left or right join) cannot be checked for low effect (the other table \
                  decides which persons the answer has, so a condition that leaves out a \
                  few of them must not change it); select those persons inside the \
                  aggregation with patient_id IN (SELECT patient_id FROM …), or join it to \
