@@ -25,6 +25,16 @@ fn one_here_many_elsewhere(alias: &str, i: usize) -> String {
     )
 }
 
+/// A per-person aggregation `t` (events with a value, counted per person, `patients` joined
+/// inside as `p`) with `inner` added to its `WHERE`.
+fn per_person_events(inner: &str) -> String {
+    format!(
+        "(SELECT e.patient_id, COUNT(*) AS n FROM clinical_events e \
+         JOIN patients p ON e.patient_id = p.patient_id \
+         WHERE e.numeric_value IS NOT NULL{inner} GROUP BY e.patient_id) t"
+    )
+}
+
 /// Targets spread over the cohort (first, last and in between).
 const TARGETS: [usize; 8] = [0, 1, 4, 9, 14, 20, 26, 29];
 
@@ -532,13 +542,6 @@ async fn excluding_one_person_inside_a_per_person_aggregation_restricted_through
 async fn excluding_one_person_inside_a_per_person_aggregation_joined_to_a_cohort() {
     let f = fixture();
     let cx = f.project(RESEARCH).await;
-    let aggregated = |inner: &str| {
-        format!(
-            "(SELECT e.patient_id, COUNT(*) AS n FROM clinical_events e \
-             JOIN patients p ON e.patient_id = p.patient_id \
-             WHERE e.numeric_value IS NOT NULL{inner} GROUP BY e.patient_id) t"
-        )
-    };
     let code = format!("c.snomedct_code = '{DIFF_CODE}'");
     let shapes = [
         format!(
@@ -551,10 +554,10 @@ async fn excluding_one_person_inside_a_per_person_aggregation_joined_to_a_cohort
     let condition = |i: usize| format!(" AND {}", one_here_many_elsewhere("p", i));
     let mut differing = Vec::new();
     for shape in &shapes {
-        let base = single(&cx, &shape.replace("{t}", &aggregated(""))).await;
+        let base = single(&cx, &shape.replace("{t}", &per_person_events(""))).await;
         assert!(base.is_some());
         for i in TARGETS {
-            let sql = shape.replace("{t}", &aggregated(&condition(i)));
+            let sql = shape.replace("{t}", &per_person_events(&condition(i)));
             let got = single(&cx, &sql).await;
             if got != base {
                 differing.push(format!("{sql} -> {got:?} (all: {base:?})"));
@@ -572,7 +575,7 @@ async fn excluding_one_person_inside_a_per_person_aggregation_joined_to_a_cohort
     );
     let sql = format!(
         "SELECT COUNT(*) FROM {} JOIN {cohort} ON t.patient_id = d.patient_id",
-        aggregated(&condition(14))
+        per_person_events(&condition(14))
     );
     assert_eq!(refused(&cx, &sql).await, Rule::LowEffect, "{sql}");
 }
@@ -589,13 +592,6 @@ async fn excluding_one_person_inside_a_per_person_aggregation_joined_to_a_cohort
 async fn excluding_one_person_inside_a_per_person_aggregation_selected_from_outside() {
     let f = fixture();
     let cx = f.project(RESEARCH).await;
-    let aggregated = |inner: &str| {
-        format!(
-            "(SELECT e.patient_id, COUNT(*) AS n FROM clinical_events e \
-             JOIN patients p ON e.patient_id = p.patient_id \
-             WHERE e.numeric_value IS NOT NULL{inner} GROUP BY e.patient_id) t"
-        )
-    };
     let cohort =
         format!("(SELECT patient_id FROM clinical_events WHERE snomedct_code = '{DIFF_CODE}')");
     let shapes = [
@@ -627,10 +623,13 @@ async fn excluding_one_person_inside_a_per_person_aggregation_selected_from_outs
         } else {
             ""
         };
-        let base = single(&cx, &shape.replace("{t}", &aggregated(extra))).await;
+        let base = single(&cx, &shape.replace("{t}", &per_person_events(extra))).await;
         assert!(base.is_some(), "{shape}");
         for i in TARGETS {
-            let sql = shape.replace("{t}", &aggregated(&format!("{extra}{}", condition(i))));
+            let sql = shape.replace(
+                "{t}",
+                &per_person_events(&format!("{extra}{}", condition(i))),
+            );
             let got = single(&cx, &sql).await;
             if got != base {
                 differing.push(format!("{sql} -> {got:?} (all: {base:?})"));
@@ -650,12 +649,12 @@ async fn excluding_one_person_inside_a_per_person_aggregation_selected_from_outs
     for sql in [
         format!(
             "SELECT SUM(t.n) FROM {} JOIN clinical_events c ON t.patient_id = c.patient_id WHERE {code}",
-            aggregated(&condition(14))
+            per_person_events(&condition(14))
         ),
         format!(
             "SELECT COUNT(*) FROM clinical_events c JOIN {} ON c.patient_id = t.patient_id \
              WHERE {code} AND t.n >= 1",
-            aggregated(&condition(14))
+            per_person_events(&condition(14))
         ),
         format!(
             "SELECT COUNT(*) FROM {} JOIN clinical_events c ON t.patient_id = c.patient_id WHERE {code}",
