@@ -490,6 +490,8 @@ enum Unmeasured {
     OuterOn,
     /// A join key computed with a condition (`CASE`, `NULLIF` …): a NULL key drops the row.
     JoinKey,
+    /// A subquery condition that is not an uncorrelated cohort selection on a column.
+    Subquery,
     /// An aggregation over persons joined to rows about persons other than `patients`: the
     /// other side decides which of its persons the answer has, and its conditions inside
     /// are measured over all of them.
@@ -507,6 +509,11 @@ fn unmeasured(at: Unmeasured) -> RewriteError {
         Unmeasured::JoinKey => {
             "a join key over rows about persons that is computed with a condition (CASE, \
              NULLIF and the like: a NULL key leaves the row out)"
+        }
+        Unmeasured::Subquery => {
+            "a subquery condition on rows about persons other than an uncorrelated \
+             column IN (SELECT column …) (NOT IN over a column that may be NULL, a \
+             correlated subquery, EXISTS, a computed value compared with a subquery)"
         }
         Unmeasured::Restricted => {
             return RewriteError::Refused(Refusal::new(
@@ -529,6 +536,17 @@ fn unmeasured(at: Unmeasured) -> RewriteError {
              or subquery that aggregates the rows, or in an inner join"
         ),
     ))
+}
+
+/// Whether `e` has a subquery.
+fn has_subquery(e: &Expr) -> bool {
+    e.exists(|x| {
+        Ok(matches!(
+            x,
+            Expr::ScalarSubquery(_) | Expr::InSubquery(_) | Expr::Exists(_)
+        ))
+    })
+    .unwrap_or(true)
 }
 
 /// Whether a subquery plan reads outer columns anywhere (correlated).
@@ -593,9 +611,10 @@ pub(crate) struct LowEffect<'a> {
     context: Option<Context>,
     /// Conditions of a filter above that moved into a per-person aggregation below.
     consumed: Vec<Expr>,
-    /// Whether the plan being lifted is a join input whose other input is rows about
-    /// persons that no [`Context`] moved into it: an aggregation over persons here cannot
-    /// have conditions measured ([`LowEffect::apply`]).
+    /// Whether the plan being lifted is restricted from outside in a way no [`Context`]
+    /// moved into it — a join input whose other input is rows about persons, or the input
+    /// of a filter with a cohort selection that stayed — so that an aggregation over
+    /// persons here cannot have conditions measured ([`LowEffect::apply`]).
     restricted: bool,
     /// Every column the statement's expressions read (see [`LowEffect::as_membership`]).
     referenced: std::collections::HashSet<Column>,
@@ -2081,15 +2100,20 @@ impl<'a> LowEffect<'a> {
                     self.above = Some(above);
                 }
                 let consumed_before = self.consumed.len();
-                let cohort = match &self.context {
+                let (cohort, stayed) = match &self.context {
                     None if down_to_join(&f.input, &lit(true)).is_none() => cohort_context(&f),
-                    _ => None,
+                    _ => (None, false),
                 };
                 let cohort_of = cohort.as_ref().map(|c| Arc::clone(&c.agg_input));
                 if cohort.is_some() {
                     self.context = cohort;
                 }
+                // A cohort selection that stays here restricts the persons of every
+                // aggregation below it.
+                let restricted = self.restricted;
+                self.restricted |= stayed;
                 let lifted_input = self.lift(f.input.as_ref().clone(), &first());
+                self.restricted = restricted;
                 // A cohort context that no aggregation took goes no further.
                 if cohort_of.is_some_and(|a| {
                     self.context
@@ -2119,6 +2143,13 @@ impl<'a> LowEffect<'a> {
                         input = joined;
                         lifted.push(atom);
                     } else {
+                        // A condition with a subquery that is not a measurable cohort
+                        // selection (correlated, `NOT IN` over values that may be NULL, a
+                        // computed value `IN (…)`), on rows about persons: refused rather
+                        // than applied unmeasured.
+                        if has_subquery(&c) && self.personal(&input)? {
+                            return Err(unmeasured(Unmeasured::Subquery));
+                        }
                         kept.push(c);
                     }
                 }
@@ -2227,7 +2258,15 @@ impl<'a> LowEffect<'a> {
                     return self.lift(cohort, cells);
                 }
                 let above = self.above.take();
-                let context = self.person_context(&j, &below, above.unwrap_or_default());
+                // A cell that reads both inputs restricts each from outside.
+                let mixed = cells.iter().any(|c| {
+                    let refs = c.column_refs();
+                    refs.iter().any(|r| j.left.schema().has_column(r))
+                        && refs.iter().any(|r| j.right.schema().has_column(r))
+                });
+                let context = self
+                    .person_context(&j, &below, above.unwrap_or_default())
+                    .filter(|_| !mixed);
                 let (lift_left, lift_right) = match j.join_type {
                     JoinType::Inner => (true, true),
                     JoinType::Left | JoinType::LeftSemi | JoinType::LeftAnti => (true, false),
@@ -2377,6 +2416,20 @@ impl<'a> LowEffect<'a> {
                     .map(|t| t.data)
                     .unwrap_or_else(|_| e.clone())
             };
+            // A condition that reads `patients` and the aggregation's values restricts the
+            // persons from outside and cannot move: no context (the aggregation's own
+            // conditions are then refused, see `restricted`).
+            let reads_some_persons = |e: &Expr| {
+                e.column_refs()
+                    .iter()
+                    .any(|c| persons.schema().has_column(c))
+            };
+            if above.iter().any(|(c, _)| {
+                let c = on_persons(c);
+                !reads_persons(&c) && reads_some_persons(&c)
+            }) {
+                continue;
+            }
             let (moved, originals): (Vec<Expr>, Vec<Expr>) = above
                 .iter()
                 .map(|(c, written)| (on_persons(c), written.clone()))
@@ -2451,11 +2504,15 @@ impl<'a> LowEffect<'a> {
             .qualified_field_from_column(x)
             .map_or(true, |(_, f)| f.is_nullable());
         if !subquery.outer_ref_columns.is_empty()
-            || nullable_x
             || sub.schema().fields().len() != 1
-            || sub.schema().field(0).is_nullable()
             || stays_in(sub)
         {
+            return Ok(None);
+        }
+        // `x IN (…)` as a conjunct of a filter drops a row whether it is false or NULL, so
+        // NULLs on either side change nothing: membership is exactly "found". `NOT IN` is
+        // true for no row once the subquery has a NULL: not measurable as membership.
+        if negated && (nullable_x || sub.schema().field(0).is_nullable()) {
             return Ok(None);
         }
         let (lifted, conds) = self.lift(without_distinct(sub)?, &[])?;
@@ -2976,34 +3033,44 @@ fn cohort_selection(c: &Expr) -> Option<(&Column, &datafusion::logical_expr::Sub
     ))
 }
 
-/// The cohort selections of filter `f` on the privacy unit of a per-person aggregation right
-/// below it (through aliases and projections of columns): `t.patient_id [NOT] IN (SELECT …)`,
-/// uncorrelated. A filter on a group's key selects whole groups, so the same selection on
-/// the aggregation's rows gives the same answer; there it is measured with the
-/// aggregation's own conditions. Measured above it, over the aggregation's persons, a
-/// condition inside that left out the one person of the cohort's practice and many men
-/// elsewhere had a large effect, and the cohort then kept the practice alone (25 against 30
-/// on the attack fixture).
-fn cohort_context(f: &Filter) -> Option<Context> {
+/// The conditions of filter `f` on the groups of a per-person aggregation right below it
+/// (through aliases, projections, filters and sorts): cohort selections on its unit
+/// (`t.patient_id [NOT] IN (SELECT …)`, uncorrelated) and conditions that read only its
+/// plain group keys (`t.practice_code = 'X'`). A filter on group keys selects whole groups,
+/// so the same filter on the aggregation's rows gives the same answer; there it is measured
+/// with the aggregation's own conditions. Measured above it, over the aggregation's persons,
+/// a condition inside that left out the one person of the selected practice and many men
+/// elsewhere had a large effect, and the selection then kept the practice alone (25 against
+/// 30 on the attack fixture). Also whether a cohort selection stayed (it could not reach an
+/// aggregation's groups): see [`LowEffect::restricted`].
+fn cohort_context(f: &Filter) -> (Option<Context>, bool) {
     let mut found: Option<Context> = None;
+    let mut stayed = false;
     for c in split_conjunction_owned(f.predicate.clone()) {
-        let Some((x, subquery, negated)) = cohort_selection(&c) else {
+        let cohort = cohort_selection(&c).is_some();
+        if (!cohort && stays(&c)) || c.column_refs().is_empty() {
+            continue;
+        }
+        let moved = down_to_groups(&f.input, &c).and_then(|(a, moved)| {
+            let unit = a
+                .group_expr
+                .iter()
+                .find_map(|g| match g.clone().unalias() {
+                    Expr::Column(u) if u.name == PRIVACY_UNIT => Some(u),
+                    _ => None,
+                })?;
+            Some((a, unit, moved))
+        });
+        let Some((a, group, moved)) = moved else {
+            stayed |= cohort;
             continue;
         };
-        let Some((a, group)) = unit_group(&f.input, x) else {
-            continue;
-        };
-        let moved = Expr::InSubquery(InSubquery::new(
-            Box::new(Expr::Column(group.clone())),
-            subquery.clone(),
-            negated,
-        ));
         match &mut found {
             Some(ctx) if Arc::ptr_eq(&ctx.agg_input, &a.input) => {
                 ctx.conds.push(moved);
                 ctx.originals.push(c);
             }
-            Some(_) => {}
+            Some(_) => stayed |= cohort,
             None => {
                 found = Some(Context {
                     agg_input: Arc::clone(&a.input),
@@ -3016,7 +3083,39 @@ fn cohort_context(f: &Filter) -> Option<Context> {
             }
         }
     }
-    found
+    (found, stayed)
+}
+
+/// `e`, over the output of `plan`, rewritten over the input of the aggregation below
+/// `plan`'s aliases, projections, filters and sorts, each column replaced by the plain
+/// column it groups by (`None` if there is no aggregation, or `e` reads something else).
+fn down_to_groups<'p>(plan: &'p LogicalPlan, e: &Expr) -> Option<(&'p Aggregate, Expr)> {
+    match plan {
+        LogicalPlan::Filter(f) => down_to_groups(&f.input, e),
+        LogicalPlan::Sort(s) if s.fetch.is_none() => down_to_groups(&s.input, e),
+        LogicalPlan::SubqueryAlias(a) => {
+            let inner = substitute(e, &a.schema, &|i| {
+                Some(Expr::Column(Column::from(
+                    a.input.schema().qualified_field(i),
+                )))
+            })?;
+            down_to_groups(&a.input, &inner)
+        }
+        LogicalPlan::Projection(p) => {
+            let inner = substitute(e, &p.schema, &|i| Some(p.expr[i].clone().unalias()))?;
+            down_to_groups(&p.input, &inner)
+        }
+        LogicalPlan::Aggregate(a) => {
+            let n = a.group_expr.len();
+            let inner = substitute(e, &a.schema, &|i| {
+                (i < n)
+                    .then(|| a.group_expr[i].clone().unalias())
+                    .filter(|g| matches!(g, Expr::Column(_)))
+            })?;
+            Some((a, inner))
+        }
+        _ => None,
+    }
 }
 
 /// `e`, over the output of `plan`, rewritten over the output of the join below `plan`'s

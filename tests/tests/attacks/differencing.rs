@@ -665,6 +665,94 @@ async fn excluding_one_person_inside_a_per_person_aggregation_selected_from_outs
     }
 }
 
+/// More ways of selecting a per-person aggregation's persons from outside (found in review,
+/// session 24): a condition on another of its group keys (`t.practice_code = …`), a cohort
+/// selection above a `HAVING`, and a cohort selection on a column that may be NULL (the
+/// optional side of an outer join), which was applied without being measured at all. Each
+/// is now measured with the aggregation's own conditions (or, for the last, as a cohort);
+/// a condition that reads both `patients` and the aggregation's values cannot move into it
+/// and is refused.
+#[tokio::test]
+async fn excluding_one_person_behind_a_group_key_having_or_nullable_cohort() {
+    /// Writes the derived table `t` around the extra condition it is given.
+    type Wrap = fn(&str) -> String;
+    let f = fixture();
+    let cx = f.project(RESEARCH).await;
+    let by_practice = |inner: &str| {
+        format!(
+            "(SELECT e.patient_id, p.practice_code, COUNT(*) AS n FROM clinical_events e \
+             JOIN patients p ON e.patient_id = p.patient_id \
+             WHERE e.numeric_value IS NOT NULL{inner} \
+             GROUP BY e.patient_id, p.practice_code) t"
+        )
+    };
+    let having = |inner: &str| {
+        format!(
+            "(SELECT e.patient_id, COUNT(*) AS n FROM clinical_events e \
+             JOIN patients p ON e.patient_id = p.patient_id \
+             WHERE e.numeric_value IS NOT NULL{inner} GROUP BY e.patient_id \
+             HAVING COUNT(*) >= 1) t"
+        )
+    };
+    let cohort =
+        format!("(SELECT patient_id FROM clinical_events WHERE snomedct_code = '{DIFF_CODE}')");
+    let condition = |i: usize| format!(" AND {}", one_here_many_elsewhere("p", i));
+    let shapes: [(String, Wrap); 3] = [
+        (
+            "SELECT COUNT(*) FROM {t} WHERE t.practice_code = 'X20001'".into(),
+            by_practice,
+        ),
+        (
+            "SELECT SUM(t.n) FROM {t} WHERE t.practice_code = 'X20001'".into(),
+            by_practice,
+        ),
+        (
+            format!("SELECT SUM(t.n) FROM {{t}} WHERE t.patient_id IN {cohort}"),
+            having,
+        ),
+    ];
+    let mut differing = Vec::new();
+    for (shape, t) in &shapes {
+        let base = single(&cx, &shape.replace("{t}", &t(""))).await;
+        assert!(base.is_some(), "{shape}");
+        for i in TARGETS {
+            let sql = shape.replace("{t}", &t(&condition(i)));
+            let got = single(&cx, &sql).await;
+            if got != base {
+                differing.push(format!("{sql} -> {got:?} (all: {base:?})"));
+            }
+        }
+    }
+    // A cohort selection on the optional side of an outer join (a column that may be NULL).
+    let nullable = |extra: &str| {
+        format!(
+            "SELECT COUNT(*) FROM patients p LEFT JOIN patients q ON q.patient_id = p.patient_id \
+             WHERE q.patient_id IN (SELECT patient_id FROM patients \
+             WHERE practice_code = 'X20001'{extra})"
+        )
+    };
+    let base = single(&cx, &nullable("")).await;
+    assert!(base.is_some());
+    for i in TARGETS {
+        let sql = nullable(&format!(" AND birth_month <> DATE '{}'", birth_month(i)));
+        let got = single(&cx, &sql).await;
+        if got != base {
+            differing.push(format!("{sql} -> {got:?} (all: {base:?})"));
+        }
+    }
+    assert!(
+        differing.is_empty(),
+        "a condition inside a per-person aggregation or cohort changed the released answer:\n{}",
+        differing.join("\n")
+    );
+    let sql = format!(
+        "SELECT SUM(t.n) FROM {} JOIN patients p2 ON t.patient_id = p2.patient_id \
+         WHERE p2.practice_code = 'X20001' OR t.n < 0",
+        per_person_events(&condition(14))
+    );
+    assert_eq!(refused(&cx, &sql).await, Rule::LowEffect, "{sql}");
+}
+
 /// A condition in an inner join's `ON` clause is the same filter as in `WHERE`, and is
 /// measured like one: the person it leaves out does not change the count. (Before, it was
 /// not measured there: target 14 gave 25 against 30.)
