@@ -519,8 +519,8 @@ fn unmeasured(at: Unmeasured) -> RewriteError {
             return RewriteError::Refused(Refusal::new(
                 Rule::LowEffect,
                 "a condition inside a per-person aggregation that is joined to rows of \
-                 another personal table (anything but patients, unfiltered, in an inner, \
-                 left or right join) cannot be checked for low effect (the other table \
+                 another personal table (anything but patients or a derived table of it \
+                 with one row per person, in an inner, left or right join) cannot be checked for low effect (the other table \
                  decides which persons the answer has, so a condition that leaves out a \
                  few of them must not change it); select those persons inside the \
                  aggregation with patient_id IN (SELECT patient_id FROM …), or join it to \
@@ -3207,12 +3207,23 @@ fn without_distinct(plan: &LogicalPlan) -> Result<LogicalPlan, RewriteError> {
     }
 }
 
-/// A plain scan of `patients` (one row per person, DATA_MODEL.md), maybe aliased and with
-/// a projection of its columns (as the project view gives it).
+/// A scan of `patients` (one row per person, DATA_MODEL.md) through aliases, sorts,
+/// filters and projections that keep `patient_id` as it is (computed columns such as an age
+/// band computed in a CTE, or `WITH alive AS (SELECT * FROM patients WHERE …)`): still at most
+/// one row per person, so joined inside a per-person aggregation on the unit it copies no
+/// row, and its filters are measured there with the aggregation's own conditions.
 fn persons_scan(plan: &LogicalPlan) -> bool {
     match plan {
         LogicalPlan::SubqueryAlias(a) => persons_scan(&a.input),
-        LogicalPlan::Projection(p) if p.expr.iter().all(|e| matches!(e, Expr::Column(_))) => {
+        LogicalPlan::Sort(s) if s.fetch.is_none() => persons_scan(&s.input),
+        LogicalPlan::Filter(f) if !f.predicate.is_volatile() => persons_scan(&f.input),
+        LogicalPlan::Projection(p)
+            if p.expr.iter().zip(p.schema.fields()).all(|(e, field)| {
+                !e.is_volatile()
+                    && (field.name() != PRIVACY_UNIT
+                        || matches!(e.clone().unalias(), Expr::Column(c) if c.name == PRIVACY_UNIT))
+            }) =>
+        {
             persons_scan(&p.input)
         }
         LogicalPlan::TableScan(t) => {

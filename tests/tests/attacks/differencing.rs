@@ -753,6 +753,44 @@ async fn excluding_one_person_behind_a_group_key_having_or_nullable_cohort() {
     assert_eq!(refused(&cx, &sql).await, Rule::LowEffect, "{sql}");
 }
 
+/// `patients` around a per-person aggregation through a CTE (computed age bands, a filter):
+/// still one row per person, so its conditions and cells are measured inside the
+/// aggregation as for a plain scan, and the prevalence shapes analysts write run (they
+/// were refused after the restriction above was closed, and leaked before it).
+#[tokio::test]
+async fn a_per_person_aggregation_kept_by_a_derived_patients_table() {
+    let f = fixture();
+    let cx = f.project(RESEARCH).await;
+    let shapes = [
+        "WITH banded AS (SELECT patient_id, practice_code, CASE WHEN birth_month > \
+         DATE '1960-01-01' THEN 'young' ELSE 'old' END AS band FROM patients) \
+         SELECT b.band, SUM(t.n) FROM banded b LEFT JOIN {t} ON t.patient_id = b.patient_id \
+         WHERE b.practice_code = 'X20001' GROUP BY b.band ORDER BY b.band",
+        "WITH here AS (SELECT * FROM patients WHERE practice_code = 'X20001') \
+         SELECT SUM(t.n) FROM here h LEFT JOIN {t} ON t.patient_id = h.patient_id",
+        "WITH here AS (SELECT * FROM patients WHERE practice_code = 'X20001') \
+         SELECT COUNT(*) FROM {t} JOIN here h ON t.patient_id = h.patient_id",
+    ];
+    let mut differing = Vec::new();
+    for shape in shapes {
+        let base = rows(&cx, &shape.replace("{t}", &per_person_events(""))).await;
+        assert!(!base.is_empty(), "{shape}");
+        for i in TARGETS {
+            let inner = format!(" AND {}", one_here_many_elsewhere("p", i));
+            let sql = shape.replace("{t}", &per_person_events(&inner));
+            let got = rows(&cx, &sql).await;
+            if got != base {
+                differing.push(format!("{sql} -> {got:?} (all: {base:?})"));
+            }
+        }
+    }
+    assert!(
+        differing.is_empty(),
+        "a condition inside a per-person aggregation changed the released answer:\n{}",
+        differing.join("\n")
+    );
+}
+
 /// A condition in an inner join's `ON` clause is the same filter as in `WHERE`, and is
 /// measured like one: the person it leaves out does not change the count. (Before, it was
 /// not measured there: target 14 gave 25 against 30.)
