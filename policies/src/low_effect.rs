@@ -2387,18 +2387,14 @@ impl<'a> LowEffect<'a> {
                     .all(|c| persons.schema().has_column(c))
                     && !e.is_volatile()
             };
+            // Inside, the persons' columns by position (a join to `practices` has two
+            // columns named `practice_code`).
             let alias = self.name("persons");
+            let schema = Arc::clone(persons.schema());
+            let inside = |i: usize| Column::new(Some(alias.as_str()), format!("c{i}"));
             let requalify = |e: &Expr| -> Expr {
-                e.clone()
-                    .transform_up(|x| match x {
-                        Expr::Column(c) => Ok(Transformed::yes(Expr::Column(Column::new(
-                            Some(alias.as_str()),
-                            c.name,
-                        )))),
-                        other => Ok(Transformed::no(other)),
-                    })
-                    .map(|t| t.data)
-                    .unwrap_or_else(|_| e.clone())
+                substitute(e, &schema, &|i| Some(Expr::Column(inside(i))))
+                    .unwrap_or_else(|| e.clone())
             };
             // In an inner join the aggregation's unit is the persons' unit: a cohort
             // selection on either moves in.
@@ -2435,16 +2431,24 @@ impl<'a> LowEffect<'a> {
                 .map(|(c, written)| (on_persons(c), written.clone()))
                 .filter(|(c, _)| reads_persons(c))
                 .unzip();
-            let persons = SubqueryAlias::try_new(Arc::new(persons.clone()), alias.as_str()).ok()?;
+            let renamed = columns_of(&schema)
+                .into_iter()
+                .enumerate()
+                .map(|(i, c)| c.alias(format!("c{i}")))
+                .collect::<Vec<_>>();
+            let renamed = LogicalPlanBuilder::from(persons.clone())
+                .project(renamed)
+                .ok()?
+                .build()
+                .ok()?;
+            let persons = SubqueryAlias::try_new(Arc::new(renamed), alias.as_str()).ok()?;
+            let key = inside(schema.index_of_column(key).ok()?);
             return Some((
                 at,
                 Context {
                     agg_input,
                     group,
-                    persons: Some((
-                        LogicalPlan::SubqueryAlias(persons),
-                        Column::new(Some(alias.as_str()), PRIVACY_UNIT),
-                    )),
+                    persons: Some((LogicalPlan::SubqueryAlias(persons), key)),
                     conds: moved.iter().map(&requalify).collect(),
                     originals: if inner { originals } else { Vec::new() },
                     cells: cells
@@ -3211,9 +3215,23 @@ fn without_distinct(plan: &LogicalPlan) -> Result<LogicalPlan, RewriteError> {
 /// filters and projections that keep `patient_id` as it is (computed columns such as an age
 /// band computed in a CTE, or `WITH alive AS (SELECT * FROM patients WHERE …)`): still at most
 /// one row per person, so joined inside a per-person aggregation on the unit it copies no
-/// row, and its filters are measured there with the aggregation's own conditions.
+/// row, and its filters are measured there with the aggregation's own conditions. Joined to
+/// `practices` on its practice code (unique: ingest rejects a duplicate), for its region.
 fn persons_scan(plan: &LogicalPlan) -> bool {
     match plan {
+        LogicalPlan::Join(j) if matches!(j.join_type, JoinType::Inner | JoinType::Left) => {
+            let Some((l, r)) = unit_pair(j) else {
+                return false;
+            };
+            let practice = |plan: &LogicalPlan, key: &Expr| match key {
+                Expr::Column(c) => practices_key(plan, c),
+                _ => false,
+            };
+            (persons_scan(&j.left) && practice(&j.right, &r))
+                || (j.join_type == JoinType::Inner
+                    && persons_scan(&j.right)
+                    && practice(&j.left, &l))
+        }
         LogicalPlan::SubqueryAlias(a) => persons_scan(&a.input),
         LogicalPlan::Sort(s) if s.fetch.is_none() => persons_scan(&s.input),
         LogicalPlan::Filter(f) if !f.predicate.is_volatile() => persons_scan(&f.input),
@@ -3230,6 +3248,37 @@ fn persons_scan(plan: &LogicalPlan) -> bool {
             t.table_name.table() == "patients" && t.filters.is_empty() && t.fetch.is_none()
         }
         _ => false,
+    }
+}
+
+/// Whether column `c` of `plan` is `practices.practice_code`, through aliases, filters and
+/// projections of columns: a key no two rows of `plan` share.
+fn practices_key(plan: &LogicalPlan, c: &Column) -> bool {
+    let Ok(mut i) = plan.schema().index_of_column(c) else {
+        return false;
+    };
+    let mut plan = plan;
+    loop {
+        match plan {
+            LogicalPlan::SubqueryAlias(a) => plan = a.input.as_ref(),
+            LogicalPlan::Filter(f) => plan = f.input.as_ref(),
+            LogicalPlan::Projection(p) => {
+                let Some(Expr::Column(c)) = p.expr.get(i).map(|e| e.clone().unalias()) else {
+                    return false;
+                };
+                let Ok(at) = p.input.schema().index_of_column(&c) else {
+                    return false;
+                };
+                i = at;
+                plan = p.input.as_ref();
+            }
+            LogicalPlan::TableScan(t) => {
+                return t.table_name.table() == "practices"
+                    && t.fetch.is_none()
+                    && t.projected_schema.field(i).name() == "practice_code";
+            }
+            _ => return false,
+        }
     }
 }
 

@@ -753,7 +753,8 @@ async fn excluding_one_person_behind_a_group_key_having_or_nullable_cohort() {
     assert_eq!(refused(&cx, &sql).await, Rule::LowEffect, "{sql}");
 }
 
-/// `patients` around a per-person aggregation through a CTE (computed age bands, a filter):
+/// `patients` around a per-person aggregation through a CTE (computed age bands, a filter)
+/// or joined to `practices`:
 /// still one row per person, so its conditions and cells are measured inside the
 /// aggregation as for a plain scan, and the prevalence shapes analysts write run (they
 /// were refused after the restriction above was closed, and leaked before it).
@@ -768,6 +769,11 @@ async fn a_per_person_aggregation_kept_by_a_derived_patients_table() {
          WHERE b.practice_code = 'X20001' GROUP BY b.band ORDER BY b.band",
         "WITH here AS (SELECT * FROM patients WHERE practice_code = 'X20001') \
          SELECT SUM(t.n) FROM here h LEFT JOIN {t} ON t.patient_id = h.patient_id",
+        // Joined to `practices` first, for the region.
+        "SELECT pr.region, SUM(t.n) FROM patients p2 \
+         JOIN practices pr ON pr.practice_code = p2.practice_code \
+         LEFT JOIN {t} ON t.patient_id = p2.patient_id \
+         WHERE p2.practice_code = 'X20001' GROUP BY pr.region",
         "WITH here AS (SELECT * FROM patients WHERE practice_code = 'X20001') \
          SELECT COUNT(*) FROM {t} JOIN here h ON t.patient_id = h.patient_id",
     ];
