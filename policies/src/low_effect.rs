@@ -75,7 +75,7 @@ use datafusion::functions_aggregate::expr_fn::{array_agg, bit_or, bool_or, count
 use datafusion::functions_aggregate::sum::sum_udaf;
 use datafusion::functions_nested::expr_fn::{array_compact, array_has, cardinality, make_array};
 use datafusion::logical_expr::expr::{
-    InList, InSubquery, Like, WindowFunction, WindowFunctionDefinition,
+    AggregateFunction, InList, InSubquery, Like, WindowFunction, WindowFunctionDefinition,
 };
 use datafusion::logical_expr::utils::{conjunction, disjunction, split_conjunction_owned};
 use datafusion::logical_expr::{
@@ -2667,11 +2667,21 @@ impl<'a> LowEffect<'a> {
             _ => false,
         };
         let n = a.group_expr.len();
+        let by_unit = a.group_expr.iter().any(|g| {
+            matches!(g, Expr::Column(c) if schema.index_of_column(c).is_ok_and(|i| info.unit[i]))
+        });
         let cells: Vec<Expr> = outer
             .iter()
             .filter_map(|c| {
                 substitute(c, &a.schema, &|i| {
-                    (i < n && !is_id(&a.group_expr[i])).then(|| a.group_expr[i].clone().unalias())
+                    if i < n {
+                        (!is_id(&a.group_expr[i])).then(|| a.group_expr[i].clone().unalias())
+                    } else {
+                        by_unit
+                            .then(|| person_constant(a, i - n))
+                            .flatten()
+                            .filter(|c| !is_id(c))
+                    }
                 })
             })
             .collect();
@@ -3090,6 +3100,38 @@ fn cohort_context(f: &Filter) -> (Option<Context>, bool) {
     (found, stayed)
 }
 
+/// The column that the `k`-th aggregate of `a` (an aggregation grouped by the privacy unit)
+/// reads when it is `MIN` or `MAX` of a column of `patients`: the same in every row of a
+/// person's group (one `patients` row per person, and personal tables join on
+/// `patient_id`), so its value is that column's, as a group key's would be.
+/// `MAX(p.practice_code) AS pc … WHERE t.pc = 'X20001'` selects one practice exactly as
+/// `GROUP BY …, p.practice_code` does.
+fn person_constant(a: &Aggregate, k: usize) -> Option<Expr> {
+    let Expr::AggregateFunction(AggregateFunction { func, params }) =
+        a.aggr_expr.get(k)?.clone().unalias()
+    else {
+        return None;
+    };
+    let name = func.name().to_lowercase();
+    if !(name == "min" || name == "max")
+        || params.filter.is_some()
+        || !params.order_by.is_empty()
+        || params.args.len() != 1
+    {
+        return None;
+    }
+    let Expr::Column(c) = &params.args[0] else {
+        return None;
+    };
+    let mut sources = BTreeSet::new();
+    source_of(&a.input, c, &mut sources);
+    let from_patients = |s: &String| {
+        s.rsplit_once('.')
+            .is_some_and(|(t, _)| t == "patients" || t.ends_with(".patients"))
+    };
+    (!sources.is_empty() && sources.iter().all(from_patients)).then(|| Expr::Column(c.clone()))
+}
+
 /// `e`, over the output of `plan`, rewritten over the input of the aggregation below
 /// `plan`'s aliases, projections, filters and sorts, each column replaced by the plain
 /// column it groups by (`None` if there is no aggregation, or `e` reads something else).
@@ -3112,9 +3154,11 @@ fn down_to_groups<'p>(plan: &'p LogicalPlan, e: &Expr) -> Option<(&'p Aggregate,
         LogicalPlan::Aggregate(a) => {
             let n = a.group_expr.len();
             let inner = substitute(e, &a.schema, &|i| {
-                (i < n)
-                    .then(|| a.group_expr[i].clone().unalias())
-                    .filter(|g| matches!(g, Expr::Column(_)))
+                if i < n {
+                    Some(a.group_expr[i].clone().unalias()).filter(|g| matches!(g, Expr::Column(_)))
+                } else {
+                    person_constant(a, i - n)
+                }
             })?;
             Some((a, inner))
         }

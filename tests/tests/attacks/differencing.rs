@@ -668,7 +668,8 @@ async fn excluding_one_person_inside_a_per_person_aggregation_selected_from_outs
 /// More ways of selecting a per-person aggregation's persons from outside (found in review,
 /// session 24): a condition on another of its group keys (`t.practice_code = …`), a cohort
 /// selection above a `HAVING`, and a cohort selection on a column that may be NULL (the
-/// optional side of an outer join), which was applied without being measured at all. Each
+/// optional side of an outer join), which was applied without being measured at all, and
+/// the same group key as `MAX` of a `patients` column, filtered on or grouped by. Each
 /// is now measured with the aggregation's own conditions (or, for the last, as a cohort);
 /// a condition that reads both `patients` and the aggregation's values cannot move into it
 /// and is refused.
@@ -694,10 +695,17 @@ async fn excluding_one_person_behind_a_group_key_having_or_nullable_cohort() {
              HAVING COUNT(*) >= 1) t"
         )
     };
+    let by_max = |inner: &str| {
+        format!(
+            "(SELECT e.patient_id, MAX(p.practice_code) AS practice_code, COUNT(*) AS n \
+             FROM clinical_events e JOIN patients p ON e.patient_id = p.patient_id \
+             WHERE e.numeric_value IS NOT NULL{inner} GROUP BY e.patient_id) t"
+        )
+    };
     let cohort =
         format!("(SELECT patient_id FROM clinical_events WHERE snomedct_code = '{DIFF_CODE}')");
     let condition = |i: usize| format!(" AND {}", one_here_many_elsewhere("p", i));
-    let shapes: [(String, Wrap); 3] = [
+    let shapes: [(String, Wrap); 5] = [
         (
             "SELECT COUNT(*) FROM {t} WHERE t.practice_code = 'X20001'".into(),
             by_practice,
@@ -710,6 +718,17 @@ async fn excluding_one_person_behind_a_group_key_having_or_nullable_cohort() {
             format!("SELECT SUM(t.n) FROM {{t}} WHERE t.patient_id IN {cohort}"),
             having,
         ),
+        // `MAX` of a `patients` column is the person's value, a group key in disguise.
+        (
+            "SELECT SUM(t.n) FROM {t} WHERE t.practice_code = 'X20001'".into(),
+            by_max,
+        ),
+        (
+            "SELECT SUM(t.n) FROM {t} WHERE t.practice_code LIKE 'X2%' \
+             GROUP BY t.practice_code"
+                .into(),
+            by_max,
+        ),
     ];
     let mut differing = Vec::new();
     for (shape, t) in &shapes {
@@ -721,6 +740,23 @@ async fn excluding_one_person_behind_a_group_key_having_or_nullable_cohort() {
             if got != base {
                 differing.push(format!("{sql} -> {got:?} (all: {base:?})"));
             }
+        }
+    }
+    // Grouped by it alone: the differencing practice's cell.
+    let cell = |inner: &str| {
+        format!(
+            "SELECT t.practice_code, SUM(t.n) FROM {} GROUP BY t.practice_code",
+            by_max(inner)
+        )
+    };
+    let practice = |rows: Vec<Vec<String>>| rows.into_iter().find(|r| r[0] == "X20001");
+    let base = practice(rows(&cx, &cell("")).await);
+    assert!(base.is_some());
+    for i in TARGETS {
+        let sql = cell(&condition(i));
+        let got = practice(rows(&cx, &sql).await);
+        if got != base {
+            differing.push(format!("{sql} -> {got:?} (all: {base:?})"));
         }
     }
     // A cohort selection on the optional side of an outer join (a column that may be NULL).
