@@ -2100,16 +2100,28 @@ impl<'a> LowEffect<'a> {
                     self.above = Some(above);
                 }
                 let consumed_before = self.consumed.len();
-                let (cohort, stayed) = match &self.context {
-                    None if down_to_join(&f.input, &lit(true)).is_none() => cohort_context(&f),
-                    _ => (None, false),
+                let (cohort, mut stayed) = if down_to_join(&f.input, &lit(true)).is_none() {
+                    cohort_context(&f)
+                } else {
+                    (None, false)
                 };
-                let cohort_of = cohort.as_ref().map(|c| Arc::clone(&c.agg_input));
-                if cohort.is_some() {
-                    self.context = cohort;
+                // A filter between one whose conditions move into an aggregation and the
+                // aggregation: its conditions join them.
+                let mut cohort_of = None;
+                match (self.context.as_mut(), cohort) {
+                    (Some(ctx), Some(c)) if Arc::ptr_eq(&ctx.agg_input, &c.agg_input) => {
+                        ctx.conds.extend(c.conds);
+                        ctx.originals.extend(c.originals);
+                    }
+                    (Some(_), Some(_)) => stayed = true,
+                    (None, Some(c)) => {
+                        cohort_of = Some(Arc::clone(&c.agg_input));
+                        self.context = Some(c);
+                    }
+                    (_, None) => {}
                 }
-                // A cohort selection that stays here restricts the persons of every
-                // aggregation below it.
+                // A condition that stays here and is not only on an aggregation's values
+                // restricts the persons of every aggregation below it.
                 let restricted = self.restricted;
                 self.restricted |= stayed;
                 let lifted_input = self.lift(f.input.as_ref().clone(), &first());
@@ -2289,8 +2301,13 @@ impl<'a> LowEffect<'a> {
                         }
                     };
                     let other = if i == 0 { &j.right } else { &j.left };
+                    // Rows about persons on the other side decide which persons reach the
+                    // answer, and so does any other side joined on a key (a public table on
+                    // a group key: `JOIN practices pr ON pr.practice_code = t.practice_code
+                    // WHERE pr.region = …`); a cross join with a constant relation does not.
                     let saved = self.restricted;
-                    self.restricted |= self.context.is_none() && self.personal(other)?;
+                    let keyed = !j.on.is_empty() || j.filter.is_some();
+                    self.restricted |= self.context.is_none() && (keyed || self.personal(other)?);
                     let input = self.side(plan, lift, &below[i], &mut conds);
                     self.restricted = saved;
                     self.context = None;
@@ -2420,17 +2437,44 @@ impl<'a> LowEffect<'a> {
                     .iter()
                     .any(|c| persons.schema().has_column(c))
             };
-            if above.iter().any(|(c, _)| {
-                let c = on_persons(c);
-                !reads_persons(&c) && reads_some_persons(&c)
-            }) {
+            // A condition on the aggregation's side moves in when it is on its group keys
+            // (`t.practice_code = 'X20001'`); one on its values alone stays (an open
+            // limit); any other restricts, and there is no context.
+            let mut on_groups = Vec::new();
+            let mut partial = false;
+            for (c, written) in &above {
+                let on = on_persons(c);
+                if reads_persons(&on) || on.column_refs().is_empty() {
+                    continue;
+                }
+                if reads_some_persons(&on) {
+                    partial = true;
+                    break;
+                }
+                match down_to_groups(agg_side, c) {
+                    Some((a, moved)) if Arc::ptr_eq(&a.input, &agg_input) => {
+                        on_groups.push((moved, written.clone()));
+                    }
+                    _ if on_values(agg_side, c) => {}
+                    _ => {
+                        partial = true;
+                        break;
+                    }
+                }
+            }
+            if partial {
                 continue;
             }
-            let (moved, originals): (Vec<Expr>, Vec<Expr>) = above
+            let (moved, mut originals): (Vec<Expr>, Vec<Expr>) = above
                 .iter()
                 .map(|(c, written)| (on_persons(c), written.clone()))
                 .filter(|(c, _)| reads_persons(c))
                 .unzip();
+            let mut conds: Vec<Expr> = moved.iter().map(&requalify).collect();
+            for (c, written) in on_groups {
+                conds.push(c);
+                originals.push(written);
+            }
             let renamed = columns_of(&schema)
                 .into_iter()
                 .enumerate()
@@ -2449,7 +2493,7 @@ impl<'a> LowEffect<'a> {
                     agg_input,
                     group,
                     persons: Some((LogicalPlan::SubqueryAlias(persons), key)),
-                    conds: moved.iter().map(&requalify).collect(),
+                    conds,
                     originals: if inner { originals } else { Vec::new() },
                     cells: cells
                         .iter()
@@ -2623,12 +2667,12 @@ impl<'a> LowEffect<'a> {
         if inputs.is_empty() {
             return Ok(plan);
         }
-        let join = matches!(plan, LogicalPlan::Join(_));
         let mut stopped = Vec::with_capacity(inputs.len());
         for (i, (c, cells)) in inputs.iter().zip(below).enumerate() {
             let saved = self.restricted;
-            if join {
-                self.restricted |= self.personal(inputs[1 - i])?;
+            if let LogicalPlan::Join(j) = &plan {
+                let keyed = !j.on.is_empty() || j.filter.is_some();
+                self.restricted |= keyed || self.personal(inputs[1 - i])?;
             }
             let input = self.stop((*c).clone(), &cells);
             self.restricted = saved;
@@ -3062,7 +3106,14 @@ fn cohort_context(f: &Filter) -> (Option<Context>, bool) {
     let mut stayed = false;
     for c in split_conjunction_owned(f.predicate.clone()) {
         let cohort = cohort_selection(&c).is_some();
-        if (!cohort && stays(&c)) || c.column_refs().is_empty() {
+        if c.column_refs().is_empty() {
+            continue;
+        }
+        // Conditions on the values of a per-person aggregation (`t.n >= 2`) are an open
+        // limit (docs/policy-rewrite-design.md); any other that cannot move restricts.
+        let cohort = cohort || !on_values(&f.input, &c);
+        if stays(&c) && cohort_selection(&c).is_none() {
+            stayed |= cohort;
             continue;
         }
         let moved = down_to_groups(&f.input, &c).and_then(|(a, moved)| {
@@ -3123,6 +3174,28 @@ fn person_constant(a: &Aggregate, k: usize) -> Option<Expr> {
     let Expr::Column(c) = &params.args[0] else {
         return None;
     };
+    // Not the group of rows without a person (a NULL unit), and no union, window or
+    // aggregation on the way that could mix persons' rows.
+    let unit_nullable = a.group_expr.iter().any(|g| match g {
+        Expr::Column(u) if u.name == PRIVACY_UNIT => a
+            .input
+            .schema()
+            .qualified_field_from_column(u)
+            .map_or(true, |(_, f)| f.is_nullable()),
+        _ => false,
+    });
+    let mixes = a
+        .input
+        .exists(|n| {
+            Ok(matches!(
+                n,
+                LogicalPlan::Union(_) | LogicalPlan::Window(_) | LogicalPlan::Aggregate(_)
+            ))
+        })
+        .unwrap_or(true);
+    if unit_nullable || mixes {
+        return None;
+    }
     let mut sources = BTreeSet::new();
     source_of(&a.input, c, &mut sources);
     let from_patients = |s: &String| {
@@ -3130,6 +3203,30 @@ fn person_constant(a: &Aggregate, k: usize) -> Option<Expr> {
             .is_some_and(|(t, _)| t == "patients" || t.ends_with(".patients"))
     };
     (!sources.is_empty() && sources.iter().all(from_patients)).then(|| Expr::Column(c.clone()))
+}
+
+/// Whether `e` reads only aggregated values (not group keys) of a per-person aggregation
+/// below `plan`'s aliases, projections, filters and sorts.
+fn on_values(plan: &LogicalPlan, e: &Expr) -> bool {
+    match plan {
+        LogicalPlan::Filter(f) => on_values(&f.input, e),
+        LogicalPlan::Sort(s) if s.fetch.is_none() => on_values(&s.input, e),
+        LogicalPlan::SubqueryAlias(a) => substitute(e, &a.schema, &|i| {
+            Some(Expr::Column(Column::from(
+                a.input.schema().qualified_field(i),
+            )))
+        })
+        .is_some_and(|inner| on_values(&a.input, &inner)),
+        LogicalPlan::Projection(p) => {
+            substitute(e, &p.schema, &|i| Some(p.expr[i].clone().unalias()))
+                .is_some_and(|inner| on_values(&p.input, &inner))
+        }
+        LogicalPlan::Aggregate(a) => {
+            let n = a.group_expr.len();
+            substitute(e, &a.schema, &|i| (i >= n).then(|| lit(0))).is_some()
+        }
+        _ => false,
+    }
 }
 
 /// `e`, over the output of `plan`, rewritten over the input of the aggregation below
@@ -3267,6 +3364,10 @@ fn persons_scan(plan: &LogicalPlan) -> bool {
             let Some((l, r)) = unit_pair(j) else {
                 return false;
             };
+            let of = |plan: &LogicalPlan, key: &Expr| matches!(key, Expr::Column(c) if plan.schema().has_column(c));
+            if !of(&j.left, &l) || !of(&j.right, &r) {
+                return false;
+            }
             let practice = |plan: &LogicalPlan, key: &Expr| match key {
                 Expr::Column(c) => practices_key(plan, c),
                 _ => false,

@@ -705,7 +705,7 @@ async fn excluding_one_person_behind_a_group_key_having_or_nullable_cohort() {
     let cohort =
         format!("(SELECT patient_id FROM clinical_events WHERE snomedct_code = '{DIFF_CODE}')");
     let condition = |i: usize| format!(" AND {}", one_here_many_elsewhere("p", i));
-    let shapes: [(String, Wrap); 5] = [
+    let shapes: Vec<(String, Wrap)> = vec![
         (
             "SELECT COUNT(*) FROM {t} WHERE t.practice_code = 'X20001'".into(),
             by_practice,
@@ -728,6 +728,25 @@ async fn excluding_one_person_behind_a_group_key_having_or_nullable_cohort() {
              GROUP BY t.practice_code"
                 .into(),
             by_max,
+        ),
+        // With `patients` joined around it, and with a filter between.
+        (
+            "SELECT SUM(t.n) FROM {t} JOIN patients p2 ON t.patient_id = p2.patient_id \
+             WHERE t.practice_code = 'X20001'"
+                .into(),
+            by_practice,
+        ),
+        (
+            "SELECT SUM(t.n) FROM patients p2 LEFT JOIN {t} ON t.patient_id = p2.patient_id \
+             WHERE t.practice_code = 'X20001'"
+                .into(),
+            by_practice,
+        ),
+        (
+            "SELECT SUM(u.n) FROM (SELECT * FROM {t} WHERE t.practice_code = 'X20001') u \
+             WHERE u.practice_code IS NOT NULL"
+                .into(),
+            by_practice,
         ),
     ];
     let mut differing = Vec::new();
@@ -781,12 +800,30 @@ async fn excluding_one_person_behind_a_group_key_having_or_nullable_cohort() {
         "a condition inside a per-person aggregation or cohort changed the released answer:\n{}",
         differing.join("\n")
     );
-    let sql = format!(
-        "SELECT SUM(t.n) FROM {} JOIN patients p2 ON t.patient_id = p2.patient_id \
-         WHERE p2.practice_code = 'X20001' OR t.n < 0",
-        per_person_events(&condition(14))
-    );
-    assert_eq!(refused(&cx, &sql).await, Rule::LowEffect, "{sql}");
+    // Restrictions that cannot move into the aggregation: refused.
+    for sql in [
+        format!(
+            "SELECT SUM(t.n) FROM {} JOIN patients p2 ON t.patient_id = p2.patient_id \
+             WHERE p2.practice_code = 'X20001' OR t.n < 0",
+            per_person_events(&condition(14))
+        ),
+        format!(
+            "SELECT SUM(t.n) FROM {} WHERE t.practice_code = 'X20001' OR t.n < 0",
+            by_practice(&condition(14))
+        ),
+        format!(
+            "SELECT SUM(t.n) FROM {} JOIN practices pr ON pr.practice_code = t.practice_code \
+             WHERE pr.practice_code = 'X20001'",
+            by_practice(&condition(14))
+        ),
+        format!(
+            "SELECT SUM(d.n) FROM (SELECT DISTINCT * FROM {}) d \
+             WHERE d.practice_code = 'X20001'",
+            by_practice(&condition(14))
+        ),
+    ] {
+        assert_eq!(refused(&cx, &sql).await, Rule::LowEffect, "{sql}");
+    }
 }
 
 /// `patients` around a per-person aggregation through a CTE (computed age bands, a filter)
