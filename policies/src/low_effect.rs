@@ -518,13 +518,14 @@ fn unmeasured(at: Unmeasured) -> RewriteError {
         Unmeasured::Restricted => {
             return RewriteError::Refused(Refusal::new(
                 Rule::LowEffect,
-                "a condition inside a per-person aggregation that is joined to rows of \
-                 another personal table (anything but patients or a derived table of it \
-                 with one row per person, in an inner, left or right join) cannot be checked for low effect (the other table \
-                 decides which persons the answer has, so a condition that leaves out a \
-                 few of them must not change it); select those persons inside the \
-                 aggregation with patient_id IN (SELECT patient_id FROM …), or join it to \
-                 patients only",
+                "a condition inside a per-person aggregation whose persons are selected \
+                 outside it in a way that cannot be moved inside (a join to rows of another \
+                 personal table or to a table on one of its keys, a condition that mixes its \
+                 keys with its values or sits below DISTINCT or UNION) cannot be checked for \
+                 low effect (a condition that leaves out a few of the selected persons must \
+                 not change the answer); select those persons inside the aggregation with \
+                 patient_id IN (SELECT patient_id FROM …), put conditions on its keys in its \
+                 own WHERE, or join it to patients only",
             ));
         }
     };
@@ -2270,6 +2271,19 @@ impl<'a> LowEffect<'a> {
                     return self.lift(cohort, cells);
                 }
                 let above = self.above.take();
+                // A condition above on an aggregation's side that is not on its values
+                // alone restricts it from outside wherever no context moves it in (a
+                // keyless join: `t CROSS JOIN … WHERE t.practice_code = …`).
+                let restricts: Vec<bool> = [&j.left, &j.right]
+                    .iter()
+                    .map(|side| {
+                        over_aggregate(side)
+                            && above.iter().flatten().any(|(c, _)| {
+                                c.column_refs().iter().any(|r| side.schema().has_column(r))
+                                    && !on_values(side, c)
+                            })
+                    })
+                    .collect();
                 // A cell that reads both inputs restricts each from outside.
                 let mixed = cells.iter().any(|c| {
                     let refs = c.column_refs();
@@ -2306,7 +2320,7 @@ impl<'a> LowEffect<'a> {
                     // a group key: `JOIN practices pr ON pr.practice_code = t.practice_code
                     // WHERE pr.region = …`); a cross join with a constant relation does not.
                     let saved = self.restricted;
-                    let keyed = !j.on.is_empty() || j.filter.is_some();
+                    let keyed = !j.on.is_empty() || j.filter.is_some() || restricts[i];
                     self.restricted |= self.context.is_none() && (keyed || self.personal(other)?);
                     let input = self.side(plan, lift, &below[i], &mut conds);
                     self.restricted = saved;
@@ -2452,7 +2466,9 @@ impl<'a> LowEffect<'a> {
                     break;
                 }
                 match down_to_groups(agg_side, c) {
-                    Some((a, moved)) if Arc::ptr_eq(&a.input, &agg_input) => {
+                    Some((a, moved))
+                        if Arc::ptr_eq(&a.input, &agg_input) && (inner || null_rejecting(c)) =>
+                    {
                         on_groups.push((moved, written.clone()));
                     }
                     _ if on_values(agg_side, c) => {}
@@ -2711,6 +2727,17 @@ impl<'a> LowEffect<'a> {
             _ => false,
         };
         let n = a.group_expr.len();
+        // A cell on `MIN`/`MAX` of a `patients` column that cannot be read as the key it
+        // is (see `person_constant`) would select persons where nothing is measured.
+        let hidden_key = outer.iter().any(|c| {
+            c.column_refs().iter().any(|r| {
+                a.schema.index_of_column(r).is_ok_and(|i| {
+                    i >= n
+                        && patients_min_max(a, i - n).is_some()
+                        && person_constant(a, i - n).is_none()
+                })
+            })
+        });
         let by_unit = a.group_expr.iter().any(|g| {
             matches!(g, Expr::Column(c) if schema.index_of_column(c).is_ok_and(|i| info.unit[i]))
         });
@@ -2778,6 +2805,8 @@ impl<'a> LowEffect<'a> {
                 None
             }
         };
+        let restricted = self.restricted;
+        self.restricted |= hidden_key;
         let applied = match context {
             Some(c) => {
                 // `patients` joined inside, its conditions and cells with the aggregation's;
@@ -2803,6 +2832,7 @@ impl<'a> LowEffect<'a> {
             None => self.apply(input, &cells, &unit),
         };
         self.pinned.truncate(depth);
+        self.restricted = restricted;
         let input = applied?;
         Ok(LogicalPlan::Aggregate(Aggregate::try_new(
             Arc::new(input),
@@ -3158,22 +3188,7 @@ fn cohort_context(f: &Filter) -> (Option<Context>, bool) {
 /// `MAX(p.practice_code) AS pc … WHERE t.pc = 'X20001'` selects one practice exactly as
 /// `GROUP BY …, p.practice_code` does.
 fn person_constant(a: &Aggregate, k: usize) -> Option<Expr> {
-    let Expr::AggregateFunction(AggregateFunction { func, params }) =
-        a.aggr_expr.get(k)?.clone().unalias()
-    else {
-        return None;
-    };
-    let name = func.name().to_lowercase();
-    if !(name == "min" || name == "max")
-        || params.filter.is_some()
-        || !params.order_by.is_empty()
-        || params.args.len() != 1
-    {
-        return None;
-    }
-    let Expr::Column(c) = &params.args[0] else {
-        return None;
-    };
+    let c = patients_min_max(a, k)?;
     // Not the group of rows without a person (a NULL unit), and no union, window or
     // aggregation on the way that could mix persons' rows.
     let unit_nullable = a.group_expr.iter().any(|g| match g {
@@ -3193,16 +3208,47 @@ fn person_constant(a: &Aggregate, k: usize) -> Option<Expr> {
             ))
         })
         .unwrap_or(true);
-    if unit_nullable || mixes {
+    (!unit_nullable && !mixes).then_some(Expr::Column(c))
+}
+
+/// The `patients` column that the `k`-th aggregate of `a` is `MIN` or `MAX` of: a key in
+/// disguise, never a value ([`person_constant`] says when it can be read as the key).
+fn patients_min_max(a: &Aggregate, k: usize) -> Option<Column> {
+    let Expr::AggregateFunction(AggregateFunction { func, params }) =
+        a.aggr_expr.get(k)?.clone().unalias()
+    else {
+        return None;
+    };
+    let name = func.name().to_lowercase();
+    if !(name == "min" || name == "max")
+        || params.filter.is_some()
+        || !params.order_by.is_empty()
+        || params.args.len() != 1
+    {
         return None;
     }
+    let Expr::Column(c) = &params.args[0] else {
+        return None;
+    };
     let mut sources = BTreeSet::new();
     source_of(&a.input, c, &mut sources);
     let from_patients = |s: &String| {
         s.rsplit_once('.')
             .is_some_and(|(t, _)| t == "patients" || t.ends_with(".patients"))
     };
-    (!sources.is_empty() && sources.iter().all(from_patients)).then(|| Expr::Column(c.clone()))
+    (!sources.is_empty() && sources.iter().all(from_patients)).then(|| c.clone())
+}
+
+/// Whether `plan` is an aggregation under aliases, projections, filters and sorts.
+fn over_aggregate(plan: &LogicalPlan) -> bool {
+    match plan {
+        LogicalPlan::Aggregate(_) => true,
+        LogicalPlan::SubqueryAlias(_)
+        | LogicalPlan::Projection(_)
+        | LogicalPlan::Filter(_)
+        | LogicalPlan::Sort(_) => over_aggregate(plan.inputs()[0]),
+        _ => false,
+    }
 }
 
 /// Whether `e` reads only aggregated values (not group keys) of a per-person aggregation
@@ -3223,7 +3269,53 @@ fn on_values(plan: &LogicalPlan, e: &Expr) -> bool {
         }
         LogicalPlan::Aggregate(a) => {
             let n = a.group_expr.len();
-            substitute(e, &a.schema, &|i| (i >= n).then(|| lit(0))).is_some()
+            substitute(e, &a.schema, &|i| {
+                (i >= n && patients_min_max(a, i - n).is_none()).then(|| lit(0))
+            })
+            .is_some()
+        }
+        _ => false,
+    }
+}
+
+/// Whether condition `e` is NULL (so drops the row) whenever the columns it reads are
+/// NULL: comparisons, `LIKE`, `IN` lists and `BETWEEN` of plain columns and constants,
+/// their negations and conjunctions. Moved into the optional side of an outer join, only
+/// such a condition gives the same answer (`t.code IS NULL` would empty that side).
+fn null_rejecting(e: &Expr) -> bool {
+    let plain = |x: &Expr| match x {
+        Expr::Column(_) | Expr::Literal(..) => true,
+        Expr::Cast(c) => matches!(c.expr.as_ref(), Expr::Column(_)),
+        Expr::TryCast(c) => matches!(c.expr.as_ref(), Expr::Column(_)),
+        _ => false,
+    };
+    match e {
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => match op {
+            Operator::And => null_rejecting(left) || null_rejecting(right),
+            Operator::Or => null_rejecting(left) && null_rejecting(right),
+            Operator::Eq
+            | Operator::NotEq
+            | Operator::Lt
+            | Operator::LtEq
+            | Operator::Gt
+            | Operator::GtEq => {
+                plain(left)
+                    && plain(right)
+                    && (matches!(
+                        left.as_ref(),
+                        Expr::Column(_) | Expr::Cast(_) | Expr::TryCast(_)
+                    ) || matches!(
+                        right.as_ref(),
+                        Expr::Column(_) | Expr::Cast(_) | Expr::TryCast(_)
+                    ))
+            }
+            _ => false,
+        },
+        Expr::Not(inner) => null_rejecting(inner),
+        Expr::Like(l) => plain(&l.expr) && !matches!(l.expr.as_ref(), Expr::Literal(..)),
+        Expr::InList(l) => matches!(l.expr.as_ref(), Expr::Column(_)) && l.list.iter().all(plain),
+        Expr::Between(b) => {
+            matches!(b.expr.as_ref(), Expr::Column(_)) && plain(&b.low) && plain(&b.high)
         }
         _ => false,
     }

@@ -821,6 +821,42 @@ async fn excluding_one_person_behind_a_group_key_having_or_nullable_cohort() {
              WHERE d.practice_code = 'X20001'",
             by_practice(&condition(14))
         ),
+        // Keyless joins (third review).
+        format!(
+            "SELECT SUM(t.n) FROM {} CROSS JOIN (SELECT 1 AS one) c \
+             WHERE t.practice_code = 'X20001'",
+            by_practice(&condition(14))
+        ),
+        format!(
+            "SELECT SUM(t.n) FROM {}, practices pr \
+             WHERE pr.practice_code = t.practice_code AND pr.practice_code = 'X20001'",
+            by_practice(&condition(14))
+        ),
+        // `MAX` of a `patients` column that cannot be read as the key (an aggregation in the
+        // input), filtered on and grouped by.
+        format!(
+            "SELECT SUM(t.n) FROM (SELECT e.patient_id, MAX(p.practice_code) AS pc, \
+             COUNT(*) AS n FROM clinical_events e JOIN patients p ON e.patient_id = p.patient_id \
+             JOIN (SELECT patient_id FROM clinical_events GROUP BY patient_id) k \
+             ON k.patient_id = e.patient_id WHERE e.numeric_value IS NOT NULL{} \
+             GROUP BY e.patient_id) t WHERE t.pc = 'X20001'",
+            condition(14)
+        ),
+        format!(
+            "SELECT t.pc, SUM(t.n) FROM (SELECT e.patient_id, MAX(p.practice_code) AS pc, \
+             COUNT(*) AS n FROM clinical_events e JOIN patients p ON e.patient_id = p.patient_id \
+             JOIN (SELECT patient_id FROM clinical_events GROUP BY patient_id) k \
+             ON k.patient_id = e.patient_id WHERE e.numeric_value IS NOT NULL{} \
+             GROUP BY e.patient_id) t GROUP BY t.pc",
+            condition(14)
+        ),
+        // A condition on the optional side of an outer join that NULLs pass cannot move in
+        // (it would empty that side and change the answer), so it restricts.
+        format!(
+            "SELECT COUNT(*) FROM patients p2 LEFT JOIN {} ON t.patient_id = p2.patient_id \
+             WHERE p2.practice_code = 'X20001' AND t.practice_code IS NULL",
+            by_practice(&condition(14))
+        ),
     ] {
         assert_eq!(refused(&cx, &sql).await, Rule::LowEffect, "{sql}");
     }
