@@ -3124,7 +3124,7 @@ fn cohort_selection(c: &Expr) -> Option<(&Column, &datafusion::logical_expr::Sub
 /// The conditions of filter `f` on the groups of a per-person aggregation right below it
 /// (through aliases, projections, filters and sorts): cohort selections on its unit
 /// (`t.patient_id [NOT] IN (SELECT …)`, uncorrelated) and conditions that read only its
-/// plain group keys (`t.practice_code = 'X'`). A filter on group keys selects whole groups,
+/// group keys, columns or computed (`t.practice_code = 'X'`). A filter on group keys selects whole groups,
 /// so the same filter on the aggregation's rows gives the same answer; there it is measured
 /// with the aggregation's own conditions. Measured above it, over the aggregation's persons,
 /// a condition inside that left out the one person of the selected practice and many men
@@ -3322,8 +3322,8 @@ fn null_rejecting(e: &Expr) -> bool {
 }
 
 /// `e`, over the output of `plan`, rewritten over the input of the aggregation below
-/// `plan`'s aliases, projections, filters and sorts, each column replaced by the plain
-/// column it groups by (`None` if there is no aggregation, or `e` reads something else).
+/// `plan`'s aliases, projections, filters and sorts, each column replaced by the key it
+/// groups by (`None` if there is no aggregation, or `e` reads something else).
 fn down_to_groups<'p>(plan: &'p LogicalPlan, e: &Expr) -> Option<(&'p Aggregate, Expr)> {
     match plan {
         LogicalPlan::Filter(f) => down_to_groups(&f.input, e),
@@ -3344,7 +3344,11 @@ fn down_to_groups<'p>(plan: &'p LogicalPlan, e: &Expr) -> Option<(&'p Aggregate,
             let n = a.group_expr.len();
             let inner = substitute(e, &a.schema, &|i| {
                 if i < n {
-                    Some(a.group_expr[i].clone().unalias()).filter(|g| matches!(g, Expr::Column(_)))
+                    // A computed key (`date_part('year', event_date) AS yr`) is the same
+                    // value in every row of its group: a condition on it selects whole
+                    // groups as on a column.
+                    Some(a.group_expr[i].clone().unalias())
+                        .filter(|g| !g.is_volatile() && !matches!(g, Expr::GroupingSet(_)))
                 } else {
                     person_constant(a, i - n)
                 }

@@ -702,10 +702,23 @@ async fn excluding_one_person_behind_a_group_key_having_or_nullable_cohort() {
              WHERE e.numeric_value IS NOT NULL{inner} GROUP BY e.patient_id) t"
         )
     };
+    let by_computed = |inner: &str| {
+        format!(
+            "(SELECT e.patient_id, lower(p.practice_code) AS pc, COUNT(*) AS n \
+             FROM clinical_events e JOIN patients p ON e.patient_id = p.patient_id \
+             WHERE e.numeric_value IS NOT NULL{inner} \
+             GROUP BY e.patient_id, lower(p.practice_code)) t"
+        )
+    };
     let cohort =
         format!("(SELECT patient_id FROM clinical_events WHERE snomedct_code = '{DIFF_CODE}')");
     let condition = |i: usize| format!(" AND {}", one_here_many_elsewhere("p", i));
     let shapes: Vec<(String, Wrap)> = vec![
+        // A computed group key.
+        (
+            "SELECT SUM(t.n) FROM {t} WHERE t.pc = 'x20001'".into(),
+            by_computed,
+        ),
         (
             "SELECT COUNT(*) FROM {t} WHERE t.practice_code = 'X20001'".into(),
             by_practice,
