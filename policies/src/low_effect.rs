@@ -3492,33 +3492,35 @@ fn persons_scan(plan: &LogicalPlan) -> bool {
     }
 }
 
-/// Whether column `c` of `plan` is `practices.practice_code`, through aliases, filters and
-/// projections of columns: a key no two rows of `plan` share.
+/// Whether column `c` of `plan` is `practices.practice_code`, through aliases, filters,
+/// sorts and projections of columns: a key no two rows of `plan` share.
 fn practices_key(plan: &LogicalPlan, c: &Column) -> bool {
-    let Ok(mut i) = plan.schema().index_of_column(c) else {
-        return false;
-    };
+    matches!(
+        base_of(plan, c),
+        Some((LogicalPlan::TableScan(t), i)) if t.table_name.table() == "practices"
+            && t.fetch.is_none()
+            && t.projected_schema.field(i).name() == "practice_code"
+    )
+}
+
+/// The node below `plan`'s aliases, filters, sorts and projections of columns that column
+/// `c` of `plan` comes from, with its index there.
+fn base_of<'p>(plan: &'p LogicalPlan, c: &Column) -> Option<(&'p LogicalPlan, usize)> {
+    let mut i = plan.schema().index_of_column(c).ok()?;
     let mut plan = plan;
     loop {
         match plan {
             LogicalPlan::SubqueryAlias(a) => plan = a.input.as_ref(),
             LogicalPlan::Filter(f) => plan = f.input.as_ref(),
+            LogicalPlan::Sort(s) => plan = s.input.as_ref(),
             LogicalPlan::Projection(p) => {
-                let Some(Expr::Column(c)) = p.expr.get(i).map(|e| e.clone().unalias()) else {
-                    return false;
+                let Expr::Column(c) = p.expr.get(i)?.clone().unalias() else {
+                    return None;
                 };
-                let Ok(at) = p.input.schema().index_of_column(&c) else {
-                    return false;
-                };
-                i = at;
+                i = p.input.schema().index_of_column(&c).ok()?;
                 plan = p.input.as_ref();
             }
-            LogicalPlan::TableScan(t) => {
-                return t.table_name.table() == "practices"
-                    && t.fetch.is_none()
-                    && t.projected_schema.field(i).name() == "practice_code";
-            }
-            _ => return false,
+            other => return Some((other, i)),
         }
     }
 }
@@ -3607,36 +3609,16 @@ fn one_per_person(plan: &LogicalPlan) -> bool {
 /// grouped by that column alone, or `patients.patient_id`, through aliases, projections,
 /// filters and sorts.
 fn unique_on(plan: &LogicalPlan, c: &Column) -> bool {
-    let Ok(mut i) = plan.schema().index_of_column(c) else {
-        return false;
-    };
-    let mut plan = plan;
-    loop {
-        match plan {
-            LogicalPlan::SubqueryAlias(a) => plan = a.input.as_ref(),
-            LogicalPlan::Filter(f) => plan = f.input.as_ref(),
-            LogicalPlan::Sort(s) => plan = s.input.as_ref(),
-            LogicalPlan::Projection(p) => {
-                let Some(Expr::Column(c)) = p.expr.get(i).map(|e| e.clone().unalias()) else {
-                    return false;
-                };
-                let Ok(j) = p.input.schema().index_of_column(&c) else {
-                    return false;
-                };
-                i = j;
-                plan = p.input.as_ref();
-            }
-            LogicalPlan::Aggregate(a) => {
-                return i == 0
-                    && a.group_expr.len() == 1
-                    && matches!(a.group_expr[0].clone().unalias(), Expr::Column(_));
-            }
-            LogicalPlan::TableScan(t) => {
-                return t.table_name.table() == "patients"
-                    && t.projected_schema.field(i).name() == PRIVACY_UNIT;
-            }
-            _ => return false,
+    match base_of(plan, c) {
+        Some((LogicalPlan::Aggregate(a), i)) => {
+            i == 0
+                && a.group_expr.len() == 1
+                && matches!(a.group_expr[0].clone().unalias(), Expr::Column(_))
         }
+        Some((LogicalPlan::TableScan(t), i)) => {
+            t.table_name.table() == "patients" && t.projected_schema.field(i).name() == PRIVACY_UNIT
+        }
+        _ => false,
     }
 }
 

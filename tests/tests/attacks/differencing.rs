@@ -6,6 +6,7 @@
 
 use fivesafes_policies::decision::Rule;
 use fivesafes_policies::output::{is_low_effect, low_effect_floor};
+use fivesafes_policies::query::ProjectContext;
 
 use crate::common::*;
 
@@ -33,6 +34,25 @@ fn per_person_events(inner: &str) -> String {
          JOIN patients p ON e.patient_id = p.patient_id \
          WHERE e.numeric_value IS NOT NULL{inner} GROUP BY e.patient_id) t"
     )
+}
+
+/// Pushes to `differing` every target `i` whose answer to `sql(Some(i))` is not the answer
+/// to `sql(None)` (the base, which must be released).
+async fn compare_targets(
+    cx: &ProjectContext,
+    sql: impl Fn(Option<usize>) -> String,
+    differing: &mut Vec<String>,
+) {
+    let base_sql = sql(None);
+    let base = rows(cx, &base_sql).await;
+    assert!(!base.is_empty(), "{base_sql}");
+    for i in TARGETS {
+        let variant = sql(Some(i));
+        let got = rows(cx, &variant).await;
+        if got != base {
+            differing.push(format!("{variant} -> {got:?} (all: {base:?})"));
+        }
+    }
 }
 
 /// Targets spread over the cohort (first, last and in between).
@@ -623,18 +643,11 @@ async fn excluding_one_person_inside_a_per_person_aggregation_selected_from_outs
         } else {
             ""
         };
-        let base = single(&cx, &shape.replace("{t}", &per_person_events(extra))).await;
-        assert!(base.is_some(), "{shape}");
-        for i in TARGETS {
-            let sql = shape.replace(
-                "{t}",
-                &per_person_events(&format!("{extra}{}", condition(i))),
-            );
-            let got = single(&cx, &sql).await;
-            if got != base {
-                differing.push(format!("{sql} -> {got:?} (all: {base:?})"));
-            }
-        }
+        let sql = |i: Option<usize>| {
+            let inner = format!("{extra}{}", i.map(condition).unwrap_or_default());
+            shape.replace("{t}", &per_person_events(&inner))
+        };
+        compare_targets(&cx, sql, &mut differing).await;
     }
     assert!(
         differing.is_empty(),
@@ -764,15 +777,9 @@ async fn excluding_one_person_behind_a_group_key_having_or_nullable_cohort() {
     ];
     let mut differing = Vec::new();
     for (shape, t) in &shapes {
-        let base = single(&cx, &shape.replace("{t}", &t(""))).await;
-        assert!(base.is_some(), "{shape}");
-        for i in TARGETS {
-            let sql = shape.replace("{t}", &t(&condition(i)));
-            let got = single(&cx, &sql).await;
-            if got != base {
-                differing.push(format!("{sql} -> {got:?} (all: {base:?})"));
-            }
-        }
+        let sql =
+            |i: Option<usize>| shape.replace("{t}", &t(&i.map(condition).unwrap_or_default()));
+        compare_targets(&cx, sql, &mut differing).await;
     }
     // Grouped by it alone: the differencing practice's cell.
     let cell = |inner: &str| {
@@ -799,15 +806,12 @@ async fn excluding_one_person_behind_a_group_key_having_or_nullable_cohort() {
              WHERE practice_code = 'X20001'{extra})"
         )
     };
-    let base = single(&cx, &nullable("")).await;
-    assert!(base.is_some());
-    for i in TARGETS {
-        let sql = nullable(&format!(" AND birth_month <> DATE '{}'", birth_month(i)));
-        let got = single(&cx, &sql).await;
-        if got != base {
-            differing.push(format!("{sql} -> {got:?} (all: {base:?})"));
-        }
-    }
+    let sql = |i: Option<usize>| {
+        nullable(&i.map_or(String::new(), |i| {
+            format!(" AND birth_month <> DATE '{}'", birth_month(i))
+        }))
+    };
+    compare_targets(&cx, sql, &mut differing).await;
     assert!(
         differing.is_empty(),
         "a condition inside a per-person aggregation or cohort changed the released answer:\n{}",
@@ -901,16 +905,13 @@ async fn a_per_person_aggregation_kept_by_a_derived_patients_table() {
     ];
     let mut differing = Vec::new();
     for shape in shapes {
-        let base = rows(&cx, &shape.replace("{t}", &per_person_events(""))).await;
-        assert!(!base.is_empty(), "{shape}");
-        for i in TARGETS {
-            let inner = format!(" AND {}", one_here_many_elsewhere("p", i));
-            let sql = shape.replace("{t}", &per_person_events(&inner));
-            let got = rows(&cx, &sql).await;
-            if got != base {
-                differing.push(format!("{sql} -> {got:?} (all: {base:?})"));
-            }
-        }
+        let sql = |i: Option<usize>| {
+            let inner = i.map_or(String::new(), |i| {
+                format!(" AND {}", one_here_many_elsewhere("p", i))
+            });
+            shape.replace("{t}", &per_person_events(&inner))
+        };
+        compare_targets(&cx, sql, &mut differing).await;
     }
     assert!(
         differing.is_empty(),
