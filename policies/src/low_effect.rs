@@ -69,13 +69,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::common::{Column, DFSchema, DFSchemaRef, NullEquality};
+use datafusion::common::{Column, DFSchema, DFSchemaRef, NullEquality, ScalarValue};
 use datafusion::functions::expr_fn::coalesce;
 use datafusion::functions_aggregate::expr_fn::{array_agg, bit_or, bool_or, count, sum};
 use datafusion::functions_aggregate::sum::sum_udaf;
 use datafusion::functions_nested::expr_fn::{array_compact, array_has, cardinality, make_array};
 use datafusion::logical_expr::expr::{
-    AggregateFunction, InList, InSubquery, Like, WindowFunction, WindowFunctionDefinition,
+    AggregateFunction, Case, Cast, InList, InSubquery, Like, TryCast, WindowFunction,
+    WindowFunctionDefinition,
 };
 use datafusion::logical_expr::utils::{conjunction, disjunction, split_conjunction_owned};
 use datafusion::logical_expr::{
@@ -157,6 +158,12 @@ pub(crate) type SetsOutcome = Result<(LogicalPlan, Vec<Expr>), (LogicalPlan, Vec
 /// plan; only [`LowEffect::apply_lifted`] reads it.
 #[derive(Debug, Clone)]
 pub(crate) struct LiftedCondition(Cond);
+
+/// The atom columns that `conds` read, as they appear in `schema` (the lifted plan's).
+pub(crate) fn lifted_atoms(schema: &DFSchemaRef, conds: &[LiftedCondition]) -> Vec<Expr> {
+    let conds: Vec<Cond> = conds.iter().map(|c| c.0.clone()).collect();
+    atom_columns(schema, &conds)
+}
 
 /// A child of an internal node of a [`Formula`].
 #[derive(Debug, Clone)]
@@ -344,16 +351,45 @@ impl Formula {
 
     /// The filter with low-effect masks neutralised: node `id` is its neutral value where
     /// the cell's passing persons would be released (`pass`), the row's mask is in the cell's
-    /// low-effect list `lists[id]`, and none of the mask's children has a large effect on
-    /// its own (`large[id]`, a bit set).
-    fn neutralised(&self, id: usize, pass: &str, lists: &[String], large: &[String]) -> Expr {
+    /// low-effect list `lists[id]`, none of the mask's children has a large effect on its
+    /// own (`large[id]`, a bit set), and `gate` (if any) holds.
+    ///
+    /// An `OR` node's gate is that it has a large effect of its own in its parent `AND` (the
+    /// persons it alone leaves out). Where it has not, it is a condition that leaves out
+    /// few persons, which its parent ignores; dropping the persons that only some of its
+    /// branches let in would then apply the other branches instead: `practice_code = … AND
+    /// (birth_month <> x OR sex <> 'M')` left out the practice's few men when nobody was
+    /// born in `x` and kept them when a man was (session 25), a presence oracle.
+    fn neutralised(
+        &self,
+        id: usize,
+        pass: &str,
+        lists: &[String],
+        large: &[String],
+        gate: Option<Expr>,
+    ) -> Expr {
         let n = &self.nodes[id];
         // Children as neutralised below, so that a node sees what its children pass on.
         let children: Vec<Expr> = n
             .children
             .iter()
-            .map(|c| match c {
-                Child::Node(j) => self.neutralised(*j, pass, lists, large),
+            .enumerate()
+            .map(|(i, c)| match c {
+                Child::Node(j) => {
+                    let large_alone = n.and.then(|| {
+                        binary_expr(
+                            binary_expr(
+                                coalesce(vec![atom(&large[id]), lit(0i64)]),
+                                Operator::BitwiseShiftRight,
+                                lit(i as i64),
+                            ),
+                            Operator::BitwiseAnd,
+                            lit(1i64),
+                        )
+                        .eq(lit(1i64))
+                    });
+                    self.neutralised(*j, pass, lists, large, large_alone)
+                }
                 Child::Atom(a) => atom(a),
                 Child::Group(e) => e.clone(),
             })
@@ -382,12 +418,13 @@ impl Formula {
             coalesce(vec![atom(&large[id]), lit(0i64)]),
         )
         .eq(lit(0i64));
-        when(
-            atom(pass).and(self.listed(id, &lists[id], mask)).and(alone),
-            lit(n.and),
-        )
-        .otherwise(inner)
-        .expect("CASE with an ELSE")
+        let mut neutral = atom(pass).and(self.listed(id, &lists[id], mask)).and(alone);
+        if let Some(gate) = gate {
+            neutral = neutral.and(gate);
+        }
+        when(neutral, lit(n.and))
+            .otherwise(inner)
+            .expect("CASE with an ELSE")
     }
 }
 
@@ -1219,7 +1256,7 @@ impl<'a> LowEffect<'a> {
         left_keys.push(Column::from_name(&one));
         let lists = [low_list];
         let larges = [large];
-        let keep = formula.neutralised(0, &pass, &lists, &larges);
+        let keep = formula.neutralised(0, &pass, &lists, &larges, None);
         let filtered = LogicalPlanBuilder::from(cells_plan)
             .join_detailed(
                 LogicalPlanBuilder::from(expanded)
@@ -2049,7 +2086,7 @@ impl<'a> LowEffect<'a> {
         let rows = LogicalPlanBuilder::from(self.either(low_count, &n_low, passing, base)?)
             .project(with_cells)?
             .build()?;
-        let keep = formula.neutralised(0, &pass, &lists, &large);
+        let keep = formula.neutralised(0, &pass, &lists, &large, None);
         let out = LogicalPlanBuilder::from(low)
             .join_detailed(
                 rows,
@@ -2175,7 +2212,7 @@ impl<'a> LowEffect<'a> {
                 };
                 let mut atoms = Vec::new();
                 self.scope = Some(input.clone());
-                conds.push(self.nnf(&lifted, false, &mut atoms));
+                conds.push(self.nnf(&lifted, Want::True, &mut atoms));
                 self.scope = None;
                 let mut exprs = columns_of(input.schema());
                 exprs.extend(atoms.into_iter().map(|(name, e)| e.alias(name)));
@@ -2858,23 +2895,30 @@ impl<'a> LowEffect<'a> {
         Cond::Atom(name)
     }
 
-    /// `e` (negated when `neg`) in negation normal form; atoms are appended to `atoms` as
-    /// (column name, expression).
-    fn nnf(&mut self, e: &Expr, neg: bool, atoms: &mut Vec<(String, Expr)>) -> Cond {
+    /// The rows where `e` has the truth values `want` selects, as a condition in negation
+    /// normal form; atoms are appended to `atoms` as (column name, expression). A boolean
+    /// `CASE` is taken apart into its branches' conditions (`CASE WHEN w THEN v ELSE u END`
+    /// is `(w AND v) OR (w IS NOT TRUE AND u)`), and a comparison of a `CASE` into a `CASE`
+    /// of comparisons, so that conditions on different columns are measured apart whether
+    /// they are written with `AND`/`OR` or as a `CASE`.
+    fn nnf(&mut self, e: &Expr, want: Want, atoms: &mut Vec<(String, Expr)>) -> Cond {
+        if let Some(cased) = case_out(e) {
+            return self.nnf(&cased, want, atoms);
+        }
+        let neg = match want {
+            Want::True => false,
+            Want::False => true,
+            Want::NotTrue | Want::NotFalse => return self.nnf_not(e, want, atoms),
+        };
         match e {
-            Expr::Alias(a) => self.nnf(&a.expr, neg, atoms),
-            Expr::Not(inner) => self.nnf(inner, !neg, atoms),
+            Expr::Alias(a) => self.nnf(&a.expr, want, atoms),
+            Expr::Not(inner) => self.nnf(inner, want.negated(), atoms),
             Expr::BinaryExpr(BinaryExpr { left, op, right })
                 if matches!(op, Operator::And | Operator::Or) =>
             {
-                let l = self.nnf(left, neg, atoms);
-                let r = self.nnf(right, neg, atoms);
-                if (*op == Operator::And) != neg {
-                    Cond::And(vec![l, r])
-                } else {
-                    Cond::Or(vec![l, r])
-                }
+                self.nnf_binary(left, *op, right, want, atoms)
             }
+            Expr::Case(c) => self.nnf_case(c, want, atoms),
             Expr::BinaryExpr(BinaryExpr { left, op, right }) if neg => match negate_op(*op) {
                 Some(n) => self.leaf(binary_expr((**left).clone(), n, (**right).clone()), atoms),
                 None => self.leaf(Expr::Not(Box::new(e.clone())), atoms),
@@ -2940,6 +2984,279 @@ impl<'a> LowEffect<'a> {
             other => self.leaf(other.clone(), atoms),
         }
     }
+
+    /// [`LowEffect::nnf`] of `left op right`, `op` being `AND` or `OR` (Kleene logic: `a AND
+    /// b` is true where both are, false where one is, not true where one is not true).
+    fn nnf_binary(
+        &mut self,
+        left: &Expr,
+        op: Operator,
+        right: &Expr,
+        want: Want,
+        atoms: &mut Vec<(String, Expr)>,
+    ) -> Cond {
+        let l = self.nnf(left, want, atoms);
+        let r = self.nnf(right, want, atoms);
+        if (op == Operator::And) == want.conjunctive() {
+            Cond::And(vec![l, r])
+        } else {
+            Cond::Or(vec![l, r])
+        }
+    }
+
+    /// [`LowEffect::nnf`] where `want` is "not true" or "not false" (the conditions that let
+    /// a later `CASE` branch be taken).
+    fn nnf_not(&mut self, e: &Expr, want: Want, atoms: &mut Vec<(String, Expr)>) -> Cond {
+        match e {
+            Expr::Alias(a) => self.nnf(&a.expr, want, atoms),
+            Expr::Not(inner) => self.nnf(inner, want.negated(), atoms),
+            Expr::BinaryExpr(BinaryExpr { left, op, right })
+                if matches!(op, Operator::And | Operator::Or) =>
+            {
+                self.nnf_binary(left, *op, right, want, atoms)
+            }
+            Expr::Case(c) => self.nnf_case(c, want, atoms),
+            // Never NULL: not true is false, not false is true.
+            Expr::IsNull(_) | Expr::IsNotNull(_) => {
+                let exact = if want == Want::NotTrue {
+                    Want::False
+                } else {
+                    Want::True
+                };
+                self.nnf(e, exact, atoms)
+            }
+            other if want == Want::NotTrue => {
+                self.leaf(Expr::IsNotTrue(Box::new(other.clone())), atoms)
+            }
+            other => self.leaf(Expr::IsNotFalse(Box::new(other.clone())), atoms),
+        }
+    }
+
+    /// [`LowEffect::nnf`] of a boolean `CASE`: the rows that take a branch (its `WHEN` true,
+    /// every earlier one not true) and whose value there has the truth values `want` selects.
+    /// A constant value keeps or drops its branch; an absent `ELSE` is NULL.
+    fn nnf_case(&mut self, c: &Case, want: Want, atoms: &mut Vec<(String, Expr)>) -> Cond {
+        let null = lit(ScalarValue::Boolean(None));
+        let whens: Vec<Expr> = c
+            .when_then_expr
+            .iter()
+            .map(|(w, _)| match &c.expr {
+                Some(operand) => (**operand).clone().eq((**w).clone()),
+                None => (**w).clone(),
+            })
+            .collect();
+        let values = c.when_then_expr.iter().map(|(_, v)| v.as_ref());
+        let otherwise = c.else_expr.as_deref().unwrap_or(&null);
+        let mut branches = Vec::new();
+        for (i, v) in values.chain([otherwise]).enumerate() {
+            let Some(value) = self.nnf_value(v, want, atoms) else {
+                continue;
+            };
+            // Each branch has atoms of its own: an atom is one node of one condition tree.
+            let mut parts: Vec<Cond> = whens[..i]
+                .iter()
+                .map(|w| self.nnf(w, Want::NotTrue, atoms))
+                .collect();
+            if let Some(w) = whens.get(i) {
+                parts.push(self.nnf(w, Want::True, atoms));
+            }
+            parts.extend(value);
+            branches.push(match parts.len() {
+                0 => self.leaf(lit(true), atoms),
+                _ => Cond::And(parts),
+            });
+        }
+        match branches.len() {
+            0 => self.leaf(lit(false), atoms),
+            1 => branches.pop().expect("one branch"),
+            _ => Cond::Or(branches),
+        }
+    }
+
+    /// A `CASE` branch's value as a condition: `None` when the branch never selects (a
+    /// constant `want` rejects), no condition when it always does (a constant it accepts).
+    fn nnf_value(
+        &mut self,
+        v: &Expr,
+        want: Want,
+        atoms: &mut Vec<(String, Expr)>,
+    ) -> Option<Option<Cond>> {
+        match v {
+            Expr::Literal(ScalarValue::Boolean(b), _) => want.holds(*b).then_some(None),
+            Expr::Literal(ScalarValue::Null, _) => want.holds(None).then_some(None),
+            _ => Some(Some(self.nnf(v, want, atoms))),
+        }
+    }
+}
+
+/// Which truth values of a boolean expression a condition selects: `WHERE e` keeps the
+/// rows where `e` is true, `WHERE NOT e` those where it is false, and a `CASE` branch is
+/// taken past an earlier `WHEN w` where `w` is not true (false or NULL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Want {
+    True,
+    False,
+    NotTrue,
+    NotFalse,
+}
+
+impl Want {
+    /// The same selection of `NOT e`.
+    fn negated(self) -> Want {
+        match self {
+            Want::True => Want::False,
+            Want::False => Want::True,
+            Want::NotTrue => Want::NotFalse,
+            Want::NotFalse => Want::NotTrue,
+        }
+    }
+
+    /// Whether the truth value `v` (`None`: NULL) is selected.
+    fn holds(self, v: Option<bool>) -> bool {
+        match self {
+            Want::True => v == Some(true),
+            Want::False => v == Some(false),
+            Want::NotTrue => v != Some(true),
+            Want::NotFalse => v != Some(false),
+        }
+    }
+
+    /// Whether `a AND b` is selected exactly where both are (true, not false); otherwise
+    /// where either is (false, not true).
+    fn conjunctive(self) -> bool {
+        matches!(self, Want::True | Want::NotFalse)
+    }
+}
+
+/// `e` with the `CASE` it tests moved outside: `CASE WHEN w THEN a ELSE b END <> m` is
+/// `CASE WHEN w THEN a <> m ELSE b <> m END` (through casts of the `CASE`), for comparisons
+/// with a value, `IN` lists, `BETWEEN`, `LIKE` and `IS [NOT] NULL`. `None` for anything else.
+fn case_out(e: &Expr) -> Option<Expr> {
+    let (case, test, absent): (Case, Box<dyn Fn(Expr) -> Expr>, Expr) = match e {
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) if is_comparison(*op) => {
+            let op = *op;
+            if let Some(c) = as_case(left) {
+                let right = (**right).clone();
+                (
+                    c,
+                    Box::new(move |x| binary_expr(x, op, right.clone())),
+                    lit(ScalarValue::Boolean(None)),
+                )
+            } else {
+                let c = as_case(right)?;
+                let left = (**left).clone();
+                (
+                    c,
+                    Box::new(move |x| binary_expr(left.clone(), op, x)),
+                    lit(ScalarValue::Boolean(None)),
+                )
+            }
+        }
+        Expr::InList(l) => {
+            let c = as_case(&l.expr)?;
+            let l = l.clone();
+            let f = move |x| {
+                Expr::InList(InList {
+                    expr: Box::new(x),
+                    ..l.clone()
+                })
+            };
+            (c, Box::new(f), lit(ScalarValue::Boolean(None)))
+        }
+        Expr::Between(b) => {
+            let c = as_case(&b.expr)?;
+            let b = b.clone();
+            let f = move |x| {
+                Expr::Between(Between {
+                    expr: Box::new(x),
+                    ..b.clone()
+                })
+            };
+            (c, Box::new(f), lit(ScalarValue::Boolean(None)))
+        }
+        Expr::Like(l) => {
+            let c = as_case(&l.expr)?;
+            let l = l.clone();
+            let f = move |x| {
+                Expr::Like(Like {
+                    expr: Box::new(x),
+                    ..l.clone()
+                })
+            };
+            (c, Box::new(f), lit(ScalarValue::Boolean(None)))
+        }
+        Expr::IsNull(x) => (as_case(x)?, Box::new(|x| x.is_null()), lit(true)),
+        Expr::IsNotNull(x) => (as_case(x)?, Box::new(|x| x.is_not_null()), lit(false)),
+        _ => return None,
+    };
+    Some(Expr::Case(Case {
+        expr: case.expr,
+        when_then_expr: case
+            .when_then_expr
+            .into_iter()
+            .map(|(w, v)| (w, Box::new(test(*v))))
+            .collect(),
+        else_expr: Some(Box::new(match case.else_expr {
+            Some(v) => test(*v),
+            None => absent,
+        })),
+    }))
+}
+
+/// Whether `op` compares two values (true, false or NULL).
+fn is_comparison(op: Operator) -> bool {
+    matches!(
+        op,
+        Operator::Eq
+            | Operator::NotEq
+            | Operator::Lt
+            | Operator::LtEq
+            | Operator::Gt
+            | Operator::GtEq
+    )
+}
+
+/// `e` as a `CASE`, through casts (a cast of a `CASE` is a `CASE` of casts).
+fn as_case(e: &Expr) -> Option<Case> {
+    let (inner, wrap): (&Expr, Box<dyn Fn(Expr) -> Expr>) = match e {
+        Expr::Case(c) => return Some(c.clone()),
+        Expr::Alias(a) => return as_case(&a.expr),
+        Expr::Cast(c) => {
+            let field = c.field.clone();
+            (
+                &c.expr,
+                Box::new(move |x| {
+                    Expr::Cast(Cast {
+                        expr: Box::new(x),
+                        field: field.clone(),
+                    })
+                }),
+            )
+        }
+        Expr::TryCast(c) => {
+            let field = c.field.clone();
+            (
+                &c.expr,
+                Box::new(move |x| {
+                    Expr::TryCast(TryCast {
+                        expr: Box::new(x),
+                        field: field.clone(),
+                    })
+                }),
+            )
+        }
+        _ => return None,
+    };
+    let c = as_case(inner)?;
+    Some(Case {
+        expr: c.expr,
+        when_then_expr: c
+            .when_then_expr
+            .into_iter()
+            .map(|(w, v)| (w, Box::new(wrap(*v))))
+            .collect(),
+        else_expr: c.else_expr.map(|v| Box::new(wrap(*v))),
+    })
 }
 
 /// Adds to `out` the base columns (`table.column`) that column `c` of `plan` is computed

@@ -341,12 +341,13 @@ fn rewrite_aggregate(
     let (lifted, conds) = low_effect.lift_conditions(threaded, &agg.group_expr)?;
     // The grouping keys, computed once per row.
     let mut exprs = all_columns(&lifted);
-    let n_lifted = exprs.len();
     for (i, g) in agg.group_expr.iter().enumerate() {
         let g = per_distinct_date(g.clone().unalias(), lifted.schema())?;
         exprs.push(g.alias(grouping_key(i)));
     }
-    let atoms: Vec<Expr> = exprs[unit_schema.fields().len()..n_lifted].to_vec();
+    // The atoms, by name: a cohort rewrite below (`as_membership`) may have dropped
+    // columns the query does not read, so they are not at a fixed position.
+    let atoms = crate::low_effect::lifted_atoms(lifted.schema(), &conds);
     let keyed = LogicalPlanBuilder::from(lifted).project(exprs)?.build()?;
     let key_cols: Vec<Expr> = (0..k).map(|i| col(grouping_key(i))).collect();
     let expand = |plan: LogicalPlan| copy_per_set(plan, k, &sets);
