@@ -17,7 +17,9 @@
 //! sorts, inner joins and the preserved side of outer and semi joins) are lifted out of the
 //! plan: each filter becomes a projection that computes its atomic conditions as boolean
 //! columns, and the conditions are put into negation normal form — a tree of `AND`/`OR` nodes
-//! over atoms (`NOT` pushed into comparisons, `IN` lists and `BETWEEN` expanded).
+//! over atoms (`NOT` pushed into comparisons, `IN` lists and `BETWEEN` expanded, a boolean
+//! `CASE` taken apart into its branches' conditions, and a comparison of a `CASE` into a
+//! `CASE` of comparisons: [`LowEffect::nnf`]).
 //!
 //! The tree is then put into a canonical form ([`LowEffect::canon`]): below every node, the
 //! children that read the same set of base columns (`patients.birth_month`, followed through
@@ -41,6 +43,8 @@
 //! replaced by its neutral value (`AND`: true, `OR`: false) where the row's mask is
 //! low-effect in its cell. Masks rather than single conditions make chained conditions on
 //! different columns (`a <> x AND b <> y`, both excluding the same person) count as one.
+//! An `OR` node drops the persons only some of its branches let in only where it has a
+//! large effect of its own in its parent (see [`Formula::neutralised`]).
 //!
 //! A cohort selection (`patient_id IN (SELECT patient_id …)`, also `NOT IN`, `DISTINCT`,
 //! `GROUP BY patient_id`) is joined to the rows with the subquery's own conditions lifted
