@@ -119,6 +119,11 @@ const SAMPLE: i64 = 16;
 const SAMPLED_CHILDREN: usize = 3;
 /// Internal nodes in one aggregate's conditions at most (ids must fit above the mask).
 const MAX_NODES: usize = 1 << 14;
+/// Atomic conditions that taking apart the `CASE`s of one filter may create at most: each
+/// branch repeats the earlier `WHEN`s, so a `CASE` of 30 branches has about 500, and planning
+/// time grows faster than their number (a `CASE` of 40 branches took 7 s to plan in a debug
+/// build).
+const MAX_CASE_ATOMS: usize = 512;
 
 /// A condition in negation normal form.
 #[derive(Debug, Clone)]
@@ -379,6 +384,11 @@ impl Formula {
             .iter()
             .enumerate()
             .map(|(i, c)| match c {
+                // A chunk of this node (one with more than `MAX_CHILDREN` children) has its
+                // gate; an `OR` below an `AND` is gated by its own effect there.
+                Child::Node(j) if self.nodes[*j].and == n.and => {
+                    self.neutralised(*j, pass, lists, large, gate.clone())
+                }
                 Child::Node(j) => {
                     let large_alone = n.and.then(|| {
                         binary_expr(
@@ -638,6 +648,11 @@ pub(crate) struct LowEffect<'a> {
     /// never low-effect, whatever their keys ([`crate::output::low_effect_ceiling`]).
     ceiling: i64,
     next: usize,
+    /// Atoms created while taking apart the `CASE`s of the filter being lifted (`CASE`
+    /// depth, atoms). Past [`MAX_CASE_ATOMS`] (a `CASE` with many branches, or nested
+    /// `CASE`s, grows quadratically or exponentially when taken apart) the statement is
+    /// refused rather than measured.
+    case_atoms: (usize, usize),
     /// The plan whose columns the filter being lifted reads.
     scope: Option<LogicalPlan>,
     /// Each atom's key: the base columns (`table.column`) it is computed from.
@@ -693,6 +708,7 @@ impl<'a> LowEffect<'a> {
             released: released.clone(),
             ceiling: i64::try_from(crate::output::low_effect_ceiling(params)).unwrap_or(i64::MAX),
             next: 0,
+            case_atoms: (0, 0),
             scope: None,
             keys: HashMap::new(),
             pinned: Vec::new(),
@@ -2218,6 +2234,12 @@ impl<'a> LowEffect<'a> {
                 self.scope = Some(input.clone());
                 conds.push(self.nnf(&lifted, Want::True, &mut atoms));
                 self.scope = None;
+                if std::mem::take(&mut self.case_atoms).1 > MAX_CASE_ATOMS {
+                    return Err(RewriteError::Unsupported(format!(
+                        "CASE expressions in conditions that make more than {MAX_CASE_ATOMS} \
+                         conditions when taken apart (fewer branches, or IN lists)"
+                    )));
+                }
                 let mut exprs = columns_of(input.schema());
                 exprs.extend(atoms.into_iter().map(|(name, e)| e.alias(name)));
                 let projected =
@@ -2883,6 +2905,9 @@ impl<'a> LowEffect<'a> {
     }
 
     fn leaf(&mut self, e: Expr, atoms: &mut Vec<(String, Expr)>) -> Cond {
+        if self.case_atoms.0 > 0 {
+            self.case_atoms.1 += 1;
+        }
         let name = self.name("a");
         let mut key = BTreeSet::new();
         match &self.scope {
@@ -3040,6 +3065,18 @@ impl<'a> LowEffect<'a> {
     /// every earlier one not true) and whose value there has the truth values `want` selects.
     /// A constant value keeps or drops its branch; an absent `ELSE` is NULL.
     fn nnf_case(&mut self, c: &Case, want: Want, atoms: &mut Vec<(String, Expr)>) -> Cond {
+        if self.case_atoms.1 > MAX_CASE_ATOMS {
+            // Refused by the caller; stop growing.
+            return self.leaf(lit(false), atoms);
+        }
+        self.case_atoms.0 += 1;
+        let cond = self.nnf_case_branches(c, want, atoms);
+        self.case_atoms.0 -= 1;
+        cond
+    }
+
+    /// [`LowEffect::nnf_case`], under the size check.
+    fn nnf_case_branches(&mut self, c: &Case, want: Want, atoms: &mut Vec<(String, Expr)>) -> Cond {
         let null = lit(ScalarValue::Boolean(None));
         let whens: Vec<Expr> = c
             .when_then_expr
@@ -3053,6 +3090,9 @@ impl<'a> LowEffect<'a> {
         let otherwise = c.else_expr.as_deref().unwrap_or(&null);
         let mut branches = Vec::new();
         for (i, v) in values.chain([otherwise]).enumerate() {
+            if self.case_atoms.1 > MAX_CASE_ATOMS {
+                break;
+            }
             let Some(value) = self.nnf_value(v, want, atoms) else {
                 continue;
             };
