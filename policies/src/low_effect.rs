@@ -2934,6 +2934,9 @@ impl<'a> LowEffect<'a> {
         if let Some(cased) = case_out(e) {
             return self.nnf(&cased, want, atoms);
         }
+        if let Some((inner, selects)) = truth_test(e, want) {
+            return self.nnf(inner, selects, atoms);
+        }
         let neg = match want {
             Want::True => false,
             Want::False => true,
@@ -3245,6 +3248,24 @@ fn case_out(e: &Expr) -> Option<Expr> {
             None => absent,
         })),
     }))
+}
+
+/// `x IS [NOT] TRUE|FALSE` (never NULL) selected by `want`, as the truth values of `x` it
+/// selects: `(CASE …) IS TRUE` is the `CASE` itself, `x IS NOT TRUE` false is `x` true.
+fn truth_test(e: &Expr, want: Want) -> Option<(&Expr, Want)> {
+    // Never NULL: "not true" is false and "not false" is true.
+    let holds = match want {
+        Want::True | Want::NotFalse => true,
+        Want::False | Want::NotTrue => false,
+    };
+    let (inner, when_true, when_false) = match e {
+        Expr::IsTrue(x) => (x, Want::True, Want::NotTrue),
+        Expr::IsNotTrue(x) => (x, Want::NotTrue, Want::True),
+        Expr::IsFalse(x) => (x, Want::False, Want::NotFalse),
+        Expr::IsNotFalse(x) => (x, Want::NotFalse, Want::False),
+        _ => return None,
+    };
+    Some((inner.as_ref(), if holds { when_true } else { when_false }))
 }
 
 /// Whether `op` compares two values (true, false or NULL).

@@ -1350,6 +1350,10 @@ async fn excluding_one_person_inside_a_case_does_not_change_a_count() {
         "SELECT COUNT(*) FROM patients p WHERE CASE WHEN p.practice_code <> 'X20001' \
          THEN FALSE ELSE {x} END",
         "SELECT COUNT(*) FROM patients p WHERE CASE p.practice_code WHEN 'X20001' THEN {x} END",
+        "SELECT COUNT(*) FROM patients p WHERE (CASE WHEN p.practice_code = 'X20001' \
+         THEN {x} ELSE FALSE END) IS TRUE",
+        "SELECT COUNT(*) FROM patients p WHERE (CASE WHEN p.practice_code <> 'X20001' \
+         THEN TRUE ELSE NOT ({x}) END) IS NOT TRUE",
         "SELECT COUNT(*) FROM patients p WHERE NOT CASE WHEN p.practice_code = 'X20001' \
          THEN NOT ({x}) ELSE TRUE END",
         // A comparison of a `CASE` is a `CASE` of comparisons.
