@@ -1356,6 +1356,11 @@ async fn excluding_one_person_inside_a_case_does_not_change_a_count() {
          THEN TRUE ELSE NOT ({x}) END) IS NOT TRUE",
         "SELECT COUNT(*) FROM patients p WHERE NOT CASE WHEN p.practice_code = 'X20001' \
          THEN NOT ({x}) ELSE TRUE END",
+        // Computed in a derived table and filtered on.
+        "WITH t AS (SELECT (p.practice_code = 'X20001' AND {x}) AS k FROM patients p) \
+         SELECT COUNT(*) FROM t WHERE k",
+        "WITH t AS (SELECT p.patient_id, CASE WHEN p.practice_code = 'X20001' THEN {x} \
+         ELSE FALSE END AS k FROM patients p) SELECT COUNT(*) FROM t WHERE t.k",
         // A comparison of a `CASE` is a `CASE` of comparisons.
         "SELECT COUNT(*) FROM patients p \
          WHERE CASE WHEN p.practice_code = 'X20001' THEN p.birth_month END <> {m}",
