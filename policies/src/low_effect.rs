@@ -3238,6 +3238,16 @@ fn case_out(e: &Expr) -> Option<Expr> {
         }
         Expr::IsNull(x) => (as_case(x)?, Box::new(|x| x.is_null()), lit(true)),
         Expr::IsNotNull(x) => (as_case(x)?, Box::new(|x| x.is_not_null()), lit(false)),
+        Expr::IsUnknown(x) => (
+            as_case(x)?,
+            Box::new(|x| Expr::IsUnknown(Box::new(x))),
+            lit(true),
+        ),
+        Expr::IsNotUnknown(x) => (
+            as_case(x)?,
+            Box::new(|x| Expr::IsNotUnknown(Box::new(x))),
+            lit(false),
+        ),
         _ => return None,
     };
     Some(Expr::Case(Case {
@@ -3281,7 +3291,7 @@ fn through_projection(f: &Filter) -> Option<LogicalPlan> {
         return None;
     }
     let schema = f.input.schema();
-    let computed = |i: usize| !matches!(p.expr[i].clone().unalias(), Expr::Column(_));
+    let computed = |i: usize| computed_below(plan, i);
     let reads_computed = f
         .predicate
         .column_refs()
@@ -3301,6 +3311,25 @@ fn through_projection(f: &Filter) -> Option<LogicalPlan> {
         );
     }
     Some(out)
+}
+
+/// Whether output column `i` of `plan` is computed by a projection, followed down through
+/// aliases and projections that pass columns on unchanged (`WITH u AS (SELECT patient_id, k
+/// FROM t)` over the `t` that computes `k`).
+fn computed_below(plan: &LogicalPlan, i: usize) -> bool {
+    match plan {
+        LogicalPlan::SubqueryAlias(a) => computed_below(&a.input, i),
+        LogicalPlan::Projection(p) => match p.expr.get(i).map(|e| e.clone().unalias()) {
+            Some(Expr::Column(c)) => p
+                .input
+                .schema()
+                .index_of_column(&c)
+                .is_ok_and(|j| computed_below(&p.input, j)),
+            Some(_) => true,
+            None => false,
+        },
+        _ => false,
+    }
 }
 
 /// `x IS [NOT] TRUE|FALSE` (never NULL) selected by `want`, as the truth values of `x` it

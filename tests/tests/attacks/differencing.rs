@@ -1361,6 +1361,10 @@ async fn excluding_one_person_inside_a_case_does_not_change_a_count() {
          SELECT COUNT(*) FROM t WHERE k",
         "WITH t AS (SELECT p.patient_id, CASE WHEN p.practice_code = 'X20001' THEN {x} \
          ELSE FALSE END AS k FROM patients p) SELECT COUNT(*) FROM t WHERE t.k",
+        "WITH t AS (SELECT p.patient_id, (p.practice_code = 'X20001' AND {x}) AS k \
+         FROM patients p), u AS (SELECT patient_id, k FROM t) SELECT COUNT(*) FROM u WHERE k",
+        "SELECT COUNT(*) FROM patients p WHERE (CASE WHEN p.practice_code = 'X20001' \
+         AND {x} THEN TRUE END) IS NOT UNKNOWN",
         // A comparison of a `CASE` is a `CASE` of comparisons.
         "SELECT COUNT(*) FROM patients p \
          WHERE CASE WHEN p.practice_code = 'X20001' THEN p.birth_month END <> {m}",
