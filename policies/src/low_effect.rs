@@ -2142,11 +2142,10 @@ impl<'a> LowEffect<'a> {
             LogicalPlan::Filter(f) if self.pinned.iter().any(|p| Arc::ptr_eq(p, &f.input)) => {
                 Ok((self.stop(LogicalPlan::Filter(f), cells)?, Vec::new()))
             }
-            LogicalPlan::Filter(f) if through_projection(&f).is_some() => {
-                let pushed = through_projection(&f).expect("checked");
-                self.lift(pushed, cells)
-            }
             LogicalPlan::Filter(f) => {
+                if let Some(pushed) = through_projection(&f) {
+                    return self.lift(pushed, cells);
+                }
                 let saved = self.above.take();
                 // The conditions above the join under this filter (through aliases,
                 // projections and other filters), over the join's columns, with those of
@@ -2941,20 +2940,31 @@ impl<'a> LowEffect<'a> {
         if let Some((inner, selects)) = truth_test(e, want) {
             return self.nnf(inner, selects, atoms);
         }
+        match e {
+            Expr::Alias(a) => return self.nnf(&a.expr, want, atoms),
+            Expr::Not(inner) => return self.nnf(inner, want.negated(), atoms),
+            Expr::BinaryExpr(BinaryExpr { left, op, right })
+                if matches!(op, Operator::And | Operator::Or) =>
+            {
+                // Kleene logic: `a AND b` is true where both are, false where one is, not
+                // true where one is not true.
+                let l = self.nnf(left, want, atoms);
+                let r = self.nnf(right, want, atoms);
+                return if (*op == Operator::And) == want.conjunctive() {
+                    Cond::And(vec![l, r])
+                } else {
+                    Cond::Or(vec![l, r])
+                };
+            }
+            Expr::Case(c) => return self.nnf_case(c, want, atoms),
+            _ => {}
+        }
         let neg = match want {
             Want::True => false,
             Want::False => true,
             Want::NotTrue | Want::NotFalse => return self.nnf_not(e, want, atoms),
         };
         match e {
-            Expr::Alias(a) => self.nnf(&a.expr, want, atoms),
-            Expr::Not(inner) => self.nnf(inner, want.negated(), atoms),
-            Expr::BinaryExpr(BinaryExpr { left, op, right })
-                if matches!(op, Operator::And | Operator::Or) =>
-            {
-                self.nnf_binary(left, *op, right, want, atoms)
-            }
-            Expr::Case(c) => self.nnf_case(c, want, atoms),
             Expr::BinaryExpr(BinaryExpr { left, op, right }) if neg => match negate_op(*op) {
                 Some(n) => self.leaf(binary_expr((**left).clone(), n, (**right).clone()), atoms),
                 None => self.leaf(Expr::Not(Box::new(e.clone())), atoms),
@@ -3021,37 +3031,10 @@ impl<'a> LowEffect<'a> {
         }
     }
 
-    /// [`LowEffect::nnf`] of `left op right`, `op` being `AND` or `OR` (Kleene logic: `a AND
-    /// b` is true where both are, false where one is, not true where one is not true).
-    fn nnf_binary(
-        &mut self,
-        left: &Expr,
-        op: Operator,
-        right: &Expr,
-        want: Want,
-        atoms: &mut Vec<(String, Expr)>,
-    ) -> Cond {
-        let l = self.nnf(left, want, atoms);
-        let r = self.nnf(right, want, atoms);
-        if (op == Operator::And) == want.conjunctive() {
-            Cond::And(vec![l, r])
-        } else {
-            Cond::Or(vec![l, r])
-        }
-    }
-
-    /// [`LowEffect::nnf`] where `want` is "not true" or "not false" (the conditions that let
-    /// a later `CASE` branch be taken).
+    /// [`LowEffect::nnf`] of an atomic condition where `want` is "not true" or "not false"
+    /// (the conditions that let a later `CASE` branch be taken).
     fn nnf_not(&mut self, e: &Expr, want: Want, atoms: &mut Vec<(String, Expr)>) -> Cond {
         match e {
-            Expr::Alias(a) => self.nnf(&a.expr, want, atoms),
-            Expr::Not(inner) => self.nnf(inner, want.negated(), atoms),
-            Expr::BinaryExpr(BinaryExpr { left, op, right })
-                if matches!(op, Operator::And | Operator::Or) =>
-            {
-                self.nnf_binary(left, *op, right, want, atoms)
-            }
-            Expr::Case(c) => self.nnf_case(c, want, atoms),
             // Never NULL: not true is false, not false is true.
             Expr::IsNull(_) | Expr::IsNotNull(_) => {
                 let exact = if want == Want::NotTrue {
@@ -3183,72 +3166,37 @@ impl Want {
 /// `CASE WHEN w THEN a <> m ELSE b <> m END` (through casts of the `CASE`), for comparisons
 /// with a value, `IN` lists, `BETWEEN`, `LIKE` and `IS [NOT] NULL`. `None` for anything else.
 fn case_out(e: &Expr) -> Option<Expr> {
-    let (case, test, absent): (Case, Box<dyn Fn(Expr) -> Expr>, Expr) = match e {
+    let null = lit(ScalarValue::Boolean(None));
+    // The tested value, and the test's value when it is NULL (the `CASE` without `ELSE`).
+    let (operand, absent) = match e {
         Expr::BinaryExpr(BinaryExpr { left, op, right }) if is_comparison(*op) => {
-            let op = *op;
-            if let Some(c) = as_case(left) {
-                let right = (**right).clone();
-                (
-                    c,
-                    Box::new(move |x| binary_expr(x, op, right.clone())),
-                    lit(ScalarValue::Boolean(None)),
-                )
-            } else {
-                let c = as_case(right)?;
-                let left = (**left).clone();
-                (
-                    c,
-                    Box::new(move |x| binary_expr(left.clone(), op, x)),
-                    lit(ScalarValue::Boolean(None)),
-                )
-            }
+            (if as_case(left).is_some() { left } else { right }, null)
         }
-        Expr::InList(l) => {
-            let c = as_case(&l.expr)?;
-            let l = l.clone();
-            let f = move |x| {
-                Expr::InList(InList {
-                    expr: Box::new(x),
-                    ..l.clone()
-                })
-            };
-            (c, Box::new(f), lit(ScalarValue::Boolean(None)))
-        }
-        Expr::Between(b) => {
-            let c = as_case(&b.expr)?;
-            let b = b.clone();
-            let f = move |x| {
-                Expr::Between(Between {
-                    expr: Box::new(x),
-                    ..b.clone()
-                })
-            };
-            (c, Box::new(f), lit(ScalarValue::Boolean(None)))
-        }
-        Expr::Like(l) => {
-            let c = as_case(&l.expr)?;
-            let l = l.clone();
-            let f = move |x| {
-                Expr::Like(Like {
-                    expr: Box::new(x),
-                    ..l.clone()
-                })
-            };
-            (c, Box::new(f), lit(ScalarValue::Boolean(None)))
-        }
-        Expr::IsNull(x) => (as_case(x)?, Box::new(|x| x.is_null()), lit(true)),
-        Expr::IsNotNull(x) => (as_case(x)?, Box::new(|x| x.is_not_null()), lit(false)),
-        Expr::IsUnknown(x) => (
-            as_case(x)?,
-            Box::new(|x| Expr::IsUnknown(Box::new(x))),
-            lit(true),
-        ),
-        Expr::IsNotUnknown(x) => (
-            as_case(x)?,
-            Box::new(|x| Expr::IsNotUnknown(Box::new(x))),
-            lit(false),
-        ),
+        Expr::InList(InList { expr, .. })
+        | Expr::Between(Between { expr, .. })
+        | Expr::Like(Like { expr, .. }) => (expr, null),
+        Expr::IsNull(x) | Expr::IsUnknown(x) => (x, lit(true)),
+        Expr::IsNotNull(x) | Expr::IsNotUnknown(x) => (x, lit(false)),
         _ => return None,
+    };
+    let case = as_case(operand)?;
+    let on_left = matches!(e, Expr::BinaryExpr(b) if std::ptr::eq(&b.left, operand));
+    // `e` testing `v` instead.
+    let test = |v: Expr| {
+        let mut out = e.clone();
+        match &mut out {
+            Expr::BinaryExpr(b) if on_left => *b.left = v,
+            Expr::BinaryExpr(b) => *b.right = v,
+            Expr::InList(InList { expr, .. })
+            | Expr::Between(Between { expr, .. })
+            | Expr::Like(Like { expr, .. })
+            | Expr::IsNull(expr)
+            | Expr::IsUnknown(expr)
+            | Expr::IsNotNull(expr)
+            | Expr::IsNotUnknown(expr) => **expr = v,
+            _ => unreachable!("matched above"),
+        }
+        out
     };
     Some(Expr::Case(Case {
         expr: case.expr,
