@@ -1,5 +1,6 @@
 //! `fs_distinct_upto(x)`: the number of distinct non-NULL `Int64` values of `x`, counted up to
-//! a cap (`min(distinct, cap)`).
+//! a cap (`min(distinct, cap)`); `fs_ids_upto(x)`: those values themselves, as a list, when
+//! there are at most `cap` of them (NULL when there are more).
 //!
 //! Low-effect detection ([`crate::low_effect`]) only needs to know, per cell and condition
 //! mask, whether fewer persons than the threshold are behind it, and how many when they are.
@@ -15,7 +16,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, ListArray};
-use datafusion::arrow::buffer::OffsetBuffer;
+use datafusion::arrow::buffer::{NullBuffer, OffsetBuffer};
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Int64Type};
 use datafusion::common::{Result, ScalarValue, internal_err};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
@@ -26,20 +27,49 @@ use datafusion::logical_expr::{
 
 /// `fs_distinct_upto(x)` with the cap `cap`, called on `x`.
 pub(crate) fn distinct_upto(x: Expr, cap: i64) -> Expr {
-    AggregateUDF::from(DistinctUpto::new(cap)).call(vec![x])
+    AggregateUDF::from(DistinctUpto::new(cap, Output::Count)).call(vec![x])
 }
 
-/// The aggregate function; its cap is part of its identity.
+/// `fs_ids_upto(x)` with the cap `cap`, called on `x`: the distinct non-NULL values of `x`
+/// (in no particular order) when there are at most `cap` of them, else NULL.
+pub(crate) fn ids_upto(x: Expr, cap: i64) -> Expr {
+    AggregateUDF::from(DistinctUpto::new(cap, Output::Values)).call(vec![x])
+}
+
+/// The type of [`ids_upto`]'s lists.
+pub(crate) fn ids_type() -> DataType {
+    DataType::List(Arc::new(Field::new_list_field(DataType::Int64, true)))
+}
+
+/// What the aggregate gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Output {
+    /// How many distinct values, up to the cap.
+    Count,
+    /// The distinct values when at most the cap, else NULL (one more value is kept, to
+    /// know that there are more).
+    Values,
+}
+
+/// The aggregate function; its cap and output are part of its identity.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct DistinctUpto {
+    /// Values kept per group (for [`Output::Values`], one more than the cap).
     cap: usize,
+    output: Output,
     signature: Signature,
 }
 
 impl DistinctUpto {
-    fn new(cap: i64) -> DistinctUpto {
+    fn new(cap: i64, output: Output) -> DistinctUpto {
+        let cap = usize::try_from(cap.max(1)).unwrap_or(1);
         DistinctUpto {
-            cap: usize::try_from(cap.max(1)).unwrap_or(1),
+            cap: if output == Output::Values {
+                cap + 1
+            } else {
+                cap
+            },
+            output,
             signature: Signature::exact(vec![DataType::Int64], Volatility::Immutable),
         }
     }
@@ -47,7 +77,10 @@ impl DistinctUpto {
 
 impl AggregateUDFImpl for DistinctUpto {
     fn name(&self) -> &str {
-        "fs_distinct_upto"
+        match self.output {
+            Output::Count => "fs_distinct_upto",
+            Output::Values => "fs_ids_upto",
+        }
     }
 
     fn signature(&self) -> &Signature {
@@ -55,11 +88,14 @@ impl AggregateUDFImpl for DistinctUpto {
     }
 
     fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Int64)
+        Ok(match self.output {
+            Output::Count => DataType::Int64,
+            Output::Values => ids_type(),
+        })
     }
 
     fn is_nullable(&self) -> bool {
-        false
+        self.output == Output::Values
     }
 
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
@@ -73,6 +109,7 @@ impl AggregateUDFImpl for DistinctUpto {
     fn accumulator(&self, _args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
         Ok(Box::new(UptoAccumulator {
             cap: self.cap,
+            output: self.output,
             seen: Vec::with_capacity(self.cap),
         }))
     }
@@ -85,7 +122,7 @@ impl AggregateUDFImpl for DistinctUpto {
         &self,
         _args: AccumulatorArgs,
     ) -> Result<Box<dyn GroupsAccumulator>> {
-        Ok(Box::new(UptoGroups::new(self.cap)))
+        Ok(Box::new(UptoGroups::new(self.cap, self.output)))
     }
 }
 
@@ -94,14 +131,16 @@ impl AggregateUDFImpl for DistinctUpto {
 #[derive(Debug)]
 struct UptoGroups {
     cap: usize,
+    output: Output,
     lens: Vec<u32>,
     values: Vec<i64>,
 }
 
 impl UptoGroups {
-    fn new(cap: usize) -> UptoGroups {
+    fn new(cap: usize, output: Output) -> UptoGroups {
         UptoGroups {
             cap,
+            output,
             lens: Vec::new(),
             values: Vec::new(),
         }
@@ -188,10 +227,13 @@ impl GroupsAccumulator for UptoGroups {
     }
 
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
-        let (lens, _) = self.take(emit_to);
-        Ok(Arc::new(Int64Array::from_iter_values(
-            lens.into_iter().map(i64::from),
-        )))
+        let (lens, values) = self.take(emit_to);
+        match self.output {
+            Output::Count => Ok(Arc::new(Int64Array::from_iter_values(
+                lens.into_iter().map(i64::from),
+            ))),
+            Output::Values => Ok(Arc::new(values_or_null(&lens, &values, self.cap)?)),
+        }
     }
 
     fn state(&mut self, emit_to: EmitTo) -> Result<Vec<ArrayRef>> {
@@ -241,10 +283,32 @@ impl GroupsAccumulator for UptoGroups {
     }
 }
 
+/// The groups' values as lists (group `g`'s are `values[g * cap..][..lens[g]]`), NULL for
+/// a full group: [`Output::Values`] keeps one value more than its cap.
+fn values_or_null(lens: &[u32], values: &[i64], cap: usize) -> Result<ListArray> {
+    let full = |len: u32| len as usize >= cap;
+    let flat: Vec<i64> = lens
+        .iter()
+        .enumerate()
+        .filter(|(_, len)| !full(**len))
+        .flat_map(|(g, len)| values[g * cap..g * cap + *len as usize].iter().copied())
+        .collect();
+    let offsets =
+        OffsetBuffer::from_lengths(lens.iter().map(|l| if full(*l) { 0 } else { *l as usize }));
+    let nulls = NullBuffer::from(lens.iter().map(|l| !full(*l)).collect::<Vec<_>>());
+    Ok(ListArray::try_new(
+        Arc::new(Field::new_list_field(DataType::Int64, true)),
+        offsets,
+        Arc::new(Int64Array::from(flat)),
+        Some(nulls),
+    )?)
+}
+
 /// Up to `cap` distinct values.
 #[derive(Debug)]
 struct UptoAccumulator {
     cap: usize,
+    output: Output,
     seen: Vec<i64>,
 }
 
@@ -289,7 +353,14 @@ impl Accumulator for UptoAccumulator {
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
-        Ok(ScalarValue::Int64(Some(self.seen.len() as i64)))
+        match self.output {
+            Output::Count => Ok(ScalarValue::Int64(Some(self.seen.len() as i64))),
+            Output::Values => {
+                let lens = [self.seen.len() as u32];
+                let list = values_or_null(&lens, &self.seen, self.cap)?;
+                Ok(ScalarValue::List(Arc::new(list)))
+            }
+        }
     }
 
     fn size(&self) -> usize {
@@ -302,6 +373,7 @@ mod tests {
     use datafusion::arrow::array::Int64Array;
     use datafusion::arrow::datatypes::Schema;
     use datafusion::arrow::record_batch::RecordBatch;
+    use datafusion::logical_expr::ExprFunctionExt;
     use datafusion::prelude::{SessionContext, col};
 
     use super::*;
@@ -354,6 +426,63 @@ mod tests {
         assert_eq!(n, vec![2, 10]);
     }
 
+    /// `fs_ids_upto` gives a group's distinct values while there are at most the cap of
+    /// them, and NULL once there are more, through the partial and final aggregation, and
+    /// with a filter.
+    #[tokio::test]
+    async fn lists_distinct_values_up_to_the_cap() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("g", DataType::Int64, false),
+            Field::new("x", DataType::Int64, true),
+        ]));
+        let batch = |g: Vec<i64>, x: Vec<Option<i64>>| {
+            RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![
+                    Arc::new(Int64Array::from(g)) as ArrayRef,
+                    Arc::new(Int64Array::from(x)),
+                ],
+            )
+            .expect("batch")
+        };
+        // Group 1: 3, 1, 3, NULL, 2 → [1, 2, 3]. Group 2: 1..=4 → over the cap of 3.
+        // Group 3: 7, and 8 filtered out (x > 7) → [7].
+        let a = batch(vec![1, 1, 2, 2], vec![Some(3), Some(1), Some(1), Some(2)]);
+        let b = batch(
+            vec![1, 1, 1, 2, 2, 3, 3],
+            vec![Some(3), None, Some(2), Some(3), Some(4), Some(7), Some(8)],
+        );
+        let ctx = SessionContext::new();
+        let table =
+            datafusion::datasource::MemTable::try_new(Arc::clone(&schema), vec![vec![a], vec![b]])
+                .expect("table");
+        let ids = ids_upto(col("x"), 3)
+            .filter(col("x").lt_eq(datafusion::prelude::lit(7i64)))
+            .build()
+            .expect("filter");
+        let out = ctx
+            .read_table(Arc::new(table))
+            .expect("read")
+            .aggregate(vec![col("g")], vec![ids.alias("ids")])
+            .expect("aggregate")
+            .sort(vec![col("g").sort(true, true)])
+            .expect("sort")
+            .collect()
+            .await
+            .expect("collect");
+        let mut lists: Vec<Option<Vec<i64>>> = Vec::new();
+        for b in &out {
+            for list in b.column(1).as_list::<i32>().iter() {
+                lists.push(list.map(|l| {
+                    let mut v = l.as_primitive::<Int64Type>().values().to_vec();
+                    v.sort_unstable();
+                    v
+                }));
+            }
+        }
+        assert_eq!(lists, vec![Some(vec![1, 2, 3]), None, Some(vec![7])]);
+    }
+
     fn counts(acc: &mut UptoGroups, emit: EmitTo) -> Vec<i64> {
         let out = acc.evaluate(emit).expect("evaluate");
         out.as_primitive::<Int64Type>().values().to_vec()
@@ -380,12 +509,12 @@ mod tests {
         // Row 2 (group 0's value 2) is filtered out.
         let filter =
             BooleanArray::from(vec![true, true, false, true, true, true, true, true, true]);
-        let mut acc = UptoGroups::new(3);
+        let mut acc = UptoGroups::new(3, Output::Count);
         acc.update_batch(&[Arc::clone(&values)], &groups, Some(&filter), 4)
             .expect("update");
         // Group 0: {1}; group 1: {3}; group 2: {4, 5, 6, 7} capped at 3; group 3: none.
         let state = acc.state(EmitTo::All).expect("state");
-        let mut merged = UptoGroups::new(3);
+        let mut merged = UptoGroups::new(3, Output::Count);
         merged.merge_batch(&state, &[0, 1, 2, 3], 4).expect("merge");
         // The same values again change nothing; a new value for group 0 counts.
         merged
@@ -395,10 +524,10 @@ mod tests {
         assert_eq!(counts(&mut merged, EmitTo::All), vec![3, 0]);
 
         // Each row as its own state, merged per group, is the same as the rows themselves.
-        let rows = UptoGroups::new(3)
+        let rows = UptoGroups::new(3, Output::Count)
             .convert_to_state(&[Arc::clone(&values)], Some(&filter))
             .expect("convert");
-        let mut from_rows = UptoGroups::new(3);
+        let mut from_rows = UptoGroups::new(3, Output::Count);
         from_rows.merge_batch(&rows, &groups, 4).expect("merge");
         assert_eq!(counts(&mut from_rows, EmitTo::All), vec![1, 1, 3, 0]);
     }

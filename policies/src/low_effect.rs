@@ -72,12 +72,15 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
+use datafusion::arrow::datatypes::DataType;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Column, DFSchema, DFSchemaRef, NullEquality, ScalarValue};
 use datafusion::functions::expr_fn::coalesce;
 use datafusion::functions_aggregate::expr_fn::{array_agg, bit_or, bool_or, count, sum};
 use datafusion::functions_aggregate::sum::sum_udaf;
-use datafusion::functions_nested::expr_fn::{array_compact, array_has, cardinality, make_array};
+use datafusion::functions_nested::expr_fn::{
+    array_compact, array_concat, array_has, cardinality, flatten as flatten_lists, make_array,
+};
 use datafusion::logical_expr::expr::{
     AggregateFunction, Case, Cast, InList, InSubquery, Like, TryCast, WindowFunction,
     WindowFunctionDefinition,
@@ -85,13 +88,14 @@ use datafusion::logical_expr::expr::{
 use datafusion::logical_expr::utils::{conjunction, disjunction, split_conjunction_owned};
 use datafusion::logical_expr::{
     Aggregate, Between, BinaryExpr, Expr, ExprFunctionExt, Filter, Join, JoinType, LogicalPlan,
-    LogicalPlanBuilder, Operator, Projection, ScalarUDF, SubqueryAlias, binary_expr, lit, when,
+    LogicalPlanBuilder, Operator, Projection, ScalarUDF, SubqueryAlias, binary_expr, cast, lit,
+    when,
 };
 
 use fivesafes_engine::catalog::PRIVACY_UNIT;
 
 use crate::analysis::{self, Kind, TableFacts};
-use crate::capped::distinct_upto;
+use crate::capped::{distinct_upto, ids_type, ids_upto};
 use crate::decision::{Refusal, Rule};
 use crate::per_date::per_distinct_date;
 use crate::register::OutputControl;
@@ -159,6 +163,83 @@ impl Cond {
 
 /// Renames a plan's first columns to the given names (the side plans' cell keys).
 type Renaming = dyn Fn(LogicalPlan, &[Expr]) -> Result<LogicalPlan, RewriteError>;
+
+/// Where a person can have many rows in a cell, the columns counted per cell and key next to
+/// the persons the key decides (`n`, with their key sum `kk`: those whose presence in the
+/// cell depends on it): the persons it touches (has rows of, `t`, with their key sum `tk`),
+/// and the list of the persons it decides (`ids`, NULL when there are more than the highest
+/// threshold).
+///
+/// A mask that touches fewer persons than its threshold is neutralised for every row; one
+/// that touches more but decides a few (at least one) is neutralised for the rows of the
+/// persons it decides only; otherwise it is applied. Neutralising every row of a mask that
+/// decided one person (and applying it when it decided none) changed a count of rows by all
+/// the other persons' rows under it, by whether one person had no passing row: `COUNT(*)`
+/// of a code's readings at a practice with `numeric_value <> v` released all 1,125
+/// readings when someone had only readings of `v`, and 1,085–1,105 when nobody had
+/// (`a_condition_that_decides_few_persons_does_not_change_a_count_of_rows_by_others`).
+/// Now the answer moves with the persons decided by their own rows, as it does without the
+/// condition.
+struct Fates {
+    t: String,
+    tk: String,
+    ids: String,
+}
+
+/// The lists `list` of the rows where `when` holds, joined (lists over the threshold, NULL,
+/// are left out: their keys are never low).
+fn joined_lists(list: &str, when: Expr) -> Result<Expr, RewriteError> {
+    Ok(flatten_lists(
+        array_agg(atom(list))
+            .filter(when.and(atom(list).is_not_null()))
+            .build()?,
+    ))
+}
+
+/// Node lists of low-effect masks in a cell (see [`Formula::listed_as_bits`]): those
+/// neutralised for every row, and, where a person can have many rows, those neutralised
+/// only for the rows of the persons they decide, with the list of those persons
+/// ([`Fates`]).
+struct LowLists {
+    touched: String,
+    decided: Option<(String, String)>,
+}
+
+impl LowLists {
+    /// The per-cell aggregates of node `id`'s lists from the rows of its keys (`this`: the
+    /// row is one of node `id`'s masks `mask`), given whether a mask is neutralised for
+    /// every row or for its decided persons' rows (`lows`), and the keys' lists of decided
+    /// persons `ids`.
+    fn aggregates(
+        &self,
+        formula: &Formula,
+        id: usize,
+        mask: Expr,
+        this: Expr,
+        [touch_low, decide_low]: [Expr; 2],
+        ids: &str,
+    ) -> Result<Vec<Expr>, RewriteError> {
+        let mut out = vec![
+            formula
+                .list_of(id, mask.clone())
+                .filter(this.clone().and(touch_low))
+                .build()?
+                .alias(&self.touched),
+        ];
+        if let Some((masks, persons)) = &self.decided {
+            let this = this.and(decide_low);
+            out.push(
+                formula
+                    .list_of(id, mask)
+                    .filter(this.clone())
+                    .build()?
+                    .alias(masks),
+            );
+            out.push(joined_lists(ids, this)?.alias(persons));
+        }
+        Ok(out)
+    }
+}
 
 /// What [`LowEffect::apply_sets`] gives: the rows and their cells, or its input back.
 pub(crate) type SetsOutcome = Result<(LogicalPlan, Vec<Expr>), (LogicalPlan, Vec<LiftedCondition>)>;
@@ -902,6 +983,90 @@ impl<'a> LowEffect<'a> {
         self.low.call(vec![atom(n), atom(key)])
     }
 
+    /// The names of the low-effect lists of `nodes` nodes ([`LowLists`]), with lists for
+    /// decided persons where `fates` are counted.
+    fn low_lists(&mut self, nodes: usize, fates: Option<&Fates>) -> Vec<LowLists> {
+        (0..nodes)
+            .map(|_| LowLists {
+                touched: self.name("low"),
+                decided: fates.map(|_| (self.name("lowd"), self.name("dec"))),
+            })
+            .collect()
+    }
+
+    /// Over the counts of a key (`n` persons decided with key sum `kk`, and the columns of
+    /// `fates` where a person can have many rows): whether the key is neutralised for
+    /// every row, whether for the rows of the persons it decides only, and whether it is
+    /// applied with a large effect (a child with a large effect alone keeps every mask that
+    /// holds it applied). See [`Fates`]; with one row per person, the persons touched are
+    /// those decided.
+    fn effects(&self, n: &str, kk: &str, fates: Option<&Fates>) -> (Expr, Expr, Expr) {
+        let small_n = self.small(n, kk);
+        match fates {
+            None => (small_n.clone(), lit(false), Expr::Not(Box::new(small_n))),
+            Some(f) => {
+                let small_t = self.small(&f.t, &f.tk);
+                let not_t = Expr::Not(Box::new(small_t.clone()));
+                (
+                    small_t,
+                    not_t
+                        .clone()
+                        .and(atom(n).gt(lit(0i64)))
+                        .and(small_n.clone()),
+                    not_t.and(Expr::Not(Box::new(small_n))),
+                )
+            }
+        }
+    }
+
+    /// `joined` (rows joined to their cell's `lists`) with, for every node whose masks can be
+    /// neutralised for decided persons only, the list that applies to the row: the masks
+    /// neutralised for every row, and those for decided persons too when the row's person
+    /// (`unit`) is one of them. Returns the plan and each node's list column.
+    fn row_lists(
+        &mut self,
+        joined: LogicalPlan,
+        formula: &Formula,
+        lists: &[LowLists],
+        unit: &Expr,
+    ) -> Result<(LogicalPlan, Vec<String>), RewriteError> {
+        let mut exprs = columns_of(joined.schema());
+        let mut names = Vec::with_capacity(lists.len());
+        for (id, l) in lists.iter().enumerate() {
+            let Some((masks, persons)) = &l.decided else {
+                names.push(l.touched.clone());
+                continue;
+            };
+            let both = if formula.listed_as_bits(id) {
+                binary_expr(
+                    coalesce(vec![atom(&l.touched), lit(0i64)]),
+                    Operator::BitwiseOr,
+                    coalesce(vec![atom(masks), lit(0i64)]),
+                )
+            } else {
+                coalesce(vec![
+                    array_concat(vec![atom(&l.touched), atom(masks)]),
+                    atom(masks),
+                ])
+            };
+            let name = self.name("rowlow");
+            let person = cast(unit.clone(), DataType::Int64);
+            exprs.push(
+                when(array_has(atom(persons), person), both)
+                    .otherwise(atom(&l.touched))?
+                    .alias(&name),
+            );
+            names.push(name);
+        }
+        if names.iter().zip(lists).all(|(n, l)| *n == l.touched) {
+            return Ok((joined, names));
+        }
+        Ok((
+            LogicalPlanBuilder::from(joined).project(exprs)?.build()?,
+            names,
+        ))
+    }
+
     /// Per cell, from the rows of its keys `ks` (persons `n`, key sum `kk`): whether the
     /// persons who pass the filter would be released on their own, the condition for
     /// neutralising anything in the cell. Conditions with a low effect are neutralised only
@@ -1093,6 +1258,11 @@ impl<'a> LowEffect<'a> {
         };
         let mut cell_keys = key_cols.clone();
         cell_keys.push(atom(&set));
+        let fates = Fates {
+            t: self.name("t"),
+            tk: self.name("tk"),
+            ids: self.name("ids"),
+        };
         let counted = if one_row {
             // One row per person: the persons with a row under a mask are those whose presence
             // it decides, counted up to the highest threshold (only fewer matter) with no
@@ -1128,6 +1298,7 @@ impl<'a> LowEffect<'a> {
                 sets,
                 &key_cols,
                 [&u, &ks, &n, &kk, &set],
+                &fates,
                 pass_key,
                 &named,
             )?
@@ -1138,11 +1309,22 @@ impl<'a> LowEffect<'a> {
                 sets,
                 &key_cols,
                 [&u, &ks, &n, &kk, &set],
+                &fates,
                 pass_key,
                 &named,
             )?
         };
-        let counted = self.with_subsets(counted, &cell_keys, &ks, [&n, &kk])?;
+        let counted = if one_row {
+            self.with_subsets(counted, &cell_keys, &ks, &[&n, &kk], &[])?
+        } else {
+            self.with_subsets(
+                counted,
+                &cell_keys,
+                &ks,
+                &[&n, &kk, &fates.t, &fates.tk],
+                &[&fates.ids],
+            )?
+        };
         let mask_of = || {
             binary_expr(
                 atom(&ks),
@@ -1151,7 +1333,6 @@ impl<'a> LowEffect<'a> {
             )
         };
         let failing = atom(&ks).not_eq(lit(pass_key));
-        let small = self.small(&n, &kk);
         let single_bit =
             binary_expr(mask_of(), Operator::BitwiseAnd, mask_of() - lit(1i64)).eq(lit(0i64));
 
@@ -1163,36 +1344,31 @@ impl<'a> LowEffect<'a> {
         cell_cols.push(atom(&set));
         let mut cell_group = cell_cols.clone();
         cell_group.push(lit(0i64).alias(&one));
-        // The low masks as an array (unnested in 3.), and as the list the rows are tested
-        // against (a bit set where the node is small enough: [`Formula::listed_as_bits`]).
-        let low_list = if formula.listed_as_bits(0) {
-            self.name("lowbits")
-        } else {
-            low.clone()
-        };
+        let lists = self.low_lists(1, (!one_row).then_some(&fates));
+        let (touch_low, decide_low, not_large) =
+            self.effects(&n, &kk, (!one_row).then_some(&fates));
+        // The masks neutralised for any row as an array (unnested in 3.).
         let mut per_cell = vec![
             array_agg(mask_of())
-                .filter(failing.clone().and(small.clone()))
-                .build()?
-                .alias(&low),
-        ];
-        if low_list != low {
-            per_cell.push(
-                formula
-                    .list_of(0, mask_of())
-                    .filter(failing.clone().and(small.clone()))
-                    .build()?
-                    .alias(&low_list),
-            );
-        }
-        per_cell.push(
-            bit_or(mask_of())
                 .filter(
                     failing
                         .clone()
-                        .and(Expr::Not(Box::new(small.clone())))
-                        .and(single_bit),
+                        .and(touch_low.clone().or(decide_low.clone())),
                 )
+                .build()?
+                .alias(&low),
+        ];
+        per_cell.extend(lists[0].aggregates(
+            &formula,
+            0,
+            mask_of(),
+            failing.clone(),
+            [touch_low, decide_low],
+            &fates.ids,
+        )?);
+        per_cell.push(
+            bit_or(mask_of())
+                .filter(failing.clone().and(not_large).and(single_bit))
                 .build()?
                 .alias(&large),
         );
@@ -1274,10 +1450,8 @@ impl<'a> LowEffect<'a> {
             })
             .collect();
         left_keys.push(Column::from_name(&one));
-        let lists = [low_list];
         let larges = [large];
-        let keep = formula.neutralised(0, &pass, &lists, &larges, None);
-        let filtered = LogicalPlanBuilder::from(cells_plan)
+        let joined = LogicalPlanBuilder::from(cells_plan)
             .join_detailed(
                 LogicalPlanBuilder::from(expanded)
                     .project(with_cells)?
@@ -1287,6 +1461,10 @@ impl<'a> LowEffect<'a> {
                 None,
                 NullEquality::NullEqualsNull,
             )?
+            .build()?;
+        let (joined, listed) = self.row_lists(joined, &formula, &lists, unit)?;
+        let keep = formula.neutralised(0, &pass, &listed, &larges, None);
+        let filtered = LogicalPlanBuilder::from(joined)
             .filter(keep)?
             .project(columns_of(&out_schema))?
             .build()?;
@@ -1296,9 +1474,9 @@ impl<'a> LowEffect<'a> {
 
     /// The persons per set, cell and fail mask of [`LowEffect::apply_sets`] whose presence in
     /// the cell the mask decides (see [`LowEffect::deciding`]), from `side` (`keys`, the
-    /// person `u` and the key `ks` of each row); `names` are `u`, `ks`, the count `n` and the
-    /// set id column. Returns the cells (`key_cols`, as `named` renames the keys, and the set
-    /// id), `ks` and `n`.
+    /// person `u` and the key `ks` of each row); `names` are `u`, `ks`, the count `n`, its
+    /// key sum `kk` and the set id column. Returns the cells (`key_cols`, as `named` renames
+    /// the keys, and the set id), `ks`, `n`, `kk` and the columns of `fates`.
     #[allow(clippy::too_many_arguments)]
     fn deciding_per_set(
         &mut self,
@@ -1307,6 +1485,7 @@ impl<'a> LowEffect<'a> {
         sets: &[u64],
         key_cols: &[Expr],
         names: [&str; 5],
+        fates: &Fates,
         pass_key: i64,
         named: &Renaming,
     ) -> Result<LogicalPlan, RewriteError> {
@@ -1344,10 +1523,18 @@ impl<'a> LowEffect<'a> {
         let (c, ck) = (self.name("c"), self.name("ck"));
         let mut by_sets = cell_keys.clone();
         by_sets.extend([atom(&has_pass), atom(&mask_set)]);
+        let ids = ids_upto(cast(atom(u), DataType::Int64), self.ceiling)
+            .filter(Expr::Not(Box::new(atom(&has_pass))))
+            .build()?
+            .alias(&fates.ids);
         let counts = LogicalPlanBuilder::from(per_person)
             .aggregate(
                 by_sets,
-                vec![count(lit(1i64)).alias(&c), self.key_sum(atom(u)).alias(&ck)],
+                vec![
+                    count(lit(1i64)).alias(&c),
+                    self.key_sum(atom(u)).alias(&ck),
+                    ids,
+                ],
             )?
             .build()?;
         self.spread(
@@ -1355,6 +1542,7 @@ impl<'a> LowEffect<'a> {
             &cell_keys,
             [&has_pass, &mask_set, &c, &ck],
             [ks, n, kk],
+            Some(fates),
             pass_key,
         )
     }
@@ -1385,6 +1573,7 @@ impl<'a> LowEffect<'a> {
         sets: &[u64],
         key_cols: &[Expr],
         names: [&str; 5],
+        fates: &Fates,
         pass_key: i64,
         named: &Renaming,
     ) -> Result<LogicalPlan, RewriteError> {
@@ -1462,13 +1651,14 @@ impl<'a> LowEffect<'a> {
             &cell_keys,
             [&hp, &ms, &c, &ck],
             [ks, n, kk],
+            None,
             pass_key,
         )?;
         let name = self.name("sample");
         let [sample_a, sample_b] =
             <[LogicalPlan; 2]>::try_from(crate::shared::times(sample, &name, 2)?)
                 .expect("two readers");
-        let subsets = self.with_subsets(sample_a, &cell_keys, ks, [n, kk])?;
+        let subsets = self.with_subsets(sample_a, &cell_keys, ks, &[n, kk], &[])?;
         let settled = self.name("settled");
         let failing = atom(ks).not_eq(lit(pass_key));
         let settled_masks = LogicalPlanBuilder::from(subsets)
@@ -1657,7 +1847,8 @@ impl<'a> LowEffect<'a> {
             .build()?;
         // Per person over those rows; only the unsettled masks' counts are kept (the rows
         // of other masks and cells there are partial).
-        let exact = self.deciding_per_set(rows, &kcols, sets, key_cols, names, pass_key, named)?;
+        let exact =
+            self.deciding_per_set(rows, &kcols, sets, key_cols, names, fates, pass_key, named)?;
         let mut rc: Vec<Expr> = Vec::new();
         let mut rnames: Vec<Column> = Vec::new();
         for e in cell_keys.iter().chain([&atom(ks)]) {
@@ -1669,6 +1860,15 @@ impl<'a> LowEffect<'a> {
         at.push(Column::from_name(ks));
         let mut out = cell_keys.clone();
         out.extend([atom(ks), atom(n), atom(kk)]);
+        let mut out_exact = out.clone();
+        out_exact.extend([atom(&fates.t), atom(&fates.tk), atom(&fates.ids)]);
+        // A settled mask decides at least the highest threshold's number of persons, so it
+        // touches as many: its sampled count stands in for both, and no list is needed.
+        out.extend([
+            atom(n).alias(&fates.t),
+            atom(kk).alias(&fates.tk),
+            lit(ScalarValue::try_from(&ids_type())?).alias(&fates.ids),
+        ]);
         // (With the cells' pass keys: their passers decide whether anything is neutralised.)
         let exact = LogicalPlanBuilder::from(unsettled.pop().expect("a reader"))
             .project(rc.clone())?
@@ -1679,7 +1879,7 @@ impl<'a> LowEffect<'a> {
                 None,
                 NullEquality::NullEqualsNull,
             )?
-            .project(out.clone())?
+            .project(out_exact)?
             .build()?;
 
         // 5. The sampled counts of the settled masks. (A cell with no unsettled mask has no
@@ -1722,34 +1922,61 @@ impl<'a> LowEffect<'a> {
     /// with their key sum in `ck`: each mask set spread over its masks, and the persons who
     /// pass under `pass_key` (bit 64 while spread). Returns `cell_keys`, `ks`, `n` and the
     /// key sum `kk`.
+    ///
+    /// With `fates`, `counts` also has the list of its persons when they do not pass
+    /// (`fates.ids`), and every mask also gets the persons it touches (those passing too)
+    /// and the list of those it decides ([`Fates`]).
+    #[allow(clippy::too_many_arguments)]
     fn spread(
         &mut self,
         counts: LogicalPlan,
         cell_keys: &[Expr],
         [has_pass, mask_set, c, ck]: [&str; 4],
         [ks, n, kk]: [&str; 3],
+        fates: Option<&Fates>,
         pass_key: i64,
     ) -> Result<LogicalPlan, RewriteError> {
         let (bits, m, has_bit) = self.bit_positions(atom(mask_set))?;
-        let spread = atom(has_pass)
-            .and(atom(&m).eq(lit(MASK_SET_BITS)))
-            .or(Expr::Not(Box::new(atom(has_pass)))
-                .and(atom(&m).lt(lit(MASK_SET_BITS)))
-                .and(has_bit));
+        let is_pass = atom(&m).eq(lit(MASK_SET_BITS));
+        let not_passing = Expr::Not(Box::new(atom(has_pass)));
+        let mask_bit = atom(&m).lt(lit(MASK_SET_BITS)).and(has_bit);
+        let spread = atom(has_pass).and(is_pass.clone()).or(match fates {
+            Some(_) => mask_bit,
+            None => not_passing.clone().and(mask_bit),
+        });
+        let decides = self.name("decides");
         let mut spread_cols = cell_keys.to_vec();
         spread_cols.push(
-            when(atom(&m).eq(lit(MASK_SET_BITS)), lit(pass_key))
+            when(is_pass.clone(), lit(pass_key))
                 .otherwise(atom(&m))?
                 .alias(ks),
         );
         spread_cols.extend([atom(c), atom(ck)]);
+        spread_cols.push(is_pass.or(not_passing).alias(&decides));
         let mut by_key = cell_keys.to_vec();
         by_key.push(atom(ks));
+        let mut aggs = vec![sum(atom(c)).alias(n), sum(atom(ck)).alias(kk)];
+        if let Some(f) = fates {
+            spread_cols.push(atom(&f.ids));
+            let decided = |e: Expr| -> Result<Expr, RewriteError> {
+                Ok(coalesce(vec![
+                    sum(e).filter(atom(&decides)).build()?,
+                    lit(0i64),
+                ]))
+            };
+            aggs = vec![
+                decided(atom(c))?.alias(n),
+                decided(atom(ck))?.alias(kk),
+                sum(atom(c)).alias(&f.t),
+                sum(atom(ck)).alias(&f.tk),
+                joined_lists(&f.ids, atom(&decides))?.alias(&f.ids),
+            ];
+        }
         Ok(LogicalPlanBuilder::from(counts)
             .cross_join(bits)?
             .filter(spread)?
             .project(spread_cols)?
-            .aggregate(by_key, vec![sum(atom(c)).alias(n), sum(atom(ck)).alias(kk)])?
+            .aggregate(by_key, aggs)?
             .build()?)
     }
 
@@ -1781,6 +2008,7 @@ impl<'a> LowEffect<'a> {
         pass_key: i64,
         or_nodes: &[i64],
         [n, kk]: [&str; 2],
+        fates: &Fates,
     ) -> Result<LogicalPlan, RewriteError> {
         let passing = self.name("pr");
         let mut person = cells.to_vec();
@@ -1804,11 +2032,29 @@ impl<'a> LowEffect<'a> {
                 .otherwise(atom(&passing).eq(lit(0i64)))?);
         let mut group = cells.to_vec();
         group.push(atom(ks));
+        let (decided, key) = (self.name("decided"), self.name("pk"));
+        let mut exprs = columns_of(windowed.schema());
+        exprs.push(decides.alias(&decided));
+        // Each row's person key once, for both sums.
+        exprs.push(self.person_key.call(vec![atom(u)]).alias(&key));
         Ok(LogicalPlanBuilder::from(windowed)
-            .filter(decides)?
+            .project(exprs)?
             .aggregate(
                 group,
-                vec![count(lit(1i64)).alias(n), self.key_sum(atom(u)).alias(kk)],
+                vec![
+                    count(lit(1i64)).filter(atom(&decided)).build()?.alias(n),
+                    coalesce(vec![
+                        sum(atom(&key)).filter(atom(&decided)).build()?,
+                        lit(0i64),
+                    ])
+                    .alias(kk),
+                    count(lit(1i64)).alias(&fates.t),
+                    sum(atom(&key)).alias(&fates.tk),
+                    ids_upto(cast(atom(u), DataType::Int64), self.ceiling)
+                        .filter(atom(&decided))
+                        .build()?
+                        .alias(&fates.ids),
+                ],
             )?
             .build()?)
     }
@@ -1823,28 +2069,32 @@ impl<'a> LowEffect<'a> {
     /// none of its conditions was large on its own, where they never fail alone, and those
     /// persons were let into the answer: a condition that leaves out no one of a cell then
     /// changed it. A person counted under two such masks is counted twice, never less.
+    ///
+    /// `sums` are the counted columns summed so (`n`, its key sum, and the persons touched
+    /// with theirs); `lists` are lists of decided persons ([`Fates::ids`]), joined over the
+    /// subsets the same way.
     fn with_subsets(
         &mut self,
         counted: LogicalPlan,
         cells: &[Expr],
         key: &str,
-        [n, kk]: [&str; 2],
+        sums: &[&str],
+        lists: &[&str],
     ) -> Result<LogicalPlan, RewriteError> {
         // Both sides of the self-join read one computation of the counts.
         let shared = self.name("counts");
         let (counted, again) = crate::shared::twice(counted, &shared)?;
         let names: Vec<String> = cells.iter().map(|_| self.name("sc")).collect();
-        let (sk, sn, skk) = (self.name("sk"), self.name("sn"), self.name("skk"));
+        let sk = self.name("sk");
+        let sums: Vec<(&str, String)> = sums.iter().map(|c| (*c, self.name("sn"))).collect();
+        let lists: Vec<(&str, String)> = lists.iter().map(|c| (*c, self.name("sl"))).collect();
         let mut right: Vec<Expr> = cells
             .iter()
             .zip(&names)
             .map(|(c, name)| c.clone().alias(name))
             .collect();
-        right.extend([
-            atom(key).alias(&sk),
-            atom(n).alias(&sn),
-            atom(kk).alias(&skk),
-        ]);
+        right.push(atom(key).alias(&sk));
+        right.extend(sums.iter().chain(&lists).map(|(c, r)| atom(c).alias(r)));
         let right = LogicalPlanBuilder::from(again).project(right)?.build()?;
         let node = |k: &str| binary_expr(atom(k), Operator::BitwiseShiftRight, lit(MASK_BITS));
         let subset = node(&sk)
@@ -1853,8 +2103,13 @@ impl<'a> LowEffect<'a> {
         let left_keys = cell_columns(cells)?;
         let mut group = cells.to_vec();
         group.push(atom(key));
+        let mut aggs: Vec<Expr> = sums.iter().map(|(_, r)| sum(atom(r)).alias(r)).collect();
+        for (_, r) in &lists {
+            aggs.push(joined_lists(r, lit(true))?.alias(r));
+        }
         let mut out = cells.to_vec();
-        out.extend([atom(key), atom(&sn).alias(n), atom(&skk).alias(kk)]);
+        out.push(atom(key));
+        out.extend(sums.iter().chain(&lists).map(|(c, r)| atom(r).alias(*c)));
         // The cells are never empty (a set id, or a constant for one cell).
         let joined = LogicalPlanBuilder::from(counted)
             .join_detailed(
@@ -1867,10 +2122,7 @@ impl<'a> LowEffect<'a> {
                 Some(subset),
                 NullEquality::NullEqualsNull,
             )?
-            .aggregate(
-                group,
-                vec![sum(atom(&sn)).alias(&sn), sum(atom(&skk)).alias(&skk)],
-            )?
+            .aggregate(group, aggs)?
             .project(out)?
             .build()?;
         Ok(joined)
@@ -1980,7 +2232,12 @@ impl<'a> LowEffect<'a> {
         let ks = self.name("ks");
         let n = self.name("n");
         let kk = self.name("kk");
-        let lists: Vec<String> = (0..nodes).map(|_| self.name("low")).collect();
+        let fates = Fates {
+            t: self.name("t"),
+            tk: self.name("tk"),
+            ids: self.name("ids"),
+        };
+        let lists = self.low_lists(nodes, Some(&fates));
         let large: Vec<String> = (0..nodes).map(|_| self.name("large")).collect();
         let pass = self.name("pass");
         let k_pass = self.name("kp");
@@ -2017,25 +2274,23 @@ impl<'a> LowEffect<'a> {
             )
         };
         let node_of = || binary_expr(atom(&ks), Operator::BitwiseShiftRight, lit(MASK_BITS));
-        let small = self.small(&n, &kk);
+        let (touch_low, decide_low, not_large) = self.effects(&n, &kk, Some(&fates));
         let single_bit =
             binary_expr(mask_of(), Operator::BitwiseAnd, mask_of() - lit(1i64)).eq(lit(0i64));
         let mut per_cell = Vec::new();
         for j in 0..nodes {
             let this = node_of().eq(lit(j as i64));
-            per_cell.push(
-                formula
-                    .list_of(j, mask_of())
-                    .filter(this.clone().and(small.clone()))
-                    .build()?
-                    .alias(&lists[j]),
-            );
+            per_cell.extend(lists[j].aggregates(
+                &formula,
+                j,
+                mask_of(),
+                this.clone(),
+                [touch_low.clone(), decide_low.clone()],
+                &fates.ids,
+            )?);
             per_cell.push(
                 bit_or(mask_of())
-                    .filter(
-                        this.and(Expr::Not(Box::new(small.clone())))
-                            .and(single_bit.clone()),
-                    )
+                    .filter(this.and(not_large.clone()).and(single_bit.clone()))
                     .build()?
                     .alias(&large[j]),
             );
@@ -2068,8 +2323,16 @@ impl<'a> LowEffect<'a> {
             pass_key,
             &or_nodes,
             [&n, &kk],
+            &fates,
         )?;
-        let low = LogicalPlanBuilder::from(self.with_subsets(low, &g_cols(), &ks, [&n, &kk])?)
+        let low = self.with_subsets(
+            low,
+            &g_cols(),
+            &ks,
+            &[&n, &kk, &fates.t, &fates.tk],
+            &[&fates.ids],
+        )?;
+        let low = LogicalPlanBuilder::from(low)
             .aggregate(g_cols(), per_cell)?
             .build()?;
 
@@ -2088,12 +2351,14 @@ impl<'a> LowEffect<'a> {
         // with one, every row is read and filtered below.
         let shared = self.name("cells");
         let (low, low_again) = crate::shared::twice(low, &shared)?;
-        let some_low = disjunction(
-            lists
-                .iter()
-                .enumerate()
-                .map(|(j, l)| formula.any_listed(j, l)),
-        )
+        let fm = &formula;
+        let some_low = disjunction(lists.iter().enumerate().flat_map(|(j, l)| {
+            let decided = l.decided.as_ref().map(|(masks, _)| masks);
+            [Some(&l.touched), decided]
+                .into_iter()
+                .flatten()
+                .map(move |list| fm.any_listed(j, list))
+        }))
         .unwrap_or(lit(false));
         let n_low = self.name("nlow");
         let low_count = LogicalPlanBuilder::from(low_again)
@@ -2106,8 +2371,7 @@ impl<'a> LowEffect<'a> {
         let rows = LogicalPlanBuilder::from(self.either(low_count, &n_low, passing, base)?)
             .project(with_cells)?
             .build()?;
-        let keep = formula.neutralised(0, &pass, &lists, &large, None);
-        let out = LogicalPlanBuilder::from(low)
+        let joined = LogicalPlanBuilder::from(low)
             .join_detailed(
                 rows,
                 JoinType::Right,
@@ -2118,6 +2382,10 @@ impl<'a> LowEffect<'a> {
                 None,
                 NullEquality::NullEqualsNull,
             )?
+            .build()?;
+        let (joined, listed) = self.row_lists(joined, &formula, &lists, unit)?;
+        let keep = formula.neutralised(0, &pass, &listed, &large, None);
+        let out = LogicalPlanBuilder::from(joined)
             .filter(keep)?
             .project(columns_of(&schema))?
             .build()?;

@@ -1544,3 +1544,106 @@ async fn a_case_too_large_to_take_apart_is_refused() {
     );
     assert!(single(&cx, &small).await.is_some(), "{small}");
 }
+
+/// A condition on a table with many rows per person that leaves out few persons must not
+/// change a count of *rows* by the other persons' rows either. A fail mask was counted by
+/// the persons it decides (those with no passing row): one that decided nobody was applied,
+/// one that decided one person was ignored for every row. So `COUNT(*)` of one code's
+/// readings at a practice with `numeric_value <> v` released the readings without `v`
+/// (1,255–1,265 on this fixture) when nobody had only readings of `v`, and all readings
+/// (1,295) when one person had: one query told whether someone in the cell has only
+/// readings of `v`. Now a mask that touches many persons but decides few lets in the rows
+/// of the persons it decides only, so the answer is the readings without `v` plus those
+/// persons' readings: it moves with them by their own rows, as the query without the
+/// condition does. The values are found in the background data (read by at least 20
+/// persons at the practice, at most 7 of whom have no other reading of the code), and the
+/// released count must be output control's for exactly those rows, through the plain
+/// aggregation, a grouped one (the sampled measurement) and an `OR` (the general one).
+#[tokio::test]
+async fn a_condition_that_decides_few_persons_does_not_change_a_count_of_rows_by_others() {
+    let f = fixture();
+    let cx = f.project(RESEARCH).await;
+    let mut found = Vec::new();
+    for which in ["only_v = 0", "only_v BETWEEN 1 AND 7"] {
+        let some = unprotected(
+            &cx,
+            &format!(
+                "SELECT pc, code, v, only_v FROM (
+                   SELECT pc, code, v, COUNT(*) AS having_v,
+                          SUM(CASE WHEN n_other = 0 THEN 1 ELSE 0 END) AS only_v
+                   FROM (SELECT p.practice_code AS pc, e.patient_id, e.snomedct_code AS code,
+                                e.numeric_value AS v, MAX(t.n_all) - COUNT(*) AS n_other
+                         FROM clinical_events e JOIN patients p ON e.patient_id = p.patient_id
+                         JOIN (SELECT patient_id, snomedct_code,
+                                      COUNT(numeric_value) AS n_all
+                               FROM clinical_events GROUP BY patient_id, snomedct_code) t
+                           ON e.patient_id = t.patient_id
+                          AND e.snomedct_code = t.snomedct_code
+                         WHERE e.numeric_value IS NOT NULL
+                         GROUP BY p.practice_code, e.patient_id, e.snomedct_code,
+                                  e.numeric_value) x
+                   GROUP BY pc, code, v) y
+                 WHERE having_v >= 20 AND {which} ORDER BY pc, code, v LIMIT 4"
+            ),
+        )
+        .await;
+        assert!(!some.is_empty(), "the fixture has no value with {which}");
+        found.extend(some);
+    }
+    let mut wrong = Vec::new();
+    for r in &found {
+        let (pc, code, v) = (&r[0], &r[1], &r[2]);
+        let cell = format!(
+            "FROM clinical_events WHERE snomedct_code = '{code}' AND patient_id IN \
+             (SELECT patient_id FROM patients WHERE practice_code = '{pc}')"
+        );
+        // The rows the answer must count: every reading other than `v` (`<>` is not true
+        // for NULL), and every reading of the persons with no such reading.
+        let kept = unprotected(
+            &cx,
+            &format!(
+                "SELECT patient_id, COUNT(*) AS n, \
+                 COUNT(*) FILTER (WHERE numeric_value <> {v}) AS other {cell} \
+                 GROUP BY patient_id"
+            ),
+        )
+        .await;
+        let (mut count, mut key) = (0u64, 0u32);
+        for p in &kept {
+            let (n, other): (u64, u64) = (p[1].parse().expect("n"), p[2].parse().expect("n"));
+            count += if other == 0 { n } else { other };
+            key += u32::from(f.record_key(p[0].parse().expect("an id")));
+        }
+        let want = expected_count(
+            count,
+            kept.len() as u64,
+            (key % 256) as u8,
+            cx.output_control(),
+        );
+        assert!(want.is_some(), "{cell}");
+        for sql in [
+            format!("SELECT COUNT(*) {cell} AND numeric_value <> {v}"),
+            format!(
+                "SELECT p.practice_code, COUNT(*) FROM clinical_events e \
+                 JOIN patients p ON e.patient_id = p.patient_id \
+                 WHERE e.snomedct_code = '{code}' AND p.practice_code = '{pc}' \
+                 AND e.numeric_value <> {v} GROUP BY p.practice_code"
+            ),
+            format!(
+                "SELECT COUNT(*) {cell} AND (numeric_value <> {v} \
+                 OR event_date < DATE '1900-01-01')"
+            ),
+        ] {
+            let got = rows(&cx, &sql).await;
+            let released = got.first().and_then(|row| row.last().cloned());
+            if released.as_deref() != want.as_deref() {
+                wrong.push(format!("{sql} -> {got:?}, want {want:?} ({} alone)", r[3]));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "a condition that decides few persons changed a count of rows:\n{}",
+        wrong.join("\n")
+    );
+}
