@@ -378,15 +378,16 @@ mod tests {
 
     use super::*;
 
-    /// Distinct values are counted exactly below the cap and as the cap above it, per group
-    /// and through the partial and final aggregation (two partitions).
-    #[tokio::test]
-    async fn counts_distinct_values_up_to_the_cap() {
+    /// A batch's `(g, x)` columns.
+    type Columns = (Vec<i64>, Vec<Option<i64>>);
+
+    /// A table `(g, x)` of two partitions, each a list of batches.
+    fn table(partitions: [Vec<Columns>; 2]) -> Arc<datafusion::datasource::MemTable> {
         let schema = Arc::new(Schema::new(vec![
             Field::new("g", DataType::Int64, false),
             Field::new("x", DataType::Int64, true),
         ]));
-        let batch = |g: Vec<i64>, x: Vec<Option<i64>>| {
+        let batch = |(g, x): Columns| {
             RecordBatch::try_new(
                 Arc::clone(&schema),
                 vec![
@@ -396,18 +397,30 @@ mod tests {
             )
             .expect("batch")
         };
-        // Group 1: values 1, 2, 2, NULL, 1 → 2. Group 2: 1..=20 → capped at 10.
-        let a = batch(vec![1, 1, 1, 2], vec![Some(1), Some(2), Some(2), Some(5)]);
-        let b = batch(vec![1, 1], vec![None, Some(1)]);
-        let c = batch(vec![2; 20], (1..=20).map(Some).collect::<Vec<_>>());
-        let ctx = SessionContext::new();
-        let table = datafusion::datasource::MemTable::try_new(
-            Arc::clone(&schema),
-            vec![vec![a], vec![b, c]],
+        let partitions = partitions
+            .into_iter()
+            .map(|p| p.into_iter().map(batch).collect())
+            .collect();
+        Arc::new(
+            datafusion::datasource::MemTable::try_new(Arc::clone(&schema), partitions)
+                .expect("table"),
         )
-        .expect("table");
-        let df = ctx
-            .read_table(Arc::new(table))
+    }
+
+    /// Distinct values are counted exactly below the cap and as the cap above it, per group
+    /// and through the partial and final aggregation (two partitions).
+    #[tokio::test]
+    async fn counts_distinct_values_up_to_the_cap() {
+        // Group 1: values 1, 2, 2, NULL, 1 → 2. Group 2: 1..=20 → capped at 10.
+        let table = table([
+            vec![(vec![1, 1, 1, 2], vec![Some(1), Some(2), Some(2), Some(5)])],
+            vec![
+                (vec![1, 1], vec![None, Some(1)]),
+                (vec![2; 20], (1..=20).map(Some).collect::<Vec<_>>()),
+            ],
+        ]);
+        let df = SessionContext::new()
+            .read_table(table)
             .expect("read")
             .aggregate(vec![col("g")], vec![distinct_upto(col("x"), 10).alias("n")])
             .expect("aggregate")
@@ -431,37 +444,21 @@ mod tests {
     /// with a filter.
     #[tokio::test]
     async fn lists_distinct_values_up_to_the_cap() {
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("g", DataType::Int64, false),
-            Field::new("x", DataType::Int64, true),
-        ]));
-        let batch = |g: Vec<i64>, x: Vec<Option<i64>>| {
-            RecordBatch::try_new(
-                Arc::clone(&schema),
-                vec![
-                    Arc::new(Int64Array::from(g)) as ArrayRef,
-                    Arc::new(Int64Array::from(x)),
-                ],
-            )
-            .expect("batch")
-        };
         // Group 1: 3, 1, 3, NULL, 2 → [1, 2, 3]. Group 2: 1..=4 → over the cap of 3.
         // Group 3: 7, and 8 filtered out (x > 7) → [7].
-        let a = batch(vec![1, 1, 2, 2], vec![Some(3), Some(1), Some(1), Some(2)]);
-        let b = batch(
-            vec![1, 1, 1, 2, 2, 3, 3],
-            vec![Some(3), None, Some(2), Some(3), Some(4), Some(7), Some(8)],
-        );
-        let ctx = SessionContext::new();
-        let table =
-            datafusion::datasource::MemTable::try_new(Arc::clone(&schema), vec![vec![a], vec![b]])
-                .expect("table");
+        let table = table([
+            vec![(vec![1, 1, 2, 2], vec![Some(3), Some(1), Some(1), Some(2)])],
+            vec![(
+                vec![1, 1, 1, 2, 2, 3, 3],
+                vec![Some(3), None, Some(2), Some(3), Some(4), Some(7), Some(8)],
+            )],
+        ]);
         let ids = ids_upto(col("x"), 3)
             .filter(col("x").lt_eq(datafusion::prelude::lit(7i64)))
             .build()
             .expect("filter");
-        let out = ctx
-            .read_table(Arc::new(table))
+        let out = SessionContext::new()
+            .read_table(table)
             .expect("read")
             .aggregate(vec![col("g")], vec![ids.alias("ids")])
             .expect("aggregate")

@@ -11,7 +11,8 @@ use std::fmt;
 pub enum Rule {
     /// FS-G1: only a single read-only query (`SELECT`/`WITH … SELECT`/`VALUES`) is accepted.
     OnlyQueries,
-    /// FS-G2: the SQL text is larger or more deeply nested than the limits.
+    /// FS-G2: the SQL text is larger, more deeply nested or has more operators than the
+    /// limits ([`crate::gate`]).
     TooComplex,
     /// FS-G3: a construct the policy layer cannot classify yet (fail closed).
     Unsupported,

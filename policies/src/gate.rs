@@ -23,6 +23,14 @@ pub const MAX_SQL_BYTES: usize = 256 * 1024;
 /// Deepest expression or query nesting the parser accepts.
 pub const MAX_NESTING: usize = 64;
 
+/// Most binary operators (`AND`, `OR`, comparisons, arithmetic, `||`) in one statement. The
+/// parser builds a chain of them (`a AND b AND c …`) as a left-deep tree without counting it
+/// against [`MAX_NESTING`], and planning copies such trees recursively: a chain of 1,000
+/// conditions overflowed a 2 MiB thread stack in DataFusion's SQL planner, and a stack
+/// overflow aborts the whole server. A chain as long as this is planned within 2 MiB in a
+/// debug build (the attack suite's threads); the server's workers have 16 MiB.
+pub const MAX_OPERATORS: usize = 500;
+
 /// Why a statement did not become a plan.
 #[derive(Debug, thiserror::Error)]
 pub enum GateError {
@@ -49,6 +57,7 @@ pub async fn plan_query(ctx: &SessionContext, sql: &str) -> Result<LogicalPlan, 
         .into());
     }
     let dialect = GenericDialect {};
+    check_operators(sql, &dialect)?;
     let mut statements = DFParserBuilder::new(sql)
         .with_dialect(&dialect)
         .with_recursion_limit(MAX_NESTING)
@@ -98,6 +107,54 @@ pub async fn plan_query(ctx: &SessionContext, sql: &str) -> Result<LogicalPlan, 
         })?;
     check_nodes(&plan)?;
     Ok(plan)
+}
+
+/// Refuses statements with more than [`MAX_OPERATORS`] binary operators, counted on the
+/// tokens (no tree is built, so the count itself cannot overflow). Text that does not
+/// tokenize is left to the parser, which reports it.
+fn check_operators(sql: &str, dialect: &GenericDialect) -> Result<(), Refusal> {
+    use datafusion::sql::sqlparser::keywords::Keyword;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    let Ok(tokens) = Tokenizer::new(dialect, sql).tokenize() else {
+        return Ok(());
+    };
+    let operators = tokens
+        .iter()
+        .filter(|t| match t {
+            Token::Word(w) => matches!(w.keyword, Keyword::AND | Keyword::OR),
+            Token::Eq
+            | Token::DoubleEq
+            | Token::Neq
+            | Token::Lt
+            | Token::Gt
+            | Token::LtEq
+            | Token::GtEq
+            | Token::Spaceship
+            | Token::Plus
+            | Token::Minus
+            | Token::Mul
+            | Token::Div
+            | Token::Mod
+            | Token::StringConcat
+            | Token::Pipe
+            | Token::Caret
+            | Token::Ampersand
+            | Token::ShiftLeft
+            | Token::ShiftRight => true,
+            _ => false,
+        })
+        .count();
+    if operators > MAX_OPERATORS {
+        return Err(Refusal::new(
+            Rule::TooComplex,
+            format!(
+                "the statement has {operators} operators (AND, OR, comparisons, arithmetic); \
+                 the limit is {MAX_OPERATORS}: write long lists of values as IN (…), or split \
+                 the query"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Refuses chains of set operations (`UNION`, `INTERSECT`, `EXCEPT`) and nested query bodies

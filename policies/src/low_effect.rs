@@ -73,7 +73,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::DataType;
-use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, DFSchema, DFSchemaRef, NullEquality, ScalarValue};
 use datafusion::functions::expr_fn::coalesce;
 use datafusion::functions_aggregate::expr_fn::{array_agg, bit_or, bool_or, count, sum};
@@ -128,6 +128,13 @@ const MAX_NODES: usize = 1 << 14;
 /// time grows faster than their number (a `CASE` of 40 branches took 7 s to plan in a debug
 /// build).
 const MAX_CASE_ATOMS: usize = 512;
+
+/// Expression nodes a condition may grow to when columns computed below it are replaced
+/// by their expressions ([`substitute`]). A column read twice doubles at every layer
+/// (`WITH t1 AS (SELECT patient_id, (k AND k) AS k FROM t0), t2 AS (… FROM t1) …`), so
+/// twenty layers made a million nodes; past this the condition is refused
+/// ([`through_projection`]) or not followed.
+const MAX_CONDITION_NODES: usize = 20_000;
 
 /// A condition in negation normal form.
 #[derive(Debug, Clone)]
@@ -289,6 +296,7 @@ impl Formula {
     }
 
     /// Adds `c` (an `AND` or `OR`) and returns its id.
+    #[recursive::recursive]
     fn add(&mut self, c: Cond) -> usize {
         let (and, children) = match c {
             Cond::And(cs) => (true, cs),
@@ -329,6 +337,7 @@ impl Formula {
     }
 
     /// The value of node `id`, with node `subst.0` (if any) replaced by `subst.1`.
+    #[recursive::recursive]
     fn value(&self, id: usize, subst: Option<(usize, bool)>) -> Expr {
         if let Some((s, v)) = subst
             && s == id
@@ -347,6 +356,8 @@ impl Formula {
             disjunction(parts).unwrap_or(lit(false))
         }
     }
+
+    #[recursive::recursive]
 
     fn child_value(&self, c: &Child) -> Expr {
         match c {
@@ -450,6 +461,7 @@ impl Formula {
     /// branches let in would then apply the other branches instead: `practice_code = … AND
     /// (birth_month <> x OR sex <> 'M')` left out the practice's few men when nobody was
     /// born in `x` and kept them when a man was (session 25), a presence oracle.
+    #[recursive::recursive]
     fn neutralised(
         &self,
         id: usize,
@@ -545,6 +557,7 @@ fn person_aggregates(
 }
 
 /// Merges nested nodes of the same kind into their parent.
+#[recursive::recursive]
 fn flatten(and: bool, children: Vec<Cond>) -> Vec<Cond> {
     let mut out = Vec::with_capacity(children.len());
     for c in children {
@@ -917,6 +930,7 @@ impl<'a> LowEffect<'a> {
     }
 
     /// The base columns a condition reads.
+    #[recursive::recursive]
     fn key_of(&self, c: &Cond) -> BTreeSet<String> {
         match c {
             Cond::Atom(a) => self.keys.get(a).cloned().unwrap_or_default(),
@@ -938,6 +952,7 @@ impl<'a> LowEffect<'a> {
     /// node above (the persons it leaves out), as `code = 'a'` is, not as an `OR` whose one
     /// branch lets in every person of the cell. Kept as such an `OR`, a cell of 12 persons
     /// whose threshold was drawn above 12 lost them all.
+    #[recursive::recursive]
     fn canon(&self, c: Cond) -> Cond {
         let (and, children) = match c {
             Cond::And(cs) => (true, cs),
@@ -2399,6 +2414,7 @@ impl<'a> LowEffect<'a> {
     /// `cells` are the cells of the aggregate being lifted for, as expressions over `plan`'s
     /// columns (those that can be followed down to `plan`): aggregations over persons further
     /// down measure their own conditions in these cells ([`LowEffect::nested`]).
+    #[recursive::recursive]
     fn lift(
         &mut self,
         plan: LogicalPlan,
@@ -2411,7 +2427,7 @@ impl<'a> LowEffect<'a> {
                 Ok((self.stop(LogicalPlan::Filter(f), cells)?, Vec::new()))
             }
             LogicalPlan::Filter(f) => {
-                if let Some(pushed) = through_projection(&f) {
+                if let Some(pushed) = through_projection(&f)? {
                     return self.lift(pushed, cells);
                 }
                 let saved = self.above.take();
@@ -2990,6 +3006,7 @@ impl<'a> LowEffect<'a> {
     /// aggregations over persons further down, and leaves everything else as it is, except
     /// conditions on rows about persons, which would not be measured there: those are
     /// refused (FS-7). `cells`: as for [`LowEffect::lift`].
+    #[recursive::recursive]
     fn stop(&mut self, plan: LogicalPlan, cells: &[Expr]) -> Result<LogicalPlan, RewriteError> {
         match &plan {
             LogicalPlan::Aggregate(a) => {
@@ -3175,6 +3192,8 @@ impl<'a> LowEffect<'a> {
         )?))
     }
 
+    #[recursive::recursive]
+
     fn leaf(&mut self, e: Expr, atoms: &mut Vec<(String, Expr)>) -> Cond {
         if self.case_atoms.0 > 0 {
             self.case_atoms.1 += 1;
@@ -3201,6 +3220,7 @@ impl<'a> LowEffect<'a> {
     /// is `(w AND v) OR (w IS NOT TRUE AND u)`), and a comparison of a `CASE` into a `CASE`
     /// of comparisons, so that conditions on different columns are measured apart whether
     /// they are written with `AND`/`OR` or as a `CASE`.
+    #[recursive::recursive]
     fn nnf(&mut self, e: &Expr, want: Want, atoms: &mut Vec<(String, Expr)>) -> Cond {
         if let Some(cased) = case_out(e) {
             return self.nnf(&cased, want, atoms);
@@ -3215,13 +3235,29 @@ impl<'a> LowEffect<'a> {
                 if matches!(op, Operator::And | Operator::Or) =>
             {
                 // Kleene logic: `a AND b` is true where both are, false where one is, not
-                // true where one is not true.
-                let l = self.nnf(left, want, atoms);
-                let r = self.nnf(right, want, atoms);
+                // true where one is not true. A chain of one operator (`a AND b AND c …`,
+                // nested on the left by the parser) is one node, its operands taken apart
+                // without recursing down the chain.
+                let mut operands = Vec::new();
+                let mut pending = vec![right.as_ref(), left.as_ref()];
+                while let Some(x) = pending.pop() {
+                    match x {
+                        Expr::BinaryExpr(BinaryExpr {
+                            left: l,
+                            op: o,
+                            right: r,
+                        }) if o == op => pending.extend([r.as_ref(), l.as_ref()]),
+                        other => operands.push(other),
+                    }
+                }
+                let parts = operands
+                    .into_iter()
+                    .map(|x| self.nnf(x, want, atoms))
+                    .collect();
                 return if (*op == Operator::And) == want.conjunctive() {
-                    Cond::And(vec![l, r])
+                    Cond::And(parts)
                 } else {
-                    Cond::Or(vec![l, r])
+                    Cond::Or(parts)
                 };
             }
             Expr::Case(c) => return self.nnf_case(c, want, atoms),
@@ -3301,6 +3337,7 @@ impl<'a> LowEffect<'a> {
 
     /// [`LowEffect::nnf`] of an atomic condition where `want` is "not true" or "not false"
     /// (the conditions that let a later `CASE` branch be taken).
+    #[recursive::recursive]
     fn nnf_not(&mut self, e: &Expr, want: Want, atoms: &mut Vec<(String, Expr)>) -> Cond {
         match e {
             // Never NULL: not true is false, not false is true.
@@ -3322,6 +3359,7 @@ impl<'a> LowEffect<'a> {
     /// [`LowEffect::nnf`] of a boolean `CASE`: the rows that take a branch (its `WHEN` true,
     /// every earlier one not true) and whose value there has the truth values `want` selects.
     /// A constant value keeps or drops its branch; an absent `ELSE` is NULL.
+    #[recursive::recursive]
     fn nnf_case(&mut self, c: &Case, want: Want, atoms: &mut Vec<(String, Expr)>) -> Cond {
         if self.case_atoms.1 > MAX_CASE_ATOMS {
             // Refused by the caller; stop growing.
@@ -3334,6 +3372,7 @@ impl<'a> LowEffect<'a> {
     }
 
     /// [`LowEffect::nnf_case`], under the size check.
+    #[recursive::recursive]
     fn nnf_case_branches(&mut self, c: &Case, want: Want, atoms: &mut Vec<(String, Expr)>) -> Cond {
         let null = lit(ScalarValue::Boolean(None));
         let whens: Vec<Expr> = c
@@ -3377,6 +3416,7 @@ impl<'a> LowEffect<'a> {
 
     /// A `CASE` branch's value as a condition: `None` when the branch never selects (a
     /// constant `want` rejects), no condition when it always does (a constant it accepts).
+    #[recursive::recursive]
     fn nnf_value(
         &mut self,
         v: &Expr,
@@ -3487,7 +3527,7 @@ fn case_out(e: &Expr) -> Option<Expr> {
 /// for 5 of 30 targets, session 25). `None` when nothing computed is read, or the
 /// projection is over an aggregation or window, or anything involved has a subquery or is
 /// volatile.
-fn through_projection(f: &Filter) -> Option<LogicalPlan> {
+fn through_projection(f: &Filter) -> Result<Option<LogicalPlan>, RewriteError> {
     let mut aliases = Vec::new();
     let mut plan = f.input.as_ref();
     while let LogicalPlan::SubqueryAlias(a) = plan {
@@ -3495,7 +3535,7 @@ fn through_projection(f: &Filter) -> Option<LogicalPlan> {
         plan = a.input.as_ref();
     }
     let LogicalPlan::Projection(p) = plan else {
-        return None;
+        return Ok(None);
     };
     if matches!(
         p.input.as_ref(),
@@ -3504,7 +3544,7 @@ fn through_projection(f: &Filter) -> Option<LogicalPlan> {
         || f.predicate.is_volatile()
         || p.expr.iter().any(|e| has_subquery(e) || e.is_volatile())
     {
-        return None;
+        return Ok(None);
     }
     let schema = f.input.schema();
     let computed = |i: usize| computed_below(plan, i);
@@ -3514,19 +3554,28 @@ fn through_projection(f: &Filter) -> Option<LogicalPlan> {
         .iter()
         .any(|c| schema.index_of_column(c).is_ok_and(computed));
     if !reads_computed {
-        return None;
+        return Ok(None);
     }
-    let predicate = substitute(&f.predicate, schema, &|i| Some(p.expr[i].clone().unalias()))?;
-    let filtered = Filter::try_new(predicate, Arc::clone(&p.input)).ok()?;
-    let mut out = LogicalPlan::Projection(
-        Projection::try_new(p.expr.clone(), Arc::new(LogicalPlan::Filter(filtered))).ok()?,
-    );
+    let expr = |i: usize| Some(p.expr[i].clone().unalias());
+    if substituted_size(&f.predicate, schema, &expr) > MAX_CONDITION_NODES {
+        return Err(RewriteError::Unsupported(format!(
+            "a condition on columns computed in derived tables that grows past \
+             {MAX_CONDITION_NODES} terms when they are written out (a column used twice in \
+             every layer doubles it)"
+        )));
+    }
+    let Some(predicate) = substitute(&f.predicate, schema, &expr) else {
+        return Ok(None);
+    };
+    let filtered = Filter::try_new(predicate, Arc::clone(&p.input))?;
+    let mut out = LogicalPlan::Projection(Projection::try_new(
+        p.expr.clone(),
+        Arc::new(LogicalPlan::Filter(filtered)),
+    )?);
     for a in aliases.into_iter().rev() {
-        out = LogicalPlan::SubqueryAlias(
-            SubqueryAlias::try_new(Arc::new(out), a.alias.clone()).ok()?,
-        );
+        out = LogicalPlan::SubqueryAlias(SubqueryAlias::try_new(Arc::new(out), a.alias.clone())?);
     }
-    Some(out)
+    Ok(Some(out))
 }
 
 /// Whether output column `i` of `plan` is computed by a projection, followed down through
@@ -3639,6 +3688,7 @@ fn source_of(plan: &LogicalPlan, c: &Column, out: &mut BTreeSet<String>) {
 }
 
 /// [`source_of`] for the `i`-th column of `plan`.
+#[recursive::recursive]
 fn source_at(plan: &LogicalPlan, i: usize, out: &mut BTreeSet<String>) {
     let from_exprs = |input: &LogicalPlan, e: &Expr, out: &mut BTreeSet<String>| {
         e.column_refs()
@@ -3758,6 +3808,9 @@ fn cells_below(plan: &LogicalPlan, cells: &[Expr]) -> Vec<Vec<Expr>> {
 /// `e` (over `schema`'s columns) with every column replaced by `f` of its index, or `None`
 /// when `f` gives `None` for one of them (or a column is not in `schema`).
 fn substitute(e: &Expr, schema: &DFSchema, f: &dyn Fn(usize) -> Option<Expr>) -> Option<Expr> {
+    if substituted_size(e, schema, f) > MAX_CONDITION_NODES {
+        return None;
+    }
     let mut ok = true;
     let out = e
         .clone()
@@ -3774,6 +3827,32 @@ fn substitute(e: &Expr, schema: &DFSchema, f: &dyn Fn(usize) -> Option<Expr>) ->
         .ok()?
         .data;
     ok.then_some(out)
+}
+
+/// How many expression nodes [`substitute`] would give (without building it).
+fn substituted_size(e: &Expr, schema: &DFSchema, f: &dyn Fn(usize) -> Option<Expr>) -> usize {
+    let mut size = 0usize;
+    let _ = e.apply(|x| {
+        size = size.saturating_add(match x {
+            Expr::Column(c) => match schema.index_of_column(c).ok().and_then(f) {
+                Some(new) => expr_size(&new),
+                None => 1,
+            },
+            _ => 1,
+        });
+        Ok(TreeNodeRecursion::Continue)
+    });
+    size
+}
+
+/// The number of nodes of `e`.
+fn expr_size(e: &Expr) -> usize {
+    let mut size = 0usize;
+    let _ = e.apply(|_| {
+        size += 1;
+        Ok(TreeNodeRecursion::Continue)
+    });
+    size
 }
 
 /// `c` as a cohort selection `x [NOT] IN (SELECT …)` on a column, uncorrelated: the
@@ -3933,6 +4012,7 @@ fn over_aggregate(plan: &LogicalPlan) -> bool {
 
 /// Whether `e` reads only aggregated values (not group keys) of a per-person aggregation
 /// below `plan`'s aliases, projections, filters and sorts.
+#[recursive::recursive]
 fn on_values(plan: &LogicalPlan, e: &Expr) -> bool {
     match plan {
         LogicalPlan::Filter(f) => on_values(&f.input, e),
@@ -3962,6 +4042,7 @@ fn on_values(plan: &LogicalPlan, e: &Expr) -> bool {
 /// NULL: comparisons, `LIKE`, `IN` lists and `BETWEEN` of plain columns and constants,
 /// their negations and conjunctions. Moved into the optional side of an outer join, only
 /// such a condition gives the same answer (`t.code IS NULL` would empty that side).
+#[recursive::recursive]
 fn null_rejecting(e: &Expr) -> bool {
     let plain = |x: &Expr| match x {
         Expr::Column(_) | Expr::Literal(..) => true,
@@ -4004,6 +4085,7 @@ fn null_rejecting(e: &Expr) -> bool {
 /// `e`, over the output of `plan`, rewritten over the input of the aggregation below
 /// `plan`'s aliases, projections, filters and sorts, each column replaced by the key it
 /// groups by (`None` if there is no aggregation, or `e` reads something else).
+#[recursive::recursive]
 fn down_to_groups<'p>(plan: &'p LogicalPlan, e: &Expr) -> Option<(&'p Aggregate, Expr)> {
     match plan {
         LogicalPlan::Filter(f) => down_to_groups(&f.input, e),
@@ -4042,6 +4124,7 @@ fn down_to_groups<'p>(plan: &'p LogicalPlan, e: &Expr) -> Option<(&'p Aggregate,
 /// `e`, over the output of `plan`, rewritten over the output of the join below `plan`'s
 /// aliases, projections and filters (`None` if there is none, or `e` reads a column that is
 /// not a join column passed up or computed from them).
+#[recursive::recursive]
 fn down_to_join(plan: &LogicalPlan, e: &Expr) -> Option<Expr> {
     match plan {
         LogicalPlan::Join(_) => Some(e.clone()),
@@ -4095,6 +4178,7 @@ fn atom_columns(schema: &DFSchemaRef, conds: &[Cond]) -> Vec<Expr> {
 }
 
 /// The atom names of `c`, in order.
+#[recursive::recursive]
 fn atom_names(c: &Cond, out: &mut Vec<String>) {
     match c {
         Cond::And(cs) | Cond::Or(cs) | Cond::Group { parts: cs, .. } => {

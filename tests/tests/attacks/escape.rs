@@ -220,3 +220,75 @@ async fn rows_outside_the_project_date_window_are_not_in_the_view() {
     let n = |rows: Vec<Vec<String>>| rows[0][0].parse::<u64>().expect("a count");
     assert_eq!(n(unprotected(&windowed, reg).await), 0);
 }
+
+/// An analyst's statement must not take the server down or hold it. A chain of 400
+/// conditions joined by `AND` (nested 400 deep by the parser) overflowed a 2 MiB thread
+/// stack in the low-effect rewrite, which aborts the whole process, every user's queries
+/// with it; 1,000 overflowed DataFusion's SQL planner; and a column used twice in every
+/// layer of a chain of derived tables doubled the condition written out at each layer
+/// (depth 7 overflowed the stack, depth 20 is a million terms). Now the gate refuses
+/// statements with more than `MAX_OPERATORS` operators before planning (FS-G2), chains up
+/// to that are answered (the rewrite grows its stack as needed and takes a chain of one
+/// operator as one node), and a condition that grows past a bound when written out is
+/// refused as unsupported.
+#[tokio::test]
+async fn long_and_doubling_conditions_are_answered_or_refused_without_crashing() {
+    let f = fixture();
+    let cx = f.project(RESEARCH).await;
+    let base = "SELECT COUNT(*) FROM patients WHERE practice_code = 'X20001'";
+    let want = single(&cx, base).await;
+    assert!(want.is_some());
+    let max = fivesafes_policies::gate::MAX_OPERATORS;
+    // Chains as long as the gate accepts (`IS [NOT] NULL` has no operator): a condition
+    // true for everyone in the cell, 497 times, with `AND` and with `OR`.
+    let n = max - 3;
+    let and = vec!["practice_code IS NOT NULL"; n].join(" AND ");
+    assert_eq!(single(&cx, &format!("{base} AND {and}")).await, want, "AND");
+    let or = vec!["birth_month IS NULL"; n].join(" OR ");
+    assert_eq!(
+        single(&cx, &format!("{base} AND NOT ({or})")).await,
+        want,
+        "OR"
+    );
+    // The longest chain of operators the gate accepts is planned (here on a 2 MiB stack),
+    // and a longer one is refused before planning, however deep.
+    let plus = |n: usize| {
+        format!(
+            "{base} AND date_part('year', birth_month){} > 0",
+            " + 0".repeat(n)
+        )
+    };
+    // (`COUNT(*)`'s `*` counts too.)
+    assert_eq!(single(&cx, &plus(max - 4)).await, want);
+    for n in [max - 3, 50_000] {
+        assert_eq!(
+            refused(&cx, &plus(n)).await,
+            Rule::TooComplex,
+            "{n} additions"
+        );
+    }
+    let chain = |depth: usize| {
+        let mut sql = String::from(
+            "WITH t0 AS (SELECT patient_id, (practice_code = 'X20001' AND sex = 'F') AS k \
+             FROM patients)",
+        );
+        for i in 1..=depth {
+            sql.push_str(&format!(
+                ", t{i} AS (SELECT patient_id, (k AND k) AS k FROM t{})",
+                i - 1
+            ));
+        }
+        sql + &format!(" SELECT COUNT(*) FROM t{depth} WHERE k")
+    };
+    // A few layers are written out and measured as the condition itself.
+    let women = single(&cx, &format!("{base} AND sex = 'F'")).await;
+    assert!(women.is_some());
+    assert_eq!(single(&cx, &chain(3)).await, women);
+    for depth in [16, 40] {
+        assert_eq!(
+            refused(&cx, &chain(depth)).await,
+            Rule::Unsupported,
+            "depth {depth}"
+        );
+    }
+}
