@@ -1647,3 +1647,60 @@ async fn a_condition_that_decides_few_persons_does_not_change_a_count_of_rows_by
         wrong.join("\n")
     );
 }
+
+/// A condition computed in a derived table and filtered on above a join (`t JOIN patients q
+/// … WHERE t.k`) was one condition, measured as a whole: leaving out the person born in
+/// `x` inside it gave 25 against 30 (session 26; without the join it was closed in session
+/// 25). It is now moved onto the join's side and taken apart there. Filtered above a
+/// `SELECT DISTINCT` that computes it, it is refused as a condition that cannot be measured
+/// (it was one condition there too, 25 against 30).
+#[tokio::test]
+async fn a_condition_computed_in_a_derived_table_is_measured_across_a_join() {
+    let f = fixture();
+    let cx = f.project(RESEARCH).await;
+    let k = |i: Option<usize>| match i {
+        Some(i) => format!(
+            "(practice_code = 'X20001' AND birth_month <> DATE '{}')",
+            birth_month(i)
+        ),
+        None => "(practice_code = 'X20001')".to_string(),
+    };
+    let mut differing = Vec::new();
+    compare_targets(
+        &cx,
+        |i| {
+            format!(
+                "WITH t AS (SELECT patient_id, {} AS k FROM patients) SELECT COUNT(*) \
+                 FROM t JOIN patients q ON t.patient_id = q.patient_id WHERE t.k",
+                k(i)
+            )
+        },
+        &mut differing,
+    )
+    .await;
+    compare_targets(
+        &cx,
+        |i| {
+            format!(
+                "WITH t AS (SELECT patient_id, practice_code AS pc, {} AS k FROM patients) \
+                 SELECT pr.practice_code, COUNT(*) FROM t \
+                 LEFT JOIN practices pr ON t.pc = pr.practice_code \
+                 WHERE t.k GROUP BY pr.practice_code",
+                k(i)
+            )
+        },
+        &mut differing,
+    )
+    .await;
+    assert!(
+        differing.is_empty(),
+        "a condition computed in a derived table changed a count across a join:\n{}",
+        differing.join("\n")
+    );
+    let distinct = format!(
+        "WITH t AS (SELECT DISTINCT patient_id, {} AS k FROM patients) \
+         SELECT COUNT(*) FROM t WHERE k",
+        k(Some(14))
+    );
+    assert_eq!(refused(&cx, &distinct).await, Rule::LowEffect);
+}
