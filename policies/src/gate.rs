@@ -23,13 +23,19 @@ pub const MAX_SQL_BYTES: usize = 256 * 1024;
 /// Deepest expression or query nesting the parser accepts.
 pub const MAX_NESTING: usize = 64;
 
-/// Most binary operators (`AND`, `OR`, comparisons, arithmetic, `||`) in one statement. The
-/// parser builds a chain of them (`a AND b AND c …`) as a left-deep tree without counting it
-/// against [`MAX_NESTING`], and planning copies such trees recursively: a chain of 1,000
+/// Most operators (`AND`, `OR`, `IS`, `IN`, `LIKE`, `BETWEEN`, comparisons, arithmetic,
+/// casts with `::`, every other symbol) in one statement. The parser builds a chain of them
+/// (`a AND b AND c …`) as a left-deep tree without counting it against [`MAX_NESTING`], and planning copies such trees recursively: a chain of 1,000
 /// conditions overflowed a 2 MiB thread stack in DataFusion's SQL planner, and a stack
 /// overflow aborts the whole server. A chain as long as this is planned within 2 MiB in a
 /// debug build (the attack suite's threads); the server's workers have 16 MiB.
 pub const MAX_OPERATORS: usize = 500;
+
+/// Most tables a statement may read once every reference to a `WITH` query is replaced by
+/// its body. A query that reads the one before it twice doubles at every step, and
+/// DataFusion's planner walks the expanded tree: forty such `WITH` queries in 3 KB of SQL
+/// would keep a worker busy for ever (session 26 review).
+pub const MAX_RELATIONS: usize = 256;
 
 /// Why a statement did not become a plan.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +81,7 @@ pub async fn plan_query(ctx: &SessionContext, sql: &str) -> Result<LogicalPlan, 
         DfStatement::Statement(s) if matches!(s.as_ref(), SqlStatement::Query(_)) => {
             if let SqlStatement::Query(q) = s.as_ref() {
                 check_set_depth(q)?;
+                check_relations(s)?;
             }
         }
         other => {
@@ -121,36 +128,101 @@ fn check_operators(sql: &str, dialect: &GenericDialect) -> Result<(), Refusal> {
     let operators = tokens
         .iter()
         .filter(|t| match t {
-            Token::Word(w) => matches!(w.keyword, Keyword::AND | Keyword::OR),
-            Token::Eq
-            | Token::DoubleEq
-            | Token::Neq
-            | Token::Lt
-            | Token::Gt
-            | Token::LtEq
-            | Token::GtEq
-            | Token::Spaceship
-            | Token::Plus
-            | Token::Minus
-            | Token::Mul
-            | Token::Div
-            | Token::Mod
-            | Token::StringConcat
-            | Token::Pipe
-            | Token::Caret
-            | Token::Ampersand
-            | Token::ShiftLeft
-            | Token::ShiftRight => true,
-            _ => false,
+            Token::Word(w) => matches!(
+                w.keyword,
+                Keyword::AND
+                    | Keyword::OR
+                    | Keyword::XOR
+                    | Keyword::IS
+                    | Keyword::IN
+                    | Keyword::LIKE
+                    | Keyword::ILIKE
+                    | Keyword::SIMILAR
+                    | Keyword::BETWEEN
+                    | Keyword::AT
+                    | Keyword::COLLATE
+                    | Keyword::DIV
+                    | Keyword::REGEXP
+                    | Keyword::RLIKE
+            ),
+            Token::Whitespace(_)
+            | Token::Comma
+            | Token::LParen
+            | Token::RParen
+            | Token::Period
+            | Token::SemiColon
+            | Token::EOF
+            | Token::Number(..) => false,
+            // Every other symbol (`+`, `//`, `::`, `->`, `~`, `[` …); not quoted text.
+            other => {
+                let text = other.to_string();
+                !text.is_empty()
+                    && !text.starts_with(['\'', '"', '`'])
+                    && text.chars().all(|c| c.is_ascii_punctuation())
+            }
         })
         .count();
     if operators > MAX_OPERATORS {
         return Err(Refusal::new(
             Rule::TooComplex,
             format!(
-                "the statement has {operators} operators (AND, OR, comparisons, arithmetic); \
-                 the limit is {MAX_OPERATORS}: write long lists of values as IN (…), or split \
-                 the query"
+                "the statement has {operators} operators (AND, OR, IS, comparisons, \
+                 arithmetic …); the limit is {MAX_OPERATORS}: write long lists of values as \
+                 IN (…), or split the query"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses statements that read more than [`MAX_RELATIONS`] tables once `WITH` queries are
+/// expanded (see there). Each `WITH` query's size is the sum of the sizes of what its body
+/// reads, a `WITH` query named before it counting as its own size (names are matched
+/// without regard to scope, which can only count more); the statement's is the same sum
+/// over all of it.
+fn check_relations(statement: &SqlStatement) -> Result<(), Refusal> {
+    use std::collections::HashMap;
+    use std::ops::ControlFlow;
+
+    use datafusion::sql::sqlparser::ast::{ObjectName, Query, Visit, Visitor, visit_relations};
+
+    fn name(n: &ObjectName) -> String {
+        n.0.last()
+            .map(|p| p.to_string().to_lowercase())
+            .unwrap_or_default()
+    }
+    fn expanded<V: Visit>(v: &V, sizes: &HashMap<String, usize>) -> usize {
+        let mut total = 0usize;
+        let _ = visit_relations(v, |n: &ObjectName| {
+            total = total.saturating_add(sizes.get(&name(n)).copied().unwrap_or(1));
+            ControlFlow::<()>::Continue(())
+        });
+        total
+    }
+    struct Sizes(HashMap<String, usize>);
+    impl Visitor for Sizes {
+        type Break = ();
+        fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
+            if let Some(with) = &q.with {
+                for cte in &with.cte_tables {
+                    let size = expanded(cte.query.as_ref(), &self.0);
+                    self.0
+                        .insert(cte.alias.name.value.to_lowercase(), size.max(1));
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut sizes = Sizes(HashMap::new());
+    let _ = statement.visit(&mut sizes);
+    let total = expanded(statement, &sizes.0);
+    if total > MAX_RELATIONS {
+        return Err(Refusal::new(
+            Rule::TooComplex,
+            format!(
+                "the statement reads {total} tables once its WITH queries are written out; \
+                 the limit is {MAX_RELATIONS}: read each WITH query fewer times, or split the \
+                 query"
             ),
         ));
     }

@@ -136,6 +136,12 @@ const MAX_CASE_ATOMS: usize = 512;
 /// ([`through_projection`]) or not followed.
 const MAX_CONDITION_NODES: usize = 20_000;
 
+thread_local! {
+    /// Set when [`substitute`] gave up on a condition past [`MAX_CONDITION_NODES`]; read by
+    /// [`LowEffect::lift_bounded`] (lifting runs on one thread, with no `await`).
+    static TOO_LARGE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// A condition in negation normal form.
 #[derive(Debug, Clone)]
 enum Cond {
@@ -153,19 +159,36 @@ enum Cond {
 
 impl Cond {
     /// The condition as an expression over the atom columns.
+    ///
+    /// As a balanced tree: a group of an `IN` list of 1,000 codes was a chain of `OR`s
+    /// 1,000 deep, and copying it overflowed a 2 MiB stack (session 26).
     fn expr(&self) -> Expr {
-        match self {
-            Cond::Atom(a) => atom(a),
-            Cond::And(cs) => conjunction(cs.iter().map(Cond::expr)).unwrap_or(lit(true)),
-            Cond::Or(cs) => disjunction(cs.iter().map(Cond::expr)).unwrap_or(lit(false)),
-            Cond::Group { and: true, parts } => {
-                conjunction(parts.iter().map(Cond::expr)).unwrap_or(lit(true))
-            }
-            Cond::Group { and: false, parts } => {
-                disjunction(parts.iter().map(Cond::expr)).unwrap_or(lit(false))
-            }
-        }
+        let (and, parts) = match self {
+            Cond::Atom(a) => return atom(a),
+            Cond::And(cs) => (true, cs),
+            Cond::Or(cs) => (false, cs),
+            Cond::Group { and, parts } => (*and, parts),
+        };
+        let op = if and { Operator::And } else { Operator::Or };
+        balanced(parts.iter().map(Cond::expr).collect(), op).unwrap_or(lit(and))
     }
+}
+
+/// `parts` joined by `op` as a balanced tree (depth log₂ of their number), built without
+/// recursion; `None` when there are none.
+fn balanced(mut parts: Vec<Expr>, op: Operator) -> Option<Expr> {
+    while parts.len() > 1 {
+        let mut next = Vec::with_capacity(parts.len().div_ceil(2));
+        let mut it = parts.into_iter();
+        while let Some(a) = it.next() {
+            next.push(match it.next() {
+                Some(b) => binary_expr(a, op, b),
+                None => a,
+            });
+        }
+        parts = next;
+    }
+    parts.pop()
 }
 
 /// Renames a plan's first columns to the given names (the side plans' cell keys).
@@ -1120,7 +1143,7 @@ impl<'a> LowEffect<'a> {
         unit: &Expr,
     ) -> Result<LogicalPlan, RewriteError> {
         let schema = Arc::clone(input.schema());
-        let (base, conds) = self.lift(input, cells)?;
+        let (base, conds) = self.lift_bounded(input, cells)?;
         if conds.is_empty() {
             return Ok(base);
         }
@@ -1161,7 +1184,7 @@ impl<'a> LowEffect<'a> {
         input: LogicalPlan,
         cells: &[Expr],
     ) -> Result<(LogicalPlan, Vec<LiftedCondition>), RewriteError> {
-        let (base, conds) = self.lift(input, cells)?;
+        let (base, conds) = self.lift_bounded(input, cells)?;
         Ok((base, conds.into_iter().map(LiftedCondition).collect()))
     }
 
@@ -2407,6 +2430,26 @@ impl<'a> LowEffect<'a> {
         Ok(out)
     }
 
+    /// [`LowEffect::lift`], refused when a condition could not be followed because writing it
+    /// out would pass [`MAX_CONDITION_NODES`] ([`substitute`] gives up): a condition that is
+    /// not followed is not measured where it should be, so it fails closed.
+    fn lift_bounded(
+        &mut self,
+        plan: LogicalPlan,
+        cells: &[Expr],
+    ) -> Result<(LogicalPlan, Vec<Cond>), RewriteError> {
+        TOO_LARGE.with(|t| t.set(false));
+        let lifted = self.lift(plan, cells);
+        if TOO_LARGE.with(|t| t.replace(false)) {
+            return Err(RewriteError::Unsupported(format!(
+                "a condition that grows past {MAX_CONDITION_NODES} terms when the columns it \
+                 reads are written out (a column used twice in every layer of derived tables \
+                 doubles it)"
+            )));
+        }
+        lifted
+    }
+
     /// Lifts the liftable filters of `plan` (see the module documentation): returns a plan
     /// with `plan`'s columns followed by the lifted atoms' columns, and the lifted conditions
     /// (to be AND-ed), or the plan with its own columns and no conditions.
@@ -3300,6 +3343,20 @@ impl<'a> LowEffect<'a> {
             }) if !list.is_empty() => {
                 let x = (**expr).clone();
                 let excluding = *negated != neg;
+                // A list of constants on one value is one condition (its items would be one
+                // group on the value's columns anyway): a code list of 1,000 items as 1,000
+                // atoms made a plan of 1,000 columns and a chain of `OR`s 1,000 deep, which
+                // overflowed a 2 MiB stack (session 26).
+                if list.iter().all(|v| v.column_refs().is_empty()) {
+                    return self.leaf(
+                        Expr::InList(InList {
+                            expr: expr.clone(),
+                            list: list.clone(),
+                            negated: excluding,
+                        }),
+                        atoms,
+                    );
+                }
                 let items: Vec<Cond> = list
                     .iter()
                     .map(|v| {
@@ -3570,7 +3627,7 @@ fn through_projection(f: &Filter) -> Result<Option<LogicalPlan>, RewriteError> {
         return Ok(None);
     }
     let expr = |i: usize| Some(p.expr[i].clone().unalias());
-    if substituted_size(&f.predicate, schema, &expr) > MAX_CONDITION_NODES {
+    if grows_too_large(&f.predicate, schema, &expr) {
         return Err(RewriteError::Unsupported(format!(
             "a condition on columns computed in derived tables that grows past \
              {MAX_CONDITION_NODES} terms when they are written out (a column used twice in \
@@ -3889,7 +3946,8 @@ fn cells_below(plan: &LogicalPlan, cells: &[Expr]) -> Vec<Vec<Expr>> {
 /// `e` (over `schema`'s columns) with every column replaced by `f` of its index, or `None`
 /// when `f` gives `None` for one of them (or a column is not in `schema`).
 fn substitute(e: &Expr, schema: &DFSchema, f: &dyn Fn(usize) -> Option<Expr>) -> Option<Expr> {
-    if substituted_size(e, schema, f) > MAX_CONDITION_NODES {
+    if grows_too_large(e, schema, f) {
+        TOO_LARGE.with(|t| t.set(true));
         return None;
     }
     let mut ok = true;
@@ -3910,18 +3968,40 @@ fn substitute(e: &Expr, schema: &DFSchema, f: &dyn Fn(usize) -> Option<Expr>) ->
     ok.then_some(out)
 }
 
-/// How many expression nodes [`substitute`] would give (without building it).
-fn substituted_size(e: &Expr, schema: &DFSchema, f: &dyn Fn(usize) -> Option<Expr>) -> usize {
+/// Whether [`substitute`] would give more than [`MAX_CONDITION_NODES`] nodes more than `e`
+/// has (a long `IN` list is large to begin with, and bounded by the statement's size; what
+/// must not happen is growth layer after layer).
+fn grows_too_large(e: &Expr, schema: &DFSchema, f: &dyn Fn(usize) -> Option<Expr>) -> bool {
+    let limit = expr_size(e).saturating_add(MAX_CONDITION_NODES);
+    substituted_size(e, schema, f, limit) > limit
+}
+
+/// How many expression nodes [`substitute`] would give (without building it), counted up to
+/// just past `limit`.
+fn substituted_size(
+    e: &Expr,
+    schema: &DFSchema,
+    f: &dyn Fn(usize) -> Option<Expr>,
+    limit: usize,
+) -> usize {
     let mut size = 0usize;
+    let mut of_column: HashMap<usize, usize> = HashMap::new();
     let _ = e.apply(|x| {
         size = size.saturating_add(match x {
-            Expr::Column(c) => match schema.index_of_column(c).ok().and_then(f) {
-                Some(new) => expr_size(&new),
+            Expr::Column(c) => match schema.index_of_column(c).ok() {
+                Some(i) => *of_column
+                    .entry(i)
+                    .or_insert_with(|| f(i).map_or(1, |new| expr_size(&new))),
                 None => 1,
             },
             _ => 1,
         });
-        Ok(TreeNodeRecursion::Continue)
+        // Past the limit the exact size does not matter.
+        Ok(if size > limit {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
     });
     size
 }

@@ -325,12 +325,12 @@ async fn a_per_person_aggregation_measures_its_conditions_in_the_answers_cells()
     let per_person = "WITH gp AS (SELECT patient_id, snomedct_code, COUNT(*) AS codes \
                       FROM clinical_events WHERE snomedct_code IN ('44054006', '38341003') \
                       GROUP BY patient_id, snomedct_code)";
-    // The measured conditions are lifted into boolean columns `__fs_a…` over the code.
+    // The measured conditions are lifted into boolean columns `__fs_a…` over the code (the
+    // list of constants as one).
     let measured = |plan: &LogicalPlan| {
-        plan.display_indent()
-            .to_string()
-            .lines()
-            .any(|l| l.contains("snomedct_code = Utf8(\"44054006\") AS __fs_a"))
+        plan.display_indent().to_string().lines().any(|l| {
+            l.contains("snomedct_code IN ([Utf8(\"44054006\"), Utf8(\"38341003\")]) AS __fs_a")
+        })
     };
     let by_code = format!("{per_person} SELECT snomedct_code, COUNT(*) FROM gp GROUP BY 1");
     let plan = e.protected_plan(&by_code).await.expect("rewrites");

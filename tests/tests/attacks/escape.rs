@@ -239,17 +239,24 @@ async fn long_and_doubling_conditions_are_answered_or_refused_without_crashing()
     let want = single(&cx, base).await;
     assert!(want.is_some());
     let max = fivesafes_policies::gate::MAX_OPERATORS;
-    // Chains as long as the gate accepts (`IS [NOT] NULL` has no operator): a condition
-    // true for everyone in the cell, 497 times, with `AND` and with `OR`.
-    let n = max - 3;
-    let and = vec!["practice_code IS NOT NULL"; n].join(" AND ");
+    // Chains as long as the gate accepts (a function call has no operator): a condition
+    // true for everyone in the cell, 496 times, with `AND` and with `OR`.
+    let n = max - 4;
+    let and = vec!["starts_with(practice_code, 'X')"; n].join(" AND ");
     assert_eq!(single(&cx, &format!("{base} AND {and}")).await, want, "AND");
-    let or = vec!["birth_month IS NULL"; n].join(" OR ");
+    let or = vec!["starts_with(practice_code, 'Z')"; n].join(" OR ");
     assert_eq!(
         single(&cx, &format!("{base} AND NOT ({or})")).await,
         want,
         "OR"
     );
+    // A list of 20,000 constants is one condition (as 1,000 atoms it overflowed the stack).
+    let items: Vec<String> = (0..20_000).map(|i| format!("'Z{i}'")).collect();
+    let sql = format!(
+        "{base} AND coalesce(ethnicity, '') NOT IN ({})",
+        items.join(", ")
+    );
+    assert_eq!(single(&cx, &sql).await, want, "NOT IN of 20,000");
     // The longest chain of operators the gate accepts is planned (here on a 2 MiB stack),
     // and a longer one is refused before planning, however deep.
     let plus = |n: usize| {
@@ -291,4 +298,21 @@ async fn long_and_doubling_conditions_are_answered_or_refused_without_crashing()
             "depth {depth}"
         );
     }
+    // A `WITH` query that reads the one before it twice doubles the plan at every step
+    // (2⁴⁰ tables), and a chain of joins is as long as it is written: both refused before
+    // planning.
+    let mut doubling = String::from("WITH c0 AS (SELECT patient_id FROM patients)");
+    for i in 1..=40 {
+        doubling.push_str(&format!(
+            ", c{i} AS (SELECT a.patient_id FROM c{p} a JOIN c{p} b USING (patient_id))",
+            p = i - 1
+        ));
+    }
+    doubling.push_str(" SELECT COUNT(*) FROM c40");
+    assert_eq!(refused(&cx, &doubling).await, Rule::TooComplex);
+    let joins: String = (0..2000)
+        .map(|i| format!(" JOIN patients p{i} USING (patient_id)"))
+        .collect();
+    let sql = format!("SELECT COUNT(*) FROM patients{joins}");
+    assert_eq!(refused(&cx, &sql).await, Rule::TooComplex);
 }
