@@ -129,11 +129,11 @@ const MAX_NODES: usize = 1 << 14;
 /// build).
 const MAX_CASE_ATOMS: usize = 512;
 
-/// Expression nodes a condition may grow to when columns computed below it are replaced
+/// Expression nodes a condition may grow by when columns computed below it are replaced
 /// by their expressions ([`substitute`]). A column read twice doubles at every layer
 /// (`WITH t1 AS (SELECT patient_id, (k AND k) AS k FROM t0), t2 AS (… FROM t1) …`), so
-/// twenty layers made a million nodes; past this the condition is refused
-/// ([`through_projection`]) or not followed.
+/// twenty layers made a million nodes; past this the statement is refused
+/// ([`through_projection`], [`LowEffect::lift_bounded`]).
 const MAX_CONDITION_NODES: usize = 20_000;
 
 thread_local! {
@@ -1082,10 +1082,8 @@ impl<'a> LowEffect<'a> {
                     coalesce(vec![atom(masks), lit(0i64)]),
                 )
             } else {
-                coalesce(vec![
-                    array_concat(vec![atom(&l.touched), atom(masks)]),
-                    atom(masks),
-                ])
+                // (NULL lists are left out; `masks` is not NULL where it is used.)
+                array_concat(vec![atom(&l.touched), atom(masks)])
             };
             let name = self.name("rowlow");
             let person = cast(unit.clone(), DataType::Int64);
@@ -1990,12 +1988,11 @@ impl<'a> LowEffect<'a> {
                 .alias(ks),
         );
         spread_cols.extend([atom(c), atom(ck)]);
-        spread_cols.push(is_pass.or(not_passing).alias(&decides));
         let mut by_key = cell_keys.to_vec();
         by_key.push(atom(ks));
         let mut aggs = vec![sum(atom(c)).alias(n), sum(atom(ck)).alias(kk)];
         if let Some(f) = fates {
-            spread_cols.push(atom(&f.ids));
+            spread_cols.extend([is_pass.or(not_passing).alias(&decides), atom(&f.ids)]);
             let decided = |e: Expr| -> Result<Expr, RewriteError> {
                 Ok(coalesce(vec![
                     sum(e).filter(atom(&decides)).build()?,
@@ -2441,11 +2438,7 @@ impl<'a> LowEffect<'a> {
         TOO_LARGE.with(|t| t.set(false));
         let lifted = self.lift(plan, cells);
         if TOO_LARGE.with(|t| t.replace(false)) {
-            return Err(RewriteError::Unsupported(format!(
-                "a condition that grows past {MAX_CONDITION_NODES} terms when the columns it \
-                 reads are written out (a column used twice in every layer of derived tables \
-                 doubles it)"
-            )));
+            return Err(too_large());
         }
         lifted
     }
@@ -3626,13 +3619,10 @@ fn through_projection(f: &Filter) -> Result<Option<LogicalPlan>, RewriteError> {
     if !reads_computed {
         return Ok(None);
     }
+    // Refused here, before lifting goes on below with the condition as one atom.
     let expr = |i: usize| Some(p.expr[i].clone().unalias());
     if grows_too_large(&f.predicate, schema, &expr) {
-        return Err(RewriteError::Unsupported(format!(
-            "a condition on columns computed in derived tables that grows past \
-             {MAX_CONDITION_NODES} terms when they are written out (a column used twice in \
-             every layer doubles it)"
-        )));
+        return Err(too_large());
     }
     let Some(predicate) = substitute(&f.predicate, schema, &expr) else {
         return Ok(None);
@@ -3966,6 +3956,15 @@ fn substitute(e: &Expr, schema: &DFSchema, f: &dyn Fn(usize) -> Option<Expr>) ->
         .ok()?
         .data;
     ok.then_some(out)
+}
+
+/// The refusal of a condition that [`grows_too_large`].
+fn too_large() -> RewriteError {
+    RewriteError::Unsupported(format!(
+        "a condition that grows by more than {MAX_CONDITION_NODES} terms when the columns it \
+         reads are written out (a column used twice in every layer of derived tables doubles \
+         it)"
+    ))
 }
 
 /// Whether [`substitute`] would give more than [`MAX_CONDITION_NODES`] nodes more than `e`
