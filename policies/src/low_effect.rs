@@ -76,7 +76,9 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, DFSchema, DFSchemaRef, NullEquality, ScalarValue};
 use datafusion::functions::expr_fn::coalesce;
-use datafusion::functions_aggregate::expr_fn::{array_agg, bit_or, bool_or, count, sum};
+use datafusion::functions_aggregate::bool_and_or::bool_or_udaf;
+use datafusion::functions_aggregate::expr_fn::{array_agg, bit_or, bool_or, count, min, sum};
+use datafusion::functions_aggregate::min_max::{max_udaf, min_udaf};
 use datafusion::functions_aggregate::sum::sum_udaf;
 use datafusion::functions_nested::expr_fn::{
     array_compact, array_concat, array_has, cardinality, flatten as flatten_lists, make_array,
@@ -88,8 +90,8 @@ use datafusion::logical_expr::expr::{
 use datafusion::logical_expr::utils::{conjunction, disjunction, split_conjunction_owned};
 use datafusion::logical_expr::{
     Aggregate, Between, BinaryExpr, Distinct, Expr, ExprFunctionExt, Filter, Join, JoinType,
-    LogicalPlan, LogicalPlanBuilder, Operator, Projection, ScalarUDF, SubqueryAlias, binary_expr,
-    cast, lit, when,
+    LogicalPlan, LogicalPlanBuilder, Operator, Projection, ScalarUDF, SubqueryAlias, WindowFrame,
+    binary_expr, cast, lit, when,
 };
 
 use fivesafes_engine::catalog::PRIVACY_UNIT;
@@ -135,6 +137,10 @@ const MAX_CASE_ATOMS: usize = 512;
 /// twenty layers made a million nodes; past this the statement is refused
 /// ([`through_projection`], [`LowEffect::lift_bounded`]).
 const MAX_CONDITION_NODES: usize = 20_000;
+
+/// Atoms on per-person values in one cohort subquery at most: each assignment of their
+/// truth values is one more per-person aggregate ([`LowEffect::cohort_snaps`]).
+const MAX_COHORT_EDGES: usize = 4;
 
 thread_local! {
     /// Set when [`substitute`] gave up on a condition past [`MAX_CONDITION_NODES`]; read by
@@ -664,6 +670,9 @@ enum Unmeasured {
     /// other side decides which of its persons the answer has, and its conditions inside
     /// are measured over all of them.
     Restricted,
+    /// A condition on a per-person ordered value inside a cohort subquery that cannot be
+    /// carried to the answer's cells, where range edges are snapped.
+    CohortEdge,
 }
 
 /// The refusal (FS-7) of a condition that rule 7 cannot measure where it is.
@@ -682,6 +691,18 @@ fn unmeasured(at: Unmeasured) -> RewriteError {
             "a subquery condition on rows about persons other than an uncorrelated \
              column IN (SELECT column …) (NOT IN over a column that may be NULL, a \
              correlated subquery, EXISTS, a computed value compared with a subquery)"
+        }
+        Unmeasured::CohortEdge => {
+            return RewriteError::Refused(Refusal::new(
+                Rule::LowEffect,
+                "a condition on a per-person value (birth_month, death_month, imd_decile or a \
+                 per-person aggregate) inside a cohort subquery cannot be checked for low \
+                 effect here (a range edge moved past one person must not change the \
+                 answer): in a subquery that does not select patient_id, combined in one \
+                 comparison with a value of the rows, in an aggregation inside the \
+                 subquery, or more than four such conditions; join patients in the outer \
+                 query and put the condition in its WHERE clause",
+            ));
         }
         Unmeasured::Restricted => {
             return RewriteError::Refused(Refusal::new(
@@ -792,6 +813,16 @@ pub(crate) struct LowEffect<'a> {
     restricted: bool,
     /// Every column the statement's expressions read (see [`LowEffect::as_membership`]).
     referenced: std::collections::HashSet<Column>,
+    /// Atoms that read a per-person ordered value (see "Range edges" in the module
+    /// documentation): each atom as a template over the value columns lifted next to it
+    /// ([`LowEffect::edge_values`]).
+    snaps: HashMap<String, Expr>,
+    /// The value columns of [`LowEffect::snaps`]: whether each is snapped (a per-person
+    /// ordered value) or only carried (another column the same atom reads).
+    snapped_values: HashMap<String, bool>,
+    /// How many cohort subqueries the plan being lifted is in: their aggregations over
+    /// persons are measured without the answer's cells, where edges cannot be snapped.
+    in_cohort: usize,
 }
 
 /// A per-person aggregation (`agg_input`: its input, grouped by `group`) restricted in the
@@ -834,6 +865,9 @@ impl<'a> LowEffect<'a> {
             consumed: Vec::new(),
             restricted: false,
             referenced: std::collections::HashSet::new(),
+            snaps: HashMap::new(),
+            snapped_values: HashMap::new(),
+            in_cohort: 0,
         }
     }
 
@@ -1131,6 +1165,451 @@ impl<'a> LowEffect<'a> {
         format!("__fs_{what}{}", self.next)
     }
 
+    /// Range edges (see the module documentation): for the atoms of a filter over `scope`
+    /// that read a per-person ordered value, the columns they read, to be projected next to
+    /// them (named after the first atom that reads each), each atom recorded as a template
+    /// over those columns ([`LowEffect::snap_edges`] evaluates it at snapped values).
+    fn edge_values(&mut self, scope: &LogicalPlan, atoms: &[(String, Expr)]) -> Vec<Expr> {
+        let snapped = |c: &Column| {
+            c.name != PRIVACY_UNIT
+                && scope
+                    .schema()
+                    .qualified_field_from_column(c)
+                    .is_ok_and(|(_, f)| ordered(f.data_type()))
+                && per_person_value(scope, c)
+        };
+        let mut named: HashMap<Column, String> = HashMap::new();
+        let mut out = Vec::new();
+        for (name, e) in atoms {
+            let refs: Vec<Column> = e.column_refs().into_iter().cloned().collect();
+            // A column with a template of its own (a cohort's per-person condition values).
+            let derived = |c: &Column| self.snaps.get(&c.name).cloned();
+            if !refs.iter().any(|c| snapped(c) || derived(c).is_some()) {
+                continue;
+            }
+            let mut map = HashMap::new();
+            for c in &refs {
+                if let Some(t) = derived(c) {
+                    map.insert(c.clone(), t);
+                    continue;
+                }
+                let v = match named.get(c) {
+                    Some(v) => v.clone(),
+                    None => {
+                        let v = format!("{name}_v{}", out.len());
+                        out.push(Expr::Column(c.clone()).alias(&v));
+                        self.snapped_values.insert(v.clone(), snapped(c));
+                        named.insert(c.clone(), v.clone());
+                        v
+                    }
+                };
+                map.insert(c.clone(), atom(&v));
+            }
+            let template = e
+                .clone()
+                .transform(|x| {
+                    Ok(match &x {
+                        Expr::Column(c) => match map.get(c) {
+                            Some(v) => Transformed::yes(v.clone()),
+                            None => Transformed::no(x),
+                        },
+                        _ => Transformed::no(x),
+                    })
+                })
+                .map(|t| t.data);
+            if let Ok(t) = template {
+                self.snaps.insert(name.clone(), t);
+            }
+        }
+        out
+    }
+
+    /// The value columns of the atoms of `conds` ([`LowEffect::edge_values`]) that `schema`
+    /// has, each once, carried up with the atoms.
+    fn value_columns(&self, schema: &DFSchemaRef, conds: &[Cond]) -> Vec<Expr> {
+        let mut names = Vec::new();
+        conds.iter().for_each(|c| atom_names(c, &mut names));
+        let mut seen = BTreeSet::new();
+        names
+            .iter()
+            .filter_map(|a| self.snaps.get(a))
+            .flat_map(|t| t.column_refs())
+            .filter(|c| seen.insert(c.name.clone()))
+            .filter_map(
+                |c| match schema.qualified_field_with_unqualified_name(&c.name) {
+                    Ok((q, f)) => Some(Expr::Column(Column::from((q, f)))),
+                    Err(_) => None,
+                },
+            )
+            .collect()
+    }
+
+    /// The atoms of a cohort subquery's conditions `conds` (over `lifted`) that snap a
+    /// per-person value, to be evaluated in the answer's cells ([`LowEffect::cohort_snaps`]).
+    /// Refused (FS-7) where they cannot be: when the subquery does not select the privacy
+    /// unit, when such an atom also reads a value that is not per person, or past
+    /// [`MAX_COHORT_EDGES`] of them.
+    fn cohort_edges(
+        &self,
+        lifted: &LogicalPlan,
+        conds: &[Cond],
+    ) -> Result<Vec<String>, RewriteError> {
+        let mut names = Vec::new();
+        conds.iter().for_each(|c| atom_names(c, &mut names));
+        let snapped: Vec<String> = names
+            .into_iter()
+            .filter(|a| {
+                self.snaps.get(a).is_some_and(|t| {
+                    t.column_refs()
+                        .iter()
+                        .any(|c| self.snapped_values.get(&c.name) == Some(&true))
+                })
+            })
+            .collect();
+        if snapped.is_empty() {
+            return Ok(snapped);
+        }
+        let by_unit = lifted.schema().field(0).name() == PRIVACY_UNIT;
+        let per_person = snapped.iter().all(|a| {
+            self.snaps[a]
+                .column_refs()
+                .iter()
+                .all(|c| self.snapped_values.get(&c.name) == Some(&true))
+        });
+        if !by_unit || !per_person || snapped.len() > MAX_COHORT_EDGES {
+            return Err(unmeasured(Unmeasured::CohortEdge));
+        }
+        Ok(snapped)
+    }
+
+    /// For a cohort subquery whose atoms `snapped` snap per-person values (their person's
+    /// one value: [`LowEffect::cohort_edges`]): adds to `aggs` (per person) each value and,
+    /// for every truth assignment `s` of those atoms, whether one of the person's rows
+    /// satisfies the conditions `conds` with them so assigned (`E_s`); records the
+    /// per-person atom columns and `e` (whether one row satisfies every condition) as
+    /// templates over those columns, evaluated at snapped values in the answer's cells:
+    /// `e` is `E_s` for the assignment the snapped values make. `m` marks the persons with
+    /// rows (without, every value is true, as for the other atoms). Returns the columns to
+    /// carry next to the atoms.
+    fn cohort_snaps(
+        &mut self,
+        snapped: &[String],
+        conds: &[Cond],
+        m: &str,
+        e: &str,
+        aggs: &mut Vec<Expr>,
+    ) -> Result<Vec<String>, RewriteError> {
+        if snapped.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut carried = Vec::new();
+        let mut seen = BTreeSet::new();
+        for a in snapped {
+            for c in self.snaps[a].column_refs() {
+                if seen.insert(c.name.clone()) {
+                    aggs.push(min(atom(&c.name)).alias(&c.name));
+                    carried.push(c.name.clone());
+                }
+            }
+        }
+        self.snapped_values.insert(m.to_string(), false);
+        let without_rows = atom(m).is_null();
+        // Each snapped atom per person: its template (false where NULL, as `bool_or` of it
+        // was), and as the column's template.
+        let mut per_atom = HashMap::new();
+        for a in snapped {
+            let value = coalesce(vec![self.snaps[a].clone(), lit(false)]);
+            per_atom.insert(a.clone(), value.clone());
+            let template = when(without_rows.clone(), lit(true)).otherwise(value)?;
+            self.snaps.insert(a.clone(), template);
+        }
+        let root = Cond::And(conds.to_vec());
+        let mut choices = Vec::with_capacity(1 << snapped.len());
+        for bits in 0..(1u32 << snapped.len()) {
+            let assigned: HashMap<String, bool> = snapped
+                .iter()
+                .enumerate()
+                .map(|(i, a)| (a.clone(), bits >> i & 1 == 1))
+                .collect();
+            let name = format!("{e}_s{bits}");
+            aggs.push(
+                bool_or(coalesce(vec![with_atoms(&root, &assigned), lit(false)])).alias(&name),
+            );
+            self.snapped_values.insert(name.clone(), false);
+            carried.push(name.clone());
+            let mut chosen = atom(&name);
+            for (a, v) in &assigned {
+                let value = per_atom[a].clone();
+                chosen = chosen.and(if *v {
+                    value
+                } else {
+                    Expr::Not(Box::new(value))
+                });
+            }
+            choices.push(chosen);
+        }
+        // `E OR NOT T` as built for `e`, with the snapped atoms at their templates.
+        let mut names = Vec::new();
+        atom_names(&root, &mut names);
+        for a in &names {
+            self.snapped_values.entry(a.clone()).or_insert(false);
+        }
+        let t = root.expr().transform(|x| {
+            Ok(match &x {
+                Expr::Column(c) => match per_atom.get(&c.name) {
+                    Some(v) => Transformed::yes(v.clone()),
+                    None => Transformed::no(x),
+                },
+                _ => Transformed::no(x),
+            })
+        })?;
+        let any = disjunction(choices).unwrap_or(lit(false));
+        let template =
+            when(without_rows, lit(true)).otherwise(any.or(Expr::Not(Box::new(t.data))))?;
+        self.snaps.insert(e.to_string(), template);
+        Ok(carried)
+    }
+
+    /// DESIGN.md rule 7 for range edges, holes and islands on a per-person ordered value
+    /// (see the module documentation, "Range edges"): `keyed` (the lifted rows, with the
+    /// cells' keys `keys` and the unit) with every atom that reads such a value recomputed
+    /// with the value *snapped*: replaced, in its cell, by the greatest value at or below it
+    /// of an edge anchor ([`crate::output::edge_anchor_keys`]) among the persons whose fate
+    /// the atom's condition decides, or by the least such value below all of them; where
+    /// there is no anchor, the condition is not applied (true). The output schema is
+    /// `keyed`'s.
+    pub(crate) fn snap_edges(
+        &mut self,
+        keyed: LogicalPlan,
+        conds: &[LiftedCondition],
+        keys: &[Expr],
+        unit: &Expr,
+    ) -> Result<LogicalPlan, RewriteError> {
+        let root = self.canon(Cond::And(conds.iter().map(|c| c.0.clone()).collect()));
+        let mut all = Vec::new();
+        atom_names(&root, &mut all);
+        let mut seen = BTreeSet::new();
+        let repeated: BTreeSet<String> = all
+            .into_iter()
+            .filter(|a| !seen.insert(a.clone()))
+            .collect();
+        let schema = Arc::clone(keyed.schema());
+        let mut candidates = Vec::new();
+        edge_candidates(&root, true, &mut candidates);
+        // Per candidate: its atoms' templates, its snapped value columns, whether it is
+        // decided by the rows alone (every node above it an `AND`, or one row per person).
+        let one_row = one_per_person(&keyed);
+        let mut found: Vec<Edge<'_>> = Vec::new();
+        for (c, all_and) in candidates {
+            let mut names = Vec::new();
+            atom_names(c, &mut names);
+            let mut templates = Vec::new();
+            let mut values = BTreeSet::new();
+            for a in names {
+                let Some(t) = self.snaps.get(&a) else {
+                    continue;
+                };
+                let refs = t.column_refs();
+                if refs.iter().any(|r| {
+                    schema
+                        .qualified_field_with_unqualified_name(&r.name)
+                        .is_err()
+                }) || repeated.contains(&a)
+                {
+                    // Lost on the way up or read twice: not evaluated where it is measured.
+                    return Err(unmeasured(Unmeasured::Below));
+                }
+                values.extend(
+                    refs.iter()
+                        .filter(|r| self.snapped_values.get(&r.name) == Some(&true))
+                        .map(|r| r.name.clone()),
+                );
+                templates.push((a, t.clone()));
+            }
+            // A test of NULL only is the same on the snapped value.
+            let only_nulls = templates
+                .iter()
+                .all(|(_, t)| matches!(t, Expr::IsNull(_) | Expr::IsNotNull(_)));
+            if values.is_empty() || only_nulls {
+                continue;
+            }
+            found.push(Edge {
+                cond: c,
+                templates,
+                values: values.into_iter().collect(),
+                by_rows: all_and || one_row,
+            });
+        }
+        if found.is_empty() {
+            return Ok(keyed);
+        }
+        if self.in_cohort > 0 {
+            return Err(unmeasured(Unmeasured::CohortEdge));
+        }
+        // 1. Each row's anchor flag and, per candidate, whether the row (or, where a person
+        //    can pass through other rows, its person) is decided by the candidate.
+        let anchor = self.name("anchor");
+        let anchor_keys = crate::output::edge_anchor_keys()
+            .into_iter()
+            .map(|k| lit(i64::from(k)))
+            .collect();
+        let mut exprs = columns_of(&schema);
+        // The snapped values under names of their own (window functions name their results
+        // after their arguments, qualifiers included).
+        let mut renamed: HashMap<String, String> = HashMap::new();
+        for edge in &found {
+            for v in &edge.values {
+                if !renamed.contains_key(v) {
+                    let (q, f) = schema
+                        .qualified_field_with_unqualified_name(v)
+                        .map_err(|e| RewriteError::Unsupported(e.to_string()))?;
+                    let name = self.name("edv");
+                    exprs.push(Expr::Column(Column::from((q, f))).alias(&name));
+                    renamed.insert(v.clone(), name);
+                }
+            }
+        }
+        exprs.push(
+            coalesce(vec![
+                self.person_key
+                    .call(vec![unit.clone()])
+                    .in_list(anchor_keys, false),
+                lit(false),
+            ])
+            .alias(&anchor),
+        );
+        let mut decided = Vec::with_capacity(found.len());
+        let mut per_person = Vec::new();
+        for edge in &found {
+            let when_true = Expr::IsTrue(Box::new(value_with(&root, edge.cond, true)));
+            let when_false = Expr::IsTrue(Box::new(value_with(&root, edge.cond, false)));
+            let name = self.name("edctx");
+            if edge.by_rows {
+                exprs.push(when_true.and(Expr::Not(Box::new(when_false))).alias(&name));
+            } else {
+                let (t, f) = (self.name("edt"), self.name("edf"));
+                exprs.push(when_true.alias(&t));
+                exprs.push(when_false.alias(&f));
+                per_person.push((name.clone(), t, f));
+            }
+            decided.push(name);
+        }
+        let mut plan = LogicalPlanBuilder::from(keyed).project(exprs)?.build()?;
+        if !per_person.is_empty() {
+            let mut person = keys.to_vec();
+            person.push(unit.clone());
+            let mut windows = Vec::new();
+            for (_, t, f) in &per_person {
+                for x in [t, f] {
+                    windows.push((
+                        over(bool_or_udaf(), atom(x))
+                            .partition_by(person.clone())
+                            .build()?,
+                        format!("{x}_any"),
+                    ));
+                }
+            }
+            plan = with_windows(plan, windows)?;
+            let mut exprs = columns_of(plan.schema());
+            for (name, t, f) in &per_person {
+                exprs.push(
+                    atom(&format!("{t}_any"))
+                        .and(Expr::Not(Box::new(atom(&format!("{f}_any")))))
+                        .alias(name),
+                );
+            }
+            plan = LogicalPlanBuilder::from(plan).project(exprs)?.build()?;
+        }
+        // 2. Per candidate and value: the greatest anchor value at or below each row's, and
+        //    the least, in the row's cell without the keys on that value alone.
+        let mut windows = Vec::new();
+        let mut snapped: Vec<HashMap<String, (String, String, DataType)>> =
+            Vec::with_capacity(found.len());
+        for (edge, ctx) in found.iter().zip(&decided) {
+            let mut of_candidate = HashMap::new();
+            for original in &edge.values {
+                let v = &renamed[original];
+                let mut base = BTreeSet::new();
+                source_of(&plan, &Column::from_name(v), &mut base);
+                let partition: Vec<Expr> = keys
+                    .iter()
+                    .filter(|k| {
+                        let mut kb = BTreeSet::new();
+                        k.column_refs()
+                            .into_iter()
+                            .for_each(|r| source_of(&plan, r, &mut kb));
+                        kb.is_empty() || !kb.is_subset(&base)
+                    })
+                    .cloned()
+                    .collect();
+                let value = when(atom(&anchor).and(atom(ctx)), atom(v)).end()?;
+                let (below, above) = (self.name("edb"), self.name("eda"));
+                // Every row of a value sees the anchors of that value (its peers: a range
+                // frame).
+                windows.push((
+                    over(max_udaf(), value.clone())
+                        .partition_by(partition.clone())
+                        .order_by(vec![atom(v).sort(true, false)])
+                        .window_frame(WindowFrame::new(Some(false)))
+                        .build()?,
+                    below.clone(),
+                ));
+                windows.push((
+                    over(min_udaf(), value)
+                        .partition_by(partition)
+                        .order_by(vec![atom(v).sort(false, false)])
+                        .window_frame(WindowFrame::new(Some(false)))
+                        .build()?,
+                    above.clone(),
+                ));
+                let data_type = plan
+                    .schema()
+                    .qualified_field_with_unqualified_name(v)
+                    .map(|(_, f)| f.data_type().clone())
+                    .map_err(|e| RewriteError::Unsupported(e.to_string()))?;
+                of_candidate.insert(original.clone(), (below, above, data_type));
+            }
+            snapped.push(of_candidate);
+        }
+        let plan = with_windows(plan, windows)?;
+        // 3. The atoms at the snapped values; everything else as it was.
+        let mut replaced: HashMap<String, Expr> = HashMap::new();
+        for (edge, of_candidate) in found.iter().zip(&snapped) {
+            for (a, t) in &edge.templates {
+                let mut anchorless: Option<Expr> = None;
+                let at_snapped = t.clone().transform(|x| {
+                    Ok(match &x {
+                        Expr::Column(c) => match of_candidate.get(&c.name) {
+                            Some((below, above, data_type)) => {
+                                let none = atom(below).is_null().and(atom(above).is_null());
+                                anchorless = Some(match anchorless.take() {
+                                    Some(n) => n.or(none),
+                                    None => none,
+                                });
+                                Transformed::yes(nearest(x.clone(), below, above, data_type)?)
+                            }
+                            None => Transformed::no(x),
+                        },
+                        _ => Transformed::no(x),
+                    })
+                })?;
+                let value = match anchorless {
+                    Some(none) => when(none, lit(true)).otherwise(at_snapped.data)?,
+                    None => at_snapped.data,
+                };
+                replaced.insert(a.clone(), value);
+            }
+        }
+        let exprs: Vec<Expr> = schema
+            .iter()
+            .map(|(q, f)| match replaced.get(f.name()) {
+                Some(e) => e.clone().alias_qualified(q.cloned(), f.name()),
+                None => Expr::Column(Column::from((q, f))),
+            })
+            .collect();
+        Ok(LogicalPlanBuilder::from(plan).project(exprs)?.build()?)
+    }
+
     /// Returns `input` (rows about persons, aggregated by an aggregate whose cells are
     /// `cells`, with privacy unit `unit`) with the low-effect conditions of its filters
     /// neutralised cell by cell. The output schema is exactly `input`'s.
@@ -1159,7 +1638,8 @@ impl<'a> LowEffect<'a> {
             keys.push(atom(&name));
         }
         let keyed = LogicalPlanBuilder::from(base).project(exprs)?.build()?;
-        let conds = conds.into_iter().map(LiftedCondition).collect();
+        let conds: Vec<LiftedCondition> = conds.into_iter().map(LiftedCondition).collect();
+        let keyed = self.snap_edges(keyed, &conds, &keys, unit)?;
         let expand = |plan: LogicalPlan| Ok((plan, keys.clone()));
         let out = match self.apply_sets(keyed, conds, &keys, &[0], unit, &expand)? {
             Ok((out, _)) => out,
@@ -2566,8 +3046,10 @@ impl<'a> LowEffect<'a> {
                          conditions when taken apart (fewer branches, or IN lists)"
                     )));
                 }
+                let values = self.edge_values(&input, &atoms);
                 let mut exprs = columns_of(input.schema());
                 exprs.extend(atoms.into_iter().map(|(name, e)| e.alias(name)));
+                exprs.extend(values);
                 let projected =
                     LogicalPlan::Projection(Projection::try_new(exprs, Arc::new(input))?);
                 Ok((projected, conds))
@@ -2576,6 +3058,7 @@ impl<'a> LowEffect<'a> {
                 let (input, conds) = self.lift(p.input.as_ref().clone(), &first())?;
                 let mut exprs = p.expr.clone();
                 exprs.extend(atom_columns(input.schema(), &conds));
+                exprs.extend(self.value_columns(input.schema(), &conds));
                 Ok((
                     LogicalPlan::Projection(Projection::try_new(exprs, Arc::new(input))?),
                     conds,
@@ -2968,14 +3451,19 @@ impl<'a> LowEffect<'a> {
         if negated && (nullable_x || sub.schema().field(0).is_nullable()) {
             return Ok(None);
         }
-        let (lifted, conds) = self.lift(without_distinct(sub)?, &[])?;
+        self.in_cohort += 1;
+        let lifted = self.lift(without_distinct(sub)?, &[]);
+        self.in_cohort -= 1;
+        let (lifted, conds) = lifted?;
+        let snapped = self.cohort_edges(&lifted, &conds)?;
         let y = Expr::Column(Column::from(lifted.schema().qualified_field(0)));
         let (k, m) = (self.name("mk"), self.name("mm"));
         let found = atom(&m).is_not_null();
-        let one_group = matches!(
-            self.canon(Cond::And(conds.clone())),
-            Cond::And(cs) if cs.len() == 1 && !matches!(cs[0], Cond::And(_) | Cond::Or(_))
-        );
+        let one_group = snapped.is_empty()
+            && matches!(
+                self.canon(Cond::And(conds.clone())),
+                Cond::And(cs) if cs.len() == 1 && !matches!(cs[0], Cond::And(_) | Cond::Or(_))
+            );
         let tree = conjunction(conds.iter().map(Cond::expr));
         // The subquery's persons, with (general case) the per-person condition values.
         let (values, extra, cond) = match tree {
@@ -2991,6 +3479,8 @@ impl<'a> LowEffect<'a> {
                 aggs.push(bool_or(not_true(t.clone())).alias(&e));
                 let mut out = vec![y.clone().alias(&k), lit(true).alias(&m)];
                 out.extend(names.iter().map(|a| atom(a)));
+                let carried = self.cohort_snaps(&snapped, &conds, &m, &e, &mut aggs)?;
+                out.extend(carried.iter().map(|c| atom(c)));
                 // `E` fails alone: only where `T` holds. Failing with every other condition,
                 // it would make every mask a combination and none large on its own.
                 out.push(atom(&e).or(Expr::Not(Box::new(t.clone()))).alias(&e));
@@ -3001,10 +3491,11 @@ impl<'a> LowEffect<'a> {
                     .build()?;
                 // A person without rows fails membership alone (their values are not
                 // known, and taken as true).
-                let extra: Vec<Expr> = names
+                let mut extra: Vec<Expr> = names
                     .iter()
                     .map(|a| coalesce(vec![atom(a), lit(true)]).alias(a))
                     .collect();
+                extra.extend(carried.iter().map(|c| atom(c)));
                 (values, extra, found.and(atom(&e)).and(t))
             }
             t => {
@@ -4335,6 +4826,162 @@ fn atom_columns(schema: &DFSchemaRef, conds: &[Cond]) -> Vec<Expr> {
             },
         )
         .collect()
+}
+
+/// `c` as an expression over its atoms, with the atoms of `assigned` replaced by their
+/// values.
+#[recursive::recursive]
+fn with_atoms(c: &Cond, assigned: &HashMap<String, bool>) -> Expr {
+    let (and, parts) = match c {
+        Cond::Atom(a) => return assigned.get(a).map_or_else(|| atom(a), |v| lit(*v)),
+        Cond::And(cs) => (true, cs),
+        Cond::Or(cs) => (false, cs),
+        Cond::Group { and, parts } => (*and, parts),
+    };
+    let op = if and { Operator::And } else { Operator::Or };
+    balanced(parts.iter().map(|p| with_atoms(p, assigned)).collect(), op).unwrap_or(lit(and))
+}
+
+/// Aggregate `f` of `arg` as a window function (to be given its window).
+fn over(f: Arc<datafusion::logical_expr::AggregateUDF>, arg: Expr) -> Expr {
+    Expr::from(WindowFunction::new(
+        WindowFunctionDefinition::AggregateUDF(f),
+        vec![arg],
+    ))
+}
+
+/// The anchor value nearest to `v` (NULL where `v` is), of the greatest at or below it
+/// (`below`) and the least at or above it (`above`); the lower one when both are as near.
+fn nearest(v: Expr, below: &str, above: &str, t: &DataType) -> datafusion::common::Result<Expr> {
+    let position = |x: Expr| match t {
+        DataType::Date32 | DataType::Date64 | DataType::Timestamp(..) => {
+            cast(cast(x, DataType::Int64), DataType::Float64)
+        }
+        _ => cast(x, DataType::Float64),
+    };
+    let (b, a) = (atom(below), atom(above));
+    let lower_nearer = (position(v.clone()) - position(b.clone()))
+        .lt_eq(position(a.clone()) - position(v.clone()));
+    when(v.is_null(), lit(ScalarValue::Null))
+        .when(a.clone().is_null(), b.clone())
+        .when(b.clone().is_null(), a.clone())
+        .when(lower_nearer, b)
+        .otherwise(a)
+}
+
+/// Whether values of type `t` are ordered along a line, so that a range edge can be moved
+/// past one person: numbers, dates and times.
+fn ordered(t: &DataType) -> bool {
+    t.is_numeric()
+        || matches!(
+            t,
+            DataType::Date32 | DataType::Date64 | DataType::Timestamp(..)
+        )
+}
+
+/// Whether column `c` of `plan` has one value per person: a `patients` column, or a value
+/// of an aggregation grouped by the privacy unit alone, through aliases, filters, sorts,
+/// projections and joins (a column computed from such values only is one too).
+#[recursive::recursive]
+fn per_person_value(plan: &LogicalPlan, c: &Column) -> bool {
+    let Ok(mut i) = plan.schema().index_of_column(c) else {
+        return false;
+    };
+    let mut plan = plan;
+    loop {
+        match plan {
+            LogicalPlan::SubqueryAlias(a) => plan = a.input.as_ref(),
+            LogicalPlan::Filter(f) => plan = f.input.as_ref(),
+            LogicalPlan::Sort(s) => plan = s.input.as_ref(),
+            LogicalPlan::Projection(p) => {
+                let Some(e) = p.expr.get(i).map(|e| e.clone().unalias()) else {
+                    return false;
+                };
+                let Expr::Column(c) = e else {
+                    // Computed from per-person values only: one value per person too.
+                    return !e.is_volatile()
+                        && e.column_refs()
+                            .into_iter()
+                            .all(|c| per_person_value(&p.input, c));
+                };
+                let Ok(j) = p.input.schema().index_of_column(&c) else {
+                    return false;
+                };
+                i = j;
+                plan = p.input.as_ref();
+            }
+            LogicalPlan::Join(j) => {
+                let left = j.left.schema().fields().len();
+                match j.join_type {
+                    JoinType::LeftSemi | JoinType::LeftAnti => plan = j.left.as_ref(),
+                    JoinType::RightSemi | JoinType::RightAnti => plan = j.right.as_ref(),
+                    JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full => {
+                        if i < left {
+                            plan = j.left.as_ref();
+                        } else {
+                            i -= left;
+                            plan = j.right.as_ref();
+                        }
+                    }
+                    _ => return false,
+                }
+            }
+            LogicalPlan::TableScan(t) => return t.table_name.table() == "patients",
+            LogicalPlan::Aggregate(a) => {
+                return a.group_expr.len() == 1
+                    && matches!(&a.group_expr[0], Expr::Column(g) if g.name == PRIVACY_UNIT);
+            }
+            _ => return false,
+        }
+    }
+}
+
+/// The atoms and groups of `c` (a canonical condition) whose edges are snapped, each with
+/// whether every node above it is an `AND` (`all_and`: then the rows it decides are those
+/// that pass everything else).
+fn edge_candidates<'c>(c: &'c Cond, all_and: bool, out: &mut Vec<(&'c Cond, bool)>) {
+    let (and, children) = match c {
+        Cond::And(cs) => (true, cs),
+        Cond::Or(cs) => (false, cs),
+        other => {
+            out.push((other, all_and));
+            return;
+        }
+    };
+    for child in children {
+        match child {
+            Cond::And(_) | Cond::Or(_) => edge_candidates(child, all_and && and, out),
+            other => out.push((other, all_and && and)),
+        }
+    }
+}
+
+/// A part of the conditions whose per-person values [`LowEffect::snap_edges`] snaps: its
+/// atoms' templates, the value columns they snap, and whether the rows it decides are
+/// known row by row (every node above it an `AND`, or one row per person) rather than per
+/// person.
+struct Edge<'c> {
+    cond: &'c Cond,
+    templates: Vec<(String, Expr)>,
+    values: Vec<String>,
+    by_rows: bool,
+}
+
+/// `c` as an expression over its atoms, with the part `target` (by address) replaced by
+/// `v`.
+#[recursive::recursive]
+fn value_with(c: &Cond, target: &Cond, v: bool) -> Expr {
+    if std::ptr::eq(c, target) {
+        return lit(v);
+    }
+    let (and, parts) = match c {
+        Cond::Atom(a) => return atom(a),
+        Cond::And(cs) => (true, cs),
+        Cond::Or(cs) => (false, cs),
+        Cond::Group { and, parts } => (*and, parts),
+    };
+    let op = if and { Operator::And } else { Operator::Or };
+    balanced(parts.iter().map(|p| value_with(p, target, v)).collect(), op).unwrap_or(lit(and))
 }
 
 /// The atom names of `c`, in order.

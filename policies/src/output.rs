@@ -178,6 +178,25 @@ pub fn low_effect_threshold(key: u8, p: &OutputControl) -> u64 {
     floor + position * (spread + 1) / 256
 }
 
+const EDGE_ANCHOR_LABEL: &str = "fivesafes/output/edge-anchor/v1";
+
+/// Record keys out of 256 that make a person an *edge anchor* (one in four).
+pub const EDGE_ANCHOR_KEYS: usize = 64;
+
+/// The record keys of edge anchors ([`EDGE_ANCHOR_KEYS`] of the 256, in a fixed
+/// pseudo-random order with their own label). A condition on a per-person value is read,
+/// in each cell, at the greatest value of an anchor in the cell at or below the person's
+/// own ([`crate::low_effect`], "Range edges"): moving a range edge past a person who is not
+/// an anchor changes no answer, so a range edge, a hole or an island aimed at one person
+/// reveals them only when they are an anchor themselves. More anchors would follow the
+/// edges more closely and expose more persons.
+pub fn edge_anchor_keys() -> Vec<u8> {
+    let order = key_order(EDGE_ANCHOR_LABEL, 0);
+    let mut keys = order[..EDGE_ANCHOR_KEYS].to_vec();
+    keys.sort_unstable();
+    keys
+}
+
 /// Whether a condition that decides `persons` persons of a cell, whose record keys sum to
 /// `key` mod 256, has a low effect there (rule 7): `persons <` [`low_effect_threshold`].
 pub fn is_low_effect(persons: u64, key: u8, p: &OutputControl) -> bool {

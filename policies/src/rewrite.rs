@@ -350,6 +350,8 @@ fn rewrite_aggregate(
     let atoms = crate::low_effect::lifted_atoms(lifted.schema(), &conds);
     let keyed = LogicalPlanBuilder::from(lifted).project(exprs)?.build()?;
     let key_cols: Vec<Expr> = (0..k).map(|i| col(grouping_key(i))).collect();
+    // Range edges on per-person values are read at snapped values.
+    let keyed = low_effect.snap_edges(keyed, &conds, &key_cols, &unit)?;
     let expand = |plan: LogicalPlan| copy_per_set(plan, k, &sets);
     // One conjunction of conditions (the usual case) is measured per set without copying
     // the rows ([`Detection::apply_sets`]).

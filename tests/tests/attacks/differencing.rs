@@ -5,7 +5,7 @@
 //! released answer, and a cell left with 7 or fewer persons is suppressed.
 
 use fivesafes_policies::decision::Rule;
-use fivesafes_policies::output::{is_low_effect, low_effect_floor};
+use fivesafes_policies::output::{edge_anchor_keys, is_low_effect, low_effect_floor};
 use fivesafes_policies::query::ProjectContext;
 
 use crate::common::*;
@@ -1218,12 +1218,18 @@ async fn a_condition_aimed_at_the_low_effect_threshold_tips_only_by_chance() {
     let cx = f.project(RESEARCH).await;
     let p = *cx.output_control();
     let cohort = f.cohort(DIFF_PRACTICE);
-    let base = single(&cx, BASE).await;
+    // The cohort's one event each, of value `40 + index`: a condition on a value of rows is
+    // not snapped (birth month is: see
+    // `moving_a_range_edge_or_a_hole_past_one_person_changes_an_answer_only_at_an_anchor`).
+    let events = "SELECT COUNT(DISTINCT e.patient_id) FROM clinical_events e \
+                  JOIN patients p ON e.patient_id = p.patient_id \
+                  WHERE p.practice_code = 'X20001' AND e.snomedct_code = '999000001'";
+    let base = single(&cx, events).await;
     assert!(base.is_some());
     let floor = usize::try_from(low_effect_floor(&p)).expect("a small threshold");
-    let months = |who: &[usize]| {
+    let values = |who: &[usize]| {
         who.iter()
-            .map(|&j| format!("DATE '{}'", birth_month(j)))
+            .map(|&j| format!("{}", 40 + j))
             .collect::<Vec<_>>()
             .join(", ")
     };
@@ -1234,12 +1240,9 @@ async fn a_condition_aimed_at_the_low_effect_threshold_tips_only_by_chance() {
         let others: Vec<usize> = (1..DIFF_SIZE).map(|j| (t + j) % DIFF_SIZE).collect();
         for start in [0, floor - 1, others.len() - (floor - 1)] {
             let known = &others[start..start + floor - 1];
-            // Without the target (a month nobody in the cell was born in): too few persons,
-            // always ignored.
-            let absent = format!(
-                "{BASE} AND birth_month NOT IN (DATE '1930-01-01', {})",
-                months(known)
-            );
+            // Without the target (a value nobody in the cell has): too few persons, always
+            // ignored.
+            let absent = format!("{events} AND e.numeric_value NOT IN (7, {})", values(known));
             let got = single(&cx, &absent).await;
             if got != base {
                 wrong.push(format!("{absent} -> {got:?} (all: {base:?})"));
@@ -1248,7 +1251,10 @@ async fn a_condition_aimed_at_the_low_effect_threshold_tips_only_by_chance() {
             // from their keys.
             let mut left_out = known.to_vec();
             left_out.push(t);
-            let present = format!("{BASE} AND birth_month NOT IN ({})", months(&left_out));
+            let present = format!(
+                "{events} AND e.numeric_value NOT IN ({})",
+                values(&left_out)
+            );
             let key = f.cell_key(left_out.iter().map(|&j| cohort[j]));
             let kept: Vec<_> = (0..DIFF_SIZE)
                 .filter(|j| !left_out.contains(j))
@@ -1268,9 +1274,11 @@ async fn a_condition_aimed_at_the_low_effect_threshold_tips_only_by_chance() {
             // The same condition as a grouping key: the cell of the persons it keeps is
             // released as the whole practice when the key's effect is low.
             let grouped = format!(
-                "SELECT birth_month NOT IN ({}) AS kept, COUNT(*) FROM patients \
-                 WHERE practice_code = 'X20001' GROUP BY 1",
-                months(&left_out)
+                "SELECT e.numeric_value NOT IN ({}) AS kept, COUNT(DISTINCT e.patient_id) \
+                 FROM clinical_events e JOIN patients p ON e.patient_id = p.patient_id \
+                 WHERE p.practice_code = 'X20001' AND e.snomedct_code = '999000001' \
+                 GROUP BY 1",
+                values(&left_out)
             );
             let got = rows(&cx, &grouped)
                 .await
@@ -1703,4 +1711,202 @@ async fn a_condition_computed_in_a_derived_table_is_measured_across_a_join() {
         k(Some(14))
     );
     assert_eq!(refused(&cx, &distinct).await, Rule::LowEffect);
+}
+
+/// Which snapped birth-month indexes a condition keeps.
+type Keeps = Box<dyn Fn(usize) -> bool>;
+
+/// Range edges, holes and islands on birth month (DESIGN.md rule 7). With exact conditions,
+/// `birth_month < x` against `birth_month <= x`, `birth_month <> x AND birth_month < y`
+/// against `birth_month < y`, or `birth_month < y OR birth_month = x` against `birth_month <
+/// y`, differ by exactly the person born in `x` when they are in the cell, and their answers
+/// then differ whenever noise and rounding do (session 19 confirmed 15 against 10 for the
+/// hole). A condition on a per-person value is now read at the value *snapped* in its cell:
+/// the birth month of the nearest edge anchor (one person in four, by record key). The
+/// answers are
+/// checked against that model exactly, and for every target who is not an anchor, the two
+/// queries of each pair give the same answer: moving an edge past them changes nothing.
+#[tokio::test]
+async fn moving_a_range_edge_or_a_hole_past_one_person_changes_an_answer_only_at_an_anchor() {
+    let f = fixture();
+    let cx = f.project(RESEARCH).await;
+    let p = *cx.output_control();
+    let cohort = f.cohort(DIFF_PRACTICE);
+    let anchors = edge_anchor_keys();
+    let anchor: Vec<bool> = cohort
+        .iter()
+        .map(|q| anchors.contains(&q.record_key))
+        .collect();
+    // Each person's birth month index, snapped to the nearest anchor's.
+    let at: Vec<i64> = (0..DIFF_SIZE).map(|j| days(&birth_month(j))).collect();
+    let snapped: Vec<usize> = snapped_to_anchors(&at, &anchor)
+        .expect("an anchor among 30")
+        .iter()
+        .map(|d| at.iter().position(|x| x == d).expect("an anchor's month"))
+        .collect();
+    let model = |keeps: &dyn Fn(usize) -> bool| {
+        let kept: Vec<bool> = snapped.iter().map(|&b| keeps(b)).collect();
+        count_under_condition(f, &cohort, &kept, &p)
+    };
+    let m = |i: usize| format!("DATE '{}'", birth_month(i));
+    let joined = "SELECT COUNT(DISTINCT p.patient_id) FROM patients p \
+                  JOIN clinical_events e ON e.patient_id = p.patient_id \
+                  WHERE p.practice_code = 'X20001' AND e.snomedct_code = '999000001'";
+    let (mut wrong, mut moved, mut checked) = (Vec::new(), Vec::new(), 0);
+    for (i, &is_anchor) in anchor.iter().enumerate().skip(1) {
+        let pairs: Vec<(String, String, Keeps, Keeps)> = vec![
+            (
+                format!("{BASE} AND birth_month < {}", m(i)),
+                format!("{BASE} AND birth_month <= {}", m(i)),
+                Box::new(move |b| b < i),
+                Box::new(move |b| b <= i),
+            ),
+            (
+                format!("{BASE} AND birth_month >= {}", m(i)),
+                format!("{BASE} AND birth_month > {}", m(i)),
+                Box::new(move |b| b >= i),
+                Box::new(move |b| b > i),
+            ),
+            (
+                format!("{BASE} AND birth_month < {}", m(24)),
+                format!(
+                    "{BASE} AND birth_month <> {} AND birth_month < {}",
+                    m(i),
+                    m(24)
+                ),
+                Box::new(|b| b < 24),
+                Box::new(move |b| b != i && b < 24),
+            ),
+            (
+                format!("{BASE} AND birth_month > {}", m(3)),
+                format!(
+                    "{BASE} AND (birth_month > {} OR birth_month = {})",
+                    m(3),
+                    m(i)
+                ),
+                Box::new(|b| b > 3),
+                Box::new(move |b| b > 3 || b == i),
+            ),
+        ];
+        for (a, b, keeps_a, keeps_b) in pairs {
+            let (got_a, got_b) = (single(&cx, &a).await, single(&cx, &b).await);
+            for (sql, got, keeps) in [(&a, &got_a, &keeps_a), (&b, &got_b, &keeps_b)] {
+                let want = model(keeps.as_ref());
+                if *got != want {
+                    wrong.push(format!("{sql} -> {got:?} (want {want:?})"));
+                }
+            }
+            if !is_anchor {
+                checked += 1;
+                if got_a != got_b {
+                    moved.push(format!("{a} -> {got_a:?}\n  {b} -> {got_b:?}"));
+                }
+            }
+        }
+        // The same edge wrapped in an `OR` branch nobody passes, and over rows joined to
+        // events: the same answer as written plainly.
+        for (plain, wrapped) in [
+            (
+                format!("{BASE} AND birth_month <= {}", m(i)),
+                format!("{BASE} AND (birth_month <= {} OR sex = 'Z')", m(i)),
+            ),
+            (
+                format!("{BASE} AND birth_month <= {}", m(i)),
+                format!("{joined} AND p.birth_month <= {}", m(i)),
+            ),
+        ] {
+            let (got_p, got_w) = (single(&cx, &plain).await, single(&cx, &wrapped).await);
+            if got_p != got_w {
+                wrong.push(format!(
+                    "{wrapped} -> {got_w:?} (as written plainly: {got_p:?})"
+                ));
+            }
+        }
+    }
+    assert!(
+        checked > 40,
+        "only {checked} pairs at a person who is not an anchor"
+    );
+    assert!(
+        moved.is_empty(),
+        "moving an edge past one person who is not an anchor changed the answer:\n{}",
+        moved.join("\n")
+    );
+    assert!(
+        wrong.is_empty(),
+        "answers not those of the snapped birth months:\n{}",
+        wrong.join("\n")
+    );
+}
+
+/// A condition on birth month inside a cohort subquery is measured in the answer's cells as
+/// a per-person value: snapped there like the same condition written in the outer query,
+/// so it gives the same answers. One inside an aggregation inside the subquery has no
+/// cells to be snapped in: refused.
+#[tokio::test]
+async fn a_range_edge_inside_a_cohort_subquery_is_snapped_in_the_answers_cells() {
+    let f = fixture();
+    let cx = f.project(RESEARCH).await;
+    let m = |i: usize| format!("DATE '{}'", birth_month(i));
+    let cohort = |cond: &str| {
+        format!("{BASE} AND patient_id IN (SELECT patient_id FROM patients WHERE {cond})")
+    };
+    let mut differing = Vec::new();
+    for i in 1..DIFF_SIZE {
+        let pairs = [
+            (
+                format!("{BASE} AND birth_month <= {}", m(i)),
+                cohort(&format!("birth_month <= {}", m(i))),
+            ),
+            (
+                format!("{BASE} AND birth_month <= {}", m(i)),
+                format!(
+                    "{BASE} AND patient_id NOT IN (SELECT patient_id FROM patients \
+                     WHERE birth_month > {})",
+                    m(i)
+                ),
+            ),
+            (
+                format!(
+                    "{BASE} AND birth_month >= {} AND birth_month <> {}",
+                    m(2),
+                    m(i)
+                ),
+                cohort(&format!(
+                    "birth_month >= {} AND birth_month <> {}",
+                    m(2),
+                    m(i)
+                )),
+            ),
+            (
+                format!(
+                    "{BASE} AND (birth_month < {} OR birth_month = {})",
+                    m(5),
+                    m(i)
+                ),
+                cohort(&format!(
+                    "(birth_month < {} OR birth_month = {}) AND sex <> 'Z'",
+                    m(5),
+                    m(i)
+                )),
+            ),
+        ];
+        for (plain, inside) in pairs {
+            let (a, b) = (single(&cx, &plain).await, single(&cx, &inside).await);
+            if a != b {
+                differing.push(format!("{plain} -> {a:?}\n  {inside} -> {b:?}"));
+            }
+        }
+    }
+    assert!(
+        differing.is_empty(),
+        "a condition inside a cohort subquery was not measured as in the outer query:\n{}",
+        differing.join("\n")
+    );
+    let nested = format!(
+        "{BASE} AND patient_id IN (SELECT patient_id FROM patients GROUP BY patient_id \
+         HAVING MIN(birth_month) < {})",
+        m(20)
+    );
+    assert_eq!(refused(&cx, &nested).await, Rule::LowEffect, "{nested}");
 }

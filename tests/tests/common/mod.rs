@@ -629,6 +629,87 @@ impl Fixture {
     }
 }
 
+/// Days since 1970-01-01 of a date `YYYY-MM-DD` (proleptic Gregorian).
+pub fn days(date: &str) -> i64 {
+    let parts: Vec<i64> = date
+        .split('-')
+        .map(|p| p.parse().expect("a date"))
+        .collect();
+    let (y, m, d) = (parts[0], parts[1], parts[2]);
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Each of `values` (one per person) read as the policy layer reads a condition on a
+/// per-person value (DESIGN.md rule 7, range edges): snapped to the nearest value of an edge
+/// anchor among them (`anchor[i]`: whether person `i` is one), the lower when both are as
+/// near. `None` when there is no anchor (the condition is then not applied).
+pub fn snapped_to_anchors(values: &[i64], anchor: &[bool]) -> Option<Vec<i64>> {
+    let anchors: Vec<i64> = values
+        .iter()
+        .zip(anchor)
+        .filter(|(_, a)| **a)
+        .map(|(v, _)| *v)
+        .collect();
+    if anchors.is_empty() {
+        return None;
+    }
+    Some(
+        values
+            .iter()
+            .map(|&v| {
+                let below = anchors.iter().copied().filter(|&a| a <= v).max();
+                let above = anchors.iter().copied().filter(|&a| a >= v).min();
+                match (below, above) {
+                    (Some(b), Some(a)) if v - b <= a - v => b,
+                    (_, Some(a)) => a,
+                    (Some(b), None) => b,
+                    (None, None) => unreachable!("there is an anchor"),
+                }
+            })
+            .collect(),
+    )
+}
+
+/// What output control releases for a count of the persons of `all` (one row each) that a
+/// condition keeps (`kept[i]`): the condition is ignored when the persons it leaves out are
+/// fewer than their drawn low-effect threshold and those it keeps would be released on
+/// their own (DESIGN.md rule 7).
+pub fn count_under_condition(
+    f: &Fixture,
+    all: &[&Planted],
+    kept: &[bool],
+    p: &OutputControl,
+) -> Option<String> {
+    let count = |who: Vec<&Planted>| {
+        let n = who.len() as u64;
+        expected_count(n, n, f.cell_key(who), p)
+    };
+    let keep: Vec<&Planted> = all
+        .iter()
+        .zip(kept)
+        .filter(|(_, k)| **k)
+        .map(|(q, _)| *q)
+        .collect();
+    let out: Vec<&Planted> = all
+        .iter()
+        .zip(kept)
+        .filter(|(_, k)| !**k)
+        .map(|(q, _)| *q)
+        .collect();
+    let key = f.cell_key(out.iter().copied());
+    let released = count(keep);
+    if !out.is_empty() && output::is_low_effect(out.len() as u64, key, p) && released.is_some() {
+        count(all.to_vec())
+    } else {
+        released
+    }
+}
+
 /// What the released count of `count` things of `persons` distinct persons with cell key
 /// `key` is, rendered like [`rows`] renders it (`None`: the cell is suppressed).
 pub fn expected_count(count: u64, persons: u64, key: u8, p: &OutputControl) -> Option<String> {
