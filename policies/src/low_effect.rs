@@ -51,10 +51,19 @@
 //! as per-person values, so they are measured in the answer's cells together with the outer
 //! conditions ([`LowEffect::membership`]).
 //!
-//! Known limits: a low-effect condition merged into a group with a large-effect condition on
-//! the same column (`birth_month <> x AND birth_month < y`) is measured with it.
-//! Grouping keys are handled by the cell rewrite ([`crate::rewrite`]), which compares each
-//! cell with the cells that have one key fewer.
+//! Range edges. A low-effect condition merged into a group with a large-effect condition on
+//! the same column (`birth_month <> x AND birth_month < y`) is measured with it, and
+//! `birth_month < x` against `birth_month <= x` differ by the one person born in `x`
+//! whatever is measured. So a condition or grouping key that reads a *per-person ordered
+//! value* (a number or date a person has one of: `patients` columns, a per-person
+//! aggregation's values) is evaluated at the value snapped, in its cell, to the nearest
+//! value of an edge anchor ([`crate::output::edge_anchor_keys`], one person in four) among
+//! the persons it decides there ([`LowEffect::snap_edges`]; a cohort subquery carries its
+//! per-person values to the answer's cells: [`LowEffect::cohort_snaps`]). Moving an edge
+//! past a person who is not an anchor then changes no answer. Values of rows (event dates,
+//! readings) are not snapped.
+//! Grouping keys are otherwise handled by the cell rewrite ([`crate::rewrite`]), which
+//! compares each cell with the cells that have one key fewer.
 //!
 //! Filters that cannot be lifted (below an aggregation, a window, a `UNION`, `DISTINCT` or
 //! `LIMIT`, on the nullable side of an outer join, conditions with subqueries or volatile
@@ -673,6 +682,10 @@ enum Unmeasured {
     /// A condition on a per-person ordered value inside a cohort subquery that cannot be
     /// carried to the answer's cells, where range edges are snapped.
     CohortEdge,
+    /// A condition or grouping key that combines a per-person ordered value with another
+    /// value of the person, or reads one computed in a derived table: no single value to
+    /// snap.
+    EdgeMix,
 }
 
 /// The refusal (FS-7) of a condition that rule 7 cannot measure where it is.
@@ -691,6 +704,18 @@ fn unmeasured(at: Unmeasured) -> RewriteError {
             "a subquery condition on rows about persons other than an uncorrelated \
              column IN (SELECT column …) (NOT IN over a column that may be NULL, a \
              correlated subquery, EXISTS, a computed value compared with a subquery)"
+        }
+        Unmeasured::EdgeMix => {
+            return RewriteError::Refused(Refusal::new(
+                Rule::LowEffect,
+                "a condition or grouping key that combines birth_month, death_month, \
+                 imd_decile or a per-person aggregate's value with another value of the same \
+                 person (coalesce, least, the difference of two of their dates), or reads one \
+                 computed from it in a derived table, cannot be checked for low effect (a \
+                 range edge moved past one person must not change the answer); compare each \
+                 value with constants on its own, in the WHERE or GROUP BY of the query that \
+                 aggregates",
+            ));
         }
         Unmeasured::CohortEdge => {
             return RewriteError::Refused(Refusal::new(
@@ -1169,7 +1194,11 @@ impl<'a> LowEffect<'a> {
     /// that read a per-person ordered value, the columns they read, to be projected next to
     /// them (named after the first atom that reads each), each atom recorded as a template
     /// over those columns ([`LowEffect::snap_edges`] evaluates it at snapped values).
-    fn edge_values(&mut self, scope: &LogicalPlan, atoms: &[(String, Expr)]) -> Vec<Expr> {
+    fn edge_values(
+        &mut self,
+        scope: &LogicalPlan,
+        atoms: &[(String, Expr)],
+    ) -> Result<Vec<Expr>, RewriteError> {
         let snapped = |c: &Column| {
             c.name != PRIVACY_UNIT
                 && scope
@@ -1184,6 +1213,19 @@ impl<'a> LowEffect<'a> {
             let refs: Vec<Column> = e.column_refs().into_iter().cloned().collect();
             // A column with a template of its own (a cohort's per-person condition values).
             let derived = |c: &Column| self.snaps.get(&c.name).cloned();
+            // A value computed below from a per-person ordered value and not followed down
+            // (its edge is inside it), or one comparison of two values of the person: no
+            // single value to snap.
+            if refs.iter().any(|c| derived_from_ordered(scope, c)) {
+                return Err(unmeasured(Unmeasured::EdgeMix));
+            }
+            let values: BTreeSet<&Column> = refs.iter().filter(|c| snapped(c)).collect();
+            let others = refs
+                .iter()
+                .any(|c| !snapped(c) && derived(c).is_none() && per_person_value(scope, c));
+            if values.len() > 1 || (!values.is_empty() && others) {
+                return Err(unmeasured(Unmeasured::EdgeMix));
+            }
             if !refs.iter().any(|c| snapped(c) || derived(c).is_some()) {
                 continue;
             }
@@ -1221,7 +1263,7 @@ impl<'a> LowEffect<'a> {
                 self.snaps.insert(name.clone(), t);
             }
         }
-        out
+        Ok(out)
     }
 
     /// The value columns of the atoms of `conds` ([`LowEffect::edge_values`]) that `schema`
@@ -1383,9 +1425,94 @@ impl<'a> LowEffect<'a> {
         keyed: LogicalPlan,
         conds: &[LiftedCondition],
         keys: &[Expr],
+        key_exprs: &[Expr],
         unit: &Expr,
     ) -> Result<LogicalPlan, RewriteError> {
         let root = self.canon(Cond::And(conds.iter().map(|c| c.0.clone()).collect()));
+        let out_schema = Arc::clone(keyed.schema());
+        // Grouping keys on per-person ordered values are snapped too: a key decides a
+        // cell as a condition does (`GROUP BY birth_month < x`, an age band). Their values
+        // are projected under names of their own first.
+        let mut key_edges = Vec::new();
+        let mut extra = Vec::new();
+        if let LogicalPlan::Projection(p) = &keyed {
+            let scope = p.input.as_ref();
+            for (i, g) in key_exprs.iter().enumerate() {
+                let Some(Expr::Column(key)) = keys.get(i) else {
+                    continue;
+                };
+                // A key that is the value itself has no edge to move: each cell is one
+                // value (`GROUP BY birth_month` keeps its months).
+                let plain = unaliased(g);
+                let bare = match &plain {
+                    Expr::Cast(Cast { expr, .. }) | Expr::TryCast(TryCast { expr, .. }) => {
+                        expr.as_ref()
+                    }
+                    other => other,
+                };
+                let snappable = |c: &Column| {
+                    c.name != PRIVACY_UNIT
+                        && scope
+                            .schema()
+                            .qualified_field_from_column(c)
+                            .is_ok_and(|(_, f)| ordered(f.data_type()))
+                        && per_person_value(scope, c)
+                };
+                let refs = g.column_refs();
+                // A key computed from a per-person ordered value in a derived table, or
+                // from two values of the person, has an edge that cannot be snapped here.
+                let values = refs.iter().filter(|c| snappable(c)).count();
+                let others = refs
+                    .iter()
+                    .any(|c| !snappable(c) && c.name != PRIVACY_UNIT && per_person_value(scope, c));
+                if refs.iter().any(|c| derived_from_ordered(scope, c))
+                    || values > 1
+                    || (values > 0 && others)
+                {
+                    return Err(unmeasured(Unmeasured::EdgeMix));
+                }
+                if matches!(bare, Expr::Column(_)) {
+                    continue;
+                }
+                // A test of NULL only is the same on the snapped value.
+                if matches!(g, Expr::IsNull(_) | Expr::IsNotNull(_)) {
+                    continue;
+                }
+                let mut map: HashMap<Column, String> = HashMap::new();
+                for c in refs {
+                    let snappable = snappable(c);
+                    if snappable && !map.contains_key(c) {
+                        let name = self.name("edk");
+                        extra.push(Expr::Column(c.clone()).alias(&name));
+                        self.snapped_values.insert(name.clone(), true);
+                        map.insert(c.clone(), name);
+                    }
+                }
+                if map.is_empty() {
+                    continue;
+                }
+                let template = g
+                    .clone()
+                    .transform(|x| {
+                        Ok(match &x {
+                            Expr::Column(c) => match map.get(c) {
+                                Some(v) => Transformed::yes(atom(v)),
+                                None => Transformed::no(x),
+                            },
+                            _ => Transformed::no(x),
+                        })
+                    })?
+                    .data;
+                key_edges.push((i, key.name.clone(), template, map.into_values().collect()));
+            }
+        }
+        let keyed = if extra.is_empty() {
+            keyed
+        } else {
+            let mut exprs = columns_of(&out_schema);
+            exprs.extend(extra);
+            LogicalPlanBuilder::from(keyed).project(exprs)?.build()?
+        };
         let mut all = Vec::new();
         atom_names(&root, &mut all);
         let mut seen = BTreeSet::new();
@@ -1434,10 +1561,20 @@ impl<'a> LowEffect<'a> {
                 continue;
             }
             found.push(Edge {
-                cond: c,
+                cond: Some(c),
                 templates,
                 values: values.into_iter().collect(),
                 by_rows: all_and || one_row,
+                key: None,
+            });
+        }
+        for (i, name, template, values) in key_edges {
+            found.push(Edge {
+                cond: None,
+                templates: vec![(name, template)],
+                values,
+                by_rows: true,
+                key: Some(i),
             });
         }
         if found.is_empty() {
@@ -1481,9 +1618,15 @@ impl<'a> LowEffect<'a> {
         let mut decided = Vec::with_capacity(found.len());
         let mut per_person = Vec::new();
         for edge in &found {
-            let when_true = Expr::IsTrue(Box::new(value_with(&root, edge.cond, true)));
-            let when_false = Expr::IsTrue(Box::new(value_with(&root, edge.cond, false)));
             let name = self.name("edctx");
+            let Some(cond) = edge.cond else {
+                // A key: the rows that pass the conditions.
+                exprs.push(Expr::IsTrue(Box::new(root.expr())).alias(&name));
+                decided.push(name);
+                continue;
+            };
+            let when_true = Expr::IsTrue(Box::new(value_with(&root, cond, true)));
+            let when_false = Expr::IsTrue(Box::new(value_with(&root, cond, false)));
             if edge.by_rows {
                 exprs.push(when_true.and(Expr::Not(Box::new(when_false))).alias(&name));
             } else {
@@ -1533,12 +1676,20 @@ impl<'a> LowEffect<'a> {
                 source_of(&plan, &Column::from_name(v), &mut base);
                 let partition: Vec<Expr> = keys
                     .iter()
+                    .enumerate()
+                    .filter(|(i, _)| edge.key != Some(*i))
+                    .map(|(_, k)| k)
                     .filter(|k| {
                         let mut kb = BTreeSet::new();
                         k.column_refs()
                             .into_iter()
                             .for_each(|r| source_of(&plan, r, &mut kb));
-                        kb.is_empty() || !kb.is_subset(&base)
+                        // Dropped only where the key is a function of this `patients`
+                        // value (different values of one source can be different values:
+                        // `MIN` and `MAX` of a person's event dates).
+                        kb.is_empty()
+                            || !kb.is_subset(&base)
+                            || !base.iter().all(|b| b.starts_with("patients."))
                     })
                     .cloned()
                     .collect();
@@ -1581,7 +1732,11 @@ impl<'a> LowEffect<'a> {
                     Ok(match &x {
                         Expr::Column(c) => match of_candidate.get(&c.name) {
                             Some((below, above, data_type)) => {
-                                let none = atom(below).is_null().and(atom(above).is_null());
+                                // (A NULL value is read as NULL: no anchor needed.)
+                                let none = atom(below)
+                                    .is_null()
+                                    .and(atom(above).is_null())
+                                    .and(x.clone().is_not_null());
                                 anchorless = Some(match anchorless.take() {
                                     Some(n) => n.or(none),
                                     None => none,
@@ -1593,14 +1748,17 @@ impl<'a> LowEffect<'a> {
                         _ => Transformed::no(x),
                     })
                 })?;
+                // Without an anchor, a condition is not applied; a key is read at NULL.
                 let value = match anchorless {
-                    Some(none) => when(none, lit(true)).otherwise(at_snapped.data)?,
-                    None => at_snapped.data,
+                    Some(none) if edge.key.is_none() => {
+                        when(none, lit(true)).otherwise(at_snapped.data)?
+                    }
+                    _ => at_snapped.data,
                 };
                 replaced.insert(a.clone(), value);
             }
         }
-        let exprs: Vec<Expr> = schema
+        let exprs: Vec<Expr> = out_schema
             .iter()
             .map(|(q, f)| match replaced.get(f.name()) {
                 Some(e) => e.clone().alias_qualified(q.cloned(), f.name()),
@@ -1639,7 +1797,7 @@ impl<'a> LowEffect<'a> {
         }
         let keyed = LogicalPlanBuilder::from(base).project(exprs)?.build()?;
         let conds: Vec<LiftedCondition> = conds.into_iter().map(LiftedCondition).collect();
-        let keyed = self.snap_edges(keyed, &conds, &keys, unit)?;
+        let keyed = self.snap_edges(keyed, &conds, &keys, &[], unit)?;
         let expand = |plan: LogicalPlan| Ok((plan, keys.clone()));
         let out = match self.apply_sets(keyed, conds, &keys, &[0], unit, &expand)? {
             Ok((out, _)) => out,
@@ -3046,7 +3204,7 @@ impl<'a> LowEffect<'a> {
                          conditions when taken apart (fewer branches, or IN lists)"
                     )));
                 }
-                let values = self.edge_values(&input, &atoms);
+                let values = self.edge_values(&input, &atoms)?;
                 let mut exprs = columns_of(input.schema());
                 exprs.extend(atoms.into_iter().map(|(name, e)| e.alias(name)));
                 exprs.extend(values);
@@ -4894,7 +5052,7 @@ fn per_person_value(plan: &LogicalPlan, c: &Column) -> bool {
             LogicalPlan::Filter(f) => plan = f.input.as_ref(),
             LogicalPlan::Sort(s) => plan = s.input.as_ref(),
             LogicalPlan::Projection(p) => {
-                let Some(e) = p.expr.get(i).map(|e| e.clone().unalias()) else {
+                let Some(e) = p.expr.get(i).map(unaliased) else {
                     return false;
                 };
                 let Expr::Column(c) = e else {
@@ -4936,6 +5094,73 @@ fn per_person_value(plan: &LogicalPlan, c: &Column) -> bool {
     }
 }
 
+/// `e` without its aliases (a projection can alias an alias: `count(Int64(1)) AS count(*) AS
+/// n`).
+fn unaliased(e: &Expr) -> Expr {
+    let mut e = e.clone();
+    while let Expr::Alias(a) = e {
+        e = *a.expr;
+    }
+    e
+}
+
+/// Whether column `c` of `plan` is computed (through aliases, filters, sorts and joins) in a
+/// projection from a per-person ordered value: an edge inside it (`CASE WHEN birth_month <
+/// x …` in a derived table) cannot be snapped above.
+#[recursive::recursive]
+fn derived_from_ordered(plan: &LogicalPlan, c: &Column) -> bool {
+    let Ok(mut i) = plan.schema().index_of_column(c) else {
+        return false;
+    };
+    let mut plan = plan;
+    loop {
+        match plan {
+            LogicalPlan::SubqueryAlias(a) => plan = a.input.as_ref(),
+            LogicalPlan::Filter(f) => plan = f.input.as_ref(),
+            LogicalPlan::Sort(s) => plan = s.input.as_ref(),
+            LogicalPlan::Projection(p) => {
+                let Some(e) = p.expr.get(i).map(unaliased) else {
+                    return false;
+                };
+                let Expr::Column(c) = e else {
+                    let input = p.input.as_ref();
+                    return e.column_refs().into_iter().any(|r| {
+                        (r.name != PRIVACY_UNIT
+                            && input
+                                .schema()
+                                .qualified_field_from_column(r)
+                                .is_ok_and(|(_, f)| ordered(f.data_type()))
+                            && per_person_value(input, r))
+                            || derived_from_ordered(input, r)
+                    });
+                };
+                let Ok(j) = p.input.schema().index_of_column(&c) else {
+                    return false;
+                };
+                i = j;
+                plan = p.input.as_ref();
+            }
+            LogicalPlan::Join(j) => {
+                let left = j.left.schema().fields().len();
+                match j.join_type {
+                    JoinType::LeftSemi | JoinType::LeftAnti => plan = j.left.as_ref(),
+                    JoinType::RightSemi | JoinType::RightAnti => plan = j.right.as_ref(),
+                    JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full => {
+                        if i < left {
+                            plan = j.left.as_ref();
+                        } else {
+                            i -= left;
+                            plan = j.right.as_ref();
+                        }
+                    }
+                    _ => return false,
+                }
+            }
+            _ => return false,
+        }
+    }
+}
+
 /// The atoms and groups of `c` (a canonical condition) whose edges are snapped, each with
 /// whether every node above it is an `AND` (`all_and`: then the rows it decides are those
 /// that pass everything else).
@@ -4961,10 +5186,13 @@ fn edge_candidates<'c>(c: &'c Cond, all_and: bool, out: &mut Vec<(&'c Cond, bool
 /// known row by row (every node above it an `AND`, or one row per person) rather than per
 /// person.
 struct Edge<'c> {
-    cond: &'c Cond,
+    /// The part of the conditions; `None` for a grouping key.
+    cond: Option<&'c Cond>,
     templates: Vec<(String, Expr)>,
     values: Vec<String>,
     by_rows: bool,
+    /// The grouping key's position among the cells' keys.
+    key: Option<usize>,
 }
 
 /// `c` as an expression over its atoms, with the part `target` (by address) replaced by

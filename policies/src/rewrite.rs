@@ -341,8 +341,10 @@ fn rewrite_aggregate(
     let (lifted, conds) = low_effect.lift_conditions(threaded, &agg.group_expr)?;
     // The grouping keys, computed once per row.
     let mut exprs = all_columns(&lifted);
+    let mut key_exprs = Vec::with_capacity(agg.group_expr.len());
     for (i, g) in agg.group_expr.iter().enumerate() {
         let g = per_distinct_date(g.clone().unalias(), lifted.schema())?;
+        key_exprs.push(g.clone());
         exprs.push(g.alias(grouping_key(i)));
     }
     // The atoms, by name: a cohort rewrite below (`as_membership`) may have dropped
@@ -350,8 +352,8 @@ fn rewrite_aggregate(
     let atoms = crate::low_effect::lifted_atoms(lifted.schema(), &conds);
     let keyed = LogicalPlanBuilder::from(lifted).project(exprs)?.build()?;
     let key_cols: Vec<Expr> = (0..k).map(|i| col(grouping_key(i))).collect();
-    // Range edges on per-person values are read at snapped values.
-    let keyed = low_effect.snap_edges(keyed, &conds, &key_cols, &unit)?;
+    // Range edges on per-person values (in conditions and keys) are read at snapped values.
+    let keyed = low_effect.snap_edges(keyed, &conds, &key_cols, &key_exprs, &unit)?;
     let expand = |plan: LogicalPlan| copy_per_set(plan, k, &sets);
     // One conjunction of conditions (the usual case) is measured per set without copying
     // the rows ([`Detection::apply_sets`]).
