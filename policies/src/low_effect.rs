@@ -1199,14 +1199,7 @@ impl<'a> LowEffect<'a> {
         scope: &LogicalPlan,
         atoms: &[(String, Expr)],
     ) -> Result<Vec<Expr>, RewriteError> {
-        let snapped = |c: &Column| {
-            c.name != PRIVACY_UNIT
-                && scope
-                    .schema()
-                    .qualified_field_from_column(c)
-                    .is_ok_and(|(_, f)| ordered(f.data_type()))
-                && per_person_value(scope, c)
-        };
+        let snapped = |c: &Column| snappable(scope, c);
         let mut named: HashMap<Column, String> = HashMap::new();
         let mut out = Vec::new();
         for (name, e) in atoms {
@@ -1450,14 +1443,7 @@ impl<'a> LowEffect<'a> {
                     }
                     other => other,
                 };
-                let snappable = |c: &Column| {
-                    c.name != PRIVACY_UNIT
-                        && scope
-                            .schema()
-                            .qualified_field_from_column(c)
-                            .is_ok_and(|(_, f)| ordered(f.data_type()))
-                        && per_person_value(scope, c)
-                };
+                let snappable = |c: &Column| snappable(scope, c);
                 let refs = g.column_refs();
                 // A key computed from a per-person ordered value in a derived table, or
                 // from two values of the person, has an edge that cannot be snapped here.
@@ -5037,13 +5023,18 @@ fn ordered(t: &DataType) -> bool {
         )
 }
 
-/// Whether column `c` of `plan` has one value per person: a `patients` column, or a value
-/// of an aggregation grouped by the privacy unit alone, through aliases, filters, sorts,
-/// projections and joins (a column computed from such values only is one too).
-#[recursive::recursive]
-fn per_person_value(plan: &LogicalPlan, c: &Column) -> bool {
+/// Where column `c` of `plan` comes from, through aliases, filters, sorts, projections of
+/// columns and joins: the expression a projection computes it with (over that projection's
+/// input), or the node it is a column of.
+enum Origin<'p> {
+    Computed(&'p LogicalPlan, Expr),
+    Node(&'p LogicalPlan),
+    Unknown,
+}
+
+fn origin_of<'p>(plan: &'p LogicalPlan, c: &Column) -> Origin<'p> {
     let Ok(mut i) = plan.schema().index_of_column(c) else {
-        return false;
+        return Origin::Unknown;
     };
     let mut plan = plan;
     loop {
@@ -5053,17 +5044,13 @@ fn per_person_value(plan: &LogicalPlan, c: &Column) -> bool {
             LogicalPlan::Sort(s) => plan = s.input.as_ref(),
             LogicalPlan::Projection(p) => {
                 let Some(e) = p.expr.get(i).map(unaliased) else {
-                    return false;
+                    return Origin::Unknown;
                 };
                 let Expr::Column(c) = e else {
-                    // Computed from per-person values only: one value per person too.
-                    return !e.is_volatile()
-                        && e.column_refs()
-                            .into_iter()
-                            .all(|c| per_person_value(&p.input, c));
+                    return Origin::Computed(p.input.as_ref(), e);
                 };
                 let Ok(j) = p.input.schema().index_of_column(&c) else {
-                    return false;
+                    return Origin::Unknown;
                 };
                 i = j;
                 plan = p.input.as_ref();
@@ -5081,17 +5068,45 @@ fn per_person_value(plan: &LogicalPlan, c: &Column) -> bool {
                             plan = j.right.as_ref();
                         }
                     }
-                    _ => return false,
+                    _ => return Origin::Unknown,
                 }
             }
-            LogicalPlan::TableScan(t) => return t.table_name.table() == "patients",
-            LogicalPlan::Aggregate(a) => {
-                return a.group_expr.len() == 1
-                    && matches!(&a.group_expr[0], Expr::Column(g) if g.name == PRIVACY_UNIT);
-            }
-            _ => return false,
+            other => return Origin::Node(other),
         }
     }
+}
+
+/// Whether column `c` of `plan` has one value per person: a `patients` column, or a value
+/// of an aggregation grouped by the privacy unit alone, through aliases, filters, sorts,
+/// projections and joins (a column computed from such values only is one too).
+#[recursive::recursive]
+fn per_person_value(plan: &LogicalPlan, c: &Column) -> bool {
+    match origin_of(plan, c) {
+        // Computed from per-person values only: one value per person too.
+        Origin::Computed(input, e) => {
+            !e.is_volatile()
+                && e.column_refs()
+                    .into_iter()
+                    .all(|c| per_person_value(input, c))
+        }
+        Origin::Node(LogicalPlan::TableScan(t)) => t.table_name.table() == "patients",
+        Origin::Node(LogicalPlan::Aggregate(a)) => {
+            a.group_expr.len() == 1
+                && matches!(&a.group_expr[0], Expr::Column(g) if g.name == PRIVACY_UNIT)
+        }
+        _ => false,
+    }
+}
+
+/// Whether column `c` of `plan` is a per-person ordered value whose range edges are
+/// snapped: not the privacy unit, of an [`ordered`] type, one value per person.
+fn snappable(plan: &LogicalPlan, c: &Column) -> bool {
+    c.name != PRIVACY_UNIT
+        && plan
+            .schema()
+            .qualified_field_from_column(c)
+            .is_ok_and(|(_, f)| ordered(f.data_type()))
+        && per_person_value(plan, c)
 }
 
 /// `e` without its aliases (a projection can alias an alias: `count(Int64(1)) AS count(*) AS
@@ -5109,55 +5124,12 @@ fn unaliased(e: &Expr) -> Expr {
 /// x …` in a derived table) cannot be snapped above.
 #[recursive::recursive]
 fn derived_from_ordered(plan: &LogicalPlan, c: &Column) -> bool {
-    let Ok(mut i) = plan.schema().index_of_column(c) else {
-        return false;
-    };
-    let mut plan = plan;
-    loop {
-        match plan {
-            LogicalPlan::SubqueryAlias(a) => plan = a.input.as_ref(),
-            LogicalPlan::Filter(f) => plan = f.input.as_ref(),
-            LogicalPlan::Sort(s) => plan = s.input.as_ref(),
-            LogicalPlan::Projection(p) => {
-                let Some(e) = p.expr.get(i).map(unaliased) else {
-                    return false;
-                };
-                let Expr::Column(c) = e else {
-                    let input = p.input.as_ref();
-                    return e.column_refs().into_iter().any(|r| {
-                        (r.name != PRIVACY_UNIT
-                            && input
-                                .schema()
-                                .qualified_field_from_column(r)
-                                .is_ok_and(|(_, f)| ordered(f.data_type()))
-                            && per_person_value(input, r))
-                            || derived_from_ordered(input, r)
-                    });
-                };
-                let Ok(j) = p.input.schema().index_of_column(&c) else {
-                    return false;
-                };
-                i = j;
-                plan = p.input.as_ref();
-            }
-            LogicalPlan::Join(j) => {
-                let left = j.left.schema().fields().len();
-                match j.join_type {
-                    JoinType::LeftSemi | JoinType::LeftAnti => plan = j.left.as_ref(),
-                    JoinType::RightSemi | JoinType::RightAnti => plan = j.right.as_ref(),
-                    JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full => {
-                        if i < left {
-                            plan = j.left.as_ref();
-                        } else {
-                            i -= left;
-                            plan = j.right.as_ref();
-                        }
-                    }
-                    _ => return false,
-                }
-            }
-            _ => return false,
-        }
+    match origin_of(plan, c) {
+        Origin::Computed(input, e) => e
+            .column_refs()
+            .into_iter()
+            .any(|r| snappable(input, r) || derived_from_ordered(input, r)),
+        _ => false,
     }
 }
 
