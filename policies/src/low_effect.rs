@@ -60,8 +60,9 @@
 //! value of an edge anchor ([`crate::output::edge_anchor_keys`], one person in four) among
 //! the persons it decides there ([`LowEffect::snap_edges`]; a cohort subquery carries its
 //! per-person values to the answer's cells: [`LowEffect::cohort_snaps`]). Moving an edge
-//! past a person who is not an anchor then changes no answer. Values of rows (event dates,
-//! readings) are not snapped.
+//! past a person who is not an anchor then changes no answer. Anchors are taken only from
+//! persons no low-effect `OR` branch can drop ([`LowEffect::or_anchors`]). Values of rows
+//! (event dates, readings) are not snapped.
 //! Grouping keys are otherwise handled by the cell rewrite ([`crate::rewrite`]), which
 //! compares each cell with the cells that have one key fewer.
 //!
@@ -405,6 +406,20 @@ impl Formula {
         }
     }
 
+    /// The atom names node `id` reads, through its children.
+    #[recursive::recursive]
+    fn atoms_of(&self, id: usize, out: &mut BTreeSet<String>) {
+        for c in &self.nodes[id].children {
+            match c {
+                Child::Node(j) => self.atoms_of(*j, out),
+                Child::Atom(a) => {
+                    out.insert(a.clone());
+                }
+                Child::Group(e) => out.extend(e.column_refs().into_iter().map(|c| c.name.clone())),
+            }
+        }
+    }
+
     /// The fail mask (`AND`) or pass mask (`OR`) of node `id`, over the original values.
     fn mask(&self, id: usize) -> Expr {
         let n = &self.nodes[id];
@@ -563,8 +578,30 @@ impl Formula {
             coalesce(vec![atom(&large[id]), lit(0i64)]),
         )
         .eq(lit(0i64));
-        let mut neutral = atom(pass).and(self.listed(id, &lists[id], mask)).and(alone);
+        let mut neutral = atom(pass)
+            .and(self.listed(id, &lists[id], mask.clone()))
+            .and(alone.clone());
         if let Some(gate) = gate {
+            if !n.and {
+                // A row that no branch lets in as written, but one does once a low-effect
+                // condition inside it is ignored (`a OR (b AND c)`, with `c` leaving out
+                // few of `b`): its mask was never measured, as nobody has it before
+                // conditions are ignored. It is let in by few persons' worth of conditions,
+                // so it is dropped like a low-effect mask, unless a branch it passes lets in
+                // many alone (`(sex = 'F' OR (sex = 'I' AND ethnicity = 'ZZ'))` let in the
+                // one person of sex `I` whom `ethnicity = 'ZZ'` alone left out, and the
+                // answer differed from `sex = 'F'`'s by them).
+                let raw = disjunction(
+                    n.children
+                        .iter()
+                        .map(|c| Expr::IsTrue(Box::new(self.child_value(c)))),
+                )
+                .unwrap_or(lit(false));
+                let let_in = Expr::Not(Box::new(raw))
+                    .and(mask.not_eq(lit(0i64)))
+                    .and(alone);
+                neutral = neutral.or(atom(pass).and(let_in));
+            }
             neutral = neutral.and(gate);
         }
         when(neutral, lit(n.and))
@@ -686,6 +723,10 @@ enum Unmeasured {
     /// value of the person, or reads one computed in a derived table: no single value to
     /// snap.
     EdgeMix,
+    /// A range edge on a per-person ordered value next to more than one `OR` over other
+    /// conditions, or two in one `OR`: the anchors of one would depend on what the other
+    /// drops or snaps ([`edge_stages`]).
+    EdgeOr,
 }
 
 /// The refusal (FS-7) of a condition that rule 7 cannot measure where it is.
@@ -715,6 +756,19 @@ fn unmeasured(at: Unmeasured) -> RewriteError {
                  range edge moved past one person must not change the answer); compare each \
                  value with constants on its own, in the WHERE or GROUP BY of the query that \
                  aggregates",
+            ));
+        }
+        Unmeasured::EdgeOr => {
+            return RewriteError::Refused(Refusal::new(
+                Rule::LowEffect,
+                "a condition or grouping key on birth_month, death_month, imd_decile or a \
+                 per-person aggregate's value cannot be checked for low effect here (a range \
+                 edge moved past one person must not change the answer): two such \
+                 conditions are alternatives in one OR (also through NOT IN over a \
+                 subquery with one), or more than one OR of other conditions stands beside \
+                 one (an OR list of more than 48 items counts as several); put each such \
+                 condition in a query of its own, or keep a single OR of other conditions \
+                 beside it",
             ));
         }
         Unmeasured::CohortEdge => {
@@ -1411,8 +1465,10 @@ impl<'a> LowEffect<'a> {
     /// with the value *snapped*: replaced, in its cell, by the greatest value at or below it
     /// of an edge anchor ([`crate::output::edge_anchor_keys`]) among the persons whose fate
     /// the atom's condition decides, or by the least such value below all of them; where
-    /// there is no anchor, the condition is not applied (true). The output schema is
-    /// `keyed`'s.
+    /// there is no anchor, the condition is not applied (true). Where an `OR` other than
+    /// the candidate's own could drop some of those persons, the anchors come only from its
+    /// masks that cannot be dropped ([`edge_stages`], [`LowEffect::or_anchors`]). The output
+    /// schema is `keyed`'s.
     pub(crate) fn snap_edges(
         &mut self,
         keyed: LogicalPlan,
@@ -1569,18 +1625,79 @@ impl<'a> LowEffect<'a> {
         if self.in_cohort > 0 {
             return Err(unmeasured(Unmeasured::CohortEdge));
         }
-        // 1. Each row's anchor flag and, per candidate, whether the row (or, where a person
-        //    can pass through other rows, its person) is decided by the candidate.
-        let anchor = self.name("anchor");
         let anchor_keys = crate::output::edge_anchor_keys()
             .into_iter()
             .map(|k| lit(i64::from(k)))
             .collect();
+        let is_anchor = coalesce(vec![
+            self.person_key
+                .call(vec![unit.clone()])
+                .in_list(anchor_keys, false),
+            lit(false),
+        ]);
+        // Candidates that no `OR` can drop the anchors of are snapped first; the others
+        // then take their anchors from the masks of the one `OR` that can, read at the
+        // first ones' snapped values (see [`LowEffect::or_anchors`]).
+        let (first, node) = edge_stages(&root, &found)?;
+        let (mut now, mut later) = (Vec::new(), Vec::new());
+        for (i, edge) in found.iter().enumerate() {
+            if first.contains(&i) {
+                now.push(edge);
+            } else {
+                later.push(edge);
+            }
+        }
+        let mut plan = keyed;
+        if !now.is_empty() {
+            plan = self.snap_found(plan, &root, &now, keys, unit, &is_anchor, None)?;
+        }
+        if let Some(id) = node {
+            let (with_masks, robust) =
+                self.or_anchors(plan, &root, id, keys, unit, &is_anchor, one_row)?;
+            plan = self.snap_found(
+                with_masks,
+                &root,
+                &later,
+                keys,
+                unit,
+                &is_anchor,
+                Some(&robust),
+            )?;
+        }
+        Ok(LogicalPlanBuilder::from(plan)
+            .project(columns_of(&out_schema))?
+            .build()?)
+    }
+
+    /// Steps 1 to 3 of [`LowEffect::snap_edges`] for the candidates `found`: `plan` with
+    /// their atoms read at snapped values (its own columns, the atoms replaced in place),
+    /// the anchors taken from the rows where `robust` (a boolean column, if any) holds.
+    #[allow(clippy::too_many_arguments)]
+    fn snap_found(
+        &mut self,
+        plan: LogicalPlan,
+        root: &Cond,
+        found: &[&Edge<'_>],
+        keys: &[Expr],
+        unit: &Expr,
+        is_anchor: &Expr,
+        robust: Option<&str>,
+    ) -> Result<LogicalPlan, RewriteError> {
+        let keyed = plan;
+        let in_schema = Arc::clone(keyed.schema());
+        // 1. Each row's anchor flag and, per candidate, whether the row (or, where a person
+        //    can pass through other rows, its person) is decided by the candidate.
+        let anchor = self.name("anchor");
+        let schema = Arc::clone(keyed.schema());
+        let robust = |e: Expr| match robust {
+            Some(r) => e.and(atom(r)),
+            None => e,
+        };
         let mut exprs = columns_of(&schema);
         // The snapped values under names of their own (window functions name their results
         // after their arguments, qualifiers included).
         let mut renamed: HashMap<String, String> = HashMap::new();
-        for edge in &found {
+        for edge in found {
             for v in &edge.values {
                 if !renamed.contains_key(v) {
                     let (q, f) = schema
@@ -1592,27 +1709,19 @@ impl<'a> LowEffect<'a> {
                 }
             }
         }
-        exprs.push(
-            coalesce(vec![
-                self.person_key
-                    .call(vec![unit.clone()])
-                    .in_list(anchor_keys, false),
-                lit(false),
-            ])
-            .alias(&anchor),
-        );
+        exprs.push(is_anchor.clone().alias(&anchor));
         let mut decided = Vec::with_capacity(found.len());
         let mut per_person = Vec::new();
-        for edge in &found {
+        for edge in found {
             let name = self.name("edctx");
             let Some(cond) = edge.cond else {
                 // A key: the rows that pass the conditions.
-                exprs.push(Expr::IsTrue(Box::new(root.expr())).alias(&name));
+                exprs.push(robust(Expr::IsTrue(Box::new(root.expr()))).alias(&name));
                 decided.push(name);
                 continue;
             };
-            let when_true = Expr::IsTrue(Box::new(value_with(&root, cond, true)));
-            let when_false = Expr::IsTrue(Box::new(value_with(&root, cond, false)));
+            let when_true = robust(Expr::IsTrue(Box::new(value_with(root, cond, true))));
+            let when_false = Expr::IsTrue(Box::new(value_with(root, cond, false)));
             if edge.by_rows {
                 exprs.push(when_true.and(Expr::Not(Box::new(when_false))).alias(&name));
             } else {
@@ -1744,7 +1853,7 @@ impl<'a> LowEffect<'a> {
                 replaced.insert(a.clone(), value);
             }
         }
-        let exprs: Vec<Expr> = out_schema
+        let exprs: Vec<Expr> = in_schema
             .iter()
             .map(|(q, f)| match replaced.get(f.name()) {
                 Some(e) => e.clone().alias_qualified(q.cloned(), f.name()),
@@ -1752,6 +1861,159 @@ impl<'a> LowEffect<'a> {
             })
             .collect();
         Ok(LogicalPlanBuilder::from(plan).project(exprs)?.build()?)
+    }
+
+    /// The rows of `plan` that may be edge anchors as far as the `OR` nodes of the
+    /// conditions are concerned (see [`LowEffect::snap_edges`]): a person let in only by
+    /// branches of an `OR` that are then dropped as low-effect in the cell
+    /// ([`Formula::neutralised`]) is not in the answer, and as an anchor would pin the
+    /// value of a person who is (`practice AND birth_month <= x AND (sex = 'F' OR lsoa IN
+    /// (…))`: the one man of `lsoa` born in `x`, if an anchor, snaps the woman born in `x`
+    /// to `x` and then leaves, and the two edges differ by her alone).
+    ///
+    /// A row passes when its pass mask at the `OR` node is shared, in its cell, by at least
+    /// the highest low-effect threshold of anchors whose presence that mask decides, or has
+    /// a branch that alone decides as many: such a mask is never dropped, and those anchors
+    /// keep their own values, so they stay in the answer. Counting anchors only, a person who is not one changes no row's verdict.
+    /// `id` is that `OR`'s node in `Formula::new(root)` ([`edge_stages`]); the atoms it
+    /// reads are final (snapped already where they are snapped). Returns `plan` with a
+    /// boolean column, and its name.
+    #[allow(clippy::too_many_arguments)]
+    fn or_anchors(
+        &mut self,
+        plan: LogicalPlan,
+        root: &Cond,
+        id: usize,
+        keys: &[Expr],
+        unit: &Expr,
+        anchor: &Expr,
+        one_row: bool,
+    ) -> Result<(LogicalPlan, String), RewriteError> {
+        let formula = Formula::new(root.clone());
+        let (m, k, a) = (self.name("orm"), self.name("ork"), self.name("ora"));
+        let mut exprs = columns_of(plan.schema());
+        exprs.extend([
+            formula.mask(id).alias(&m),
+            formula.key(id).alias(&k),
+            anchor.clone().alias(&a),
+        ]);
+        let mut cell = keys.to_vec();
+        cell.push(atom(&m));
+        let weight = self.name("orw");
+        let mut plan = if one_row {
+            // One row per person: a row whose mask the node decides is its person.
+            let plan = LogicalPlanBuilder::from(plan).project(exprs)?.build()?;
+            let mut exprs = columns_of(plan.schema());
+            exprs.push(
+                when(atom(&a).and(atom(&k).is_not_null()), lit(1.0f64))
+                    .otherwise(lit(0.0f64))?
+                    .alias(&weight),
+            );
+            LogicalPlanBuilder::from(plan).project(exprs)?.build()?
+        } else {
+            // A person is decided by a mask when every row of theirs that passes has it
+            // (none passes whatever the node says); each of their rows the node decides
+            // with it counts an equal share of them.
+            let p = self.name("orp");
+            exprs.push(Expr::IsTrue(Box::new(formula.value(0, None))).alias(&p));
+            let plan = LogicalPlanBuilder::from(plan).project(exprs)?.build()?;
+            let mut person = keys.to_vec();
+            person.push(unit.clone());
+            let mut person_mask = person.clone();
+            person_mask.push(atom(&m));
+            let of_passing = when(atom(&p), atom(&k)).end()?;
+            let (lo, hi, free, rows) = (
+                self.name("orlo"),
+                self.name("orhi"),
+                self.name("orn"),
+                self.name("orr"),
+            );
+            let plan = with_windows(
+                plan,
+                vec![
+                    (
+                        over(min_udaf(), of_passing.clone())
+                            .partition_by(person.clone())
+                            .build()?,
+                        lo.clone(),
+                    ),
+                    (
+                        over(max_udaf(), of_passing)
+                            .partition_by(person.clone())
+                            .build()?,
+                        hi.clone(),
+                    ),
+                    (
+                        over(bool_or_udaf(), atom(&p).and(atom(&k).is_null()))
+                            .partition_by(person)
+                            .build()?,
+                        free.clone(),
+                    ),
+                    (
+                        over(
+                            sum_udaf(),
+                            when(atom(&k).is_not_null(), lit(1.0f64)).otherwise(lit(0.0f64))?,
+                        )
+                        .partition_by(person_mask)
+                        .build()?,
+                        rows.clone(),
+                    ),
+                ],
+            )?;
+            let decided = atom(&a)
+                .and(atom(&k).is_not_null())
+                .and(atom(&lo).eq(atom(&k)))
+                .and(atom(&hi).eq(atom(&k)))
+                .and(Expr::Not(Box::new(coalesce(vec![atom(&free), lit(false)]))));
+            let mut exprs = columns_of(plan.schema());
+            exprs.push(
+                when(decided, lit(1.0f64) / atom(&rows))
+                    .otherwise(lit(0.0f64))?
+                    .alias(&weight),
+            );
+            LogicalPlanBuilder::from(plan).project(exprs)?.build()?
+        };
+        // Per cell, the anchors decided by the row's mask, and by each branch alone (a
+        // mask with a branch that has a large effect alone is never dropped).
+        let count = self.name("orc");
+        let mut windows = vec![(
+            over(sum_udaf(), atom(&weight)).partition_by(cell).build()?,
+            count.clone(),
+        )];
+        let branches = formula.nodes[id].children.len();
+        let alone: Vec<String> = (0..branches).map(|_| self.name("orb")).collect();
+        for (i, name) in alone.iter().enumerate() {
+            windows.push((
+                over(
+                    sum_udaf(),
+                    when(atom(&m).eq(lit(1i64 << i)), atom(&weight)).otherwise(lit(0.0f64))?,
+                )
+                .partition_by(keys.to_vec())
+                .build()?,
+                name.clone(),
+            ));
+        }
+        plan = with_windows(plan, windows)?;
+        // (Shares of a person sum to one up to rounding.)
+        let enough =
+            |c: &str| coalesce(vec![atom(c), lit(0.0f64)]).gt_eq(lit(self.ceiling as f64 - 0.5));
+        let mut robust_if = enough(&count);
+        for (i, name) in alone.iter().enumerate() {
+            let has = binary_expr(
+                binary_expr(atom(&m), Operator::BitwiseShiftRight, lit(i as i64)),
+                Operator::BitwiseAnd,
+                lit(1i64),
+            )
+            .eq(lit(1i64));
+            robust_if = robust_if.or(has.and(enough(name)));
+        }
+        let robust = self.name("oranchor");
+        let mut exprs = columns_of(plan.schema());
+        exprs.push(robust_if.alias(&robust));
+        Ok((
+            LogicalPlanBuilder::from(plan).project(exprs)?.build()?,
+            robust,
+        ))
     }
 
     /// Returns `input` (rows about persons, aggregated by an aggregate whose cells are
@@ -5131,6 +5393,70 @@ fn derived_from_ordered(plan: &LogicalPlan, c: &Column) -> bool {
             .any(|r| snappable(input, r) || derived_from_ordered(input, r)),
         _ => false,
     }
+}
+
+/// Which snapped candidates of [`LowEffect::snap_edges`] (indexes into `found`) are snapped
+/// first, and the `OR` node of `Formula::new(root)` (if any) whose masks the others take
+/// their anchors from ([`LowEffect::or_anchors`]).
+///
+/// An `OR` around a candidate gives every row the candidate decides one mask there
+/// (the candidate's branch alone), so they are dropped or kept together; any other `OR`
+/// could drop some of its anchors. A candidate with no such `OR` is snapped first; the
+/// others need one and the same `OR`, whose own snapped atoms are then all of candidates
+/// snapped first. Refused (FS-7): two `OR`s that could drop anchors, or an `OR` around
+/// candidates on two values (one's anchors then depend on the other's snapped values:
+/// `birth_month <= x OR death_month >= y`).
+fn edge_stages(
+    root: &Cond,
+    found: &[Edge<'_>],
+) -> Result<(Vec<usize>, Option<usize>), RewriteError> {
+    let formula = Formula::new(root.clone());
+    let names: Vec<BTreeSet<String>> = found
+        .iter()
+        .map(|e| {
+            let mut names = Vec::new();
+            if let Some(c) = e.cond {
+                atom_names(c, &mut names);
+            }
+            names.into_iter().collect()
+        })
+        .collect();
+    let mut relevant = BTreeSet::new();
+    let mut first = Vec::new();
+    for (i, mine) in names.iter().enumerate() {
+        let mut mine_relevant = false;
+        for (id, n) in formula.nodes.iter().enumerate() {
+            if n.and {
+                continue;
+            }
+            let mut atoms = BTreeSet::new();
+            formula.atoms_of(id, &mut atoms);
+            // (Parts that snap the same value count once: a cohort's membership and its
+            // own condition on the value, as `NOT IN` puts them in one `OR`.)
+            let inside: BTreeSet<&Vec<String>> = names
+                .iter()
+                .zip(found)
+                .filter(|(c, _)| !c.is_disjoint(&atoms))
+                .map(|(_, e)| &e.values)
+                .collect();
+            if inside.len() > 1 {
+                return Err(unmeasured(Unmeasured::EdgeOr));
+            }
+            if mine.is_disjoint(&atoms) {
+                mine_relevant = true;
+                relevant.insert(id);
+            }
+        }
+        if !mine_relevant {
+            first.push(i);
+        }
+    }
+    let node = match relevant.len() {
+        0 => None,
+        1 => relevant.first().copied(),
+        _ => return Err(unmeasured(Unmeasured::EdgeOr)),
+    };
+    Ok((first, node))
 }
 
 /// The atoms and groups of `c` (a canonical condition) whose edges are snapped, each with
