@@ -1638,7 +1638,7 @@ impl<'a> LowEffect<'a> {
         // Candidates that no `OR` can drop the anchors of are snapped first; the others
         // then take their anchors from the masks of the one `OR` that can, read at the
         // first ones' snapped values (see [`LowEffect::or_anchors`]).
-        let (first, node) = edge_stages(&root, &found)?;
+        let (first, node) = edge_stages(&keyed, &root, &found)?;
         let (mut now, mut later) = (Vec::new(), Vec::new());
         for (i, edge) in found.iter().enumerate() {
             if first.contains(&i) {
@@ -5403,10 +5403,14 @@ fn derived_from_ordered(plan: &LogicalPlan, c: &Column) -> bool {
 /// (the candidate's branch alone), so they are dropped or kept together; any other `OR`
 /// could drop some of its anchors. A candidate with no such `OR` is snapped first; the
 /// others need one and the same `OR`, whose own snapped atoms are then all of candidates
-/// snapped first. Refused (FS-7): two `OR`s that could drop anchors, or an `OR` around
-/// candidates on two values (one's anchors then depend on the other's snapped values:
-/// `birth_month <= x OR death_month >= y`).
+/// snapped first. Refused (FS-7): two `OR`s that could drop anchors; an `OR` around two
+/// candidates (one's anchors then depend on the other's snapped values: `birth_month <= x
+/// OR death_month >= y`; on one value, `birth_month <= v OR (birth_month > v AND sex =
+/// 'M')` moves both parts with `v`, and an anchor in one part's rows in one query is in
+/// the other's in the next; `NOT IN` over a cohort puts its membership and its condition
+/// on the value in one `OR`); and candidates of the two stages on different values.
 fn edge_stages(
+    plan: &LogicalPlan,
     root: &Cond,
     found: &[Edge<'_>],
 ) -> Result<(Vec<usize>, Option<usize>), RewriteError> {
@@ -5421,28 +5425,26 @@ fn edge_stages(
             names.into_iter().collect()
         })
         .collect();
+    let or_nodes: Vec<(usize, BTreeSet<String>)> = (0..formula.nodes.len())
+        .filter(|id| !formula.nodes[*id].and)
+        .map(|id| {
+            let mut atoms = BTreeSet::new();
+            formula.atoms_of(id, &mut atoms);
+            (id, atoms)
+        })
+        .collect();
+    for (_, atoms) in &or_nodes {
+        if names.iter().filter(|c| !c.is_disjoint(atoms)).count() > 1 {
+            return Err(unmeasured(Unmeasured::EdgeOr));
+        }
+    }
     let mut relevant = BTreeSet::new();
     let mut first = Vec::new();
     for (i, mine) in names.iter().enumerate() {
         let mut mine_relevant = false;
-        for (id, n) in formula.nodes.iter().enumerate() {
-            if n.and {
-                continue;
-            }
-            let mut atoms = BTreeSet::new();
-            formula.atoms_of(id, &mut atoms);
-            // (Parts that snap the same value count once: a cohort's membership and its
-            // own condition on the value, as `NOT IN` puts them in one `OR`.)
-            let inside: BTreeSet<&Vec<String>> = names
-                .iter()
-                .zip(found)
-                .filter(|(c, _)| !c.is_disjoint(&atoms))
-                .map(|(_, e)| &e.values)
-                .collect();
-            if inside.len() > 1 {
-                return Err(unmeasured(Unmeasured::EdgeOr));
-            }
-            if mine.is_disjoint(&atoms) {
+        for (id, atoms) in &or_nodes {
+            let id = *id;
+            if mine.is_disjoint(atoms) {
                 mine_relevant = true;
                 relevant.insert(id);
             }
@@ -5456,6 +5458,25 @@ fn edge_stages(
         1 => relevant.first().copied(),
         _ => return Err(unmeasured(Unmeasured::EdgeOr)),
     };
+    // Both stages on one value only: an anchor of the first stage keeps its place in the
+    // answer only if it is an anchor of the second too, which a value snapped by others'
+    // anchors there does not ensure (a man who died in `y`, born just below `b`, pins the
+    // target at `y` and then has his birth month snapped above `b` and leaves).
+    if node.is_some() && !first.is_empty() {
+        let sources: BTreeSet<BTreeSet<String>> = found
+            .iter()
+            .map(|e| {
+                let mut out = BTreeSet::new();
+                for v in &e.values {
+                    source_of(plan, &Column::from_name(v), &mut out);
+                }
+                out
+            })
+            .collect();
+        if sources.len() > 1 {
+            return Err(unmeasured(Unmeasured::EdgeOr));
+        }
+    }
     Ok((first, node))
 }
 
