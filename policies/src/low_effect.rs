@@ -1638,7 +1638,8 @@ impl<'a> LowEffect<'a> {
         // Candidates that no `OR` can drop the anchors of are snapped first; the others
         // then take their anchors from the masks of the one `OR` that can, read at the
         // first ones' snapped values (see [`LowEffect::or_anchors`]).
-        let (first, node) = edge_stages(&keyed, &root, &found)?;
+        let formula = Formula::new(root.clone());
+        let (first, node) = edge_stages(&keyed, &formula, &found)?;
         let (mut now, mut later) = (Vec::new(), Vec::new());
         for (i, edge) in found.iter().enumerate() {
             if first.contains(&i) {
@@ -1652,15 +1653,15 @@ impl<'a> LowEffect<'a> {
             plan = self.snap_found(plan, &root, &now, keys, unit, &is_anchor, None)?;
         }
         if let Some(id) = node {
-            let (with_masks, robust) =
-                self.or_anchors(plan, &root, id, keys, unit, &is_anchor, one_row)?;
+            let (with_masks, anchor, robust) =
+                self.or_anchors(plan, &formula, id, keys, unit, &is_anchor, one_row)?;
             plan = self.snap_found(
                 with_masks,
                 &root,
                 &later,
                 keys,
                 unit,
-                &is_anchor,
+                &atom(&anchor),
                 Some(&robust),
             )?;
         }
@@ -1669,13 +1670,13 @@ impl<'a> LowEffect<'a> {
             .build()?)
     }
 
-    /// Steps 1 to 3 of [`LowEffect::snap_edges`] for the candidates `found`: `plan` with
+    /// Steps 1 to 3 of [`LowEffect::snap_edges`] for the candidates `found`: `keyed` with
     /// their atoms read at snapped values (its own columns, the atoms replaced in place),
     /// the anchors taken from the rows where `robust` (a boolean column, if any) holds.
     #[allow(clippy::too_many_arguments)]
     fn snap_found(
         &mut self,
-        plan: LogicalPlan,
+        keyed: LogicalPlan,
         root: &Cond,
         found: &[&Edge<'_>],
         keys: &[Expr],
@@ -1683,7 +1684,6 @@ impl<'a> LowEffect<'a> {
         is_anchor: &Expr,
         robust: Option<&str>,
     ) -> Result<LogicalPlan, RewriteError> {
-        let keyed = plan;
         let in_schema = Arc::clone(keyed.schema());
         // 1. Each row's anchor flag and, per candidate, whether the row (or, where a person
         //    can pass through other rows, its person) is decided by the candidate.
@@ -1876,20 +1876,19 @@ impl<'a> LowEffect<'a> {
     /// a branch that alone decides as many: such a mask is never dropped, and those anchors
     /// keep their own values, so they stay in the answer. Counting anchors only, a person who is not one changes no row's verdict.
     /// `id` is that `OR`'s node in `Formula::new(root)` ([`edge_stages`]); the atoms it
-    /// reads are final (snapped already where they are snapped). Returns `plan` with a
-    /// boolean column, and its name.
+    /// reads are final (snapped already where they are snapped). Returns `plan` with the
+    /// anchor flag (`anchor`) and the robust flag as boolean columns, and their names.
     #[allow(clippy::too_many_arguments)]
     fn or_anchors(
         &mut self,
         plan: LogicalPlan,
-        root: &Cond,
+        formula: &Formula,
         id: usize,
         keys: &[Expr],
         unit: &Expr,
         anchor: &Expr,
         one_row: bool,
-    ) -> Result<(LogicalPlan, String), RewriteError> {
-        let formula = Formula::new(root.clone());
+    ) -> Result<(LogicalPlan, String, String), RewriteError> {
         let (m, k, a) = (self.name("orm"), self.name("ork"), self.name("ora"));
         let mut exprs = columns_of(plan.schema());
         exprs.extend([
@@ -2012,6 +2011,7 @@ impl<'a> LowEffect<'a> {
         exprs.push(robust_if.alias(&robust));
         Ok((
             LogicalPlanBuilder::from(plan).project(exprs)?.build()?,
+            a,
             robust,
         ))
     }
@@ -5411,10 +5411,9 @@ fn derived_from_ordered(plan: &LogicalPlan, c: &Column) -> bool {
 /// on the value in one `OR`); and candidates of the two stages on different values.
 fn edge_stages(
     plan: &LogicalPlan,
-    root: &Cond,
+    formula: &Formula,
     found: &[Edge<'_>],
 ) -> Result<(Vec<usize>, Option<usize>), RewriteError> {
-    let formula = Formula::new(root.clone());
     let names: Vec<BTreeSet<String>> = found
         .iter()
         .map(|e| {
