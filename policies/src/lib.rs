@@ -41,6 +41,7 @@ pub mod reports;
 pub mod rewrite;
 mod shared;
 pub mod side_channel;
+mod top;
 mod values;
 pub mod view;
 

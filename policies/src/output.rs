@@ -17,10 +17,12 @@
 //!   [`PERTURBATION`] over the 256 keys, in a key order derived from SHA-256.
 //! - **Rounding (rule 5)**: [`round_count`] (to a multiple of the base, half up) and
 //!   [`round_sig`] (to significant figures).
-//! - **Protected values**: [`protect_count`], [`protect_sum`] (heavy contributors flattened,
-//!   then noise in proportion to the largest remaining contribution), [`protect_mean`] and
-//!   [`protect_rate`] (both computed from released values only).
-//! - **Error bounds** for correctness tests: [`count_error_bound`], [`sum_error_bound`].
+//! - **Protected values**: [`protect_count`] (persons), [`protect_rows`] and [`protect_sum`]
+//!   (heavy contributors flattened, then noise in proportion to the largest remaining
+//!   contribution), [`protect_mean`] and [`protect_rate`] (both computed from released
+//!   values only).
+//! - **Error bounds** for correctness tests: [`count_error_bound`], [`rows_error_bound`],
+//!   [`sum_error_bound`].
 //!
 //! The cell key is secret (it is derived from secret record keys), so the mixing below can be
 //! public: it only has to spread keys evenly and independently over the three uses (threshold,
@@ -388,10 +390,57 @@ pub fn round_sig(v: f64, sig: u32) -> f64 {
 // Protected counts.
 // ---------------------------------------------------------------------------------------------
 
+/// The released value of a count of persons (rule 3, 4 and 5 together): [`protect_rows`]
+/// with every person counted once, so that nothing is flattened.
+///
+/// `count` is the value being released (`COUNT(DISTINCT patient_id)`, or any count to which
+/// no person adds more than one), `persons` the distinct persons behind the cell.
+///
+/// Error: at most [`count_error_bound`] from `count`.
+pub fn protect_count(count: u64, persons: u64, cell_key: u8, p: &OutputControl) -> Released<u64> {
+    release_count(count, persons, None, cell_key, p)
+}
+
+/// A count of rows after its top per-person contributions are flattened.
+struct FlatCount {
+    /// The flattened count, rounded to a whole number.
+    count: u64,
+    /// The noise scale: the mean of the next [`FLATTEN_NEXT`] per-person counts, at least 1.
+    scale: f64,
+    /// How far flattening moved the count: the rows removed from the top contributions.
+    shift: f64,
+}
+
+/// Flattens a count of rows (see [`protect_rows`]); `top` are the largest per-person counts
+/// of the cell. `None` with fewer than `k + FLATTEN_NEXT` of them (only possible in a cell
+/// too small to be released).
+fn flatten_count(count: u64, persons: u64, top: &[u64]) -> Option<FlatCount> {
+    let k = flatten_top(usize::try_from(persons).unwrap_or(usize::MAX));
+    if top.len() < k + FLATTEN_NEXT {
+        return None;
+    }
+    let mut sorted = top.to_vec();
+    sorted.sort_unstable_by(|a, b| b.cmp(a));
+    let next_mean = sorted[k..k + FLATTEN_NEXT]
+        .iter()
+        .map(|c| *c as f64)
+        .sum::<f64>()
+        / FLATTEN_NEXT as f64;
+    let shift: f64 = sorted[..k].iter().map(|c| *c as f64 - next_mean).sum();
+    Some(FlatCount {
+        count: (count as f64 - shift).round().max(0.0) as u64,
+        scale: next_mean.max(1.0),
+        shift,
+    })
+}
+
 /// The released value of a count (rule 3, 4 and 5 together).
 ///
 /// `count` is the value being released (`COUNT(*)` of events, `COUNT(col)`, `COUNT(DISTINCT
-/// …)`), `persons` the distinct persons behind the cell. Steps:
+/// …)`), `persons` the distinct persons who add at least one to it (for `COUNT(col)`, those
+/// with a non-NULL `col`) and `top` the largest per-person counts of the cell
+/// (`fs_top_counts`: at least `k + FLATTEN_NEXT` of them, in any order; with fewer the cell
+/// is suppressed, which happens only below the threshold anyway). Steps:
 ///
 /// 1. Suppressed when `min(persons, count)` is below the [`suppression_threshold`]. The
 ///    threshold is on persons; the `min` adds that a count of fewer things than the
@@ -399,21 +448,77 @@ pub fn round_sig(v: f64, sig: u32) -> f64 {
 ///    persons can only involve 3 persons — and is withheld like one (the NHS "redact 1–7"
 ///    rule is about the released number). For `COUNT(*)` of a cell's rows `count >= persons`,
 ///    so this changes nothing there.
-/// 2. Otherwise `count` is perturbed ([`perturb_count`]) and rounded to a multiple of
-///    `p.rounding_base` ([`round_count`]).
-/// 3. A released count is never below `p.rounding_base`. Step 1 guarantees the true count is
+/// 2. A count of rows is a sum of per-person counts, so one person with a hundred events
+///    would stand out of it as a heavy contributor stands out of a sum (rule 4): the top `k`
+///    per-person counts ([`flatten_top`]) are replaced by `a`, the mean of the next
+///    [`FLATTEN_NEXT`], and the result rounded to a whole number `c`. Where every person
+///    counts at most once (`a` = 1 and no larger top) nothing changes.
+/// 3. `c` is perturbed ([`perturb_count`]: `δ` in `[-D, D]` from `c` and the cell key), with
+///    `δ` scaled by `max(a, 1)` (noise in proportion to the largest remaining
+///    contributions, as for sums), and rounded to a multiple of `p.rounding_base`
+///    ([`round_count`]).
+/// 4. A released count is never below `p.rounding_base`. Step 1 guarantees the true count is
 ///    at least `min_persons`, so a release of 0 would only mislead ("nobody"); the floor binds
 ///    only when the base is large next to `min_persons` (never with the defaults: 8 − 2 = 6
 ///    rounds to 5) and reveals nothing, as every count between the threshold and about
 ///    `base / 2 + D` then reads as the base.
 ///
-/// Error: at most [`count_error_bound`] from `count`.
-pub fn protect_count(count: u64, persons: u64, cell_key: u8, p: &OutputControl) -> Released<u64> {
+/// Error: at most [`rows_error_bound`] from `count` ([`count_error_bound`] for a count of
+/// persons).
+pub fn protect_rows(
+    count: u64,
+    persons: u64,
+    top: &[u64],
+    cell_key: u8,
+    p: &OutputControl,
+) -> Released<u64> {
+    release_count(count, persons, Some(top), cell_key, p)
+}
+
+/// [`protect_rows`] (`top` given) or [`protect_count`] (`None`: nothing to flatten).
+fn release_count(
+    count: u64,
+    persons: u64,
+    top: Option<&[u64]>,
+    cell_key: u8,
+    p: &OutputControl,
+) -> Released<u64> {
     if is_suppressed(persons.min(count), cell_key, p) {
         return Released::Suppressed;
     }
-    let rounded = round_count(perturb_count(count, cell_key), p.rounding_base);
+    let flat = match top {
+        None => FlatCount {
+            count,
+            scale: 1.0,
+            shift: 0.0,
+        },
+        Some(top) => match flatten_count(count, persons, top) {
+            Some(flat) => flat,
+            None => return Released::Suppressed,
+        },
+    };
+    let delta = perturb_count(flat.count, cell_key) as f64 - flat.count as f64;
+    let noisy = (flat.count as f64 + delta * flat.scale).round().max(0.0) as u64;
+    let rounded = round_count(noisy, p.rounding_base);
     Released::Value(rounded.max(u64::from(p.rounding_base)))
+}
+
+/// The largest difference between a released count of rows ([`protect_rows`] not
+/// suppressed) and the true count, for a cell of `persons` persons whose largest per-person
+/// counts are `top`: `F + 0.5 + D × max(a, 1) + 0.5 + base / 2` (the rows flattening
+/// removed, rounding the flattened count, the largest noise, rounding the noisy count,
+/// rounding to the base), or the floor term of [`count_error_bound`] if larger. Equal to
+/// [`count_error_bound`] when nothing is flattened.
+pub fn rows_error_bound(persons: u64, top: &[u64], p: &OutputControl) -> f64 {
+    let Some(flat) = flatten_count(0, persons, top) else {
+        return count_error_bound(p) as f64;
+    };
+    if flat.shift == 0.0 && flat.scale == 1.0 {
+        return count_error_bound(p) as f64;
+    }
+    let base = f64::from(p.rounding_base);
+    let spread = flat.shift + 1.0 + MAX_PERTURBATION as f64 * flat.scale + (base / 2.0).floor();
+    spread.max(base - f64::from(p.min_persons))
 }
 
 /// The largest difference between a released count ([`protect_count`] not suppressed) and
@@ -558,22 +663,23 @@ pub fn sum_error_bound(contributions: &[f64], p: &OutputControl) -> Option<f64> 
 
 /// The released value of a mean, `AVG`: the released sum ([`protect_sum`] of the per-person
 /// totals `contributions`) divided by the released count of the `rows` averaged over
-/// ([`protect_count`] of `rows` with `contributions.len()` persons), rounded to
-/// `p.significant_figures`.
+/// ([`protect_rows`] of `rows` with `contributions.len()` persons and the largest
+/// per-person row counts `top_rows`), rounded to `p.significant_figures`.
 ///
 /// Dividing released values, rather than the true or merely perturbed row count, makes the
 /// mean a function of what `SUM` and `COUNT` of the same cell release: it reveals nothing
 /// they do not. The price is accuracy in small cells (the count is off by at most
-/// [`count_error_bound`]). Suppressed when either part is.
+/// [`rows_error_bound`]). Suppressed when either part is.
 pub fn protect_mean(
     contributions: &[f64],
     rows: u64,
+    top_rows: &[u64],
     cell_key: u8,
     p: &OutputControl,
 ) -> Released<f64> {
     let persons = u64::try_from(contributions.len()).unwrap_or(u64::MAX);
     let sum = protect_sum(contributions, cell_key, p);
-    let count = protect_count(rows, persons, cell_key, p);
+    let count = protect_rows(rows, persons, top_rows, cell_key, p);
     match (sum, count) {
         (Released::Value(s), Released::Value(n)) if n > 0 => {
             let mean = round_sig(s / n as f64, p.significant_figures);
@@ -968,6 +1074,68 @@ mod tests {
         }
     }
 
+    /// Where every person counts once, a count of rows is released as a count of persons;
+    /// a person with many rows is flattened to the level of the next ones, so the answer
+    /// does not depend on how many they have; and every release is within its bound.
+    #[test]
+    fn a_heavy_row_count_is_flattened() {
+        let p = defaults();
+        for key in keys() {
+            for count in 8..60u64 {
+                let ones = vec![1; usize::try_from(count).unwrap_or(0)];
+                assert_eq!(
+                    protect_rows(count, count, &ones[..6], key, &p),
+                    protect_count(count, count, key, &p)
+                );
+                assert_eq!(
+                    protect_rows(count, count, &ones, key, &p),
+                    protect_count(count, count, key, &p)
+                );
+            }
+            // 30 persons with one row and one with 100 (the top in any order), against
+            // the same 31 persons with one row each.
+            let mut heavy = vec![1u64; 30];
+            heavy.push(100);
+            heavy.reverse();
+            assert_eq!(
+                protect_rows(130, 31, &heavy[..6], key, &p),
+                protect_rows(31, 31, &[1; 6], key, &p)
+            );
+            let tail: Vec<u64> = heavy[..6].iter().rev().copied().collect();
+            assert_eq!(
+                protect_rows(130, 31, &tail, key, &p),
+                protect_rows(31, 31, &[1; 6], key, &p)
+            );
+            // A heavy row count just below the threshold's persons is still suppressed.
+            assert_eq!(
+                protect_rows(500, 7, &[400, 50, 20, 10, 10, 10], key, &p),
+                Released::Suppressed
+            );
+        }
+        // Persons with many rows each: noise grows with the level the top is flattened to,
+        // and the release stays within the documented bound.
+        let per_person: Vec<u64> = (0..40).map(|i| 5 + (i * 7) % 23).collect();
+        let count: u64 = per_person.iter().sum();
+        let mut top = per_person.clone();
+        top.sort_unstable_by(|a, b| b.cmp(a));
+        let bound = rows_error_bound(40, &top[..6], &p);
+        assert!(bound > count_error_bound(&p) as f64);
+        let mut seen = std::collections::BTreeSet::new();
+        for key in keys() {
+            let Released::Value(v) = protect_rows(count, 40, &top[..6], key, &p) else {
+                panic!("40 persons are released");
+            };
+            assert!(
+                v.abs_diff(count) as f64 <= bound,
+                "{v} vs {count} ({bound})"
+            );
+            assert_eq!(v % 5, 0);
+            seen.insert(v);
+        }
+        // More spread than ±2 and rounding to 5 alone could give.
+        assert!(seen.len() > 3, "{seen:?}");
+    }
+
     #[test]
     fn round_sig_goldens() {
         let cases: [(f64, u32, f64); 14] = [
@@ -1127,16 +1295,29 @@ mod tests {
     fn means_divide_released_values() {
         let p = defaults();
         let c = with_outlier();
-        assert_eq!(protect_mean(&c, 20, 7, &p), Released::Value(14.8));
-        assert_eq!(protect_mean(&c, 20, 0, &p), Released::Value(14.7));
+        // One row per person: the count of persons.
+        let ones = [1; 6];
+        assert_eq!(protect_mean(&c, 20, &ones, 7, &p), Released::Value(14.8));
+        assert_eq!(protect_mean(&c, 20, &ones, 0, &p), Released::Value(14.7));
+        // 35 rows: 15 persons with 2, 5 with 1; and 15 with 1, 5 with 4 (flattened).
+        for (rows, top) in [(35, [2u64; 6]), (35, [4, 4, 4, 4, 4, 1])] {
+            for key in keys() {
+                let sum = protect_sum(&c, key, &p).value().expect("released");
+                let count = protect_rows(rows, 20, &top, key, &p)
+                    .value()
+                    .expect("released");
+                let want = round_sig(sum / count as f64, 3);
+                assert_eq!(protect_mean(&c, rows, &top, key, &p), Released::Value(want));
+            }
+        }
         for key in keys() {
-            let sum = protect_sum(&c, key, &p).value().expect("released");
-            let count = protect_count(35, 20, key, &p).value().expect("released");
-            let want = round_sig(sum / count as f64, 3);
-            assert_eq!(protect_mean(&c, 35, key, &p), Released::Value(want));
-            // Too few averaged rows, or too few persons: suppressed.
-            assert_eq!(protect_mean(&c, 3, key, &p), Released::Suppressed);
-            assert_eq!(protect_mean(&c[..7], 30, key, &p), Released::Suppressed);
+            // Too few averaged rows, too few persons, or no per-person counts: suppressed.
+            assert_eq!(protect_mean(&c, 3, &ones, key, &p), Released::Suppressed);
+            assert_eq!(
+                protect_mean(&c[..7], 30, &ones, key, &p),
+                Released::Suppressed
+            );
+            assert_eq!(protect_mean(&c, 20, &[], key, &p), Released::Suppressed);
         }
     }
 

@@ -57,6 +57,7 @@ use crate::output;
 use crate::per_date::per_distinct_date;
 use crate::person_keys::PersonKeys;
 use crate::register::OutputControl;
+use crate::top::top_counts;
 
 /// Why a plan could not be rewritten. Either way nothing is released.
 #[derive(Debug, thiserror::Error)]
@@ -810,15 +811,25 @@ fn finish_aggregate(
         sum(col(PK_KEY)).alias(KEY_SUM),
     ];
     let float_list = |c: &str| array_agg(cast(col(c), DataType::Float64));
+    // A count of rows adds up per-person counts: their largest few are flattened as a sum's
+    // top contributions are (rule 4, [`output::protect_rows`]).
+    // Only persons who add to a count stand behind it: `COUNT(x)` of a practice's 12
+    // persons where one has 100 readings is that one person's count.
+    let top = |c: &str| top_counts(cast(col(c), DataType::Int64)).alias(format!("{c}_top"));
     for part in &parts {
         match part {
             Part::Count { inner } => {
                 outer_aggr.push(sum(cast(col(inner.as_str()), DataType::Int64)).alias(inner));
+                outer_aggr.push(top(inner));
+                let adds =
+                    when(col(inner.as_str()).gt(lit(0i64)), lit(1i64)).otherwise(lit(0i64))?;
+                outer_aggr.push(sum(adds).alias(format!("{inner}_persons")));
             }
             Part::Sum { inner } => outer_aggr.push(float_list(inner).alias(inner)),
             Part::Mean { sums, rows } => {
                 outer_aggr.push(float_list(sums).alias(sums));
                 outer_aggr.push(sum(cast(col(rows.as_str()), DataType::Int64)).alias(rows));
+                outer_aggr.push(top(rows));
             }
         }
     }
@@ -846,7 +857,6 @@ fn finish_aggregate(
     let outer_schema = Arc::clone(outer.schema());
 
     // Protection: drop suppressed cells, then rebuild the original output schema.
-    let persons = col(PERSONS);
     let key_sum = col(KEY_SUM);
     let filtered = LogicalPlan::Filter(Filter::try_new(
         Expr::Not(Box::new(udfs.suppressed.call(vec![own_persons, own_key]))),
@@ -858,15 +868,18 @@ fn finish_aggregate(
             Expr::Column(Column::from(outer_schema.qualified_field(i)))
         } else {
             match &parts[i - k] {
-                Part::Count { inner } => {
-                    udfs.count
-                        .call(vec![col(inner.as_str()), persons.clone(), key_sum.clone()])
-                }
+                Part::Count { inner } => udfs.count.call(vec![
+                    col(inner.as_str()),
+                    col(format!("{inner}_persons")),
+                    key_sum.clone(),
+                    col(format!("{inner}_top")),
+                ]),
                 Part::Sum { inner } => udfs.sum.call(vec![col(inner.as_str()), key_sum.clone()]),
                 Part::Mean { sums, rows } => udfs.mean.call(vec![
                     col(sums.as_str()),
                     col(rows.as_str()),
                     key_sum.clone(),
+                    col(format!("{rows}_top")),
                 ]),
             }
         };
@@ -1080,11 +1093,13 @@ fn coarsen(
 enum Op {
     /// `fs_suppressed(persons, key_sum) -> Boolean`.
     Suppressed,
-    /// `fs_count(count, persons, key_sum) -> Int64` (NULL when suppressed).
+    /// `fs_count(count, persons, key_sum, top: List<Int64>) -> Int64` (NULL when
+    /// suppressed; `top` the largest per-person counts, [`top_counts`]).
     Count,
     /// `fs_sum(per_person_sums: List<Float64>, key_sum) -> Float64`.
     Sum,
-    /// `fs_mean(per_person_sums: List<Float64>, rows, key_sum) -> Float64`.
+    /// `fs_mean(per_person_sums: List<Float64>, rows, key_sum, top: List<Int64>) -> Float64`
+    /// (`top` the largest per-person row counts).
     Mean,
     /// `fs_low_effect(persons, key_sum) -> Boolean`: whether a condition that decides these
     /// persons of a cell has a low effect there ([`output::is_low_effect`], rule 7).
@@ -1126,7 +1141,7 @@ impl ProtectUdf {
     fn new(op: Op, p: &OutputControl, suppressed: &Arc<AtomicU64>) -> ProtectUdf {
         let arity = match op {
             Op::Suppressed | Op::Sum | Op::LowEffect | Op::Released => 2,
-            Op::Count | Op::Mean => 3,
+            Op::Count | Op::Mean => 4,
         };
         ProtectUdf {
             op,
@@ -1205,6 +1220,29 @@ fn contributions(list: &ArrayRef, i: usize) -> datafusion::common::Result<Option
     Ok(Some(values.iter().flatten().collect()))
 }
 
+/// The per-person counts of row `i` of a `List<Int64>` column ([`top_counts`]); negative
+/// values (impossible for counts) as 0.
+fn top_at(list: &ArrayRef, i: usize) -> datafusion::common::Result<Vec<u64>> {
+    let list = list.as_list_opt::<i32>().ok_or_else(|| {
+        DataFusionError::Internal(format!(
+            "output control: expected List<Int64>, got {}",
+            list.data_type()
+        ))
+    })?;
+    if list.is_null(i) {
+        return Ok(Vec::new());
+    }
+    let values = list.value(i);
+    let values = values
+        .as_primitive_opt::<Int64Type>()
+        .ok_or_else(|| DataFusionError::Internal("output control: expected Int64 counts".into()))?;
+    Ok(values
+        .iter()
+        .flatten()
+        .map(|v| u64::try_from(v).unwrap_or(0))
+        .collect())
+}
+
 impl ScalarUDFImpl for ProtectUdf {
     fn name(&self) -> &str {
         match self.op {
@@ -1280,21 +1318,21 @@ impl ScalarUDFImpl for ProtectUdf {
             Op::Count => {
                 let (counts, persons, keys) =
                     (int64(&arrays[0])?, int64(&arrays[1])?, int64(&arrays[2])?);
-                Arc::new(
-                    (0..n)
-                        .map(|i| {
-                            let key = cell_key(keys, i)?;
-                            let c = if counts.is_null(i) {
-                                0
-                            } else {
-                                u64::try_from(counts.value(i)).ok()?
-                            };
-                            output::protect_count(c, persons_at(persons, i), key, &p)
-                                .value()
-                                .and_then(|v| i64::try_from(v).ok())
-                        })
-                        .collect::<Int64Array>(),
-                )
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    let top = top_at(&arrays[3], i)?;
+                    v.push(cell_key(keys, i).and_then(|key| {
+                        let c = if counts.is_null(i) {
+                            0
+                        } else {
+                            u64::try_from(counts.value(i)).ok()?
+                        };
+                        output::protect_rows(c, persons_at(persons, i), &top, key, &p)
+                            .value()
+                            .and_then(|v| i64::try_from(v).ok())
+                    }));
+                }
+                Arc::new(v.into_iter().collect::<Int64Array>())
             }
             Op::Sum => {
                 let keys = int64(&arrays[1])?;
@@ -1318,9 +1356,10 @@ impl ScalarUDFImpl for ProtectUdf {
                     } else {
                         u64::try_from(rows.value(i)).unwrap_or(0)
                     };
+                    let top = top_at(&arrays[3], i)?;
                     v.push(match (cell_key(keys, i), contributions(&arrays[0], i)?) {
                         (Some(key), Some(c)) if !c.is_empty() && r > 0 => {
-                            output::protect_mean(&c, r, key, &p).value()
+                            output::protect_mean(&c, r, &top, key, &p).value()
                         }
                         _ => None,
                     });

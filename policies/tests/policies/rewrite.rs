@@ -14,7 +14,7 @@ use datafusion::prelude::SessionContext;
 use fivesafes_engine::session::{SessionOptions, table_provider};
 use fivesafes_policies::OutputControl;
 use fivesafes_policies::gate::plan_query;
-use fivesafes_policies::output::count_error_bound;
+use fivesafes_policies::output::{count_error_bound, rows_error_bound};
 use fivesafes_policies::person_keys::PersonKeys;
 use fivesafes_policies::rewrite::{RewriteError, protect};
 use fivesafes_policies::view::project_session;
@@ -118,10 +118,35 @@ fn names_and_types(batches: &[RecordBatch]) -> Vec<(String, DataType)> {
         .collect()
 }
 
-/// Checks the count query `sql` (first `k` columns the group keys, the rest counts) against
-/// its unprotected result and the true distinct persons per group from `persons_sql` (same
-/// group keys, then one distinct-person count). Returns (released rows, true rows).
+/// Checks the count query `sql` (first `k` columns the group keys, the rest counts of
+/// persons) against its unprotected result and the true distinct persons per group from
+/// `persons_sql` (same group keys, then one distinct-person count). Returns (released rows,
+/// true rows).
 async fn check_counts(e: &Env, sql: &str, k: usize, persons_sql: &str) -> (usize, usize) {
+    check_counts_of(e, sql, k, persons_sql, None).await
+}
+
+/// [`check_counts`] for counts of rows, whose bound depends on the largest per-person
+/// counts of each group: `per_person_sql` gives the group keys, the person and their count.
+async fn check_counts_of(
+    e: &Env,
+    sql: &str,
+    k: usize,
+    persons_sql: &str,
+    per_person_sql: Option<&str>,
+) -> (usize, usize) {
+    let mut tops: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    if let Some(per_person) = per_person_sql {
+        for b in e.unprotected(per_person).await {
+            let (keys, counts) = (b.column(0), b.column(k + 1).as_primitive::<Int64Type>());
+            for r in 0..b.num_rows() {
+                let key = array_value_to_string(keys, r).expect("key");
+                tops.entry(key)
+                    .or_default()
+                    .push(u64::try_from(counts.value(r)).expect("a count"));
+            }
+        }
+    }
     let truth = e.unprotected(sql).await;
     let released = e.protected(sql).await;
     if !released.is_empty() {
@@ -143,8 +168,11 @@ async fn check_counts(e: &Env, sql: &str, k: usize, persons_sql: &str) -> (usize
     let truth = rows(&truth, k);
     let released = rows(&released, k);
     let persons = rows(&e.unprotected(persons_sql).await, k);
-    let bound = count_error_bound(&e.params) as f64;
     for (key, vals) in &released {
+        let bound = match tops.get(key) {
+            Some(counts) => rows_error_bound(counts.len() as u64, counts, &e.params),
+            None => count_error_bound(&e.params) as f64,
+        };
         let p = persons[key][0].expect("persons");
         assert!(p > 7.0, "{sql}: released {key} with {p} persons");
         for (v, t) in vals.iter().zip(&truth[key]) {
@@ -174,13 +202,17 @@ async fn counts_are_protected_and_small_cells_suppressed() {
     )
     .await;
     assert!(r > 0 && r <= t, "{r} of {t}");
-    let (r, _) = check_counts(
+    let (r, _) = check_counts_of(
         &e,
         "SELECT p.practice_code, COUNT(*) FROM clinical_events e \
          JOIN patients p ON e.patient_id = p.patient_id GROUP BY p.practice_code",
         1,
         "SELECT p.practice_code, COUNT(DISTINCT e.patient_id) FROM clinical_events e \
          JOIN patients p ON e.patient_id = p.patient_id GROUP BY p.practice_code",
+        Some(
+            "SELECT p.practice_code, e.patient_id, COUNT(*) FROM clinical_events e \
+             JOIN patients p ON e.patient_id = p.patient_id GROUP BY 1, 2",
+        ),
     )
     .await;
     assert!(r > 0);

@@ -7,28 +7,29 @@
 use std::collections::BTreeMap;
 
 use fivesafes_policies::OutputControl;
-use fivesafes_policies::output::{count_error_bound, protect_mean, protect_sum, sum_error_bound};
+use fivesafes_policies::output::{
+    count_error_bound, protect_mean, protect_sum, rows_error_bound, sum_error_bound,
+};
 
 use crate::common::*;
 
-/// Per group key: (rows, persons, cell key) from an unprotected per-person query whose
-/// columns are the group key, `patient_id`, and the person's row count.
+/// Per group key: (each person's row count, cell key) from an unprotected per-person query
+/// whose columns are the group key, `patient_id`, and the person's row count.
 async fn cells(
     f: &Fixture,
     cx: &fivesafes_policies::query::ProjectContext,
     per_person_sql: &str,
-) -> BTreeMap<String, (u64, u64, u8)> {
-    let mut acc: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
+) -> BTreeMap<String, (Vec<u64>, u8)> {
+    let mut acc: BTreeMap<String, (Vec<u64>, u64)> = BTreeMap::new();
     for r in unprotected(cx, per_person_sql).await {
         let id: i64 = r[1].parse().expect("patient_id");
         let n: u64 = r[2].parse().expect("rows");
         let e = acc.entry(r[0].clone()).or_default();
-        e.0 += n;
-        e.1 += 1;
-        e.2 += u64::from(f.record_key(id));
+        e.0.push(n);
+        e.1 += u64::from(f.record_key(id));
     }
     acc.into_iter()
-        .map(|(k, (rows, persons, keys))| (k, (rows, persons, (keys % 256) as u8)))
+        .map(|(k, (counts, keys))| (k, (counts, (keys % 256) as u8)))
         .collect()
 }
 
@@ -41,29 +42,36 @@ async fn check_counts(
     per_person_sql: &str,
 ) -> usize {
     let p: OutputControl = *cx.output_control();
-    let bound = count_error_bound(&p);
     let released: BTreeMap<String, String> = rows(cx, sql)
         .await
         .into_iter()
         .map(|r| (r[0].clone(), r[1].clone()))
         .collect();
     let truth = cells(f, cx, per_person_sql).await;
-    for (key, (count, persons, cell_key)) in &truth {
+    for (key, (per_person, cell_key)) in &truth {
+        let (count, persons) = (per_person.iter().sum::<u64>(), per_person.len() as u64);
         let got = released.get(key).cloned();
         assert_eq!(
             got,
-            expected_count(*count, *persons, *cell_key, &p),
+            expected_rows(per_person, *cell_key, &p),
             "{sql}: {key} ({count} rows, {persons} persons, key {cell_key})"
         );
         if let Some(v) = got {
             let v: u64 = v.parse().expect("count");
-            assert!(v.abs_diff(*count) <= bound, "{sql}: {key}: {v} vs {count}");
+            let bound = rows_error_bound(persons, per_person, &p);
+            assert!(
+                v.abs_diff(count) as f64 <= bound,
+                "{sql}: {key}: {v} vs {count} (bound {bound})"
+            );
             assert_eq!(v % u64::from(p.rounding_base), 0, "{sql}: {key}: {v}");
+            if per_person.iter().all(|n| *n <= 1) {
+                assert!(v.abs_diff(count) <= count_error_bound(&p), "{sql}: {key}");
+            }
         }
-        if *persons >= u64::from(p.min_persons + p.noise_extra_threshold) && *count >= *persons {
+        if persons >= u64::from(p.min_persons + p.noise_extra_threshold) && count >= persons {
             assert!(released.contains_key(key), "{sql}: {key} suppressed");
         }
-        if *persons < u64::from(p.min_persons) {
+        if persons < u64::from(p.min_persons) {
             assert!(!released.contains_key(key), "{sql}: {key} released");
         }
     }
@@ -131,18 +139,19 @@ async fn large_sums_and_means_are_within_the_documented_bound() {
              FROM clinical_events WHERE numeric_value IS NOT NULL GROUP BY 1, 2",
         )
         .await;
-        let mut groups: BTreeMap<String, (Vec<f64>, u64, u64)> = BTreeMap::new();
+        let mut groups: BTreeMap<String, (Vec<f64>, Vec<u64>, u64)> = BTreeMap::new();
         for r in per_person {
             let g = groups.entry(r[0].clone()).or_default();
             g.0.push(num(&r[2]));
-            g.1 += r[3].parse::<u64>().expect("rows");
+            g.1.push(r[3].parse::<u64>().expect("rows"));
             g.2 += u64::from(f.record_key(r[1].parse().expect("patient_id")));
         }
         let mut checked = 0;
-        for (code, (contributions, rows_n, keys)) in &groups {
+        for (code, (contributions, per_person_rows, keys)) in &groups {
             let key = (keys % 256) as u8;
+            let rows_n = &per_person_rows.iter().sum::<u64>();
             let want_sum = protect_sum(contributions, key, &p).value();
-            let want_mean = protect_mean(contributions, *rows_n, key, &p).value();
+            let want_mean = protect_mean(contributions, *rows_n, per_person_rows, key, &p).value();
             let got = released.get(code);
             assert_eq!(
                 got.map(|(s, _)| num(s)),
@@ -162,9 +171,9 @@ async fn large_sums_and_means_are_within_the_documented_bound() {
                 "{project}: {code}: SUM {s} vs {truth} (bound {bound})"
             );
             // The mean divides the released sum by the released row count, whose error is
-            // at most the count bound: check it against those two extremes.
+            // at most the rows' bound: check it against those two extremes.
             let n = *rows_n as f64;
-            let cb = count_error_bound(&p) as f64;
+            let cb = rows_error_bound(contributions.len() as u64, per_person_rows, &p);
             let lo = (truth - bound) / (n + cb).max(1.0);
             let hi = (truth + bound) / (n - cb).max(1.0);
             // Plus rounding to significant figures.

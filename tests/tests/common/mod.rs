@@ -719,6 +719,16 @@ pub fn expected_count(count: u64, persons: u64, key: u8, p: &OutputControl) -> O
     }
 }
 
+/// What the released count of rows is for a cell whose persons have `per_person` rows each
+/// (in any order), with cell key `key`, rendered like [`rows`] renders it.
+pub fn expected_rows(per_person: &[u64], key: u8, p: &OutputControl) -> Option<String> {
+    let count = per_person.iter().sum();
+    match output::protect_rows(count, per_person.len() as u64, per_person, key, p) {
+        Released::Value(v) => Some(v.to_string()),
+        Released::Suppressed => None,
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Running queries.
 // ---------------------------------------------------------------------------------------------
