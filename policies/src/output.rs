@@ -551,8 +551,16 @@ pub const SUM_NOISE_FACTOR: f64 = 1.0;
 /// How many top contributions are flattened in a cell of `persons` persons: 1 below
 /// [`FLATTEN_TWO_FROM`], 2 from there on.
 pub fn flatten_top(persons: usize) -> usize {
-    if persons < FLATTEN_TWO_FROM { 1 } else { 2 }
+    if persons < FLATTEN_TWO_FROM {
+        1
+    } else {
+        MAX_FLATTEN_TOP
+    }
 }
+
+/// The most top contributions [`flatten_top`] flattens (`fs_top_counts` keeps this many
+/// plus [`FLATTEN_NEXT`] per cell).
+pub const MAX_FLATTEN_TOP: usize = 2;
 
 /// The noise factor of sums in the cell with key `cell_key`, in `[-1, 1]`.
 ///

@@ -813,14 +813,14 @@ fn finish_aggregate(
     let float_list = |c: &str| array_agg(cast(col(c), DataType::Float64));
     // A count of rows adds up per-person counts: their largest few are flattened as a sum's
     // top contributions are (rule 4, [`output::protect_rows`]).
-    // Only persons who add to a count stand behind it: `COUNT(x)` of a practice's 12
-    // persons where one has 100 readings is that one person's count.
     let top = |c: &str| top_counts(cast(col(c), DataType::Int64)).alias(format!("{c}_top"));
     for part in &parts {
         match part {
             Part::Count { inner } => {
                 outer_aggr.push(sum(cast(col(inner.as_str()), DataType::Int64)).alias(inner));
                 outer_aggr.push(top(inner));
+                // Only persons who add to a count stand behind it: `COUNT(x)` of a
+                // practice's 12 persons where one has 100 readings is that one's count.
                 let adds =
                     when(col(inner.as_str()).gt(lit(0i64)), lit(1i64)).otherwise(lit(0i64))?;
                 outer_aggr.push(sum(adds).alias(format!("{inner}_persons")));

@@ -19,11 +19,11 @@ use datafusion::logical_expr::{
     Volatility,
 };
 
-use crate::output::FLATTEN_NEXT;
+use crate::output::{FLATTEN_NEXT, MAX_FLATTEN_TOP};
 
-/// Values kept per group: the most that are flattened ([`crate::output::flatten_top`] is at
-/// most 2) and the [`FLATTEN_NEXT`] that set their level.
-pub(crate) const TOP: usize = 2 + FLATTEN_NEXT;
+/// Values kept per group: the most that are flattened ([`crate::output::flatten_top`]) and
+/// the [`FLATTEN_NEXT`] that set their level.
+pub(crate) const TOP: usize = MAX_FLATTEN_TOP + FLATTEN_NEXT;
 
 /// `fs_top_counts(x)` called on `x`.
 pub(crate) fn top_counts(x: Expr) -> Expr {
@@ -265,7 +265,7 @@ impl Accumulator for TopAccumulator {
     }
 
     fn size(&self) -> usize {
-        std::mem::size_of_val(self) + self.0.size()
+        self.0.size()
     }
 }
 
@@ -344,5 +344,22 @@ mod tests {
         };
         let list: ArrayRef = list;
         assert_eq!(sorted(&list), vec![vec![100, 50, 9, 7, 3, 3]]);
+
+        // Without GROUP BY: nothing gives an empty list, and a state merged before any
+        // update is kept.
+        let mut fresh = TopAccumulator(TopGroups::default());
+        let ScalarValue::List(empty) = fresh.evaluate().expect("evaluate") else {
+            panic!("a list");
+        };
+        assert_eq!(empty.value(0).len(), 0);
+        fresh.merge_batch(&[list]).expect("merge");
+        fresh
+            .update_batch(&[Arc::new(Int64Array::from(vec![60, 1]))])
+            .expect("update");
+        let ScalarValue::List(merged) = fresh.evaluate().expect("evaluate") else {
+            panic!("a list");
+        };
+        let merged: ArrayRef = merged;
+        assert_eq!(sorted(&merged), vec![vec![100, 60, 50, 9, 7, 3]]);
     }
 }
