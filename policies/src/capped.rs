@@ -181,7 +181,7 @@ impl UptoGroups {
 
 /// Whether row `i` is counted: its filter (if any) is true.
 #[inline]
-fn selected(filter: Option<&BooleanArray>, i: usize) -> bool {
+pub(crate) fn selected(filter: Option<&BooleanArray>, i: usize) -> bool {
     filter.is_none_or(|f| f.is_valid(i) && f.value(i))
 }
 
@@ -210,19 +210,7 @@ impl GroupsAccumulator for UptoGroups {
         total_num_groups: usize,
     ) -> Result<()> {
         self.resize(total_num_groups);
-        let lists = values[0].as_list::<i32>();
-        let items = lists.values().as_primitive::<Int64Type>();
-        let offsets = lists.value_offsets();
-        for (i, g) in group_indices.iter().enumerate() {
-            if lists.is_null(i) {
-                continue;
-            }
-            for j in offsets[i] as usize..offsets[i + 1] as usize {
-                if items.is_valid(j) {
-                    self.add(*g, items.value(j));
-                }
-            }
-        }
+        each_listed(&values[0], group_indices, |g, v| self.add(g, v));
         Ok(())
     }
 
@@ -244,13 +232,8 @@ impl GroupsAccumulator for UptoGroups {
             .enumerate()
             .flat_map(|(g, len)| values[g * cap..g * cap + *len as usize].iter().copied())
             .collect();
-        let offsets = OffsetBuffer::from_lengths(lens.iter().map(|l| *l as usize));
-        Ok(vec![Arc::new(ListArray::try_new(
-            Arc::new(Field::new_list_field(DataType::Int64, true)),
-            offsets,
-            Arc::new(Int64Array::from(flat)),
-            None,
-        )?)])
+        let lens = lens.iter().map(|l| *l as usize);
+        Ok(vec![Arc::new(int64_lists(lens, flat, None)?)])
     }
 
     fn convert_to_state(
@@ -259,21 +242,7 @@ impl GroupsAccumulator for UptoGroups {
         opt_filter: Option<&BooleanArray>,
     ) -> Result<Vec<ArrayRef>> {
         // Each row as its own group: a list of its value, or an empty list.
-        let Some(values) = values[0].as_primitive_opt::<Int64Type>() else {
-            return internal_err!("fs_distinct_upto expects Int64 values");
-        };
-        let keep = |i: usize| values.is_valid(i) && selected(opt_filter, i);
-        let lens = (0..values.len()).map(|i| usize::from(keep(i)));
-        let flat: Vec<i64> = (0..values.len())
-            .filter(|i| keep(*i))
-            .map(|i| values.value(i))
-            .collect();
-        Ok(vec![Arc::new(ListArray::try_new(
-            Arc::new(Field::new_list_field(DataType::Int64, true)),
-            OffsetBuffer::from_lengths(lens),
-            Arc::new(Int64Array::from(flat)),
-            None,
-        )?)])
+        one_per_row(values, opt_filter, "fs_distinct_upto")
     }
 
     fn size(&self) -> usize {
@@ -293,15 +262,9 @@ fn values_or_null(lens: &[u32], values: &[i64], cap: usize) -> Result<ListArray>
         .filter(|(_, len)| !full(**len))
         .flat_map(|(g, len)| values[g * cap..g * cap + *len as usize].iter().copied())
         .collect();
-    let offsets =
-        OffsetBuffer::from_lengths(lens.iter().map(|l| if full(*l) { 0 } else { *l as usize }));
     let nulls = NullBuffer::from(lens.iter().map(|l| !full(*l)).collect::<Vec<_>>());
-    Ok(ListArray::try_new(
-        Arc::new(Field::new_list_field(DataType::Int64, true)),
-        offsets,
-        Arc::new(Int64Array::from(flat)),
-        Some(nulls),
-    )?)
+    let lens = lens.iter().map(|l| if full(*l) { 0 } else { *l as usize });
+    int64_lists(lens, flat, Some(nulls))
 }
 
 /// Up to `cap` distinct values.
@@ -366,6 +329,61 @@ impl Accumulator for UptoAccumulator {
     fn size(&self) -> usize {
         std::mem::size_of_val(self) + self.seen.capacity() * std::mem::size_of::<i64>()
     }
+}
+
+/// Calls `add(group, value)` for every non-NULL item of every non-NULL list of `lists` (an
+/// `Int64` list state), whose row `i` belongs to group `group_indices[i]`.
+pub(crate) fn each_listed(
+    lists: &ArrayRef,
+    group_indices: &[usize],
+    mut add: impl FnMut(usize, i64),
+) {
+    let lists = lists.as_list::<i32>();
+    let items = lists.values().as_primitive::<Int64Type>();
+    let offsets = lists.value_offsets();
+    for (i, g) in group_indices.iter().enumerate() {
+        if lists.is_null(i) {
+            continue;
+        }
+        for j in offsets[i] as usize..offsets[i + 1] as usize {
+            if items.is_valid(j) {
+                add(*g, items.value(j));
+            }
+        }
+    }
+}
+
+/// `Int64` lists of lengths `lens` over the items `flat`, NULL where `nulls` says.
+pub(crate) fn int64_lists(
+    lens: impl Iterator<Item = usize>,
+    flat: Vec<i64>,
+    nulls: Option<NullBuffer>,
+) -> Result<ListArray> {
+    Ok(ListArray::try_new(
+        Arc::new(Field::new_list_field(DataType::Int64, true)),
+        OffsetBuffer::from_lengths(lens),
+        Arc::new(Int64Array::from(flat)),
+        nulls,
+    )?)
+}
+
+/// Each row's state for `convert_to_state`: a list of its value where it is non-NULL and
+/// selected by the filter, else an empty list.
+pub(crate) fn one_per_row(
+    values: &[ArrayRef],
+    opt_filter: Option<&BooleanArray>,
+    name: &str,
+) -> Result<Vec<ArrayRef>> {
+    let Some(values) = values[0].as_primitive_opt::<Int64Type>() else {
+        return internal_err!("{name} expects Int64 values");
+    };
+    let keep = |i: usize| values.is_valid(i) && selected(opt_filter, i);
+    let flat: Vec<i64> = (0..values.len())
+        .filter(|i| keep(*i))
+        .map(|i| values.value(i))
+        .collect();
+    let lens = (0..values.len()).map(|i| usize::from(keep(i)));
+    Ok(vec![Arc::new(int64_lists(lens, flat, None)?)])
 }
 
 #[cfg(test)]

@@ -9,16 +9,16 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, ListArray};
-use datafusion::arrow::buffer::OffsetBuffer;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray};
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Int64Type};
-use datafusion::common::{Result, ScalarValue, internal_err};
+use datafusion::common::{Result, ScalarValue};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, EmitTo, Expr, GroupsAccumulator, Signature,
     Volatility,
 };
 
+use crate::capped::{each_listed, int64_lists, one_per_row, selected};
 use crate::output::{FLATTEN_NEXT, MAX_FLATTEN_TOP};
 
 /// Values kept per group: the most that are flattened ([`crate::output::flatten_top`]) and
@@ -120,19 +120,7 @@ impl TopGroups {
     }
 
     fn add_lists(&mut self, lists: &ArrayRef, group_indices: &[usize]) {
-        let lists = lists.as_list::<i32>();
-        let items = lists.values().as_primitive::<Int64Type>();
-        let offsets = lists.value_offsets();
-        for (i, g) in group_indices.iter().enumerate() {
-            if lists.is_null(i) {
-                continue;
-            }
-            for j in offsets[i] as usize..offsets[i + 1] as usize {
-                if items.is_valid(j) {
-                    self.add(*g, items.value(j));
-                }
-            }
-        }
+        each_listed(lists, group_indices, |g, v| self.add(g, v));
     }
 
     /// The groups `emit_to` takes as lists; the rest move to the front.
@@ -150,12 +138,8 @@ impl TopGroups {
             .enumerate()
             .flat_map(|(g, len)| values[g * TOP..g * TOP + usize::from(*len)].iter().copied())
             .collect();
-        Ok(Arc::new(ListArray::try_new(
-            Arc::new(Field::new_list_field(DataType::Int64, true)),
-            OffsetBuffer::from_lengths(lens.iter().map(|l| usize::from(*l))),
-            Arc::new(Int64Array::from(flat)),
-            None,
-        )?))
+        let lens = lens.iter().map(|l| usize::from(*l));
+        Ok(Arc::new(int64_lists(lens, flat, None)?))
     }
 }
 
@@ -170,8 +154,7 @@ impl GroupsAccumulator for TopGroups {
         self.resize(total_num_groups);
         let values = values[0].as_primitive::<Int64Type>();
         for (i, g) in group_indices.iter().enumerate() {
-            let selected = opt_filter.is_none_or(|f| f.is_valid(i) && f.value(i));
-            if values.is_valid(i) && selected {
+            if values.is_valid(i) && selected(opt_filter, i) {
                 self.add(*g, values.value(i));
             }
         }
@@ -202,21 +185,7 @@ impl GroupsAccumulator for TopGroups {
         values: &[ArrayRef],
         opt_filter: Option<&BooleanArray>,
     ) -> Result<Vec<ArrayRef>> {
-        let Some(values) = values[0].as_primitive_opt::<Int64Type>() else {
-            return internal_err!("fs_top_counts expects Int64 values");
-        };
-        let keep =
-            |i: usize| values.is_valid(i) && opt_filter.is_none_or(|f| f.is_valid(i) && f.value(i));
-        let flat: Vec<i64> = (0..values.len())
-            .filter(|i| keep(*i))
-            .map(|i| values.value(i))
-            .collect();
-        Ok(vec![Arc::new(ListArray::try_new(
-            Arc::new(Field::new_list_field(DataType::Int64, true)),
-            OffsetBuffer::from_lengths((0..values.len()).map(|i| usize::from(keep(i)))),
-            Arc::new(Int64Array::from(flat)),
-            None,
-        )?)])
+        one_per_row(values, opt_filter, "fs_top_counts")
     }
 
     fn size(&self) -> usize {
@@ -271,6 +240,8 @@ impl Accumulator for TopAccumulator {
 
 #[cfg(test)]
 mod tests {
+    use datafusion::arrow::array::Int64Array;
+
     use super::*;
 
     fn sorted(list: &ArrayRef) -> Vec<Vec<i64>> {
