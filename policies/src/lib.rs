@@ -31,6 +31,7 @@ pub mod decision;
 pub mod error;
 pub mod gate;
 mod low_effect;
+mod nullable;
 mod opt_out;
 pub mod output;
 mod per_date;

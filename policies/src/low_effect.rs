@@ -109,6 +109,7 @@ use fivesafes_engine::catalog::PRIVACY_UNIT;
 use crate::analysis::{self, Kind, TableFacts};
 use crate::capped::{distinct_upto, ids_type, ids_upto};
 use crate::decision::{Refusal, Rule};
+use crate::nullable::nullable;
 use crate::per_date::per_distinct_date;
 use crate::register::OutputControl;
 use crate::rewrite::{RewriteError, aggregate_per_set, set_bit, with_windows};
@@ -1758,6 +1759,9 @@ impl<'a> LowEffect<'a> {
             }
             plan = LogicalPlanBuilder::from(plan).project(exprs)?.build()?;
         }
+        // The rows every key's (partition, value) pairs are read from: one input for all of
+        // them, however many keys are snapped.
+        let rows = plan.clone();
         // 2. Per candidate and value: the greatest anchor value at or below each row's, and
         //    the least, in the row's cell without the keys on that value alone.
         let mut windows = Vec::new();
@@ -1788,26 +1792,39 @@ impl<'a> LowEffect<'a> {
                     })
                     .cloned()
                     .collect();
-                let value = when(atom(&anchor).and(atom(ctx)), atom(v)).end()?;
                 let (below, above) = (self.name("edb"), self.name("eda"));
-                // Every row of a value sees the anchors of that value (its peers: a range
-                // frame).
-                windows.push((
-                    over(max_udaf(), value.clone())
-                        .partition_by(partition.clone())
-                        .order_by(vec![atom(v).sort(true, false)])
-                        .window_frame(WindowFrame::new(Some(false)))
-                        .build()?,
-                    below.clone(),
-                ));
-                windows.push((
-                    over(min_udaf(), value)
-                        .partition_by(partition)
-                        .order_by(vec![atom(v).sort(false, false)])
-                        .window_frame(WindowFrame::new(Some(false)))
-                        .build()?,
-                    above.clone(),
-                ));
+                if edge.key.is_some() {
+                    // A key: the same values from the distinct (partition, value) pairs,
+                    // joined back to the rows (see [`LowEffect::anchors_by_value`]).
+                    plan = self.anchors_by_value(
+                        plan,
+                        &rows,
+                        &partition,
+                        v,
+                        atom(&anchor).and(atom(ctx)),
+                        (&below, &above),
+                    )?;
+                } else {
+                    let value = when(atom(&anchor).and(atom(ctx)), atom(v)).end()?;
+                    // Every row of a value sees the anchors of that value (its peers: a range
+                    // frame).
+                    windows.push((
+                        over(max_udaf(), value.clone())
+                            .partition_by(partition.clone())
+                            .order_by(vec![atom(v).sort(true, false)])
+                            .window_frame(WindowFrame::new(Some(false)))
+                            .build()?,
+                        below.clone(),
+                    ));
+                    windows.push((
+                        over(min_udaf(), value)
+                            .partition_by(partition)
+                            .order_by(vec![atom(v).sort(false, false)])
+                            .window_frame(WindowFrame::new(Some(false)))
+                            .build()?,
+                        above.clone(),
+                    ));
+                }
                 let data_type = plan
                     .schema()
                     .qualified_field_with_unqualified_name(v)
@@ -1861,6 +1878,102 @@ impl<'a> LowEffect<'a> {
             })
             .collect();
         Ok(LogicalPlanBuilder::from(plan).project(exprs)?.build()?)
+    }
+
+    /// `plan` with `below` and `above`: per row, the greatest value of `v` at or below the
+    /// row's own, and the least at or above it, among the rows of its `partition` where
+    /// `anchor` holds (NULL where there is none). These are the range-framed window values of
+    /// [`LowEffect::snap_found`], computed over the distinct (partition, value) pairs of
+    /// `rows` (the rows of `plan` before any key was snapped: same rows, fewer columns)
+    /// instead of every row: an aggregation, windows over its few rows, and a join back on
+    /// the partition and the value (NULLs equal). For the keys, whose rows are every row the
+    /// conditions let through (1M patients for an age band), where the two window sorts
+    /// over the rows were most of the query's time. `rows` is read once more than before
+    /// for each key (it must give the same rows each time: nothing under it is random or
+    /// limited).
+    fn anchors_by_value(
+        &mut self,
+        plan: LogicalPlan,
+        rows: &LogicalPlan,
+        partition: &[Expr],
+        v: &str,
+        anchor: Expr,
+        (below, above): (&str, &str),
+    ) -> Result<LogicalPlan, RewriteError> {
+        let out = columns_of(plan.schema());
+        let parts: Vec<String> = partition.iter().map(|_| self.name("edp")).collect();
+        let (value, has) = (self.name("edpv"), self.name("edph"));
+        let mut narrow: Vec<Expr> = partition
+            .iter()
+            .zip(&parts)
+            .map(|(p, n)| nullable(p.clone()).alias(n))
+            .collect();
+        narrow.push(nullable(atom(v)).alias(&value));
+        // Every column of the aggregation's input read through `fs_nullable`: a key may be
+        // `x IS TRUE`, and the anchor flag reads the conditions' `decided` columns, which
+        // are (see [`crate::nullable`]).
+        let flag = self.name("edpf");
+        narrow.push(nullable(anchor).alias(&flag));
+        let group: Vec<Expr> = parts.iter().chain([&value]).map(|n| atom(n)).collect();
+        let pairs = LogicalPlanBuilder::from(rows.clone())
+            .project(narrow)?
+            .aggregate(group, vec![bool_or(atom(&flag)).alias(&has)])?
+            .build()?;
+        let anchored = when(atom(&has), atom(&value)).end()?;
+        let by: Vec<Expr> = parts.iter().map(|n| atom(n)).collect();
+        let pairs = with_windows(
+            pairs,
+            vec![
+                (
+                    over(max_udaf(), anchored.clone())
+                        .partition_by(by.clone())
+                        .order_by(vec![atom(&value).sort(true, false)])
+                        .window_frame(WindowFrame::new(Some(false)))
+                        .build()?,
+                    below.to_string(),
+                ),
+                (
+                    over(min_udaf(), anchored)
+                        .partition_by(by)
+                        .order_by(vec![atom(&value).sort(false, false)])
+                        .window_frame(WindowFrame::new(Some(false)))
+                        .build()?,
+                    above.to_string(),
+                ),
+            ],
+        )?;
+        let mut left_keys = Vec::with_capacity(parts.len() + 1);
+        for p in partition {
+            match p {
+                Expr::Column(c) => left_keys.push(c.clone()),
+                _ => {
+                    return Err(RewriteError::Unsupported(
+                        "a partition that is not a column".into(),
+                    ));
+                }
+            }
+        }
+        let (q, f) = plan
+            .schema()
+            .qualified_field_with_unqualified_name(v)
+            .map_err(|e| RewriteError::Unsupported(e.to_string()))?;
+        left_keys.push(Column::from((q, f)));
+        let mut right_keys: Vec<Column> = parts.iter().map(Column::from_name).collect();
+        right_keys.push(Column::from_name(&value));
+        let mut exprs = out;
+        exprs.push(atom(below));
+        exprs.push(atom(above));
+        // The pairs on the build side of the hash join: they are few, the rows many.
+        Ok(LogicalPlanBuilder::from(pairs)
+            .join_detailed(
+                plan,
+                JoinType::Right,
+                (right_keys, left_keys),
+                None,
+                NullEquality::NullEqualsNull,
+            )?
+            .project(exprs)?
+            .build()?)
     }
 
     /// The rows of `plan` that may be edge anchors as far as the `OR` nodes of the
