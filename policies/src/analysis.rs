@@ -85,7 +85,11 @@ pub(crate) struct Columns {
 /// The kind and unit/identifying columns of `plan`, as the analysis sees them (refuses what
 /// [`analyse`] refuses).
 pub(crate) fn columns(plan: &LogicalPlan, facts: &TableFacts) -> Result<Columns, Refusal> {
-    let rel = Analyser { facts }.rel(plan)?;
+    let rel = Analyser {
+        facts,
+        reads_personal: reads_personal(plan, facts),
+    }
+    .rel(plan)?;
     Ok(Columns {
         kind: rel.kind,
         unit: rel.cols.iter().map(|c| c.unit).collect(),
@@ -131,7 +135,11 @@ pub struct Analysis {
 
 /// Analyses a planned query (before DataFusion's analyzer runs).
 pub fn analyse(plan: &LogicalPlan, facts: &TableFacts) -> Result<Analysis, Refusal> {
-    let rel = Analyser { facts }.rel(plan)?;
+    let rel = Analyser {
+        facts,
+        reads_personal: reads_personal(plan, facts),
+    }
+    .rel(plan)?;
     if rel.kind == Kind::Persons {
         return Err(Refusal::new(
             Rule::OnlyAggregates,
@@ -144,6 +152,23 @@ pub fn analyse(plan: &LogicalPlan, facts: &TableFacts) -> Result<Analysis, Refus
 
 struct Analyser<'a> {
     facts: &'a TableFacts,
+    /// Whether the statement reads a personal table anywhere (subqueries included).
+    reads_personal: bool,
+}
+
+/// Whether `plan` scans a personal table anywhere, subqueries in expressions included.
+fn reads_personal(plan: &LogicalPlan, facts: &TableFacts) -> bool {
+    let mut found = false;
+    let _ = plan.apply_with_subqueries(|p| {
+        if let LogicalPlan::TableScan(scan) = p
+            && facts.personal.contains_key(scan.table_name.table())
+        {
+            found = true;
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
 }
 
 fn unsupported(what: &str) -> Refusal {
@@ -194,16 +219,14 @@ impl Analyser<'_> {
             LogicalPlan::Sort(s) => {
                 let rel = self.rel(&s.input)?;
                 self.check_exprs(&rel, s.input.schema(), s.expr.iter().map(|e| &e.expr))?;
-                if s.fetch.is_some() && rel.kind == Kind::Persons {
-                    return Err(limit_refusal());
+                if s.fetch.is_some() {
+                    self.check_limit(&rel)?;
                 }
                 Ok(rel)
             }
             LogicalPlan::Limit(l) => {
                 let rel = self.rel(&l.input)?;
-                if rel.kind == Kind::Persons {
-                    return Err(limit_refusal());
-                }
+                self.check_limit(&rel)?;
                 Ok(rel)
             }
             LogicalPlan::Distinct(Distinct::All(input)) => self.rel(input),
@@ -534,6 +557,26 @@ fn public(width: usize) -> Rel {
     Rel {
         kind: Kind::Public,
         cols: vec![Col::default(); width],
+    }
+}
+
+impl Analyser<'_> {
+    /// `LIMIT`/`OFFSET` (or a sort that keeps the first rows) over `rel`. Refused over rows
+    /// about persons; and over public rows in a statement that reads personal data, because
+    /// which rows a `LIMIT` keeps can depend on the order they are read in, and output
+    /// control reads its input more than once (rule 7's measurement, a key's edge anchors):
+    /// every reading must see the same rows.
+    fn check_limit(&self, rel: &Rel) -> Result<(), Refusal> {
+        match rel.kind {
+            Kind::Persons => Err(limit_refusal()),
+            Kind::Public if self.reads_personal => Err(Refusal::new(
+                Rule::SideChannel,
+                "LIMIT and OFFSET over a public table are not allowed in a query over \
+                 personal data (the rows they keep can change from one reading to the next); \
+                 list the values you want instead (IN ('A81001', 'A81002'))",
+            )),
+            _ => Ok(()),
+        }
     }
 }
 

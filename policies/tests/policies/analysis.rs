@@ -81,6 +81,7 @@ async fn classifies_and_refuses_by_rule() {
             Kind::Cells,
         ),
         ("SELECT * FROM practices", Kind::Public),
+        ("SELECT * FROM practices LIMIT 5", Kind::Public),
         ("SELECT MAX(practice_name) FROM practices", Kind::Public),
     ] {
         assert_eq!(verdict(sql).await, Ok(kind), "{sql}");
@@ -149,6 +150,16 @@ async fn classifies_and_refuses_by_rule() {
         ),
         (
             "SELECT COUNT(*) FROM (SELECT * FROM patients ORDER BY birth_month LIMIT 10)",
+            Rule::SideChannel,
+        ),
+        (
+            "SELECT COUNT(*) FROM patients WHERE practice_code IN \
+             (SELECT practice_code FROM practices LIMIT 5)",
+            Rule::SideChannel,
+        ),
+        (
+            "SELECT COUNT(*) FROM patients p JOIN (SELECT practice_code FROM practices \
+             ORDER BY practice_code LIMIT 3) pr ON pr.practice_code = p.practice_code",
             Rule::SideChannel,
         ),
         (
