@@ -1806,24 +1806,7 @@ impl<'a> LowEffect<'a> {
                     )?;
                 } else {
                     let value = when(atom(&anchor).and(atom(ctx)), atom(v)).end()?;
-                    // Every row of a value sees the anchors of that value (its peers: a range
-                    // frame).
-                    windows.push((
-                        over(max_udaf(), value.clone())
-                            .partition_by(partition.clone())
-                            .order_by(vec![atom(v).sort(true, false)])
-                            .window_frame(WindowFrame::new(Some(false)))
-                            .build()?,
-                        below.clone(),
-                    ));
-                    windows.push((
-                        over(min_udaf(), value)
-                            .partition_by(partition)
-                            .order_by(vec![atom(v).sort(false, false)])
-                            .window_frame(WindowFrame::new(Some(false)))
-                            .build()?,
-                        above.clone(),
-                    ));
+                    windows.extend(nearest_anchors(value, partition, v, (&below, &above))?);
                 }
                 let data_type = plan
                     .schema()
@@ -1923,24 +1906,7 @@ impl<'a> LowEffect<'a> {
         let by: Vec<Expr> = parts.iter().map(|n| atom(n)).collect();
         let pairs = with_windows(
             pairs,
-            vec![
-                (
-                    over(max_udaf(), anchored.clone())
-                        .partition_by(by.clone())
-                        .order_by(vec![atom(&value).sort(true, false)])
-                        .window_frame(WindowFrame::new(Some(false)))
-                        .build()?,
-                    below.to_string(),
-                ),
-                (
-                    over(min_udaf(), anchored)
-                        .partition_by(by)
-                        .order_by(vec![atom(&value).sort(false, false)])
-                        .window_frame(WindowFrame::new(Some(false)))
-                        .build()?,
-                    above.to_string(),
-                ),
-            ],
+            nearest_anchors(anchored, by, &value, (below, above))?,
         )?;
         let mut left_keys = Vec::with_capacity(parts.len() + 1);
         for p in partition {
@@ -5386,6 +5352,36 @@ fn nearest(v: Expr, below: &str, above: &str, t: &DataType) -> datafusion::commo
         .when(b.clone().is_null(), a.clone())
         .when(lower_nearer, b)
         .otherwise(a)
+}
+
+/// The two window functions that give each row the greatest value of `anchored` (a row's
+/// value where it is an anchor's, else NULL) at or below the row's value column `v`, named
+/// `below`, and the least at or above it, named `above`, within `partition`. Every row of a
+/// value sees the anchors of that value (its peers: a range frame).
+fn nearest_anchors(
+    anchored: Expr,
+    partition: Vec<Expr>,
+    v: &str,
+    (below, above): (&str, &str),
+) -> datafusion::common::Result<Vec<(Expr, String)>> {
+    Ok(vec![
+        (
+            over(max_udaf(), anchored.clone())
+                .partition_by(partition.clone())
+                .order_by(vec![atom(v).sort(true, false)])
+                .window_frame(WindowFrame::new(Some(false)))
+                .build()?,
+            below.to_string(),
+        ),
+        (
+            over(min_udaf(), anchored)
+                .partition_by(partition)
+                .order_by(vec![atom(v).sort(false, false)])
+                .window_frame(WindowFrame::new(Some(false)))
+                .build()?,
+            above.to_string(),
+        ),
+    ])
 }
 
 /// Whether values of type `t` are ordered along a line, so that a range edge can be moved
