@@ -57,6 +57,9 @@ pub struct TableDef {
     pub secret: &'static [&'static str],
     /// Sort order of the stored rows (helps row-group pruning on common filters).
     pub sort_by: &'static [&'static str],
+    /// A column whose values are unique in the table (ingest rejects duplicates): a public
+    /// table's row joined on it to a person's value is a value of that person.
+    pub key: Option<&'static str>,
 }
 
 impl TableDef {
@@ -104,6 +107,7 @@ pub const PATIENTS: TableDef = TableDef {
     identifying: &["patient_id"],
     secret: &["record_key"],
     sort_by: &["practice_code", "patient_id"],
+    key: None,
 };
 
 /// `practice_registrations`: one row per registration period.
@@ -120,6 +124,7 @@ pub const PRACTICE_REGISTRATIONS: TableDef = TableDef {
     identifying: &["patient_id"],
     secret: &["record_key"],
     sort_by: &["practice_code", "patient_id"],
+    key: None,
 };
 
 /// `clinical_events`: coded GP events (diagnoses, observations).
@@ -136,6 +141,7 @@ pub const CLINICAL_EVENTS: TableDef = TableDef {
     identifying: &["patient_id"],
     secret: &["record_key"],
     sort_by: &["snomedct_code", "event_date"],
+    key: None,
 };
 
 /// `medications`: GP prescription issues.
@@ -152,6 +158,7 @@ pub const MEDICATIONS: TableDef = TableDef {
     identifying: &["patient_id"],
     secret: &["record_key"],
     sort_by: &["bnf_code", "issue_date"],
+    key: None,
 };
 
 /// `hes_apc`: hospital admitted patient care, one row per episode.
@@ -184,6 +191,7 @@ pub const HES_APC: TableDef = TableDef {
     identifying: &["patient_id", "epikey", "spell_id"],
     secret: &["record_key"],
     sort_by: &["admidate"],
+    key: None,
 };
 
 /// `hes_op`: hospital outpatient appointments.
@@ -205,6 +213,7 @@ pub const HES_OP: TableDef = TableDef {
     identifying: &["patient_id", "attendkey"],
     secret: &["record_key"],
     sort_by: &["apptdate"],
+    key: None,
 };
 
 /// `hes_ae`: hospital A&E attendances.
@@ -225,6 +234,7 @@ pub const HES_AE: TableDef = TableDef {
     identifying: &["patient_id", "aekey"],
     secret: &["record_key"],
     sort_by: &["arrivaldate"],
+    key: None,
 };
 
 /// `practices`: public reference table.
@@ -240,6 +250,7 @@ pub const PRACTICES: TableDef = TableDef {
     identifying: &[],
     secret: &[],
     sort_by: &["practice_code"],
+    key: Some("practice_code"),
 };
 
 /// `lsoas`: public reference table of areas and their deprivation decile.
@@ -250,6 +261,7 @@ pub const LSOAS: TableDef = TableDef {
     identifying: &[],
     secret: &[],
     sort_by: &["lsoa"],
+    key: Some("lsoa"),
 };
 
 /// `national_opt_out`: governance data, applied at query time; never visible to analysts.
@@ -265,6 +277,7 @@ pub const NATIONAL_OPT_OUT: TableDef = TableDef {
     identifying: &["patient_id"],
     secret: &[],
     sort_by: &["patient_id"],
+    key: None,
 };
 
 /// `person_keys`: governance data, every person of any personal table (GP-registered,
@@ -281,6 +294,7 @@ pub const PERSON_KEYS: TableDef = TableDef {
     identifying: &["patient_id"],
     secret: &["record_key"],
     sort_by: &["patient_id"],
+    key: None,
 };
 
 /// Every table of the store, in publication order.

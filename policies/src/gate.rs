@@ -113,7 +113,7 @@ pub async fn plan_query(ctx: &SessionContext, sql: &str) -> Result<LogicalPlan, 
             )
         })?;
     check_nodes(&plan)?;
-    Ok(plan)
+    crate::joins::equalities_into_joins(plan).map_err(|e| plan_error(&e))
 }
 
 /// Refuses statements with more than [`MAX_OPERATORS`] binary operators, counted on the

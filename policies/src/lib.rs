@@ -30,6 +30,7 @@ mod capped;
 pub mod decision;
 pub mod error;
 pub mod gate;
+mod joins;
 mod low_effect;
 mod nullable;
 mod opt_out;

@@ -56,7 +56,8 @@
 //! `birth_month < x` against `birth_month <= x` differ by the one person born in `x`
 //! whatever is measured. So a condition or grouping key that reads a *per-person ordered
 //! value* (a number or date a person has one of: `patients` columns, a per-person
-//! aggregation's values) is evaluated at the value snapped, in its cell, to the nearest
+//! aggregation's values, a public table's value looked up on the table's key by one of
+//! those) is evaluated at the value snapped, in its cell, to the nearest
 //! value of an edge anchor ([`crate::output::edge_anchor_keys`], one person in four) among
 //! the persons it decides there ([`LowEffect::snap_edges`]; a cohort subquery carries its
 //! per-person values to the answer's cells: [`LowEffect::cohort_snaps`]). Moving an edge
@@ -97,18 +98,21 @@ use datafusion::logical_expr::expr::{
     AggregateFunction, Case, Cast, InList, InSubquery, Like, TryCast, WindowFunction,
     WindowFunctionDefinition,
 };
-use datafusion::logical_expr::utils::{conjunction, disjunction, split_conjunction_owned};
+use datafusion::logical_expr::utils::{
+    conjunction, disjunction, split_conjunction, split_conjunction_owned,
+};
 use datafusion::logical_expr::{
     Aggregate, Between, BinaryExpr, Distinct, Expr, ExprFunctionExt, Filter, Join, JoinType,
-    LogicalPlan, LogicalPlanBuilder, Operator, Projection, ScalarUDF, SubqueryAlias, WindowFrame,
-    binary_expr, cast, lit, when,
+    LogicalPlan, LogicalPlanBuilder, Operator, Projection, ScalarUDF, SubqueryAlias, TableScan,
+    WindowFrame, binary_expr, cast, lit, when,
 };
 
-use fivesafes_engine::catalog::PRIVACY_UNIT;
+use fivesafes_engine::catalog::{PRIVACY_UNIT, TABLES};
 
 use crate::analysis::{self, Kind, TableFacts};
 use crate::capped::{distinct_upto, ids_type, ids_upto};
 use crate::decision::{Refusal, Rule};
+use crate::joins::{public_table, reads_only_public};
 use crate::nullable::nullable;
 use crate::per_date::per_distinct_date;
 use crate::register::OutputControl;
@@ -675,19 +679,26 @@ fn reads_only(e: &Expr, plan: &LogicalPlan) -> bool {
 }
 
 /// The conjuncts of a join's `ON` filter other than its keys (`left value = right value`,
-/// each a plain value of its side).
-fn on_conditions(j: &Join) -> Vec<Expr> {
+/// each a plain value of its side), with `personal_key` saying which keys are keys.
+fn on_conditions_with(j: &Join, personal_key: &dyn Fn(&Expr) -> bool) -> Vec<Expr> {
+    let mut out: Vec<Expr> =
+        j.on.iter()
+            .map(|(l, r)| l.clone().eq(r.clone()))
+            .filter(|c| !personal_key(c))
+            .collect();
     let Some(filter) = &j.filter else {
-        return Vec::new();
+        return out;
     };
     // A key is a plain value of each side (a column, a cast, a constant shift: see
     // `values::plain`); a key computed with a condition, `CASE WHEN … THEN birth_month END`,
     // drops the rows it makes NULL: a condition like any other.
     let key = |e: &Expr, plan: &LogicalPlan| reads_only(e, plan) && crate::values::plain(plan, e);
-    split_conjunction_owned(filter.clone())
-        .into_iter()
-        .filter(|c| !across(c, j, &key))
-        .collect()
+    out.extend(
+        split_conjunction_owned(filter.clone())
+            .into_iter()
+            .filter(|c| !across(c, j, &key) || !personal_key(c)),
+    );
+    out
 }
 
 /// Whether `c` is an equality between a value of each side of `j`, each as `side` says.
@@ -713,6 +724,8 @@ enum Unmeasured {
     JoinKey,
     /// A subquery condition that is not an uncorrelated cohort selection on a column.
     Subquery,
+    /// A join on a key to a relation that is not a public table as it is.
+    Relation,
     /// An aggregation over persons joined to rows about persons other than `patients`: the
     /// other side decides which of its persons the answer has, and its conditions inside
     /// are measured over all of them.
@@ -741,6 +754,17 @@ fn unmeasured(at: Unmeasured) -> RewriteError {
         Unmeasured::JoinKey => {
             "a join key over rows about persons that is computed with a condition (CASE, \
              NULLIF and the like: a NULL key leaves the row out)"
+        }
+        Unmeasured::Relation => {
+            return RewriteError::Refused(Refusal::new(
+                Rule::LowEffect,
+                "a join of rows about persons on a key to a list of values or to a public \
+                 table reshaped by DISTINCT, UNION, EXCEPT, GROUP BY or the like restricts \
+                 the persons where it cannot be checked for low effect (a restriction that \
+                 leaves out a few persons must not change the answer); write the restriction \
+                 as a condition instead: x IN ('a', 'b'), x IN (SELECT … FROM practices …), \
+                 or join the public table itself and filter it in WHERE",
+            ));
         }
         Unmeasured::Subquery => {
             "a subquery condition on rows about persons other than an uncorrelated \
@@ -1122,6 +1146,71 @@ impl<'a> LowEffect<'a> {
         } else {
             Cond::Or(children)
         }
+    }
+
+    /// Refuses (FS-7) a join on a key through which a relation other than a public table as
+    /// it is restricts rows about persons (`JOIN (VALUES ('F'), ('I')) v(c) ON p.sex = v.c`,
+    /// or `DISTINCT`, `UNION`, `EXCEPT` or `GROUP BY` over a public table with a condition
+    /// below it): the restriction is a condition rule 7 cannot lift out of that relation, so
+    /// it would not be measured. A public table's own filters are lifted and measured, and
+    /// so is the same restriction written `p.sex IN (…)` or `p.lsoa IN (SELECT … EXCEPT …)`.
+    fn check_restricting_relation(&self, j: &Join) -> Result<(), RewriteError> {
+        if j.on.is_empty() && j.filter.is_none() {
+            return Ok(());
+        }
+        let sides = [
+            (
+                &j.left,
+                &j.right,
+                matches!(j.join_type, JoinType::Left | JoinType::Full),
+            ),
+            (
+                &j.right,
+                &j.left,
+                matches!(j.join_type, JoinType::Right | JoinType::Full),
+            ),
+        ];
+        for (personal, other, preserved) in sides {
+            if !preserved
+                && self.personal(personal)?
+                && !self.personal(other)?
+                && !public_table(other)
+            {
+                return Err(unmeasured(Unmeasured::Relation));
+            }
+        }
+        Ok(())
+    }
+
+    /// The conjuncts of `j`'s `ON` other than its keys ([`on_conditions_with`]). Between
+    /// two inputs about persons only the privacy unit on both sides is a key: any other
+    /// equality (`h.lsoa = p.lsoa`, or `sex` in `USING (patient_id, sex)`) keeps some of a
+    /// person's rows, a condition rule 7 measures like one in `WHERE`. Left as a key, it
+    /// left out the few persons who fail it without being measured.
+    fn on_conditions(&self, j: &Join) -> Result<Vec<Expr>, RewriteError> {
+        if !(self.personal(&j.left)? && self.personal(&j.right)?) {
+            return Ok(on_conditions_with(j, &|_| true));
+        }
+        let (left, right) = (
+            analysis::columns(&j.left, self.facts)?.unit,
+            analysis::columns(&j.right, self.facts)?.unit,
+        );
+        let unit = |side: &LogicalPlan, flags: &[bool], e: &Expr| match e {
+            Expr::Column(c) => side
+                .schema()
+                .index_of_column(c)
+                .is_ok_and(|i| flags.get(i).copied().unwrap_or(false)),
+            _ => false,
+        };
+        let units = |c: &Expr| match c {
+            Expr::BinaryExpr(b) if b.op == Operator::Eq => {
+                let (l, r) = (b.left.as_ref(), b.right.as_ref());
+                (unit(&j.left, &left, l) && unit(&j.right, &right, r))
+                    || (unit(&j.left, &left, r) && unit(&j.right, &right, l))
+            }
+            _ => false,
+        };
+        Ok(on_conditions_with(j, &units))
     }
 
     /// Whether `plan`'s rows are about persons.
@@ -3570,19 +3659,24 @@ impl<'a> LowEffect<'a> {
             // An inner join's `ON` conditions other than its keys are a filter above it
             // (the same rows), lifted and measured like one.
             LogicalPlan::Join(j)
-                if j.join_type == JoinType::Inner && !on_conditions(&j).is_empty() =>
+                if j.join_type == JoinType::Inner && !self.on_conditions(&j)?.is_empty() =>
             {
-                let moved = on_conditions(&j);
+                let moved = self.on_conditions(&j)?;
                 let kept: Vec<Expr> =
                     split_conjunction_owned(j.filter.clone().unwrap_or(lit(true)))
                         .into_iter()
                         .filter(|c| !moved.contains(c))
                         .collect();
+                let on: Vec<(Expr, Expr)> =
+                    j.on.iter()
+                        .filter(|(l, r)| !moved.contains(&l.clone().eq(r.clone())))
+                        .cloned()
+                        .collect();
                 // An equality between the two sides that is not a key of plain columns
                 // (`ON pr.code = CASE WHEN … END`), with no key besides: measured above the
                 // join, it would be measured over a cross join, where every person also has
                 // rows that fail it. Refused.
-                if j.on.is_empty()
+                if on.is_empty()
                     && kept.is_empty()
                     && moved.iter().any(|c| across(c, &j, &reads_only))
                     && (self.personal(&j.left)? || self.personal(&j.right)?)
@@ -3592,7 +3686,7 @@ impl<'a> LowEffect<'a> {
                 let join = Join::try_new(
                     Arc::clone(&j.left),
                     Arc::clone(&j.right),
-                    j.on.clone(),
+                    on,
                     conjunction(kept),
                     j.join_type,
                     j.join_constraint,
@@ -3608,7 +3702,7 @@ impl<'a> LowEffect<'a> {
             // An outer join's `ON` conditions decide which rows get NULLs, not which rows
             // there are: they cannot be measured as a filter.
             LogicalPlan::Join(j)
-                if !on_conditions(&j).is_empty()
+                if !self.on_conditions(&j)?.is_empty()
                     && (self.personal(&j.left)? || self.personal(&j.right)?) =>
             {
                 Err(unmeasured(Unmeasured::OuterOn))
@@ -3627,6 +3721,7 @@ impl<'a> LowEffect<'a> {
                 if let Some(cohort) = self.as_membership(&j)? {
                     return self.lift(cohort, cells);
                 }
+                self.check_restricting_relation(&j)?;
                 let above = self.above.take();
                 // A condition above on an aggregation's side that is not on its values
                 // alone restricts it from outside wherever no context moves it in (a
@@ -4037,11 +4132,12 @@ impl<'a> LowEffect<'a> {
                 return Err(unmeasured(Unmeasured::Below));
             }
             LogicalPlan::Join(j)
-                if !on_conditions(j).is_empty()
+                if !self.on_conditions(j)?.is_empty()
                     && (self.personal(&j.left)? || self.personal(&j.right)?) =>
             {
                 return Err(unmeasured(Unmeasured::Below));
             }
+            LogicalPlan::Join(j) => self.check_restricting_relation(j)?,
             _ => {}
         }
         let below = cells_below(&plan, cells);
@@ -5399,7 +5495,15 @@ fn ordered(t: &DataType) -> bool {
 /// input), or the node it is a column of.
 enum Origin<'p> {
     Computed(&'p LogicalPlan, Expr),
-    Node(&'p LogicalPlan),
+    /// The node and the column's index in its schema.
+    Node(&'p LogicalPlan, usize),
+    /// A column (by index) of the side of a join that reads only public tables, the other
+    /// side reading personal ones (`left`: the public side is the join's left input).
+    Lookup {
+        join: &'p Join,
+        left: bool,
+        index: usize,
+    },
     Unknown,
 }
 
@@ -5432,24 +5536,33 @@ fn origin_of<'p>(plan: &'p LogicalPlan, c: &Column) -> Origin<'p> {
                     JoinType::LeftSemi | JoinType::LeftAnti => plan = j.left.as_ref(),
                     JoinType::RightSemi | JoinType::RightAnti => plan = j.right.as_ref(),
                     JoinType::Inner | JoinType::Left | JoinType::Right | JoinType::Full => {
-                        if i < left {
-                            plan = j.left.as_ref();
+                        let (on_left, side, other) = if i < left {
+                            (true, j.left.as_ref(), j.right.as_ref())
                         } else {
                             i -= left;
-                            plan = j.right.as_ref();
+                            (false, j.right.as_ref(), j.left.as_ref())
+                        };
+                        if reads_only_public(side) && !reads_only_public(other) {
+                            return Origin::Lookup {
+                                join: j,
+                                left: on_left,
+                                index: i,
+                            };
                         }
+                        plan = side;
                     }
                     _ => return Origin::Unknown,
                 }
             }
-            other => return Origin::Node(other),
+            other => return Origin::Node(other, i),
         }
     }
 }
 
-/// Whether column `c` of `plan` has one value per person: a `patients` column, or a value
-/// of an aggregation grouped by the privacy unit alone, through aliases, filters, sorts,
-/// projections and joins (a column computed from such values only is one too).
+/// Whether column `c` of `plan` has one value per person: a `patients` column, a value of
+/// an aggregation grouped by the privacy unit alone, or a public table's column looked up
+/// on its key by such a value ([`looked_up`]), through aliases, filters, sorts, projections
+/// and joins (a column computed from such values only is one too).
 #[recursive::recursive]
 fn per_person_value(plan: &LogicalPlan, c: &Column) -> bool {
     match origin_of(plan, c) {
@@ -5460,13 +5573,74 @@ fn per_person_value(plan: &LogicalPlan, c: &Column) -> bool {
                     .into_iter()
                     .all(|c| per_person_value(input, c))
         }
-        Origin::Node(LogicalPlan::TableScan(t)) => t.table_name.table() == "patients",
-        Origin::Node(LogicalPlan::Aggregate(a)) => {
+        Origin::Node(LogicalPlan::TableScan(t), _) => t.table_name.table() == "patients",
+        Origin::Node(LogicalPlan::Aggregate(a), _) => {
             a.group_expr.len() == 1
                 && matches!(&a.group_expr[0], Expr::Column(g) if g.name == PRIVACY_UNIT)
         }
+        Origin::Lookup { join, left, index } => looked_up(join, left, index),
         _ => false,
     }
+}
+
+/// The public table `plan`'s column `c` comes from, and the column's name there.
+fn public_column<'p>(plan: &'p LogicalPlan, c: &Column) -> Option<(&'p TableScan, String)> {
+    match origin_of(plan, c) {
+        Origin::Node(LogicalPlan::TableScan(t), i) => {
+            Some((t, t.projected_schema.field(i).name().clone()))
+        }
+        _ => None,
+    }
+}
+
+/// Whether column `index` of the public side of `join` is a per-person value: it comes from
+/// a public table joined on that table's key (one row at most per value) to a per-person
+/// value of the other side (`JOIN lsoas l ON l.lsoa = p.lsoa` makes `l.imd_decile` the
+/// person's, with the same edges as `p.imd_decile`).
+fn looked_up(join: &Join, left: bool, index: usize) -> bool {
+    let (public, personal) = if left {
+        (join.left.as_ref(), join.right.as_ref())
+    } else {
+        (join.right.as_ref(), join.left.as_ref())
+    };
+    let value = Column::from(public.schema().qualified_field(index));
+    let Some((scan, _)) = public_column(public, &value) else {
+        return false;
+    };
+    // Equalities of the join: its keys, and those of its filter (`ON l.lsoa = p.lsoa` is
+    // a filter until the optimizer moves it).
+    let mut pairs: Vec<(&Expr, &Expr)> = join.on.iter().map(|(l, r)| (l, r)).collect();
+    if let Some(f) = &join.filter {
+        for e in split_conjunction(f) {
+            if let Expr::BinaryExpr(BinaryExpr {
+                left,
+                op: Operator::Eq,
+                right,
+            }) = e
+            {
+                pairs.push((left.as_ref(), right.as_ref()));
+                pairs.push((right.as_ref(), left.as_ref()));
+            }
+        }
+    }
+    pairs.into_iter().any(|(l, r)| {
+        let (key, other) = if left { (l, r) } else { (r, l) };
+        let Expr::Column(key) = key else {
+            return false;
+        };
+        let keyed = public_column(public, key).is_some_and(|(t, name)| {
+            std::ptr::eq(t, scan)
+                && TABLES
+                    .iter()
+                    .any(|d| d.name == t.table_name.table() && d.key == Some(name.as_str()))
+        });
+        let refs = other.column_refs();
+        keyed
+            && !refs.is_empty()
+            && refs
+                .into_iter()
+                .all(|c| personal.schema().has_column(c) && per_person_value(personal, c))
+    })
 }
 
 /// Whether column `c` of `plan` is a per-person ordered value whose range edges are

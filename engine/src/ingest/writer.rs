@@ -941,6 +941,7 @@ mod tests {
         identifying: &[],
         secret: &[],
         sort_by: &["code", "day"],
+        key: None,
     };
 
     type Row = (

@@ -1875,6 +1875,67 @@ async fn moving_a_range_edge_or_a_hole_past_one_person_changes_an_answer_only_at
     );
 }
 
+/// A value looked up in a public table on the person's own value (`JOIN lsoas s ON s.lsoa =
+/// p.lsoa` makes `s.imd_decile` the person's decile) is a per-person value too: its edges
+/// are snapped as the person's own `imd_decile`'s are, so the two give the same answers.
+/// Read through the public table, the edge was not snapped: in one practice `s.imd_decile
+/// < 5` and `<= 5` gave 30 and 35 where `p.imd_decile` gave 35 both times.
+#[tokio::test]
+async fn a_range_edge_on_a_value_looked_up_in_a_public_table_is_snapped_like_the_persons_own() {
+    let f = fixture();
+    let cx = f.project(RESEARCH).await;
+    // Practices and deciles, the smallest groups first (where an edge isolates few).
+    let groups = unprotected(
+        &cx,
+        "SELECT practice_code, imd_decile, COUNT(*) FROM patients \
+         WHERE imd_decile IS NOT NULL GROUP BY 1, 2 ORDER BY 3, 1, 2 LIMIT 6",
+    )
+    .await;
+    assert!(groups.len() == 6, "{groups:?}");
+    assert!(num(&groups[0][2]) <= 5.0, "no small group: {groups:?}");
+    let mut differing = Vec::new();
+    for row in &groups {
+        let (pr, d) = (&row[0], &row[1]);
+        for op in ["<", "<=", "<>"] {
+            let on = |t: &str| {
+                format!(
+                    "SELECT COUNT(*) FROM patients p JOIN lsoas s ON s.lsoa = p.lsoa \
+                     WHERE p.practice_code = '{pr}' AND {t}.imd_decile {op} {d}"
+                )
+            };
+            let own = rows(&cx, &on("p")).await;
+            let comma = format!(
+                "SELECT COUNT(*) FROM lsoas s, patients p WHERE p.lsoa = s.lsoa \
+                 AND p.practice_code = '{pr}' AND s.imd_decile {op} {d}"
+            );
+            let key = |t: &str| {
+                format!(
+                    "SELECT {t}.imd_decile {op} {d} AS k, COUNT(*) FROM patients p \
+                     JOIN lsoas s ON p.lsoa = s.lsoa WHERE p.practice_code = '{pr}' GROUP BY 1"
+                )
+            };
+            for looked_up in [on("s"), comma] {
+                let got = rows(&cx, &looked_up).await;
+                if got != own {
+                    differing.push(format!("{looked_up} -> {got:?} (own value: {own:?})"));
+                }
+            }
+            let (got, own) = (
+                sorted_rows(&cx, &key("s")).await,
+                sorted_rows(&cx, &key("p")).await,
+            );
+            if got != own || got.is_empty() {
+                differing.push(format!("{} -> {got:?} (own value: {own:?})", key("s")));
+            }
+        }
+    }
+    assert!(
+        differing.is_empty(),
+        "an edge on the looked-up decile answered differently from one on the person's own:\n{}",
+        differing.join("\n")
+    );
+}
+
 /// A condition on birth month inside a cohort subquery is measured in the answer's cells as
 /// a per-person value: snapped there like the same condition written in the outer query,
 /// so it gives the same answers. One inside an aggregation inside the subquery has no

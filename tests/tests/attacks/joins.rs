@@ -107,3 +107,212 @@ async fn wide_and_narrow_joins_count_the_same_persons_the_same() {
         }
     }
 }
+
+/// A join key written in `WHERE` (`FROM a, b WHERE a.k = b.k`) joins as it does in `ON`:
+/// the same answers, and the same refusal where two personal tables are joined on anything
+/// but the privacy unit. Left in `WHERE`, the key was a condition that rule 7 could drop,
+/// and the cross join then counted every pair of rows (340 for a practice of 307).
+#[tokio::test]
+async fn a_join_key_written_in_where_joins_as_it_does_in_on() {
+    let f = fixture();
+    let cx = f.project(RESEARCH).await;
+    let practices = unprotected(
+        &cx,
+        "SELECT practice_code, COUNT(*) FROM patients WHERE lsoa IS NOT NULL \
+         GROUP BY 1 HAVING COUNT(*) > 100 ORDER BY 1 LIMIT 3",
+    )
+    .await;
+    assert!(practices.len() >= 2, "{practices:?}");
+    let mut differing = Vec::new();
+    let mut compare = async |on: String, comma: String| {
+        let (a, b) = (rows(&cx, &on).await, rows(&cx, &comma).await);
+        if a.is_empty() || a != b {
+            differing.push(format!("{comma} -> {b:?}\n  {on} -> {a:?}"));
+        }
+    };
+    for row in &practices {
+        let pr = &row[0];
+        for d in [6, 7] {
+            compare(
+                format!(
+                    "SELECT COUNT(*) FROM patients p JOIN lsoas s ON s.lsoa = p.lsoa \
+                     WHERE p.practice_code = '{pr}' AND s.imd_decile < {d}"
+                ),
+                format!(
+                    "SELECT COUNT(*) FROM patients p, lsoas s WHERE s.lsoa = p.lsoa \
+                     AND p.practice_code = '{pr}' AND s.imd_decile < {d}"
+                ),
+            )
+            .await;
+        }
+        compare(
+            format!(
+                "SELECT COUNT(*), SUM(e.numeric_value) FROM clinical_events e \
+                 JOIN patients p ON e.patient_id = p.patient_id \
+                 WHERE p.practice_code = '{pr}' AND e.numeric_value > 0"
+            ),
+            format!(
+                "SELECT COUNT(*), SUM(e.numeric_value) FROM clinical_events e, patients p \
+                 WHERE e.patient_id = p.patient_id AND p.practice_code = '{pr}' \
+                 AND e.numeric_value > 0"
+            ),
+        )
+        .await;
+        compare(
+            format!(
+                "SELECT pr.region, COUNT(*) FROM patients p \
+                 JOIN practices pr ON pr.practice_code = p.practice_code \
+                 JOIN lsoas s ON s.lsoa = p.lsoa WHERE p.practice_code = '{pr}' GROUP BY 1"
+            ),
+            format!(
+                "SELECT pr.region, COUNT(*) FROM patients p, practices pr, lsoas s \
+                 WHERE p.practice_code = '{pr}' AND pr.practice_code = p.practice_code \
+                 AND s.lsoa = p.lsoa GROUP BY 1"
+            ),
+        )
+        .await;
+    }
+    assert!(
+        differing.is_empty(),
+        "a key in WHERE answered differently from the same key in ON:\n{}",
+        differing.join("\n")
+    );
+    for sql in [
+        "SELECT COUNT(*) FROM clinical_events e, patients p WHERE p.practice_code = 'X20001'",
+        "SELECT COUNT(*) FROM patients a, patients b WHERE a.lsoa = b.lsoa",
+    ] {
+        assert_eq!(refused(&cx, sql).await, Rule::JoinAmplification, "{sql}");
+    }
+}
+
+/// A relation joined on a key restricts the persons as a condition does. A public table's
+/// own filters are lifted and measured by rule 7; a list of values, or a public table
+/// reshaped by `DISTINCT`, `UNION`, `EXCEPT` or `GROUP BY`, kept its restriction out of
+/// reach, so leaving out the few persons of one LSOA changed the answer (340 against 335
+/// in one practice, where `p.lsoa <> …` gives 340 both times). Those joins are refused
+/// (FS-7); the same restriction written as a condition is measured.
+#[tokio::test]
+async fn a_restriction_by_a_joined_list_or_reshaped_public_table_is_refused_or_measured() {
+    let f = fixture();
+    let cx = f.project(RESEARCH).await;
+    let groups = unprotected(
+        &cx,
+        "SELECT practice_code, lsoa, COUNT(*) FROM patients WHERE lsoa IS NOT NULL \
+         GROUP BY 1, 2 ORDER BY 3, 1, 2 LIMIT 2",
+    )
+    .await;
+    assert!(
+        groups.iter().all(|g| num(&g[2]) <= 5.0),
+        "no small LSOA group: {groups:?}"
+    );
+    let mut wrong = Vec::new();
+    for g in &groups {
+        let (pr, l) = (&g[0], &g[1]);
+        let base = format!("SELECT COUNT(*) FROM patients p WHERE p.practice_code = '{pr}'");
+        let want = rows(&cx, &format!("{base} AND p.lsoa <> '{l}'")).await;
+        assert!(!want.is_empty());
+        let joined = |side: &str| {
+            format!(
+                "SELECT COUNT(*) FROM patients p JOIN {side} AS s(lsoa) ON s.lsoa = p.lsoa \
+                 WHERE p.practice_code = '{pr}'"
+            )
+        };
+        for side in [
+            format!("(VALUES ('{l}'), ('E01010011'))"),
+            format!("(SELECT DISTINCT lsoa FROM lsoas WHERE lsoa <> '{l}')"),
+            format!("(SELECT lsoa FROM lsoas EXCEPT SELECT '{l}')"),
+            format!(
+                "(SELECT lsoa FROM lsoas WHERE lsoa < '{l}' \
+                 UNION ALL SELECT lsoa FROM lsoas WHERE lsoa > '{l}')"
+            ),
+            format!("(SELECT lsoa FROM lsoas WHERE lsoa <> '{l}' GROUP BY lsoa)"),
+        ] {
+            let sql = joined(&side);
+            let got = outcome(&cx, &sql).await;
+            if !got.starts_with("FS-7") {
+                wrong.push(format!("{sql} -> {got} (want FS-7)"));
+            }
+        }
+        for sql in [
+            joined(&format!("(SELECT lsoa FROM lsoas WHERE lsoa <> '{l}')")),
+            joined(&format!(
+                "(SELECT s.lsoa FROM lsoas s JOIN lsoas t ON s.lsoa = t.lsoa \
+                 WHERE t.lsoa <> '{l}')"
+            )),
+            format!("{base} AND p.lsoa IN (SELECT lsoa FROM lsoas EXCEPT SELECT '{l}')"),
+            format!("{base} AND p.lsoa IN (SELECT DISTINCT lsoa FROM lsoas WHERE lsoa <> '{l}')"),
+        ] {
+            let got = rows(&cx, &sql).await;
+            if got != want {
+                wrong.push(format!("{sql} -> {got:?} (as a condition: {want:?})"));
+            }
+        }
+    }
+    // The planted practice's one person of sex I, through a list of values.
+    for sql in [
+        "SELECT COUNT(*) FROM patients p JOIN (VALUES ('F'), ('I')) v(c) ON p.sex = v.c \
+         WHERE p.practice_code = 'X20001'",
+        "SELECT COUNT(*) FROM patients p JOIN (SELECT 'F' AS c UNION ALL SELECT 'I') v \
+         ON p.sex = v.c WHERE p.practice_code = 'X20001'",
+    ] {
+        assert_eq!(refused(&cx, sql).await, Rule::LowEffect, "{sql}");
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// Between two tables about persons only the privacy unit is a join key: another equality
+/// in `ON` or `USING` (`h.lsoa = p.lsoa`: the episodes recorded at the person's current
+/// LSOA) keeps some of a person's rows and leaves out the persons who have none, a
+/// condition rule 7 measures as it does in `WHERE`. As a key it was not measured: in one
+/// practice it left out 5 of 135 persons and the answer fell from 135 to 130.
+#[tokio::test]
+async fn an_equality_of_two_personal_tables_beside_the_key_is_measured_as_a_condition() {
+    let f = fixture();
+    let cx = f.project(RESEARCH).await;
+    let practices = unprotected(
+        &cx,
+        "SELECT p.practice_code, COUNT(DISTINCT p.patient_id) \
+         FILTER (WHERE h.lsoa <> p.lsoa OR h.sex <> p.sex) \
+         FROM hes_apc h JOIN patients p ON h.patient_id = p.patient_id \
+         GROUP BY 1 HAVING COUNT(DISTINCT p.patient_id) > 100 ORDER BY 1",
+    )
+    .await;
+    assert!(
+        practices.iter().any(|r| (1.0..=8.0).contains(&num(&r[1]))),
+        "no practice where the equality leaves out a few persons: {practices:?}"
+    );
+    let mut differing = Vec::new();
+    for row in &practices {
+        let pr = &row[0];
+        let count = "SELECT COUNT(DISTINCT p.patient_id) FROM hes_apc h";
+        let want = rows(
+            &cx,
+            &format!(
+                "{count} JOIN patients p ON h.patient_id = p.patient_id \
+                 WHERE p.practice_code = '{pr}' AND h.lsoa = p.lsoa AND h.sex = p.sex"
+            ),
+        )
+        .await;
+        for sql in [
+            format!(
+                "{count} JOIN patients p ON h.patient_id = p.patient_id AND h.lsoa = p.lsoa \
+                 AND h.sex = p.sex WHERE p.practice_code = '{pr}'"
+            ),
+            format!(
+                "{count} JOIN patients p USING (patient_id, lsoa, sex) \
+                 WHERE p.practice_code = '{pr}'"
+            ),
+        ] {
+            let got = rows(&cx, &sql).await;
+            if got != want || got.is_empty() {
+                differing.push(format!("{sql} -> {got:?} (in WHERE: {want:?})"));
+            }
+        }
+    }
+    assert!(differing.is_empty(), "{}", differing.join("\n"));
+    // In an outer join's ON it decides which rows get NULLs: refused like any condition.
+    let outer = "SELECT COUNT(*) FROM patients p LEFT JOIN hes_apc h \
+                 ON h.patient_id = p.patient_id AND h.lsoa = p.lsoa \
+                 WHERE p.practice_code = 'X20001'";
+    assert_eq!(refused(&cx, outer).await, Rule::LowEffect, "{outer}");
+}

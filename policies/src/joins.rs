@@ -1,0 +1,260 @@
+//! Join keys written in `WHERE`: `FROM patients p, lsoas s WHERE s.lsoa = p.lsoa` plans as
+//! a filter over a cross join. Everything after the gate reads join keys from joins (the
+//! join-amplification rule, rule 7's conditions, per-person values looked up in public
+//! tables), so an equality of a column of each input of an inner join, where it is a key
+//! (the privacy unit on both sides, or a column of a public table as it is), is moved into that
+//! join's `ON`, where the SQL planner puts the same key written with `JOIN … ON`. The rows
+//! are the same; a key left in `WHERE` would be measured by rule 7 as a condition, and a
+//! key it neutralised would count every row of the cross join.
+
+use datafusion::common::Column;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::error::Result;
+use datafusion::logical_expr::utils::{conjunction, split_conjunction_owned};
+use datafusion::logical_expr::{BinaryExpr, Expr, Filter, Join, JoinType, LogicalPlan, Operator};
+use fivesafes_engine::catalog::{PRIVACY_UNIT, TABLES, TableClass};
+use std::sync::Arc;
+
+/// `plan` (subqueries included) with every equality of two plain columns in a filter
+/// directly over an inner join, one column from each side of that join or of an inner join
+/// directly below it, moved into the `ON` of the lowest such join where it is a key
+/// ([`place`]).
+pub(crate) fn equalities_into_joins(plan: LogicalPlan) -> Result<LogicalPlan> {
+    plan.transform_up_with_subqueries(|node| {
+        let LogicalPlan::Filter(f) = &node else {
+            return Ok(Transformed::no(node));
+        };
+        let LogicalPlan::Join(j) = f.input.as_ref() else {
+            return Ok(Transformed::no(node));
+        };
+        if j.join_type != JoinType::Inner {
+            return Ok(Transformed::no(node));
+        }
+        let mut join = LogicalPlan::Join(j.clone());
+        let mut kept = Vec::new();
+        let mut moved = false;
+        for c in split_conjunction_owned(f.predicate.clone()) {
+            match columns_equal(&c) {
+                Some((a, b)) => match place(&join, &a, &b, &c)? {
+                    Some(placed) => {
+                        join = placed;
+                        moved = true;
+                    }
+                    None => kept.push(c),
+                },
+                None => kept.push(c),
+            }
+        }
+        if !moved {
+            return Ok(Transformed::no(node));
+        }
+        Ok(Transformed::yes(match conjunction(kept) {
+            Some(p) => LogicalPlan::Filter(Filter::try_new(p, Arc::new(join))?),
+            None => join,
+        }))
+    })
+    .map(|t| t.data)
+}
+
+/// Whether every table `plan` scans is a public one.
+pub(crate) fn reads_only_public(plan: &LogicalPlan) -> bool {
+    let mut public = true;
+    let _ = plan.apply(|p| {
+        if let LogicalPlan::TableScan(t) = p {
+            public &= TABLES
+                .iter()
+                .any(|d| d.name == t.table_name.table() && d.class == TableClass::Public);
+        }
+        Ok(if public {
+            TreeNodeRecursion::Continue
+        } else {
+            TreeNodeRecursion::Stop
+        })
+    });
+    public
+}
+
+/// Whether `plan` is a public table as it is: scans of public tables with only aliases,
+/// projections, filters, sorts and inner joins among them above (rule 7 lifts and measures
+/// their filters where they restrict rows about persons).
+pub(crate) fn public_table(plan: &LogicalPlan) -> bool {
+    match plan {
+        LogicalPlan::TableScan(t) => TABLES
+            .iter()
+            .any(|d| d.name == t.table_name.table() && d.class == TableClass::Public),
+        LogicalPlan::SubqueryAlias(_)
+        | LogicalPlan::Projection(_)
+        | LogicalPlan::Filter(_)
+        | LogicalPlan::Sort(_) => plan.inputs().into_iter().all(public_table),
+        LogicalPlan::Join(j) if j.join_type == JoinType::Inner => {
+            public_table(&j.left) && public_table(&j.right)
+        }
+        _ => false,
+    }
+}
+
+/// The two columns of `c` when it is `column = column`.
+fn columns_equal(c: &Expr) -> Option<(Column, Column)> {
+    match c {
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Eq,
+            right,
+        }) => match (left.as_ref(), right.as_ref()) {
+            (Expr::Column(a), Expr::Column(b)) => Some((a.clone(), b.clone())),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// `plan` (an inner join) with `eq` (`a = b`) added to the `ON` of the lowest inner join
+/// whose two sides hold `a` and `b`, following inner joins directly below, where it joins
+/// the privacy unit to the privacy unit or one side is a [`public_table`]; `None` where
+/// there is none.
+fn place(plan: &LogicalPlan, a: &Column, b: &Column, eq: &Expr) -> Result<Option<LogicalPlan>> {
+    let LogicalPlan::Join(j) = plan else {
+        return Ok(None);
+    };
+    if j.join_type != JoinType::Inner {
+        return Ok(None);
+    }
+    let (l, r) = (j.left.schema(), j.right.schema());
+    let across = (l.has_column(a) && r.has_column(b)) || (l.has_column(b) && r.has_column(a));
+    // Only keys that join, not conditions on a person's rows: the privacy unit of each
+    // side, or any key of a public table. `e.event_date = p.birth_month` between two
+    // personal tables keeps some of one person's rows; it stays in `WHERE`, where rule 7
+    // measures it (and the join is refused without a key on the privacy unit).
+    let key = (a.name == PRIVACY_UNIT && b.name == PRIVACY_UNIT)
+        || public_table(&j.left)
+        || public_table(&j.right);
+    if across && key {
+        let filter = match &j.filter {
+            Some(f) => f.clone().and(eq.clone()),
+            None => eq.clone(),
+        };
+        return rejoined(j, Arc::clone(&j.left), Arc::clone(&j.right), Some(filter)).map(Some);
+    }
+    for (side, left) in [(&j.left, true), (&j.right, false)] {
+        let s = side.schema();
+        if s.has_column(a)
+            && s.has_column(b)
+            && let Some(placed) = place(side, a, b, eq)?
+        {
+            let (nl, nr) = if left {
+                (Arc::new(placed), Arc::clone(&j.right))
+            } else {
+                (Arc::clone(&j.left), Arc::new(placed))
+            };
+            return rejoined(j, nl, nr, j.filter.clone()).map(Some);
+        }
+    }
+    Ok(None)
+}
+
+/// `j` over `left` and `right` with `filter`, everything else as it was.
+fn rejoined(
+    j: &Join,
+    left: Arc<LogicalPlan>,
+    right: Arc<LogicalPlan>,
+    filter: Option<Expr>,
+) -> Result<LogicalPlan> {
+    Ok(LogicalPlan::Join(Join::try_new(
+        left,
+        right,
+        j.on.clone(),
+        filter,
+        j.join_type,
+        j.join_constraint,
+        j.null_equality,
+        j.null_aware,
+    )?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::logical_expr::{LogicalPlanBuilder, col, table_scan};
+    use datafusion::prelude::lit;
+
+    /// A scan of `table` with columns `columns` (all `Utf8`).
+    fn scan(table: &str, columns: &[&str]) -> LogicalPlanBuilder {
+        let fields: Vec<Field> = columns
+            .iter()
+            .map(|c| Field::new(*c, DataType::Utf8, false))
+            .collect();
+        table_scan(Some(table), &Schema::new(fields), None).expect("scan")
+    }
+
+    fn events() -> LogicalPlanBuilder {
+        scan("clinical_events", &["patient_id", "code"])
+    }
+
+    fn patients() -> LogicalPlan {
+        scan("patients", &["patient_id", "lsoa", "sex"])
+            .build()
+            .expect("patients")
+    }
+
+    fn lsoas() -> LogicalPlan {
+        scan("lsoas", &["lsoa", "imd"]).build().expect("lsoas")
+    }
+
+    #[test]
+    fn a_key_in_where_moves_into_the_join_it_joins() -> Result<()> {
+        // clinical_events, patients, lsoas WHERE (the two keys, a condition, a condition
+        // between two personal tables)
+        let plan = events()
+            .cross_join(patients())?
+            .cross_join(lsoas())?
+            .filter(
+                col("clinical_events.patient_id")
+                    .eq(col("patients.patient_id"))
+                    .and(col("lsoas.lsoa").eq(col("patients.lsoa")))
+                    .and(col("lsoas.imd").gt(lit("3")))
+                    .and(col("clinical_events.code").eq(col("patients.sex"))),
+            )?
+            .build()?;
+        let shown = equalities_into_joins(plan)?.display_indent().to_string();
+        assert_eq!(
+            shown,
+            "Filter: lsoas.imd > Utf8(\"3\") AND clinical_events.code = patients.sex\
+             \n  Inner Join:  Filter: lsoas.lsoa = patients.lsoa\
+             \n    Inner Join:  Filter: clinical_events.patient_id = patients.patient_id\
+             \n      TableScan: clinical_events\
+             \n      TableScan: patients\
+             \n    TableScan: lsoas",
+            "{shown}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn an_outer_join_and_other_comparisons_stay_as_written() -> Result<()> {
+        let plan = scan("patients", &["patient_id", "lsoa"])
+            .join_on(
+                lsoas(),
+                JoinType::Left,
+                vec![col("patients.lsoa").eq(col("lsoas.lsoa"))],
+            )?
+            .filter(col("lsoas.imd").eq(col("patients.lsoa")))?
+            .build()?;
+        let before = plan.display_indent().to_string();
+        assert_eq!(
+            equalities_into_joins(plan)?.display_indent().to_string(),
+            before
+        );
+        // Two personal tables on anything but the privacy unit: a condition, not a key.
+        let plan = events()
+            .cross_join(patients())?
+            .filter(col("clinical_events.code").eq(col("patients.sex")))?
+            .build()?;
+        let before = plan.display_indent().to_string();
+        assert_eq!(
+            equalities_into_joins(plan)?.display_indent().to_string(),
+            before
+        );
+        Ok(())
+    }
+}
