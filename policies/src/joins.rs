@@ -2,7 +2,7 @@
 //! a filter over a cross join. Everything after the gate reads join keys from joins (the
 //! join-amplification rule, rule 7's conditions, per-person values looked up in public
 //! tables), so an equality of a column of each input of an inner join, where it is a key
-//! (the privacy unit on both sides, or a column of a public table as it is), is moved into that
+//! (the privacy unit on both sides, or a side that reads only public tables), is moved into that
 //! join's `ON`, where the SQL planner puts the same key written with `JOIN … ON`. The rows
 //! are the same; a key left in `WHERE` would be measured by rule 7 as a condition, and a
 //! key it neutralised would count every row of the cross join.
@@ -74,22 +74,50 @@ pub(crate) fn reads_only_public(plan: &LogicalPlan) -> bool {
     public
 }
 
-/// Whether `plan` is a public table as it is: scans of public tables with only aliases,
-/// projections, filters, sorts and inner joins among them above (rule 7 lifts and measures
-/// their filters where they restrict rows about persons).
+/// Whether `plan` is one public table as it is: a scan of a public table with only
+/// aliases, projections, filters and sorts above, and no subquery or volatile function in
+/// those filters. Where its side of a join is lifted, rule 7 lifts and measures the filters
+/// like any condition ([`unfiltered_public_table`] where it is not). A join of two public
+/// tables is not one: a value of the one is not looked up on the other's key, and their
+/// `ON` could restrict unmeasured (`s.imd_decile = t.imd_decile + 4`).
 pub(crate) fn public_table(plan: &LogicalPlan) -> bool {
     match plan {
         LogicalPlan::TableScan(t) => TABLES
             .iter()
             .any(|d| d.name == t.table_name.table() && d.class == TableClass::Public),
-        LogicalPlan::SubqueryAlias(_)
-        | LogicalPlan::Projection(_)
-        | LogicalPlan::Filter(_)
-        | LogicalPlan::Sort(_) => plan.inputs().into_iter().all(public_table),
-        LogicalPlan::Join(j) if j.join_type == JoinType::Inner => {
-            public_table(&j.left) && public_table(&j.right)
+        LogicalPlan::Filter(f) => {
+            let mut plain = true;
+            let _ = f.predicate.apply(|e| {
+                if matches!(
+                    e,
+                    Expr::ScalarSubquery(_) | Expr::InSubquery(_) | Expr::Exists(_)
+                ) || e.is_volatile_node()
+                {
+                    plain = false;
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+                Ok(TreeNodeRecursion::Continue)
+            });
+            plain && public_table(&f.input)
+        }
+        LogicalPlan::SubqueryAlias(_) | LogicalPlan::Projection(_) | LogicalPlan::Sort(_) => {
+            plan.inputs().into_iter().all(public_table)
         }
         _ => false,
+    }
+}
+
+/// [`public_table`] without any filter: a side of a join that rule 7 does not lift (the
+/// filtered side of a semi or anti join, a join below `DISTINCT` or `UNION`) keeps its
+/// filters where nothing measures them.
+pub(crate) fn unfiltered_public_table(plan: &LogicalPlan) -> bool {
+    public_table(plan) && {
+        let mut filtered = false;
+        let _ = plan.apply(|p| {
+            filtered |= matches!(p, LogicalPlan::Filter(_));
+            Ok(TreeNodeRecursion::Continue)
+        });
+        !filtered
     }
 }
 
@@ -110,8 +138,8 @@ fn columns_equal(c: &Expr) -> Option<(Column, Column)> {
 
 /// `plan` (an inner join) with `eq` (`a = b`) added to the `ON` of the lowest inner join
 /// whose two sides hold `a` and `b`, following inner joins directly below, where it joins
-/// the privacy unit to the privacy unit or one side is a [`public_table`]; `None` where
-/// there is none.
+/// the privacy unit to the privacy unit or one side reads only public tables (rule 7 then
+/// checks that side as a join's: [`public_table`]); `None` where there is none.
 fn place(plan: &LogicalPlan, a: &Column, b: &Column, eq: &Expr) -> Result<Option<LogicalPlan>> {
     let LogicalPlan::Join(j) = plan else {
         return Ok(None);
@@ -126,8 +154,8 @@ fn place(plan: &LogicalPlan, a: &Column, b: &Column, eq: &Expr) -> Result<Option
     // personal tables keeps some of one person's rows; it stays in `WHERE`, where rule 7
     // measures it (and the join is refused without a key on the privacy unit).
     let key = (a.name == PRIVACY_UNIT && b.name == PRIVACY_UNIT)
-        || public_table(&j.left)
-        || public_table(&j.right);
+        || reads_only_public(&j.left)
+        || reads_only_public(&j.right);
     if across && key {
         let filter = match &j.filter {
             Some(f) => f.clone().and(eq.clone()),

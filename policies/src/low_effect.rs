@@ -112,7 +112,7 @@ use fivesafes_engine::catalog::{PRIVACY_UNIT, TABLES};
 use crate::analysis::{self, Kind, TableFacts};
 use crate::capped::{distinct_upto, ids_type, ids_upto};
 use crate::decision::{Refusal, Rule};
-use crate::joins::{public_table, reads_only_public};
+use crate::joins::{public_table, reads_only_public, unfiltered_public_table};
 use crate::nullable::nullable;
 use crate::per_date::per_distinct_date;
 use crate::register::OutputControl;
@@ -753,17 +753,20 @@ fn unmeasured(at: Unmeasured) -> RewriteError {
         Unmeasured::OuterOn => "a condition on rows about persons in an outer join's ON clause",
         Unmeasured::JoinKey => {
             "a join key over rows about persons that is computed with a condition (CASE, \
-             NULLIF and the like: a NULL key leaves the row out)"
+             NULLIF and the like: a NULL key leaves the row out), or a join to a public \
+             table on anything but its key (practice_code, lsoa), with no other key"
         }
         Unmeasured::Relation => {
             return RewriteError::Refused(Refusal::new(
                 Rule::LowEffect,
                 "a join of rows about persons on a key to a list of values or to a public \
-                 table reshaped by DISTINCT, UNION, EXCEPT, GROUP BY or the like restricts \
-                 the persons where it cannot be checked for low effect (a restriction that \
-                 leaves out a few persons must not change the answer); write the restriction \
-                 as a condition instead: x IN ('a', 'b'), x IN (SELECT … FROM practices …), \
-                 or join the public table itself and filter it in WHERE",
+                 table reshaped by DISTINCT, UNION, EXCEPT, GROUP BY, a join of two public \
+                 tables, a subquery in its filter or the like (or filtered, on the filtering \
+                 side of a semi or anti join or below DISTINCT or UNION) restricts the \
+                 persons where it cannot be checked for low effect (a restriction that leaves \
+                 out a few persons must not change the answer); write the restriction as a \
+                 condition instead: x IN ('a', 'b'), x IN (SELECT … FROM practices …), or \
+                 join each public table itself on its key and filter it in WHERE",
             ));
         }
         Unmeasured::Subquery => {
@@ -1152,30 +1155,40 @@ impl<'a> LowEffect<'a> {
     /// it is restricts rows about persons (`JOIN (VALUES ('F'), ('I')) v(c) ON p.sex = v.c`,
     /// or `DISTINCT`, `UNION`, `EXCEPT` or `GROUP BY` over a public table with a condition
     /// below it): the restriction is a condition rule 7 cannot lift out of that relation, so
-    /// it would not be measured. A public table's own filters are lifted and measured, and
-    /// so is the same restriction written `p.sex IN (…)` or `p.lsoa IN (SELECT … EXCEPT …)`.
-    fn check_restricting_relation(&self, j: &Join) -> Result<(), RewriteError> {
+    /// it would not be measured. A public table's own filters are lifted and measured where
+    /// its side is lifted (`lifted`: the join is in [`LowEffect::lift`], not below a node
+    /// rule 7 cannot lift through); elsewhere, and on the filtering side of a semi or anti
+    /// join, it must have none. The same restriction written `p.sex IN (…)` or `p.lsoa IN
+    /// (SELECT … EXCEPT …)` is measured.
+    fn check_restricting_relation(&self, j: &Join, lifted: bool) -> Result<(), RewriteError> {
         if j.on.is_empty() && j.filter.is_none() {
             return Ok(());
         }
+        use JoinType::*;
+        let t = j.join_type;
+        // (personal side, other side, personal side preserved, other side lifted), as in
+        // `lift`.
         let sides = [
             (
                 &j.left,
                 &j.right,
-                matches!(j.join_type, JoinType::Left | JoinType::Full),
+                matches!(t, Left | Full),
+                lifted && matches!(t, Inner | Right | RightSemi | RightAnti),
             ),
             (
                 &j.right,
                 &j.left,
-                matches!(j.join_type, JoinType::Right | JoinType::Full),
+                matches!(t, Right | Full),
+                lifted && matches!(t, Inner | Left | LeftSemi | LeftAnti),
             ),
         ];
-        for (personal, other, preserved) in sides {
-            if !preserved
-                && self.personal(personal)?
-                && !self.personal(other)?
-                && !public_table(other)
-            {
+        for (personal, other, preserved, other_lifted) in sides {
+            let plain = if other_lifted {
+                public_table(other)
+            } else {
+                unfiltered_public_table(other)
+            };
+            if !preserved && !plain && self.personal(personal)? && !self.personal(other)? {
                 return Err(unmeasured(Unmeasured::Relation));
             }
         }
@@ -1188,7 +1201,29 @@ impl<'a> LowEffect<'a> {
     /// person's rows, a condition rule 7 measures like one in `WHERE`. Left as a key, it
     /// left out the few persons who fail it without being measured.
     fn on_conditions(&self, j: &Join) -> Result<Vec<Expr>, RewriteError> {
-        if !(self.personal(&j.left)? && self.personal(&j.right)?) {
+        let (pl, pr) = (self.personal(&j.left)?, self.personal(&j.right)?);
+        if pl != pr {
+            // Rows about persons and a public table: a key is the table's key as it is
+            // (`pr.practice_code = p.practice_code`); any other equality (`s.imd_decile + 4 =
+            // p.imd_decile`, a computed column of the table) restricts like a condition.
+            let public = if pl { &j.right } else { &j.left };
+            let keyed = |e: &Expr| match e {
+                Expr::Column(c) => public_column(public, c).is_some_and(|(t, name)| {
+                    TABLES
+                        .iter()
+                        .any(|d| d.name == t.table_name.table() && d.key == Some(name.as_str()))
+                }),
+                _ => false,
+            };
+            let key = |c: &Expr| match c {
+                Expr::BinaryExpr(b) if b.op == Operator::Eq => {
+                    keyed(b.left.as_ref()) || keyed(b.right.as_ref())
+                }
+                _ => false,
+            };
+            return Ok(on_conditions_with(j, &key));
+        }
+        if !pl {
             return Ok(on_conditions_with(j, &|_| true));
         }
         let (left, right) = (
@@ -3681,6 +3716,8 @@ impl<'a> LowEffect<'a> {
                     && moved.iter().any(|c| across(c, &j, &reads_only))
                     && (self.personal(&j.left)? || self.personal(&j.right)?)
                 {
+                    // (A list of values has no key: say so rather than blame the key.)
+                    self.check_restricting_relation(&j, true)?;
                     return Err(unmeasured(Unmeasured::JoinKey));
                 }
                 let join = Join::try_new(
@@ -3721,7 +3758,7 @@ impl<'a> LowEffect<'a> {
                 if let Some(cohort) = self.as_membership(&j)? {
                     return self.lift(cohort, cells);
                 }
-                self.check_restricting_relation(&j)?;
+                self.check_restricting_relation(&j, true)?;
                 let above = self.above.take();
                 // A condition above on an aggregation's side that is not on its values
                 // alone restricts it from outside wherever no context moves it in (a
@@ -4137,7 +4174,7 @@ impl<'a> LowEffect<'a> {
             {
                 return Err(unmeasured(Unmeasured::Below));
             }
-            LogicalPlan::Join(j) => self.check_restricting_relation(j)?,
+            LogicalPlan::Join(j) => self.check_restricting_relation(j, false)?,
             _ => {}
         }
         let below = cells_below(&plan, cells);

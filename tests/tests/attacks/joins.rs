@@ -226,6 +226,12 @@ async fn a_restriction_by_a_joined_list_or_reshaped_public_table_is_refused_or_m
                  UNION ALL SELECT lsoa FROM lsoas WHERE lsoa > '{l}')"
             ),
             format!("(SELECT lsoa FROM lsoas WHERE lsoa <> '{l}' GROUP BY lsoa)"),
+            format!("(SELECT CASE WHEN lsoa = '{l}' THEN '-' ELSE lsoa END FROM lsoas)"),
+            format!(
+                "(SELECT s.lsoa FROM lsoas s JOIN lsoas t ON s.lsoa = t.lsoa \
+                 WHERE t.lsoa <> '{l}')"
+            ),
+            format!("(SELECT lsoa FROM lsoas l WHERE l.lsoa <> (SELECT '{l}'))"),
         ] {
             let sql = joined(&side);
             let got = outcome(&cx, &sql).await;
@@ -233,12 +239,18 @@ async fn a_restriction_by_a_joined_list_or_reshaped_public_table_is_refused_or_m
                 wrong.push(format!("{sql} -> {got} (want FS-7)"));
             }
         }
+        // Filtered, on the side a semi join filters by: the filter is not lifted.
+        let semi = format!(
+            "SELECT COUNT(*) FROM patients p LEFT SEMI JOIN \
+             (SELECT lsoa FROM lsoas WHERE lsoa <> '{l}') s ON s.lsoa = p.lsoa \
+             WHERE p.practice_code = '{pr}'"
+        );
+        let got = outcome(&cx, &semi).await;
+        if !got.starts_with("FS-7") {
+            wrong.push(format!("{semi} -> {got} (want FS-7)"));
+        }
         for sql in [
             joined(&format!("(SELECT lsoa FROM lsoas WHERE lsoa <> '{l}')")),
-            joined(&format!(
-                "(SELECT s.lsoa FROM lsoas s JOIN lsoas t ON s.lsoa = t.lsoa \
-                 WHERE t.lsoa <> '{l}')"
-            )),
             format!("{base} AND p.lsoa IN (SELECT lsoa FROM lsoas EXCEPT SELECT '{l}')"),
             format!("{base} AND p.lsoa IN (SELECT DISTINCT lsoa FROM lsoas WHERE lsoa <> '{l}')"),
         ] {
@@ -248,8 +260,11 @@ async fn a_restriction_by_a_joined_list_or_reshaped_public_table_is_refused_or_m
             }
         }
     }
-    // The planted practice's one person of sex I, through a list of values.
+    // The planted practice's one person of sex I, through a list of values; a decile band
+    // through a shifted key to a public table (a condition, with no key left to join on).
     for sql in [
+        "SELECT COUNT(DISTINCT p.patient_id) FROM patients p \
+         JOIN lsoas s ON p.imd_decile = s.imd_decile + 4 WHERE p.practice_code = 'F81002'",
         "SELECT COUNT(*) FROM patients p JOIN (VALUES ('F'), ('I')) v(c) ON p.sex = v.c \
          WHERE p.practice_code = 'X20001'",
         "SELECT COUNT(*) FROM patients p JOIN (SELECT 'F' AS c UNION ALL SELECT 'I') v \
