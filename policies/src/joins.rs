@@ -11,8 +11,10 @@ use datafusion::common::Column;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::error::Result;
 use datafusion::logical_expr::utils::{conjunction, split_conjunction_owned};
-use datafusion::logical_expr::{BinaryExpr, Expr, Filter, Join, JoinType, LogicalPlan, Operator};
-use fivesafes_engine::catalog::{PRIVACY_UNIT, TABLES, TableClass};
+use datafusion::logical_expr::{
+    BinaryExpr, Expr, Filter, Join, JoinType, LogicalPlan, Operator, TableScan,
+};
+use fivesafes_engine::catalog::{PRIVACY_UNIT, TABLES, TableClass, TableDef};
 use std::sync::Arc;
 
 /// `plan` (subqueries included) with every equality of two plain columns in a filter
@@ -56,14 +58,19 @@ pub(crate) fn equalities_into_joins(plan: LogicalPlan) -> Result<LogicalPlan> {
     .map(|t| t.data)
 }
 
+/// The catalog entry of the public table `t` scans, if it scans one.
+pub(crate) fn public_def(t: &TableScan) -> Option<&'static TableDef> {
+    TABLES
+        .iter()
+        .find(|d| d.name == t.table_name.table() && d.class == TableClass::Public)
+}
+
 /// Whether every table `plan` scans is a public one.
 pub(crate) fn reads_only_public(plan: &LogicalPlan) -> bool {
     let mut public = true;
     let _ = plan.apply(|p| {
         if let LogicalPlan::TableScan(t) = p {
-            public &= TABLES
-                .iter()
-                .any(|d| d.name == t.table_name.table() && d.class == TableClass::Public);
+            public &= public_def(t).is_some();
         }
         Ok(if public {
             TreeNodeRecursion::Continue
@@ -82,9 +89,7 @@ pub(crate) fn reads_only_public(plan: &LogicalPlan) -> bool {
 /// `ON` could restrict unmeasured (`s.imd_decile = t.imd_decile + 4`).
 pub(crate) fn public_table(plan: &LogicalPlan) -> bool {
     match plan {
-        LogicalPlan::TableScan(t) => TABLES
-            .iter()
-            .any(|d| d.name == t.table_name.table() && d.class == TableClass::Public),
+        LogicalPlan::TableScan(t) => public_def(t).is_some(),
         LogicalPlan::Filter(f) => {
             let mut plain = true;
             let _ = f.predicate.apply(|e| {

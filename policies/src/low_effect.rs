@@ -107,12 +107,12 @@ use datafusion::logical_expr::{
     WindowFrame, binary_expr, cast, lit, when,
 };
 
-use fivesafes_engine::catalog::{PRIVACY_UNIT, TABLES};
+use fivesafes_engine::catalog::PRIVACY_UNIT;
 
 use crate::analysis::{self, Kind, TableFacts};
 use crate::capped::{distinct_upto, ids_type, ids_upto};
 use crate::decision::{Refusal, Rule};
-use crate::joins::{public_table, reads_only_public, unfiltered_public_table};
+use crate::joins::{public_def, public_table, reads_only_public, unfiltered_public_table};
 use crate::nullable::nullable;
 use crate::per_date::per_distinct_date;
 use crate::register::OutputControl;
@@ -1207,14 +1207,7 @@ impl<'a> LowEffect<'a> {
             // (`pr.practice_code = p.practice_code`); any other equality (`s.imd_decile + 4 =
             // p.imd_decile`, a computed column of the table) restricts like a condition.
             let public = if pl { &j.right } else { &j.left };
-            let keyed = |e: &Expr| match e {
-                Expr::Column(c) => public_column(public, c).is_some_and(|(t, name)| {
-                    TABLES
-                        .iter()
-                        .any(|d| d.name == t.table_name.table() && d.key == Some(name.as_str()))
-                }),
-                _ => false,
-            };
+            let keyed = |e: &Expr| matches!(e, Expr::Column(c) if public_key(public, c).is_some());
             let key = |c: &Expr| match c {
                 Expr::BinaryExpr(b) if b.op == Operator::Eq => {
                     keyed(b.left.as_ref()) || keyed(b.right.as_ref())
@@ -5630,6 +5623,13 @@ fn public_column<'p>(plan: &'p LogicalPlan, c: &Column) -> Option<(&'p TableScan
     }
 }
 
+/// The scan of the public table whose key (`TableDef::key`) column `c` of `plan` is.
+fn public_key<'p>(plan: &'p LogicalPlan, c: &Column) -> Option<&'p TableScan> {
+    public_column(plan, c)
+        .filter(|(t, name)| public_def(t).is_some_and(|d| d.key == Some(name.as_str())))
+        .map(|(t, _)| t)
+}
+
 /// Whether column `index` of the public side of `join` is a per-person value: it comes from
 /// a public table joined on that table's key (one row at most per value) to a per-person
 /// value of the other side (`JOIN lsoas l ON l.lsoa = p.lsoa` makes `l.imd_decile` the
@@ -5665,12 +5665,7 @@ fn looked_up(join: &Join, left: bool, index: usize) -> bool {
         let Expr::Column(key) = key else {
             return false;
         };
-        let keyed = public_column(public, key).is_some_and(|(t, name)| {
-            std::ptr::eq(t, scan)
-                && TABLES
-                    .iter()
-                    .any(|d| d.name == t.table_name.table() && d.key == Some(name.as_str()))
-        });
+        let keyed = public_key(public, key).is_some_and(|t| std::ptr::eq(t, scan));
         let refs = other.column_refs();
         keyed
             && !refs.is_empty()
