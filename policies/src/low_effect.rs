@@ -726,6 +726,9 @@ enum Unmeasured {
     Subquery,
     /// A join on a key to a relation that is not a public table as it is.
     Relation,
+    /// A join to a public table that leaves out the rows about persons that match no row
+    /// of it, where that cannot be measured.
+    Unmatched,
     /// An aggregation over persons joined to rows about persons other than `patients`: the
     /// other side decides which of its persons the answer has, and its conditions inside
     /// are measured over all of them.
@@ -767,6 +770,17 @@ fn unmeasured(at: Unmeasured) -> RewriteError {
                  out a few persons must not change the answer); write the restriction as a \
                  condition instead: x IN ('a', 'b'), x IN (SELECT … FROM practices …), or \
                  join each public table itself on its key and filter it in WHERE",
+            ));
+        }
+        Unmeasured::Unmatched => {
+            return RewriteError::Refused(Refusal::new(
+                Rule::LowEffect,
+                "an inner join of rows about persons to a public table below a UNION, \
+                 DISTINCT or the optional side of an outer join leaves out the rows whose key \
+                 is NULL or not in the table (persons with no LSOA, say) where that cannot be \
+                 checked for low effect (a restriction that leaves out a few persons must not \
+                 change the answer); use a LEFT JOIN to the public table there, or join it in \
+                 the query that aggregates",
             ));
         }
         Unmeasured::Subquery => {
@@ -3638,22 +3652,7 @@ impl<'a> LowEffect<'a> {
                 let Some(lifted) = conjunction(lifted) else {
                     return Ok((input, conds));
                 };
-                let mut atoms = Vec::new();
-                self.scope = Some(input.clone());
-                conds.push(self.nnf(&lifted, Want::True, &mut atoms));
-                self.scope = None;
-                if std::mem::take(&mut self.case_atoms).1 > MAX_CASE_ATOMS {
-                    return Err(RewriteError::Unsupported(format!(
-                        "CASE expressions in conditions that make more than {MAX_CASE_ATOMS} \
-                         conditions when taken apart (fewer branches, or IN lists)"
-                    )));
-                }
-                let values = self.edge_values(&input, &atoms)?;
-                let mut exprs = columns_of(input.schema());
-                exprs.extend(atoms.into_iter().map(|(name, e)| e.alias(name)));
-                exprs.extend(values);
-                let projected =
-                    LogicalPlan::Projection(Projection::try_new(exprs, Arc::new(input))?);
+                let projected = self.lifted_here(input, &lifted, &mut conds)?;
                 Ok((projected, conds))
             }
             LogicalPlan::Projection(p) => {
@@ -3810,20 +3809,95 @@ impl<'a> LowEffect<'a> {
                     inputs.push(Arc::new(input?));
                 }
                 let [left, right] = <[_; 2]>::try_from(inputs).expect("two inputs");
+                let unmatched = self.keep_unmatched(&j)?;
                 let join = Join::try_new(
                     left,
                     right,
                     j.on.clone(),
                     j.filter.clone(),
-                    j.join_type,
+                    unmatched.as_ref().map_or(j.join_type, |(t, _)| *t),
                     j.join_constraint,
                     j.null_equality,
                     j.null_aware,
                 )?;
-                Ok((LogicalPlan::Join(join), conds))
+                let join = LogicalPlan::Join(join);
+                match unmatched {
+                    Some((_, matched)) => {
+                        let measured = self.lifted_here(join, &matched, &mut conds)?;
+                        Ok((measured, conds))
+                    }
+                    None => Ok((join, conds)),
+                }
             }
             other => Ok((self.stop(other, cells)?, Vec::new())),
         }
+    }
+
+    /// The condition `lifted`, taken off a filter over `input`, as the [`Cond`] appended to
+    /// `conds` over its atoms, and `input` with those atoms (and the values their edges snap
+    /// to) as columns, for the measurement above.
+    fn lifted_here(
+        &mut self,
+        input: LogicalPlan,
+        lifted: &Expr,
+        conds: &mut Vec<Cond>,
+    ) -> Result<LogicalPlan, RewriteError> {
+        let mut atoms = Vec::new();
+        self.scope = Some(input.clone());
+        conds.push(self.nnf(lifted, Want::True, &mut atoms));
+        self.scope = None;
+        if std::mem::take(&mut self.case_atoms).1 > MAX_CASE_ATOMS {
+            return Err(RewriteError::Unsupported(format!(
+                "CASE expressions in conditions that make more than {MAX_CASE_ATOMS} \
+                 conditions when taken apart (fewer branches, or IN lists)"
+            )));
+        }
+        let values = self.edge_values(&input, &atoms)?;
+        let mut exprs = columns_of(input.schema());
+        exprs.extend(atoms.into_iter().map(|(name, e)| e.alias(name)));
+        exprs.extend(values);
+        Ok(LogicalPlan::Projection(Projection::try_new(
+            exprs,
+            Arc::new(input),
+        )?))
+    }
+
+    /// For a join of rows about persons to a public table on the table's key that keeps
+    /// only the rows about persons that match (an inner join, or an outer join that
+    /// preserves the table): the join type that keeps the others too, and the condition on
+    /// the table's key (`s.lsoa IS NOT NULL`) that drops them again, to be measured like any
+    /// other. The join alone leaves out the persons whose value is NULL or not in the table
+    /// (`JOIN lsoas s ON s.lsoa = p.lsoa` the persons with no LSOA) unmeasured: in a cell
+    /// where the target alone has none, the same count with and without the join differs
+    /// by the target.
+    fn keep_unmatched(&self, j: &Join) -> Result<Option<(JoinType, Expr)>, RewriteError> {
+        use JoinType::*;
+        let (pl, pr) = (self.personal(&j.left)?, self.personal(&j.right)?);
+        if pl == pr {
+            return Ok(None);
+        }
+        let joined = match (j.join_type, pl) {
+            (Inner, true) => Left,
+            (Inner, false) => Right,
+            (Right, true) | (Left, false) => Full,
+            _ => return Ok(None),
+        };
+        let public = if pl { &j.right } else { &j.left };
+        let mut sides: Vec<&Expr> = j.on.iter().flat_map(|(l, r)| [l, r]).collect();
+        if let Some(f) = &j.filter {
+            for e in split_conjunction(f) {
+                if let Expr::BinaryExpr(b) = e
+                    && b.op == Operator::Eq
+                {
+                    sides.extend([b.left.as_ref(), b.right.as_ref()]);
+                }
+            }
+        }
+        let key = sides.into_iter().find_map(|e| match e {
+            Expr::Column(c) if public_key(public, c).is_some() => Some(c.clone()),
+            _ => None,
+        });
+        Ok(key.map(|c| (joined, Expr::Column(c).is_not_null())))
     }
 
     /// One input of a join: lifted (its conditions appended to `conds`) or stopped.
@@ -4167,7 +4241,12 @@ impl<'a> LowEffect<'a> {
             {
                 return Err(unmeasured(Unmeasured::Below));
             }
-            LogicalPlan::Join(j) => self.check_restricting_relation(j, false)?,
+            LogicalPlan::Join(j) => {
+                self.check_restricting_relation(j, false)?;
+                if self.keep_unmatched(j)?.is_some() {
+                    return Err(unmeasured(Unmeasured::Unmatched));
+                }
+            }
             _ => {}
         }
         let below = cells_below(&plan, cells);

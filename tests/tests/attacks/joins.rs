@@ -331,3 +331,87 @@ async fn an_equality_of_two_personal_tables_beside_the_key_is_measured_as_a_cond
                  WHERE p.practice_code = 'X20001'";
     assert_eq!(refused(&cx, outer).await, Rule::LowEffect, "{outer}");
 }
+
+/// An inner join to a public table keeps only the rows about persons that match a row of
+/// it: `JOIN lsoas s ON s.lsoa = p.lsoa` leaves out the persons with no LSOA, a condition
+/// (`p.lsoa IS NOT NULL`) the analyst never wrote. Left unmeasured, in a practice where the
+/// target alone has no LSOA the count with the join against the count without it singled
+/// the target out. Rule 7 measures it like the same condition in `WHERE`: here it leaves out
+/// one person, so the answer is the whole practice's, in every form of the join; where it
+/// leaves out everyone, it applies.
+#[tokio::test]
+async fn a_join_to_a_public_table_measures_the_persons_it_leaves_out() {
+    let f = fixture();
+    let cx = f.project(RESEARCH).await;
+    let p = cx.output_control();
+    let cohort = f.cohort(AREA_PRACTICE);
+    assert_eq!(cohort.len(), AREA_SIZE);
+    let all = expected_count(40, 40, f.cell_key(cohort.iter().copied()), p);
+    let others: Vec<&Planted> = (0..AREA_SIZE)
+        .filter(|i| *i != AREA_TARGET)
+        .map(|i| cohort[i])
+        .collect();
+    let without_target = expected_count(39, 39, f.cell_key(others), p);
+    // The attack would see the target: the two answers differ.
+    assert!(all.is_some());
+    assert_ne!(all, without_target);
+    let kept: Vec<bool> = (0..AREA_SIZE).map(|i| i != AREA_TARGET).collect();
+    assert_eq!(count_under_condition(f, &cohort, &kept, p), all);
+    let count = "SELECT COUNT(DISTINCT p.patient_id)";
+    let at = format!("p.practice_code = '{AREA_PRACTICE}'");
+    let mut differing = Vec::new();
+    for sql in [
+        format!("{count} FROM patients p WHERE {at}"),
+        format!("{count} FROM patients p WHERE {at} AND p.lsoa IS NOT NULL"),
+        format!("{count} FROM patients p JOIN lsoas s ON s.lsoa = p.lsoa WHERE {at}"),
+        format!("{count} FROM lsoas s JOIN patients p ON p.lsoa = s.lsoa WHERE {at}"),
+        format!("{count} FROM patients p JOIN lsoas s USING (lsoa) WHERE {at}"),
+        format!("{count} FROM patients p, lsoas s WHERE s.lsoa = p.lsoa AND {at}"),
+        format!("{count} FROM lsoas s LEFT JOIN patients p ON p.lsoa = s.lsoa WHERE {at}"),
+        format!("{count} FROM patients p RIGHT JOIN lsoas s ON p.lsoa = s.lsoa WHERE {at}"),
+        format!(
+            "{count} FROM patients p JOIN lsoas s ON s.lsoa = p.lsoa \
+             WHERE {at} AND s.imd_decile BETWEEN 1 AND 10"
+        ),
+        format!(
+            "{count} FROM patients p \
+             JOIN practices pr ON pr.practice_code = p.practice_code \
+             JOIN lsoas s ON s.lsoa = p.lsoa WHERE {at}"
+        ),
+    ] {
+        let got = single(&cx, &sql).await;
+        if got != all {
+            differing.push(format!("{sql} -> {got:?}, want {all:?}"));
+        }
+    }
+    assert!(differing.is_empty(), "{}", differing.join("\n"));
+    // By the decile looked up in `lsoas`, as by the person's own: the practice's decile
+    // leaves out only the target, so it is released with the whole practice's answer; the
+    // target's cell (no decile) is suppressed.
+    let by_own = rows(
+        &cx,
+        &format!(
+            "SELECT p.imd_decile, {count_} FROM patients p WHERE {at} GROUP BY 1 ORDER BY 1",
+            count_ = &count[7..]
+        ),
+    )
+    .await;
+    assert_eq!(by_own.len(), 1, "{by_own:?}");
+    assert_eq!(Some(&by_own[0][1]), all.as_ref());
+    let by_looked_up = rows(
+        &cx,
+        &format!(
+            "SELECT s.imd_decile, {count_} FROM patients p JOIN lsoas s ON s.lsoa = p.lsoa \
+             WHERE {at} GROUP BY 1 ORDER BY 1",
+            count_ = &count[7..]
+        ),
+    )
+    .await;
+    assert_eq!(by_looked_up, by_own);
+    // Where no one has an LSOA the join leaves out the whole practice: applied.
+    let nobody = format!(
+        "{count} FROM patients p JOIN lsoas s ON s.lsoa = p.lsoa \
+         WHERE p.practice_code = '{DIFF_PRACTICE}'"
+    );
+    assert_eq!(single(&cx, &nobody).await, None);
+}

@@ -206,6 +206,9 @@ pub struct Planted {
     pub events: Vec<(String, String, Option<f64>)>,
     /// HES APC provider codes of this person's episodes (one episode each).
     pub hes_apc: Vec<String>,
+    /// Whether the person's postcode is one of the lookup's (so that they have an LSOA);
+    /// otherwise they have none.
+    pub postcode: bool,
 }
 
 /// Threshold-probing cohorts: (practice, persons). Every size 1..=13 appears; 7, 8 and 9
@@ -296,6 +299,14 @@ pub const AMP_CODE: &str = "999000004";
 /// See [`AMP_PRACTICE`].
 pub const AMP_ROWS: usize = 100;
 
+/// Area cohort: [`AREA_SIZE`] women born in 1985, each with a postcode of the lookup (an
+/// LSOA) but for the one at [`AREA_TARGET`], who has none.
+pub const AREA_PRACTICE: &str = "X80001";
+/// See [`AREA_PRACTICE`].
+pub const AREA_SIZE: usize = 40;
+/// See [`AREA_PRACTICE`].
+pub const AREA_TARGET: usize = 8;
+
 /// The planted persons, in NHS-number order.
 fn plan_persons() -> Vec<Planted> {
     let mut out: Vec<Planted> = Vec::new();
@@ -324,6 +335,7 @@ fn plan_persons() -> Vec<Planted> {
             ndoo,
             events: Vec::new(),
             hes_apc: Vec::new(),
+            postcode: false,
         }
     };
     let dob = |year: i32, month: u32, day: u32| format!("{year:04}-{month:02}-{day:02}");
@@ -465,6 +477,12 @@ fn plan_persons() -> Vec<Planted> {
             Ndoo::In,
         ));
     }
+    for i in 0..AREA_SIZE {
+        let month = u32::try_from(i % 12).unwrap_or(0) + 1;
+        let mut p = person(AREA_PRACTICE, dob(1985, month, 6), 'F', Ndoo::In);
+        p.postcode = i != AREA_TARGET;
+        out.push(p);
+    }
     out
 }
 
@@ -478,13 +496,22 @@ fn append_planted(dir: &Path, persons: &[Planted]) {
         let line = format!("{code},Planted Practice {code},99Z,Test Region\n");
         files.entry("practices.csv").or_default().push_str(&line);
     }
+    // The first postcode of the lookup, for the persons who have one.
+    let lookup = std::fs::read_to_string(dir.join("postcode_lsoa.csv")).expect("postcodes");
+    let known = lookup
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split(',').next())
+        .expect("a postcode in the lookup")
+        .to_string();
     let mut epikey = 880_000_000_000i64;
     for p in persons {
         let nhs = p.nhs;
+        let postcode = if p.postcode { known.as_str() } else { "" };
         let mut line = String::new();
         let _ = writeln!(
             line,
-            "{nhs},{},{},A,,{},2015-01-01,,",
+            "{nhs},{},{},A,{postcode},{},2015-01-01,,",
             p.dob, p.sex, p.practice
         );
         files.entry("gp_patients.csv").or_default().push_str(&line);
