@@ -113,7 +113,9 @@ pub async fn plan_query(ctx: &SessionContext, sql: &str) -> Result<LogicalPlan, 
             )
         })?;
     check_nodes(&plan)?;
-    crate::joins::equalities_into_joins(plan).map_err(|e| plan_error(&e))
+    crate::joins::public_memberships_into_joins(plan)
+        .and_then(crate::joins::equalities_into_joins)
+        .map_err(|e| plan_error(&e))
 }
 
 /// Refuses statements with more than [`MAX_OPERATORS`] binary operators, counted on the

@@ -5703,7 +5703,7 @@ fn public_column<'p>(plan: &'p LogicalPlan, c: &Column) -> Option<(&'p TableScan
 }
 
 /// The scan of the public table whose key (`TableDef::key`) column `c` of `plan` is.
-fn public_key<'p>(plan: &'p LogicalPlan, c: &Column) -> Option<&'p TableScan> {
+pub(crate) fn public_key<'p>(plan: &'p LogicalPlan, c: &Column) -> Option<&'p TableScan> {
     public_column(plan, c)
         .filter(|(t, name)| public_def(t).is_some_and(|d| d.key == Some(name.as_str())))
         .map(|(t, _)| t)

@@ -1879,7 +1879,9 @@ async fn moving_a_range_edge_or_a_hole_past_one_person_changes_an_answer_only_at
 /// p.lsoa` makes `s.imd_decile` the person's decile) is a per-person value too: its edges
 /// are snapped as the person's own `imd_decile`'s are, so the two give the same answers.
 /// Read through the public table, the edge was not snapped: in one practice `s.imd_decile
-/// < 5` and `<= 5` gave 30 and 35 where `p.imd_decile` gave 35 both times.
+/// < 5` and `<= 5` gave 30 and 35 where `p.imd_decile` gave 35 both times. So did the same
+/// edge in a membership of the table's key (`p.lsoa IN (SELECT lsoa FROM lsoas WHERE
+/// imd_decile < 5)`), until session 33 made it the join it stands for.
 #[tokio::test]
 async fn a_range_edge_on_a_value_looked_up_in_a_public_table_is_snapped_like_the_persons_own() {
     let f = fixture();
@@ -1914,7 +1916,12 @@ async fn a_range_edge_on_a_value_looked_up_in_a_public_table_is_snapped_like_the
                      JOIN lsoas s ON p.lsoa = s.lsoa WHERE p.practice_code = '{pr}' GROUP BY 1"
                 )
             };
-            for looked_up in [on("s"), comma] {
+            // The same lookup as a membership of the public table's key.
+            let member = format!(
+                "SELECT COUNT(*) FROM patients p WHERE p.practice_code = '{pr}' \
+                 AND p.lsoa IN (SELECT l.lsoa FROM lsoas l WHERE l.imd_decile {op} {d})"
+            );
+            for looked_up in [on("s"), comma, member] {
                 let got = rows(&cx, &looked_up).await;
                 if got != own {
                     differing.push(format!("{looked_up} -> {got:?} (own value: {own:?})"));

@@ -367,6 +367,7 @@ async fn a_join_to_a_public_table_measures_the_persons_it_leaves_out() {
         format!("{count} FROM lsoas s JOIN patients p ON p.lsoa = s.lsoa WHERE {at}"),
         format!("{count} FROM patients p JOIN lsoas s USING (lsoa) WHERE {at}"),
         format!("{count} FROM patients p, lsoas s WHERE s.lsoa = p.lsoa AND {at}"),
+        format!("{count} FROM patients p WHERE {at} AND p.lsoa IN (SELECT lsoa FROM lsoas)"),
         format!("{count} FROM lsoas s LEFT JOIN patients p ON p.lsoa = s.lsoa WHERE {at}"),
         format!("{count} FROM patients p RIGHT JOIN lsoas s ON p.lsoa = s.lsoa WHERE {at}"),
         format!(
