@@ -34,7 +34,10 @@ pub(crate) fn equalities_into_joins(plan: LogicalPlan) -> Result<LogicalPlan> {
         if j.join_type != JoinType::Inner {
             return Ok(Transformed::no(node));
         }
-        let mut join = LogicalPlan::Join(j.clone());
+        let reordered = persons_first(&f.input)?;
+        let mut join = reordered
+            .clone()
+            .unwrap_or_else(|| LogicalPlan::Join(j.clone()));
         let mut kept = Vec::new();
         let mut moved = false;
         for c in split_conjunction_owned(f.predicate.clone()) {
@@ -52,12 +55,61 @@ pub(crate) fn equalities_into_joins(plan: LogicalPlan) -> Result<LogicalPlan> {
         if !moved {
             return Ok(Transformed::no(node));
         }
-        Ok(Transformed::yes(match conjunction(kept) {
+        let filtered = match conjunction(kept) {
             Some(p) => LogicalPlan::Filter(Filter::try_new(p, Arc::new(join))?),
             None => join,
-        }))
+        };
+        if reordered.is_none() {
+            return Ok(Transformed::yes(filtered));
+        }
+        // The inputs in their written order again.
+        let columns = f.input.schema().columns().into_iter().map(Expr::Column);
+        Ok(Transformed::yes(LogicalPlan::Projection(
+            Projection::try_new(columns.collect(), Arc::new(filtered))?,
+        )))
     })
     .map(|t| t.data)
+}
+
+/// The inputs of a comma list (a tree of inner joins with no key and no filter), in order.
+fn comma_list(plan: &LogicalPlan, out: &mut Vec<LogicalPlan>) {
+    match plan {
+        LogicalPlan::Join(j)
+            if j.join_type == JoinType::Inner && j.on.is_empty() && j.filter.is_none() =>
+        {
+            comma_list(&j.left, out);
+            comma_list(&j.right, out);
+        }
+        other => out.push(other.clone()),
+    }
+}
+
+/// `plan`, a comma list that names a public table before rows about persons (`FROM
+/// practices pr, lsoas s, patients p`), with the rows about persons first (their written
+/// order kept, then the public tables in theirs), so that each public table's key joins it
+/// to them on its own ([`place`]) rather than the public tables being joined to each other
+/// first, a side rule 7 refuses (`public_table`); `None` when no public table comes before
+/// rows about persons.
+fn persons_first(plan: &LogicalPlan) -> Result<Option<LogicalPlan>> {
+    let mut inputs = Vec::new();
+    comma_list(plan, &mut inputs);
+    let public: Vec<bool> = inputs.iter().map(reads_only_public).collect();
+    let Some(first) = public.iter().position(|p| *p) else {
+        return Ok(None);
+    };
+    if public[first..].iter().all(|p| *p) {
+        return Ok(None);
+    }
+    let (persons, tables): (Vec<_>, Vec<_>) = inputs
+        .into_iter()
+        .zip(public)
+        .partition(|(_, public)| !*public);
+    let mut ordered = persons.into_iter().chain(tables).map(|(p, _)| p);
+    let mut builder = LogicalPlanBuilder::from(ordered.next().expect("an input"));
+    for input in ordered {
+        builder = builder.cross_join(input)?;
+    }
+    builder.build().map(Some)
 }
 
 /// `plan` (subqueries included) with every `x IN (SELECT key FROM <public table> …)` that is
@@ -402,6 +454,39 @@ mod tests {
              \n      TableScan: clinical_events\
              \n      TableScan: patients\
              \n    TableScan: lsoas",
+            "{shown}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn public_tables_named_first_join_the_rows_about_persons_each_on_its_key() -> Result<()> {
+        // practices, lsoas, patients WHERE (the two keys, a condition)
+        let plan = scan("practices", &["practice_code", "region"])
+            .cross_join(lsoas())?
+            .cross_join(
+                scan("patients", &["patient_id", "lsoa", "practice_code"])
+                    .build()
+                    .expect("patients"),
+            )?
+            .filter(
+                col("practices.practice_code")
+                    .eq(col("patients.practice_code"))
+                    .and(col("lsoas.lsoa").eq(col("patients.lsoa")))
+                    .and(col("lsoas.imd").gt(lit("3"))),
+            )?
+            .build()?;
+        let shown = equalities_into_joins(plan)?.display_indent().to_string();
+        assert_eq!(
+            shown,
+            "Projection: practices.practice_code, practices.region, lsoas.lsoa, lsoas.imd, \
+             patients.patient_id, patients.lsoa, patients.practice_code\
+             \n  Filter: lsoas.imd > Utf8(\"3\")\
+             \n    Inner Join:  Filter: lsoas.lsoa = patients.lsoa\
+             \n      Inner Join:  Filter: practices.practice_code = patients.practice_code\
+             \n        TableScan: patients\
+             \n        TableScan: practices\
+             \n      TableScan: lsoas",
             "{shown}"
         );
         Ok(())

@@ -171,6 +171,21 @@ async fn a_join_key_written_in_where_joins_as_it_does_in_on() {
             ),
         )
         .await;
+        // The public tables named first (they were joined to each other first: refused).
+        compare(
+            format!(
+                "SELECT pr.region, COUNT(*) FROM patients p \
+                 JOIN practices pr ON pr.practice_code = p.practice_code \
+                 JOIN lsoas s ON s.lsoa = p.lsoa \
+                 WHERE p.practice_code = '{pr}' AND s.imd_decile < 7 GROUP BY 1"
+            ),
+            format!(
+                "SELECT pr.region, COUNT(*) FROM practices pr, lsoas s, patients p \
+                 WHERE p.practice_code = '{pr}' AND pr.practice_code = p.practice_code \
+                 AND s.lsoa = p.lsoa AND s.imd_decile < 7 GROUP BY 1"
+            ),
+        )
+        .await;
     }
     assert!(
         differing.is_empty(),
