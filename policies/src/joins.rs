@@ -150,23 +150,32 @@ pub(crate) fn public_memberships_into_joins(plan: LogicalPlan) -> Result<Logical
                 })
                 .map(|t| t.data)
             };
-            for p in m.filters {
-                kept.push(requalified(p)?);
-            }
-            let right = LogicalPlanBuilder::from(m.table)
-                .alias(alias.as_str())?
-                .build()?;
-            input = LogicalPlanBuilder::from(input)
-                .join(
-                    right,
-                    JoinType::Inner,
-                    (
-                        vec![m.value],
-                        vec![Column::new(Some(alias.as_str()), m.key)],
-                    ),
-                    None,
-                )?
-                .build()?;
+            let filters = m
+                .filters
+                .into_iter()
+                .map(requalified)
+                .collect::<Result<Vec<_>>>()?;
+            let key = Column::new(Some(alias.as_str()), m.key);
+            let built = LogicalPlanBuilder::from(m.table)
+                .alias(alias.as_str())
+                .and_then(|right| {
+                    LogicalPlanBuilder::from(input.clone())
+                        .join(
+                            right.build()?,
+                            JoinType::Inner,
+                            (vec![m.value], vec![key]),
+                            None,
+                        )?
+                        .build()
+                });
+            // Names that clash with the table's (an unqualified `lsoa` of a derived table
+            // without an alias): left as the subquery it was, measured as one condition.
+            let Ok(built) = built else {
+                kept.push(c);
+                continue;
+            };
+            input = built;
+            kept.extend(filters);
             joined = true;
         }
         if !joined {
@@ -198,7 +207,7 @@ struct PublicMembership {
 }
 
 /// `c` taken apart when it is `x IN (SELECT key FROM <public table> …)`: not negated,
-/// uncorrelated, `x` a column of `input`, the subquery a [`public_table`] whose one column
+/// uncorrelated, `x` a column of `input` that is a plain value there, the subquery a [`public_table`] whose one column
 /// is its table's key as it is, and made of projections of plain columns, sorts and filters
 /// over the table (an alias or a scan).
 fn public_membership(c: &Expr, input: &LogicalPlan) -> Option<PublicMembership> {
@@ -215,8 +224,11 @@ fn public_membership(c: &Expr, input: &LogicalPlan) -> Option<PublicMembership> 
     };
     let plan = subquery.subquery.as_ref();
     let schema = plan.schema();
+    // A value computed with more than a cast or a constant shift would be a join key that
+    // drops the rows it makes NULL (refused there): left as the subquery it is.
     if !subquery.outer_ref_columns.is_empty()
         || !input.schema().has_column(value)
+        || !crate::values::plain(input, expr)
         || !public_table(plan)
         || schema.fields().len() != 1
     {

@@ -776,11 +776,13 @@ fn unmeasured(at: Unmeasured) -> RewriteError {
             return RewriteError::Refused(Refusal::new(
                 Rule::LowEffect,
                 "an inner join of rows about persons to a public table below a UNION, \
-                 DISTINCT or the optional side of an outer join leaves out the rows whose key \
-                 is NULL or not in the table (persons with no LSOA, say) where that cannot be \
-                 checked for low effect (a restriction that leaves out a few persons must not \
-                 change the answer); use a LEFT JOIN to the public table there, or join it in \
-                 the query that aggregates",
+                 DISTINCT or the optional side of an outer join, or under a filter a \
+                 per-person aggregation keeps in place, and a semi or anti join to one \
+                 anywhere, leave out the rows whose key is NULL or not in the table (persons \
+                 with no LSOA, say) where that cannot be checked for low effect (a \
+                 restriction that leaves out a few persons must not change the answer); use \
+                 a LEFT JOIN to the public table there, join it in the query that \
+                 aggregates, or write x IN (SELECT key FROM the table …)",
             ));
         }
         Unmeasured::Subquery => {
@@ -1205,6 +1207,21 @@ impl<'a> LowEffect<'a> {
             if !preserved && !plain && self.personal(personal)? && !self.personal(other)? {
                 return Err(unmeasured(Unmeasured::Relation));
             }
+        }
+        // A semi or anti join of rows about persons to a public table keeps the rows by
+        // whether their key is in the table, as an inner join does, but has none of its
+        // columns to measure that by (`patients p LEFT SEMI JOIN lsoas s ON s.lsoa = p.lsoa`
+        // leaves out the persons with no LSOA).
+        let filtering = match t {
+            LeftSemi | LeftAnti => Some((&j.left, &j.right)),
+            RightSemi | RightAnti => Some((&j.right, &j.left)),
+            _ => None,
+        };
+        if let Some((kept, table)) = filtering
+            && self.personal(kept)?
+            && !self.personal(table)?
+        {
+            return Err(unmeasured(Unmeasured::Unmatched));
         }
         Ok(())
     }

@@ -424,6 +424,13 @@ async fn a_join_to_a_public_table_measures_the_persons_it_leaves_out() {
     )
     .await;
     assert_eq!(by_looked_up, by_own);
+    // A semi or anti join has none of the table's columns to measure the rows it leaves
+    // out by: refused, where `IN (SELECT lsoa FROM lsoas)` above is measured.
+    for join in ["LEFT SEMI", "LEFT ANTI"] {
+        let sql =
+            format!("{count} FROM patients p {join} JOIN lsoas s ON s.lsoa = p.lsoa WHERE {at}");
+        assert_eq!(refused(&cx, &sql).await, Rule::LowEffect, "{sql}");
+    }
     // Where no one has an LSOA the join leaves out the whole practice: applied.
     let nobody = format!(
         "{count} FROM patients p JOIN lsoas s ON s.lsoa = p.lsoa \
