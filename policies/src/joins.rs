@@ -63,12 +63,18 @@ pub(crate) fn equalities_into_joins(plan: LogicalPlan) -> Result<LogicalPlan> {
             return Ok(Transformed::yes(filtered));
         }
         // The inputs in their written order again.
-        let columns = f.input.schema().columns().into_iter().map(Expr::Column);
-        Ok(Transformed::yes(LogicalPlan::Projection(
-            Projection::try_new(columns.collect(), Arc::new(filtered))?,
-        )))
+        with_columns_of(&f.input, filtered).map(Transformed::yes)
     })
     .map(|t| t.data)
+}
+
+/// `plan` under a projection to the columns of `like`, in its order (`plan` has them all).
+fn with_columns_of(like: &LogicalPlan, plan: LogicalPlan) -> Result<LogicalPlan> {
+    let columns = crate::low_effect::columns_of(like.schema());
+    Ok(LogicalPlan::Projection(Projection::try_new(
+        columns,
+        Arc::new(plan),
+    )?))
 }
 
 /// The inputs of a comma list (a tree of inner joins with no key and no filter), in order.
@@ -185,10 +191,7 @@ pub(crate) fn public_memberships_into_joins(plan: LogicalPlan) -> Result<Logical
             Some(p) => LogicalPlan::Filter(Filter::try_new(p, Arc::new(input))?),
             None => input,
         };
-        let columns = f.input.schema().columns().into_iter().map(Expr::Column);
-        Ok(Transformed::yes(LogicalPlan::Projection(
-            Projection::try_new(columns.collect(), Arc::new(filtered))?,
-        )))
+        with_columns_of(&f.input, filtered).map(Transformed::yes)
     })
     .map(|t| t.data)
 }

@@ -5514,7 +5514,7 @@ fn cell_columns(keys: &[Expr]) -> Result<Vec<Column>, RewriteError> {
 }
 
 /// Every column of `schema`, as qualified column expressions.
-fn columns_of(schema: &DFSchemaRef) -> Vec<Expr> {
+pub(crate) fn columns_of(schema: &DFSchemaRef) -> Vec<Expr> {
     schema
         .iter()
         .map(|(q, f)| Expr::Column(Column::from((q, f))))
