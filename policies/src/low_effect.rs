@@ -77,6 +77,12 @@
 //! its values, it is the cohort it stands for and is measured as one
 //! ([`LowEffect::as_membership`]). Still not measured in the answer's cells: the conditions
 //! of such an aggregation whose values are read, restricted by another personal table.
+//!
+//! Joins restrict too. An inner join keeps only the rows that match: of a public table
+//! (the persons with an LSOA in `lsoas`) or of another input about persons on the privacy
+//! unit (the persons with events). It is rebuilt to keep the others and the match is
+//! measured as a condition ([`LowEffect::keep_unmatched`], [`persons_kept`]); a semi join
+//! between inputs about persons is the membership it stands for ([`semi_as_membership`]).
 //! The plan stays made of standard DataFusion operators and functions (serialisable with
 //! `datafusion-proto`).
 
@@ -712,6 +718,17 @@ fn across(c: &Expr, j: &Join, side: &dyn Fn(&Expr, &LogicalPlan) -> bool) -> boo
     }
 }
 
+/// A join that leaves out rows unmeasured, as [`LowEffect::keep_unmatched`] rebuilds it.
+struct Unmatched {
+    /// The join type that keeps the rows left out.
+    join_type: JoinType,
+    /// The condition that leaves them out again, measured.
+    matched: Expr,
+    /// Pairs of unit columns (left, right) that each carry the other's value where it is
+    /// NULL: empty for a public table.
+    units: Vec<(Column, Column)>,
+}
+
 /// Where a condition on rows about persons was refused because rule 7 cannot measure it.
 #[derive(Debug, Clone, Copy)]
 enum Unmeasured {
@@ -726,8 +743,8 @@ enum Unmeasured {
     Subquery,
     /// A join on a key to a relation that is not a public table as it is.
     Relation,
-    /// A join to a public table that leaves out the rows about persons that match no row
-    /// of it, where that cannot be measured.
+    /// A join that leaves out the rows about persons that match no row of the other side
+    /// (a public table, or another input about persons), where that cannot be measured.
     Unmatched,
     /// An aggregation over persons joined to rows about persons other than `patients`: the
     /// other side decides which of its persons the answer has, and its conditions inside
@@ -775,14 +792,15 @@ fn unmeasured(at: Unmeasured) -> RewriteError {
         Unmeasured::Unmatched => {
             return RewriteError::Refused(Refusal::new(
                 Rule::LowEffect,
-                "an inner join of rows about persons to a public table below a UNION, \
-                 DISTINCT or the optional side of an outer join, or under a filter a \
-                 per-person aggregation keeps in place, and a semi or anti join to one \
-                 anywhere, leave out the rows whose key is NULL or not in the table (persons \
-                 with no LSOA, say) where that cannot be checked for low effect (a \
-                 restriction that leaves out a few persons must not change the answer); use \
-                 a LEFT JOIN to the public table there, join it in the query that \
-                 aggregates, or write x IN (SELECT key FROM the table …)",
+                "an inner join of rows about persons to a public table, or of two inputs \
+                 about persons, below a UNION, DISTINCT or the optional side of an outer \
+                 join, or under a filter a per-person aggregation keeps in place, and a semi \
+                 or anti join that keeps rows about persons (other than on patient_id \
+                 between two tables about persons, where it is a cohort selection), leave \
+                 out the rows that match nothing (persons with no LSOA, or with no events) \
+                 where that cannot be checked for low effect (a restriction that leaves out \
+                 a few persons must not change the answer); use a LEFT JOIN there, join in \
+                 the query that aggregates, or write x IN (SELECT key FROM …)",
             ));
         }
         Unmeasured::Subquery => {
@@ -946,6 +964,10 @@ pub(crate) struct LowEffect<'a> {
     /// How many cohort subqueries the plan being lifted is in: their aggregations over
     /// persons are measured without the answer's cells, where edges cannot be snapped.
     in_cohort: usize,
+    /// The inputs (left, right) of the inner joins of `patients` and a per-person
+    /// aggregation made outer ones by [`persons_kept`]: above them, the aggregation's unit
+    /// is the persons' unit, as above an inner join ([`LowEffect::person_context`]).
+    kept: Vec<(Arc<LogicalPlan>, Arc<LogicalPlan>)>,
 }
 
 /// A per-person aggregation (`agg_input`: its input, grouped by `group`) restricted in the
@@ -991,6 +1013,7 @@ impl<'a> LowEffect<'a> {
             snaps: HashMap::new(),
             snapped_values: HashMap::new(),
             in_cohort: 0,
+            kept: Vec::new(),
         }
     }
 
@@ -1217,9 +1240,8 @@ impl<'a> LowEffect<'a> {
             RightSemi | RightAnti => Some((&j.right, &j.left)),
             _ => None,
         };
-        if let Some((kept, table)) = filtering
+        if let Some((kept, _)) = filtering
             && self.personal(kept)?
-            && !self.personal(table)?
         {
             return Err(unmeasured(Unmeasured::Unmatched));
         }
@@ -3621,6 +3643,9 @@ impl<'a> LowEffect<'a> {
                 // restricts the persons of every aggregation below it.
                 let restricted = self.restricted;
                 self.restricted |= stayed;
+                // The input as written: lifted, a join on the privacy unit may have become
+                // a full one, whose unit columns the schema no longer knows are never NULL.
+                let written = Arc::clone(f.input.schema());
                 let lifted_input = self.lift(f.input.as_ref().clone(), &first());
                 self.restricted = restricted;
                 // A cohort context that no aggregation took goes no further.
@@ -3648,7 +3673,7 @@ impl<'a> LowEffect<'a> {
                     }
                     if !stays(&c) {
                         lifted.push(c);
-                    } else if let Some((joined, atom)) = self.membership(&input, &c)? {
+                    } else if let Some((joined, atom)) = self.membership(&input, &written, &c)? {
                         input = joined;
                         lifted.push(atom);
                     } else {
@@ -3767,6 +3792,15 @@ impl<'a> LowEffect<'a> {
                 if let Some(cohort) = self.as_membership(&j)? {
                     return self.lift(cohort, cells);
                 }
+                if let Some(outer) = persons_kept(&j)? {
+                    self.kept.push((Arc::clone(&j.left), Arc::clone(&j.right)));
+                    return self.lift(outer, cells);
+                }
+                if let Some(member) =
+                    semi_as_membership(&j, self.personal(&j.left)?, self.personal(&j.right)?)?
+                {
+                    return self.lift(member, cells);
+                }
                 self.check_restricting_relation(&j, true)?;
                 let above = self.above.take();
                 // A condition above on an aggregation's side that is not on its values
@@ -3826,25 +3860,26 @@ impl<'a> LowEffect<'a> {
                     inputs.push(Arc::new(input?));
                 }
                 let [left, right] = <[_; 2]>::try_from(inputs).expect("two inputs");
-                let unmatched = self.keep_unmatched(&j)?;
+                let unmatched = match self.keep_unmatched(&j)? {
+                    Some(u) if !u.units.is_empty() && same_rows(&left, &right) => None,
+                    other => other,
+                };
                 let join = Join::try_new(
                     left,
                     right,
                     j.on.clone(),
                     j.filter.clone(),
-                    unmatched.as_ref().map_or(j.join_type, |(t, _)| *t),
+                    unmatched.as_ref().map_or(j.join_type, |u| u.join_type),
                     j.join_constraint,
                     j.null_equality,
                     j.null_aware,
                 )?;
                 let join = LogicalPlan::Join(join);
-                match unmatched {
-                    Some((_, matched)) => {
-                        let measured = self.lifted_here(join, &matched, &mut conds)?;
-                        Ok((measured, conds))
-                    }
-                    None => Ok((join, conds)),
-                }
+                let Some(u) = unmatched else {
+                    return Ok((join, conds));
+                };
+                let measured = self.lifted_here(join, &u.matched, &mut conds)?;
+                Ok((units_filled(measured, &u.units)?, conds))
             }
             other => Ok((self.stop(other, cells)?, Vec::new())),
         }
@@ -3887,9 +3922,57 @@ impl<'a> LowEffect<'a> {
     /// (`JOIN lsoas s ON s.lsoa = p.lsoa` the persons with no LSOA) unmeasured: in a cell
     /// where the target alone has none, the same count with and without the join differs
     /// by the target.
-    fn keep_unmatched(&self, j: &Join) -> Result<Option<(JoinType, Expr)>, RewriteError> {
+    ///
+    /// In the same way, an inner join of two inputs about persons on the privacy unit keeps
+    /// only the persons both have (`patients p JOIN clinical_events e` the persons with
+    /// events, `hes_apc h JOIN patients p` the persons with a GP record): it becomes a full
+    /// join, with `l.patient_id IS NOT NULL AND r.patient_id IS NOT NULL` to measure, and
+    /// the unit columns to fill in from each other (`units`).
+    fn keep_unmatched(&self, j: &Join) -> Result<Option<Unmatched>, RewriteError> {
         use JoinType::*;
         let (pl, pr) = (self.personal(&j.left)?, self.personal(&j.right)?);
+        let mut sides: Vec<(&Expr, &Expr)> = j.on.iter().map(|(l, r)| (l, r)).collect();
+        if let Some(f) = &j.filter {
+            for e in split_conjunction(f) {
+                if let Expr::BinaryExpr(b) = e
+                    && b.op == Operator::Eq
+                {
+                    sides.push((b.left.as_ref(), b.right.as_ref()));
+                }
+            }
+        }
+        if pl && pr {
+            if j.join_type != Inner {
+                return Ok(None);
+            }
+            let units: Vec<(Column, Column)> = sides
+                .into_iter()
+                .filter_map(|pair| match pair {
+                    (Expr::Column(a), Expr::Column(b))
+                        if a.name == PRIVACY_UNIT && b.name == PRIVACY_UNIT =>
+                    {
+                        if j.left.schema().has_column(a) && j.right.schema().has_column(b) {
+                            Some((a.clone(), b.clone()))
+                        } else if j.left.schema().has_column(b) && j.right.schema().has_column(a) {
+                            Some((b.clone(), a.clone()))
+                        } else {
+                            None
+                        }
+                    }
+                    _ => None,
+                })
+                .collect();
+            let Some((l, r)) = units.first().cloned() else {
+                return Ok(None);
+            };
+            return Ok(Some(Unmatched {
+                join_type: Full,
+                matched: Expr::Column(l)
+                    .is_not_null()
+                    .and(Expr::Column(r).is_not_null()),
+                units,
+            }));
+        }
         if pl == pr {
             return Ok(None);
         }
@@ -3900,21 +3983,18 @@ impl<'a> LowEffect<'a> {
             _ => return Ok(None),
         };
         let public = if pl { &j.right } else { &j.left };
-        let mut sides: Vec<&Expr> = j.on.iter().flat_map(|(l, r)| [l, r]).collect();
-        if let Some(f) = &j.filter {
-            for e in split_conjunction(f) {
-                if let Expr::BinaryExpr(b) = e
-                    && b.op == Operator::Eq
-                {
-                    sides.extend([b.left.as_ref(), b.right.as_ref()]);
-                }
-            }
-        }
-        let key = sides.into_iter().find_map(|e| match e {
-            Expr::Column(c) if public_key(public, c).is_some() => Some(c.clone()),
-            _ => None,
-        });
-        Ok(key.map(|c| (joined, Expr::Column(c).is_not_null())))
+        let key = sides
+            .into_iter()
+            .flat_map(|(l, r)| [l, r])
+            .find_map(|e| match e {
+                Expr::Column(c) if public_key(public, c).is_some() => Some(c.clone()),
+                _ => None,
+            });
+        Ok(key.map(|c| Unmatched {
+            join_type: joined,
+            matched: Expr::Column(c).is_not_null(),
+            units: Vec::new(),
+        }))
     }
 
     /// One input of a join: lifted (its conditions appended to `conds`) or stopped.
@@ -3964,6 +4044,13 @@ impl<'a> LowEffect<'a> {
             _ => return None,
         };
         let inner = j.join_type == JoinType::Inner;
+        // The conditions above an inner join made outer by `persons_kept` were written over
+        // the inner join: there the aggregation's unit is the persons'.
+        let one_unit = inner
+            || self
+                .kept
+                .iter()
+                .any(|(l, r)| Arc::ptr_eq(l, &j.left) && Arc::ptr_eq(r, &j.right));
         let pair = unit_pair(j)?;
         let (Expr::Column(l), Expr::Column(r)) = (&pair.0, &pair.1) else {
             return None;
@@ -4003,7 +4090,7 @@ impl<'a> LowEffect<'a> {
             // In an inner join the aggregation's unit is the persons' unit: a cohort
             // selection on either moves in.
             let on_persons = |e: &Expr| -> Expr {
-                if !inner {
+                if !one_unit {
                     return e.clone();
                 }
                 e.clone()
@@ -4096,7 +4183,8 @@ impl<'a> LowEffect<'a> {
     }
 
     /// `x [NOT] IN (SELECT y …)` with an uncorrelated subquery and `x`, `y` never NULL (the
-    /// cohort selections `patient_id IN (SELECT patient_id …)`): joins `input` to the
+    /// cohort selections `patient_id IN (SELECT patient_id …)`; `x` as `written`, the
+    /// schema of `input` before it was lifted, says): joins `input` to the
     /// subquery's persons and returns the joined plan and the equivalent condition over the
     /// join's columns, so that membership is measured like any other condition.
     ///
@@ -4117,6 +4205,7 @@ impl<'a> LowEffect<'a> {
     fn membership(
         &mut self,
         input: &LogicalPlan,
+        written: &DFSchemaRef,
         c: &Expr,
     ) -> Result<Option<(LogicalPlan, Expr)>, RewriteError> {
         let (c, flip) = match c {
@@ -4136,8 +4225,7 @@ impl<'a> LowEffect<'a> {
             return Ok(None);
         };
         let sub = subquery.subquery.as_ref();
-        let nullable_x = input
-            .schema()
+        let nullable_x = written
             .qualified_field_from_column(x)
             .map_or(true, |(_, f)| f.is_nullable());
         if !subquery.outer_ref_columns.is_empty()
@@ -4260,7 +4348,10 @@ impl<'a> LowEffect<'a> {
             }
             LogicalPlan::Join(j) => {
                 self.check_restricting_relation(j, false)?;
-                if self.keep_unmatched(j)?.is_some() {
+                if self
+                    .keep_unmatched(j)?
+                    .is_some_and(|u| u.units.is_empty() || !same_rows(&j.left, &j.right))
+                {
                     return Err(unmeasured(Unmeasured::Unmatched));
                 }
             }
@@ -5430,7 +5521,8 @@ fn null_rejecting(e: &Expr) -> bool {
             }
             _ => false,
         },
-        Expr::Not(inner) => null_rejecting(inner),
+        Expr::Not(inner) => !matches!(inner.as_ref(), Expr::IsNotNull(_)) && null_rejecting(inner),
+        Expr::IsNotNull(x) => matches!(x.as_ref(), Expr::Column(_)),
         Expr::Like(l) => plain(&l.expr) && !matches!(l.expr.as_ref(), Expr::Literal(..)),
         Expr::InList(l) => matches!(l.expr.as_ref(), Expr::Column(_)) && l.list.iter().all(plain),
         Expr::Between(b) => {
@@ -6131,6 +6223,175 @@ fn one_per_person(plan: &LogicalPlan) -> bool {
         }
         _ => false,
     }
+}
+
+/// `plan` with each pair of unit columns of `units` (left, right) filled in from each
+/// other where NULL, under the same names. A row of one side of a full join on the privacy
+/// unit has the person's unit on that side only: filled in, the row is the person's (in the
+/// measurement and in the answer) whichever of the two the query reads.
+fn units_filled(
+    plan: LogicalPlan,
+    units: &[(Column, Column)],
+) -> Result<LogicalPlan, RewriteError> {
+    let filled: Vec<(Column, Expr)> = units
+        .iter()
+        .flat_map(|(l, r)| {
+            let (el, er) = (Expr::Column(l.clone()), Expr::Column(r.clone()));
+            [
+                (l.clone(), coalesce(vec![el.clone(), er.clone()])),
+                (r.clone(), coalesce(vec![er, el])),
+            ]
+        })
+        .collect();
+    replaced(plan, &filled)
+}
+
+/// `plan` under a projection of its columns with those of `with` replaced by their
+/// expressions (under the same names).
+fn replaced(plan: LogicalPlan, with: &[(Column, Expr)]) -> Result<LogicalPlan, RewriteError> {
+    if with.is_empty() {
+        return Ok(plan);
+    }
+    let exprs = plan
+        .schema()
+        .iter()
+        .map(|(q, f)| {
+            let c = Column::new(q.cloned(), f.name());
+            match with.iter().find(|(w, _)| *w == c) {
+                Some((_, e)) => e.clone().alias_qualified(c.relation.clone(), &c.name),
+                None => Expr::Column(c),
+            }
+        })
+        .collect::<Vec<_>>();
+    Ok(LogicalPlan::Projection(Projection::try_new(
+        exprs,
+        Arc::new(plan),
+    )?))
+}
+
+/// A semi or anti join of two inputs about persons on the privacy unit (`patients p LEFT
+/// SEMI JOIN clinical_events e ON e.patient_id = p.patient_id`) keeps the rows of one side
+/// by whether the person has rows on the other, as a cohort selection does: as that, `p.
+/// patient_id [NOT] IN (SELECT e.patient_id FROM …)` over the kept side, measured like one
+/// ([`LowEffect::membership`]). As a join it left out the persons without events
+/// unmeasured.
+fn semi_as_membership(
+    j: &Join,
+    left_personal: bool,
+    right_personal: bool,
+) -> Result<Option<LogicalPlan>, RewriteError> {
+    use JoinType::*;
+    let (kept_left, negated) = match j.join_type {
+        LeftSemi => (true, false),
+        LeftAnti => (true, true),
+        RightSemi => (false, false),
+        RightAnti => (false, true),
+        _ => return Ok(None),
+    };
+    let Some((Expr::Column(l), Expr::Column(r))) = unit_pair(j) else {
+        return Ok(None);
+    };
+    if !left_personal
+        || !right_personal
+        || l.name != PRIVACY_UNIT
+        || r.name != PRIVACY_UNIT
+        || !j.left.schema().has_column(&l)
+        || !j.right.schema().has_column(&r)
+    {
+        return Ok(None);
+    }
+    let (kept, key, other, other_key) = if kept_left {
+        (&j.left, l, &j.right, r)
+    } else {
+        (&j.right, r, &j.left, l)
+    };
+    let persons = LogicalPlanBuilder::from(other.as_ref().clone())
+        .project(vec![Expr::Column(other_key)])?
+        .build()?;
+    let member = Expr::InSubquery(InSubquery::new(
+        Box::new(Expr::Column(key)),
+        datafusion::logical_expr::Subquery {
+            subquery: Arc::new(persons),
+            outer_ref_columns: Vec::new(),
+            spans: Default::default(),
+        },
+        negated,
+    ));
+    Ok(Some(LogicalPlan::Filter(Filter::try_new(
+        member,
+        Arc::clone(kept),
+    )?)))
+}
+
+/// An inner join on the privacy unit of `patients` (one row per person, [`persons_scan`])
+/// and a per-person aggregation keeps only the persons the aggregation has (`patients p
+/// JOIN (SELECT patient_id, COUNT(*) AS n FROM clinical_events … GROUP BY patient_id) t`
+/// the persons with events): as the outer join that keeps every person of `patients`, with
+/// `t.patient_id IS NOT NULL` above it as a condition to measure and `t.patient_id`
+/// filled in from `patients` (as [`units_filled`] does), so that [`LowEffect::person_context`] measures the
+/// aggregation's conditions as for `patients p LEFT JOIN t`. A full join
+/// ([`LowEffect::keep_unmatched`]) would keep the persons of `patients` that the
+/// aggregation's conditions, moved inside it, leave out, with no condition outside.
+fn persons_kept(j: &Join) -> Result<Option<LogicalPlan>, RewriteError> {
+    if j.join_type != JoinType::Inner {
+        return Ok(None);
+    }
+    let Some((Expr::Column(l), Expr::Column(r))) = unit_pair(j) else {
+        return Ok(None);
+    };
+    if l.name != PRIVACY_UNIT
+        || r.name != PRIVACY_UNIT
+        || !j.left.schema().has_column(&l)
+        || !j.right.schema().has_column(&r)
+    {
+        return Ok(None);
+    }
+    let (join_type, key, persons) =
+        if persons_scan(&j.left) && unit_aggregate(&j.right, &r).is_some() {
+            (JoinType::Left, &r, &l)
+        } else if persons_scan(&j.right) && unit_aggregate(&j.left, &l).is_some() {
+            (JoinType::Right, &l, &r)
+        } else {
+            return Ok(None);
+        };
+    let join = Join::try_new(
+        Arc::clone(&j.left),
+        Arc::clone(&j.right),
+        j.on.clone(),
+        j.filter.clone(),
+        join_type,
+        j.join_constraint,
+        j.null_equality,
+        j.null_aware,
+    )?;
+    let kept = Filter::try_new(
+        Expr::Column(key.clone()).is_not_null(),
+        Arc::new(LogicalPlan::Join(join)),
+    )?;
+    // (The persons' own column, never NULL: the same value where the two meet.)
+    Ok(Some(replaced(
+        LogicalPlan::Filter(kept),
+        &[(key.clone(), Expr::Column(persons.clone()))],
+    )?))
+}
+
+/// Whether `left` and `right` are, through aliases, projections and sorts, the same table
+/// with no filter: every person of one has rows in the other, and an inner join of the two
+/// on the privacy unit leaves no one out (the self-join of a readmission query, once its
+/// conditions are lifted).
+fn same_rows(left: &LogicalPlan, right: &LogicalPlan) -> bool {
+    fn table(plan: &LogicalPlan) -> Option<&datafusion::common::TableReference> {
+        match plan {
+            LogicalPlan::SubqueryAlias(a) => table(&a.input),
+            LogicalPlan::Projection(p) => table(&p.input),
+            LogicalPlan::Sort(s) if s.fetch.is_none() => table(&s.input),
+            LogicalPlan::TableScan(t) if t.filters.is_empty() && t.fetch.is_none() => {
+                Some(&t.table_name)
+            }
+            _ => None,
+        }
+    }
+    matches!((table(left), table(right)), (Some(l), Some(r)) if l == r)
 }
 
 /// Whether no two rows of `plan` have the same value of its column `c`: an aggregation

@@ -202,6 +202,21 @@ pub async fn protect_counted(
 /// Name of the privacy-unit column added to subqueries that did not select it.
 const THREADED_UNIT: &str = "__fs_unit";
 
+/// The privacy-unit column that stands for the person of each row: the first one that is
+/// never NULL, or else the first. Of `clinical_events e RIGHT JOIN patients p` it is
+/// `p.patient_id`: `e.patient_id`, NULL for the persons without events, made them one
+/// person (their count, suppression and noise those of one person).
+fn unit_index(info: &analysis::Columns, schema: &DFSchemaRef) -> Option<usize> {
+    let mut units = info
+        .unit
+        .iter()
+        .enumerate()
+        .filter(|(_, u)| **u)
+        .map(|(i, _)| i);
+    let first = units.clone().next();
+    units.find(|i| !schema.field(*i).is_nullable()).or(first)
+}
+
 /// Returns `plan` with a privacy-unit column in its output: unchanged when it already has
 /// one; otherwise the unit is carried up through projections (appended as `__fs_unit`),
 /// aliases, filters and sorts from the nearest input that has it. Anything else (DISTINCT,
@@ -220,7 +235,7 @@ fn thread_unit(plan: LogicalPlan, facts: &TableFacts) -> Result<LogicalPlan, Rew
         LogicalPlan::Projection(p) => {
             let input = thread_unit(p.input.as_ref().clone(), facts)?;
             let info = analysis::columns(&input, facts)?;
-            let idx = info.unit.iter().position(|u| *u).ok_or_else(cannot)?;
+            let idx = unit_index(&info, input.schema()).ok_or_else(cannot)?;
             let unit = Expr::Column(Column::from(input.schema().qualified_field(idx)));
             let mut exprs = p.expr.clone();
             exprs.push(unit.alias(THREADED_UNIT));
@@ -296,7 +311,7 @@ fn rewrite_aggregate(
     // back as an extra trailing column (the aggregate's own expressions are unaffected).
     let threaded = thread_unit(agg.input.as_ref().clone(), facts)?;
     let info = analysis::columns(&threaded, facts)?;
-    let unit_idx = info.unit.iter().position(|u| *u).ok_or_else(|| {
+    let unit_idx = unit_index(&info, threaded.schema()).ok_or_else(|| {
         unsupported(format!(
             "aggregating rows whose {PRIVACY_UNIT} is not carried up to the aggregate \
                  (select {PRIVACY_UNIT} in every subquery the aggregate reads)"

@@ -438,3 +438,119 @@ async fn a_join_to_a_public_table_measures_the_persons_it_leaves_out() {
     );
     assert_eq!(single(&cx, &nobody).await, None);
 }
+
+/// An inner join of two tables about persons on the privacy unit keeps only the persons
+/// both have: `patients p JOIN clinical_events e` leaves out the persons without events, the
+/// same restriction as `p.patient_id IN (SELECT patient_id FROM clinical_events)`, which
+/// rule 7 measures. Left unmeasured, in a practice where the target alone has no events the
+/// count with the join against the count without it singled the target out (30 against 35
+/// on two synthetic practices). It is measured in every form of the join: here it leaves
+/// out one person, so each answers for the whole practice; where it leaves out everyone, it
+/// applies.
+#[tokio::test]
+async fn a_join_of_two_personal_tables_measures_the_persons_it_leaves_out() {
+    let f = fixture();
+    let cx = f.project(RESEARCH).await;
+    let p = cx.output_control();
+    let cohort = f.cohort(AREA_PRACTICE);
+    let all = expected_count(40, 40, f.cell_key(cohort.iter().copied()), p);
+    let others = (0..AREA_SIZE)
+        .filter(|i| *i != AREA_TARGET)
+        .map(|i| cohort[i]);
+    let without_target = expected_count(39, 39, f.cell_key(others), p);
+    // The attack would see the target: the two answers differ, and the join leaves the
+    // target out.
+    assert!(all.is_some());
+    assert_ne!(all, without_target);
+    let at = format!("p.practice_code = '{AREA_PRACTICE}'");
+    let joined = format!(
+        "SELECT COUNT(DISTINCT p.patient_id) FROM patients p \
+         JOIN clinical_events e ON e.patient_id = p.patient_id WHERE {at}"
+    );
+    assert_eq!(
+        unprotected(&cx, &joined).await,
+        vec![vec!["39".to_string()]]
+    );
+    let per_person = "(SELECT patient_id, COUNT(*) AS n FROM clinical_events GROUP BY patient_id)";
+    let mut differing = Vec::new();
+    for sql in [
+        format!("SELECT COUNT(*) FROM patients p WHERE {at}"),
+        format!(
+            "SELECT COUNT(*) FROM patients p WHERE {at} \
+             AND p.patient_id IN (SELECT patient_id FROM clinical_events)"
+        ),
+        joined.clone(),
+        format!(
+            "SELECT COUNT(DISTINCT e.patient_id) FROM clinical_events e \
+             JOIN patients p ON e.patient_id = p.patient_id WHERE {at}"
+        ),
+        format!(
+            "SELECT COUNT(DISTINCT p.patient_id) FROM patients p \
+             JOIN clinical_events e USING (patient_id) WHERE {at}"
+        ),
+        format!(
+            "SELECT COUNT(DISTINCT p.patient_id) FROM patients p, clinical_events e \
+             WHERE e.patient_id = p.patient_id AND {at}"
+        ),
+        format!(
+            "SELECT COUNT(DISTINCT p.patient_id) FROM patients p \
+             JOIN clinical_events e ON e.patient_id = p.patient_id \
+             WHERE {at} AND e.snomedct_code = '{AREA_CODE}'"
+        ),
+        format!(
+            "SELECT COUNT(DISTINCT p.patient_id) FROM patients p \
+             JOIN practice_registrations r ON r.patient_id = p.patient_id \
+             JOIN clinical_events e ON e.patient_id = r.patient_id WHERE {at}"
+        ),
+        format!(
+            "SELECT COUNT(DISTINCT p.patient_id) FROM patients p \
+             LEFT SEMI JOIN clinical_events e ON e.patient_id = p.patient_id WHERE {at}"
+        ),
+        format!(
+            "SELECT COUNT(*) FROM patients p \
+             JOIN {per_person} t ON t.patient_id = p.patient_id WHERE {at}"
+        ),
+        format!(
+            "SELECT COUNT(DISTINCT t.patient_id) FROM {per_person} t \
+             JOIN patients p ON p.patient_id = t.patient_id WHERE {at} AND t.n > 0"
+        ),
+        // The persons without events are the persons of the optional side's NULLs: each
+        // counted as the person they are (not as one person with no unit).
+        format!(
+            "SELECT COUNT(DISTINCT p.patient_id) FROM clinical_events e \
+             RIGHT JOIN patients p ON e.patient_id = p.patient_id WHERE {at}"
+        ),
+    ] {
+        let got = single(&cx, &sql).await;
+        if got != all {
+            differing.push(format!("{sql} -> {got:?}, want {all:?}"));
+        }
+    }
+    assert!(differing.is_empty(), "{}", differing.join("\n"));
+    let by_sex = format!(
+        "SELECT p.sex, COUNT(DISTINCT p.patient_id) FROM patients p \
+         JOIN clinical_events e ON e.patient_id = p.patient_id WHERE {at} GROUP BY 1"
+    );
+    assert_eq!(
+        rows(&cx, &by_sex).await,
+        vec![vec!["F".to_string(), all.clone().unwrap_or_default()]]
+    );
+    // Below DISTINCT nothing can be measured: refused.
+    let below = format!(
+        "SELECT COUNT(*) FROM (SELECT DISTINCT p.patient_id, p.sex FROM patients p \
+         JOIN clinical_events e ON e.patient_id = p.patient_id) x \
+         JOIN patients q ON q.patient_id = x.patient_id \
+         WHERE q.practice_code = '{AREA_PRACTICE}'"
+    );
+    assert_eq!(refused(&cx, &below).await, Rule::LowEffect, "{below}");
+    // Where no one has events the join leaves out the whole practice: applied.
+    let whole = format!(
+        "SELECT COUNT(DISTINCT p.patient_id) FROM patients p \
+         JOIN clinical_events e ON e.patient_id = p.patient_id \
+         WHERE p.practice_code = '{REPHRASE_PRACTICE}'"
+    );
+    assert_eq!(single(&cx, &whole).await, None, "{whole}");
+    let plain =
+        format!("SELECT COUNT(*) FROM patients p WHERE p.practice_code = '{REPHRASE_PRACTICE}'");
+    assert!(single(&cx, &plain).await.is_some(), "{plain}");
+}

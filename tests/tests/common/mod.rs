@@ -300,8 +300,11 @@ pub const AMP_CODE: &str = "999000004";
 pub const AMP_ROWS: usize = 100;
 
 /// Area cohort: [`AREA_SIZE`] women born in 1985, each with a postcode of the lookup (an
-/// LSOA) but for the one at [`AREA_TARGET`], who has none.
+/// LSOA) and one event coded [`AREA_CODE`], but for the one at [`AREA_TARGET`], who has
+/// neither.
 pub const AREA_PRACTICE: &str = "X80001";
+/// See [`AREA_PRACTICE`].
+pub const AREA_CODE: &str = "999000005";
 /// See [`AREA_PRACTICE`].
 pub const AREA_SIZE: usize = 40;
 /// See [`AREA_PRACTICE`].
@@ -481,6 +484,10 @@ fn plan_persons() -> Vec<Planted> {
         let month = u32::try_from(i % 12).unwrap_or(0) + 1;
         let mut p = person(AREA_PRACTICE, dob(1985, month, 6), 'F', Ndoo::In);
         p.postcode = i != AREA_TARGET;
+        if i != AREA_TARGET {
+            p.events
+                .push(("2023-05-01".into(), AREA_CODE.into(), Some(1.0)));
+        }
         out.push(p);
     }
     out
