@@ -724,9 +724,9 @@ struct Unmatched {
     join_type: JoinType,
     /// The condition that leaves them out again, measured.
     matched: Expr,
-    /// Pairs of unit columns (left, right) that each carry the other's value where it is
-    /// NULL: empty for a public table.
-    units: Vec<(Column, Column)>,
+    /// The unit columns of the join's output, each to carry the first of the others that
+    /// is not NULL where it is NULL: empty for a public table.
+    units: Vec<Column>,
 }
 
 /// Where a condition on rows about persons was refused because rule 7 cannot measure it.
@@ -3792,13 +3792,11 @@ impl<'a> LowEffect<'a> {
                 if let Some(cohort) = self.as_membership(&j)? {
                     return self.lift(cohort, cells);
                 }
-                if let Some(outer) = persons_kept(&j)? {
+                if let Some(outer) = persons_kept(&j, self.unit_key(&j)?)? {
                     self.kept.push((Arc::clone(&j.left), Arc::clone(&j.right)));
                     return self.lift(outer, cells);
                 }
-                if let Some(member) =
-                    semi_as_membership(&j, self.personal(&j.left)?, self.personal(&j.right)?)?
-                {
+                if let Some(member) = semi_as_membership(&j, self.unit_key(&j)?)? {
                     return self.lift(member, cells);
                 }
                 self.check_restricting_relation(&j, true)?;
@@ -3945,26 +3943,18 @@ impl<'a> LowEffect<'a> {
             if j.join_type != Inner {
                 return Ok(None);
             }
-            let units: Vec<(Column, Column)> = sides
-                .into_iter()
-                .filter_map(|pair| match pair {
-                    (Expr::Column(a), Expr::Column(b))
-                        if a.name == PRIVACY_UNIT && b.name == PRIVACY_UNIT =>
-                    {
-                        if j.left.schema().has_column(a) && j.right.schema().has_column(b) {
-                            Some((a.clone(), b.clone()))
-                        } else if j.left.schema().has_column(b) && j.right.schema().has_column(a) {
-                            Some((b.clone(), a.clone()))
-                        } else {
-                            None
-                        }
-                    }
-                    _ => None,
-                })
-                .collect();
-            let Some((l, r)) = units.first().cloned() else {
+            let Some((l, r)) = self.unit_key(j)? else {
                 return Ok(None);
             };
+            // Every unit column of the join's output (of joins further down too) is filled.
+            let info = analysis::columns(&LogicalPlan::Join(j.clone()), self.facts)?;
+            let units = j
+                .schema
+                .columns()
+                .into_iter()
+                .zip(info.unit)
+                .filter_map(|(c, u)| u.then_some(c))
+                .collect();
             return Ok(Some(Unmatched {
                 join_type: Full,
                 matched: Expr::Column(l)
@@ -3995,6 +3985,42 @@ impl<'a> LowEffect<'a> {
             matched: Expr::Column(c).is_not_null(),
             units: Vec::new(),
         }))
+    }
+
+    /// The key of join `j` that is the privacy unit on both sides, as (left column, right
+    /// column): by what the analysis says of the columns, whatever they are named (`SELECT
+    /// patient_id AS pid …` is still the unit). Checked by name, a renamed unit left the
+    /// join as it was.
+    fn unit_key(&self, j: &Join) -> Result<Option<(Column, Column)>, RewriteError> {
+        let (li, ri) = (
+            analysis::columns(&j.left, self.facts)?,
+            analysis::columns(&j.right, self.facts)?,
+        );
+        let unit = |plan: &LogicalPlan, info: &analysis::Columns, c: &Column| {
+            plan.schema().index_of_column(c).is_ok_and(|i| info.unit[i])
+        };
+        let mut pairs: Vec<(&Expr, &Expr)> = j.on.iter().map(|(l, r)| (l, r)).collect();
+        if let Some(f) = &j.filter {
+            for e in split_conjunction(f) {
+                if let Expr::BinaryExpr(b) = e
+                    && b.op == Operator::Eq
+                {
+                    pairs.push((b.left.as_ref(), b.right.as_ref()));
+                }
+            }
+        }
+        for pair in pairs {
+            let (Expr::Column(a), Expr::Column(b)) = pair else {
+                continue;
+            };
+            if unit(&j.left, &li, a) && unit(&j.right, &ri, b) {
+                return Ok(Some((a.clone(), b.clone())));
+            }
+            if unit(&j.left, &li, b) && unit(&j.right, &ri, a) {
+                return Ok(Some((b.clone(), a.clone())));
+            }
+        }
+        Ok(None)
     }
 
     /// One input of a join: lifted (its conditions appended to `conds`) or stopped.
@@ -4063,6 +4089,14 @@ impl<'a> LowEffect<'a> {
             (1, j.right.as_ref(), r, j.left.as_ref(), l, &below[0]),
         ];
         for (at, agg_side, agg_key, persons, key, cells) in sides {
+            // The match of an inner join made outer (`persons_kept`, `t.patient_id IS NOT
+            // NULL`) stays outside, where it is measured; inside it is always true.
+            let above: Vec<&(Expr, Expr)> = above
+                .iter()
+                .filter(|(c, _)| {
+                    !matches!(c, Expr::IsNotNull(x) if matches!(x.as_ref(), Expr::Column(k) if k == agg_key))
+                })
+                .collect();
             if key.name != PRIVACY_UNIT
                 || !persons_scan(persons)
                 || !(if at == 0 { agg_left } else { agg_right })
@@ -4435,7 +4469,7 @@ impl<'a> LowEffect<'a> {
                 })
             })
             .collect();
-        let Some(unit_idx) = info.unit.iter().position(|u| *u) else {
+        let Some(unit_idx) = crate::rewrite::unit_index(info, schema) else {
             // No privacy unit to count persons by: leave the conditions where they are, but
             // still look further down.
             let input = self.stop(a.input.as_ref().clone(), &cells)?;
@@ -5521,7 +5555,13 @@ fn null_rejecting(e: &Expr) -> bool {
             }
             _ => false,
         },
-        Expr::Not(inner) => !matches!(inner.as_ref(), Expr::IsNotNull(_)) && null_rejecting(inner),
+        // `NOT (x IS NOT NULL …)` is true where `x` is NULL.
+        Expr::Not(inner) => {
+            !inner
+                .exists(|e| Ok(matches!(e, Expr::IsNotNull(_))))
+                .unwrap_or(true)
+                && null_rejecting(inner)
+        }
         Expr::IsNotNull(x) => matches!(x.as_ref(), Expr::Column(_)),
         Expr::Like(l) => plain(&l.expr) && !matches!(l.expr.as_ref(), Expr::Literal(..)),
         Expr::InList(l) => matches!(l.expr.as_ref(), Expr::Column(_)) && l.list.iter().all(plain),
@@ -6225,22 +6265,23 @@ fn one_per_person(plan: &LogicalPlan) -> bool {
     }
 }
 
-/// `plan` with each pair of unit columns of `units` (left, right) filled in from each
-/// other where NULL, under the same names. A row of one side of a full join on the privacy
-/// unit has the person's unit on that side only: filled in, the row is the person's (in the
-/// measurement and in the answer) whichever of the two the query reads.
-fn units_filled(
-    plan: LogicalPlan,
-    units: &[(Column, Column)],
-) -> Result<LogicalPlan, RewriteError> {
+/// `plan` with each of the unit columns `units` filled in from the others where NULL,
+/// under the same names. A row of one side of a full join on the privacy unit has the
+/// person's unit on that side only: filled in, the row is the person's (in the measurement
+/// and in the answer) whichever unit column the query, or the rewrite's choice of unit,
+/// reads, through a chain of such joins too.
+fn units_filled(plan: LogicalPlan, units: &[Column]) -> Result<LogicalPlan, RewriteError> {
     let filled: Vec<(Column, Expr)> = units
         .iter()
-        .flat_map(|(l, r)| {
-            let (el, er) = (Expr::Column(l.clone()), Expr::Column(r.clone()));
-            [
-                (l.clone(), coalesce(vec![el.clone(), er.clone()])),
-                (r.clone(), coalesce(vec![er, el])),
-            ]
+        .map(|c| {
+            let mut all = vec![Expr::Column(c.clone())];
+            all.extend(
+                units
+                    .iter()
+                    .filter(|o| *o != c)
+                    .map(|o| Expr::Column(o.clone())),
+            );
+            (c.clone(), coalesce(all))
         })
         .collect();
     replaced(plan, &filled)
@@ -6277,8 +6318,7 @@ fn replaced(plan: LogicalPlan, with: &[(Column, Expr)]) -> Result<LogicalPlan, R
 /// unmeasured.
 fn semi_as_membership(
     j: &Join,
-    left_personal: bool,
-    right_personal: bool,
+    key: Option<(Column, Column)>,
 ) -> Result<Option<LogicalPlan>, RewriteError> {
     use JoinType::*;
     let (kept_left, negated) = match j.join_type {
@@ -6288,18 +6328,10 @@ fn semi_as_membership(
         RightAnti => (false, true),
         _ => return Ok(None),
     };
-    let Some((Expr::Column(l), Expr::Column(r))) = unit_pair(j) else {
+    // The unit pair must be the whole condition.
+    let (Some((l, r)), Some(_)) = (key, unit_pair(j)) else {
         return Ok(None);
     };
-    if !left_personal
-        || !right_personal
-        || l.name != PRIVACY_UNIT
-        || r.name != PRIVACY_UNIT
-        || !j.left.schema().has_column(&l)
-        || !j.right.schema().has_column(&r)
-    {
-        return Ok(None);
-    }
     let (kept, key, other, other_key) = if kept_left {
         (&j.left, l, &j.right, r)
     } else {
@@ -6332,20 +6364,16 @@ fn semi_as_membership(
 /// aggregation's conditions as for `patients p LEFT JOIN t`. A full join
 /// ([`LowEffect::keep_unmatched`]) would keep the persons of `patients` that the
 /// aggregation's conditions, moved inside it, leave out, with no condition outside.
-fn persons_kept(j: &Join) -> Result<Option<LogicalPlan>, RewriteError> {
+fn persons_kept(
+    j: &Join,
+    key: Option<(Column, Column)>,
+) -> Result<Option<LogicalPlan>, RewriteError> {
     if j.join_type != JoinType::Inner {
         return Ok(None);
     }
-    let Some((Expr::Column(l), Expr::Column(r))) = unit_pair(j) else {
+    let Some((l, r)) = key else {
         return Ok(None);
     };
-    if l.name != PRIVACY_UNIT
-        || r.name != PRIVACY_UNIT
-        || !j.left.schema().has_column(&l)
-        || !j.right.schema().has_column(&r)
-    {
-        return Ok(None);
-    }
     let (join_type, key, persons) =
         if persons_scan(&j.left) && unit_aggregate(&j.right, &r).is_some() {
             (JoinType::Left, &r, &l)
@@ -6507,5 +6535,22 @@ mod tests {
             JoinType::Right,
         );
         assert!(!one_per_person(&right));
+    }
+
+    /// `x IS NOT NULL` rejects the rows where `x` is NULL (the rows of `patients` with no
+    /// group of an aggregation joined to it), and a `NOT` over it does not.
+    #[test]
+    fn a_test_for_not_null_rejects_nulls_and_its_negation_does_not() {
+        assert!(null_rejecting(&col("a").is_not_null()));
+        assert!(null_rejecting(
+            &col("a").is_not_null().and(col("b").eq(lit(1)))
+        ));
+        assert!(!null_rejecting(&Expr::Not(Box::new(
+            col("a").is_not_null()
+        ))));
+        assert!(!null_rejecting(&Expr::Not(Box::new(
+            col("a").is_not_null().and(col("b").is_not_null())
+        ))));
+        assert!(null_rejecting(&Expr::Not(Box::new(col("a").eq(lit(1))))));
     }
 }

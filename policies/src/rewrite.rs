@@ -206,7 +206,7 @@ const THREADED_UNIT: &str = "__fs_unit";
 /// never NULL, or else the first. Of `clinical_events e RIGHT JOIN patients p` it is
 /// `p.patient_id`: `e.patient_id`, NULL for the persons without events, made them one
 /// person (their count, suppression and noise those of one person).
-fn unit_index(info: &analysis::Columns, schema: &DFSchemaRef) -> Option<usize> {
+pub(crate) fn unit_index(info: &analysis::Columns, schema: &DFSchemaRef) -> Option<usize> {
     let mut units = info
         .unit
         .iter()

@@ -514,6 +514,17 @@ async fn a_join_of_two_personal_tables_measures_the_persons_it_leaves_out() {
             "SELECT COUNT(DISTINCT t.patient_id) FROM {per_person} t \
              JOIN patients p ON p.patient_id = t.patient_id WHERE {at} AND t.n > 0"
         ),
+        // The unit renamed is still the unit.
+        format!(
+            "SELECT COUNT(*) FROM patients p \
+             JOIN (SELECT patient_id AS pid FROM clinical_events) e ON e.pid = p.patient_id \
+             WHERE {at}"
+        ),
+        format!(
+            "SELECT COUNT(*) FROM patients p \
+             JOIN (SELECT patient_id AS pid, COUNT(*) AS n FROM clinical_events \
+             GROUP BY patient_id) t ON t.pid = p.patient_id WHERE {at} AND t.n > 0"
+        ),
         // The persons without events are the persons of the optional side's NULLs: each
         // counted as the person they are (not as one person with no unit).
         format!(
