@@ -3929,16 +3929,7 @@ impl<'a> LowEffect<'a> {
     fn keep_unmatched(&self, j: &Join) -> Result<Option<Unmatched>, RewriteError> {
         use JoinType::*;
         let (pl, pr) = (self.personal(&j.left)?, self.personal(&j.right)?);
-        let mut sides: Vec<(&Expr, &Expr)> = j.on.iter().map(|(l, r)| (l, r)).collect();
-        if let Some(f) = &j.filter {
-            for e in split_conjunction(f) {
-                if let Expr::BinaryExpr(b) = e
-                    && b.op == Operator::Eq
-                {
-                    sides.push((b.left.as_ref(), b.right.as_ref()));
-                }
-            }
-        }
+        let sides = join_equalities(j);
         if pl && pr {
             if j.join_type != Inner {
                 return Ok(None);
@@ -3999,17 +3990,7 @@ impl<'a> LowEffect<'a> {
         let unit = |plan: &LogicalPlan, info: &analysis::Columns, c: &Column| {
             plan.schema().index_of_column(c).is_ok_and(|i| info.unit[i])
         };
-        let mut pairs: Vec<(&Expr, &Expr)> = j.on.iter().map(|(l, r)| (l, r)).collect();
-        if let Some(f) = &j.filter {
-            for e in split_conjunction(f) {
-                if let Expr::BinaryExpr(b) = e
-                    && b.op == Operator::Eq
-                {
-                    pairs.push((b.left.as_ref(), b.right.as_ref()));
-                }
-            }
-        }
-        for pair in pairs {
+        for pair in join_equalities(j) {
             let (Expr::Column(a), Expr::Column(b)) = pair else {
                 continue;
             };
@@ -6263,6 +6244,22 @@ fn one_per_person(plan: &LogicalPlan) -> bool {
         }
         _ => false,
     }
+}
+
+/// The equalities of join `j`: its `ON` pairs, and the equalities of its filter (before the
+/// optimizer extracts them as pairs).
+fn join_equalities(j: &Join) -> Vec<(&Expr, &Expr)> {
+    let mut pairs: Vec<(&Expr, &Expr)> = j.on.iter().map(|(l, r)| (l, r)).collect();
+    if let Some(f) = &j.filter {
+        for e in split_conjunction(f) {
+            if let Expr::BinaryExpr(b) = e
+                && b.op == Operator::Eq
+            {
+                pairs.push((b.left.as_ref(), b.right.as_ref()));
+            }
+        }
+    }
+    pairs
 }
 
 /// `plan` with each of the unit columns `units` filled in from the others where NULL,
