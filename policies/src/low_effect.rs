@@ -3792,11 +3792,12 @@ impl<'a> LowEffect<'a> {
                 if let Some(cohort) = self.as_membership(&j)? {
                     return self.lift(cohort, cells);
                 }
-                if let Some(outer) = persons_kept(&j, self.unit_key(&j)?)? {
+                let unit_key = self.unit_key(&j)?;
+                if let Some(outer) = persons_kept(&j, unit_key.clone())? {
                     self.kept.push((Arc::clone(&j.left), Arc::clone(&j.right)));
                     return self.lift(outer, cells);
                 }
-                if let Some(member) = semi_as_membership(&j, self.unit_key(&j)?)? {
+                if let Some(member) = semi_as_membership(&j, unit_key)? {
                     return self.lift(member, cells);
                 }
                 self.check_restricting_relation(&j, true)?;
