@@ -64,6 +64,19 @@
 //! past a person who is not an anchor then changes no answer. Anchors are taken only from
 //! persons no low-effect `OR` branch can drop ([`LowEffect::or_anchors`]). Values of rows
 //! (event dates, readings) are not snapped.
+//!
+//! Sets of categories. Two lists of one category that differ by a value only the target
+//! holds in the cell (`ethnicity IN ('A', 'B', 'C')` and `… 'D')`) are two large conditions
+//! whose answers differ by the target. So a condition on a *per-person category* (a string a
+//! person has one of, followed as the ordered values are) reads a person's value only where
+//! the person's class (the persons with that value among those the condition decides) holds
+//! an edge anchor; elsewhere it is false, whatever the list says of the class (a NULL is a
+//! class too; tests of NULL alone are measured as before). Only where the answer's cells do
+//! not split the classes (no grouping key but on the category itself): with another key, a
+//! person alone in a key's cell has a class without an anchor there, and dropping them
+//! would show against the answer without the key, which the key's own measurement hides;
+//! there, and where an `OR` holds two such parts or an edge, the lists stay as written (an
+//! open limit, see the rewrite design's "Sets of categories").
 //! Grouping keys are otherwise handled by the cell rewrite ([`crate::rewrite`]), which
 //! compares each cell with the cells that have one key fewer.
 //!
@@ -961,6 +974,11 @@ pub(crate) struct LowEffect<'a> {
     /// The value columns of [`LowEffect::snaps`]: whether each is snapped (a per-person
     /// ordered value) or only carried (another column the same atom reads).
     snapped_values: HashMap<String, bool>,
+    /// The value columns of [`LowEffect::snaps`] that are per-person *categories* (strings:
+    /// `sex`, `ethnicity`, `lsoa`, `practice_code`, a public table's value looked up by
+    /// one): not snapped to a neighbour but read by class ([`LowEffect::snap_found`],
+    /// "Sets of categories" in the module documentation).
+    class_values: BTreeSet<String>,
     /// How many cohort subqueries the plan being lifted is in: their aggregations over
     /// persons are measured without the answer's cells, where edges cannot be snapped.
     in_cohort: usize,
@@ -1012,6 +1030,7 @@ impl<'a> LowEffect<'a> {
             referenced: std::collections::HashSet::new(),
             snaps: HashMap::new(),
             snapped_values: HashMap::new(),
+            class_values: BTreeSet::new(),
             in_cohort: 0,
             kept: Vec::new(),
         }
@@ -1444,7 +1463,16 @@ impl<'a> LowEffect<'a> {
             if values.len() > 1 || (!values.is_empty() && others) {
                 return Err(unmeasured(Unmeasured::EdgeMix));
             }
-            if !refs.iter().any(|c| snapped(c) || derived(c).is_some()) {
+            // An atom on one per-person category alone (`ethnicity IN ('A', 'B')`): its
+            // value is carried as a class ([`LowEffect::class_values`]). Not in a cohort
+            // subquery (measured without the answer's cells), nor beside another value of
+            // the person: there the atom is measured as before, unclassed.
+            let class = self.in_cohort == 0
+                && values.is_empty()
+                && !refs.is_empty()
+                && refs.iter().all(|c| *c == refs[0])
+                && classed(scope, &refs[0]);
+            if !class && !refs.iter().any(|c| snapped(c) || derived(c).is_some()) {
                 continue;
             }
             let mut map = HashMap::new();
@@ -1458,7 +1486,10 @@ impl<'a> LowEffect<'a> {
                     None => {
                         let v = format!("{name}_v{}", out.len());
                         out.push(Expr::Column(c.clone()).alias(&v));
-                        self.snapped_values.insert(v.clone(), snapped(c));
+                        self.snapped_values.insert(v.clone(), snapped(c) || class);
+                        if class {
+                            self.class_values.insert(v.clone());
+                        }
                         named.insert(c.clone(), v.clone());
                         v
                     }
@@ -1740,37 +1771,73 @@ impl<'a> LowEffect<'a> {
         // decided by the rows alone (every node above it an `AND`, or one row per person).
         let one_row = one_per_person(&keyed);
         let mut found: Vec<Edge<'_>> = Vec::new();
+        let mut classes: Vec<Edge<'_>> = Vec::new();
         for (c, all_and) in candidates {
             let mut names = Vec::new();
             atom_names(c, &mut names);
-            let mut templates = Vec::new();
-            let mut values = BTreeSet::new();
+            let total = names.len();
+            // The atoms on a category alone (read by class) apart from the others (snapped).
+            let (mut templates, mut classed_templates) = (Vec::new(), Vec::new());
+            let (mut values, mut classed_values) = (BTreeSet::new(), BTreeSet::new());
+            let (mut lost, mut classed_lost) = (false, false);
             for a in names {
                 let Some(t) = self.snaps.get(&a) else {
                     continue;
                 };
                 let refs = t.column_refs();
-                if refs.iter().any(|r| {
+                let gone = refs.iter().any(|r| {
                     schema
                         .qualified_field_with_unqualified_name(&r.name)
                         .is_err()
-                }) || repeated.contains(&a)
-                {
-                    // Lost on the way up or read twice: not evaluated where it is measured.
-                    return Err(unmeasured(Unmeasured::Below));
+                }) || repeated.contains(&a);
+                let read: BTreeSet<String> = refs
+                    .iter()
+                    .filter(|r| self.snapped_values.get(&r.name) == Some(&true))
+                    .map(|r| r.name.clone())
+                    .collect();
+                if !read.is_empty() && read.iter().all(|v| self.class_values.contains(v)) {
+                    classed_lost |= gone;
+                    classed_values.extend(read);
+                    classed_templates.push((a, t.clone()));
+                } else {
+                    lost |= gone;
+                    values.extend(read);
+                    templates.push((a, t.clone()));
                 }
-                values.extend(
-                    refs.iter()
-                        .filter(|r| self.snapped_values.get(&r.name) == Some(&true))
-                        .map(|r| r.name.clone()),
-                );
-                templates.push((a, t.clone()));
             }
-            // A test of NULL only is the same on the snapped value.
-            let only_nulls = templates
-                .iter()
-                .all(|(_, t)| matches!(t, Expr::IsNull(_) | Expr::IsNotNull(_)));
-            if values.is_empty() || only_nulls {
+            // A test of NULL only is the same on the snapped value (and a category's
+            // NULLs are measured as any condition's).
+            let only_nulls = |templates: &[(String, Expr)]| {
+                templates
+                    .iter()
+                    .all(|(_, t)| matches!(t, Expr::IsNull(_) | Expr::IsNotNull(_)))
+            };
+            // A part on one category (one value column: every atom of the part reads it
+            // alone) is read by class; anywhere it cannot be, as before it was. Beside
+            // other atoms, those on the category are left as written.
+            if templates.is_empty() {
+                if !classed_lost
+                    && !classed_templates.is_empty()
+                    && !only_nulls(&classed_templates)
+                    && classed_values.len() == 1
+                    && classed_templates.len() == total
+                {
+                    classes.push(Edge {
+                        cond: Some(c),
+                        templates: classed_templates,
+                        values: classed_values.into_iter().collect(),
+                        by_rows: all_and || one_row,
+                        key: None,
+                        class: true,
+                    });
+                }
+                continue;
+            }
+            if lost {
+                // Lost on the way up or read twice: not evaluated where it is measured.
+                return Err(unmeasured(Unmeasured::Below));
+            }
+            if values.is_empty() || only_nulls(&templates) {
                 continue;
             }
             found.push(Edge {
@@ -1779,6 +1846,7 @@ impl<'a> LowEffect<'a> {
                 values: values.into_iter().collect(),
                 by_rows: all_and || one_row,
                 key: None,
+                class: false,
             });
         }
         for (i, name, template, values) in key_edges {
@@ -1788,14 +1856,36 @@ impl<'a> LowEffect<'a> {
                 values,
                 by_rows: true,
                 key: Some(i),
+                class: false,
             });
+        }
+        if !found.is_empty() && self.in_cohort > 0 {
+            return Err(unmeasured(Unmeasured::CohortEdge));
+        }
+        let formula = Formula::new(root.clone());
+        let (_, node) = edge_stages(&keyed, &formula, &found)?;
+        // Parts read by class where no `OR` can drop their anchors and none is in an `OR`
+        // with another part snapped or read by class (each is then in the first stage).
+        // Any other is left as written: the second stage (anchors from the masks of an
+        // `OR` that cannot be dropped) is not built for classes.
+        for class in classes {
+            // Only where the answer's cells do not split the classes (no key but on the
+            // category): see "Sets of categories" in the module documentation.
+            if !value_partition(&keyed, keys, &class.values[0], None, true).is_empty() {
+                continue;
+            }
+            found.push(class);
+            match edge_stages(&keyed, &formula, &found) {
+                Ok((now, n)) if n == node && now.contains(&(found.len() - 1)) => {}
+                _ => {
+                    found.pop();
+                }
+            }
         }
         if found.is_empty() {
             return Ok(keyed);
         }
-        if self.in_cohort > 0 {
-            return Err(unmeasured(Unmeasured::CohortEdge));
-        }
+        let (first, _) = edge_stages(&keyed, &formula, &found)?;
         let anchor_keys = crate::output::edge_anchor_keys()
             .into_iter()
             .map(|k| lit(i64::from(k)))
@@ -1809,17 +1899,16 @@ impl<'a> LowEffect<'a> {
         // Candidates that no `OR` can drop the anchors of are snapped first; the others
         // then take their anchors from the masks of the one `OR` that can, read at the
         // first ones' snapped values (see [`LowEffect::or_anchors`]).
-        let formula = Formula::new(root.clone());
-        let (first, node) = edge_stages(&keyed, &formula, &found)?;
-        let (mut now, mut later) = (Vec::new(), Vec::new());
-        for (i, edge) in found.iter().enumerate() {
-            if first.contains(&i) {
-                now.push(edge);
-            } else {
-                later.push(edge);
-            }
-        }
+        let stage = |now: bool, class: bool| -> Vec<&Edge<'_>> {
+            found
+                .iter()
+                .enumerate()
+                .filter(|(i, e)| first.contains(i) == now && e.class == class)
+                .map(|(_, e)| e)
+                .collect()
+        };
         let mut plan = keyed;
+        let now = stage(true, false);
         if !now.is_empty() {
             plan = self.snap_found(plan, &root, &now, keys, unit, &is_anchor, None)?;
         }
@@ -1829,12 +1918,18 @@ impl<'a> LowEffect<'a> {
             plan = self.snap_found(
                 with_masks,
                 &root,
-                &later,
+                &stage(false, false),
                 keys,
                 unit,
                 &atom(&anchor),
                 Some(&robust),
             )?;
+        }
+        // Categories last (all in the first stage): their classes are read among the rows
+        // the snapped conditions decide.
+        let classes = stage(true, true);
+        if !classes.is_empty() {
+            plan = self.snap_found(plan, &root, &classes, keys, unit, &is_anchor, None)?;
         }
         Ok(LogicalPlanBuilder::from(plan)
             .project(columns_of(&out_schema))?
@@ -1937,31 +2032,28 @@ impl<'a> LowEffect<'a> {
         let mut windows = Vec::new();
         let mut snapped: Vec<HashMap<String, (String, String, DataType)>> =
             Vec::with_capacity(found.len());
-        for (edge, ctx) in found.iter().zip(&decided) {
+        let mut of_class: HashMap<usize, String> = HashMap::new();
+        for (at, (edge, ctx)) in found.iter().zip(&decided).enumerate() {
             let mut of_candidate = HashMap::new();
             for original in &edge.values {
                 let v = &renamed[original];
-                let mut base = BTreeSet::new();
-                source_of(&plan, &Column::from_name(v), &mut base);
-                let partition: Vec<Expr> = keys
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| edge.key != Some(*i))
-                    .map(|(_, k)| k)
-                    .filter(|k| {
-                        let mut kb = BTreeSet::new();
-                        k.column_refs()
-                            .into_iter()
-                            .for_each(|r| source_of(&plan, r, &mut kb));
-                        // Dropped only where the key is a function of this `patients`
-                        // value (different values of one source can be different values:
-                        // `MIN` and `MAX` of a person's event dates).
-                        kb.is_empty()
-                            || !kb.is_subset(&base)
-                            || !base.iter().all(|b| b.starts_with("patients."))
-                    })
-                    .cloned()
-                    .collect();
+                let partition = value_partition(&plan, keys, v, edge.key, edge.class);
+                if edge.class {
+                    // A category: whether the row's class holds an anchor among the rows
+                    // the part decides (the cells do not split the classes: see
+                    // [`LowEffect::snap_edges`]).
+                    let has = self.name("edh");
+                    let mut by_class = partition;
+                    by_class.push(atom(v));
+                    windows.push((
+                        over(bool_or_udaf(), atom(&anchor).and(atom(ctx)))
+                            .partition_by(by_class)
+                            .build()?,
+                        has.clone(),
+                    ));
+                    of_class.insert(at, has);
+                    continue;
+                }
                 let (below, above) = (self.name("edb"), self.name("eda"));
                 if edge.key.is_some() {
                     // A key: the same values from the distinct (partition, value) pairs,
@@ -1990,7 +2082,18 @@ impl<'a> LowEffect<'a> {
         let plan = with_windows(plan, windows)?;
         // 3. The atoms at the snapped values; everything else as it was.
         let mut replaced: HashMap<String, Expr> = HashMap::new();
-        for (edge, of_candidate) in found.iter().zip(&snapped) {
+        for (at, (edge, of_candidate)) in found.iter().zip(&snapped).enumerate() {
+            // A part on a category: as written where the row's class holds an anchor it
+            // decides; elsewhere every atom of the part is false (and so is the part, an
+            // `AND` or `OR` of them), whatever the list says of the row's own class.
+            if let Some(has) = of_class.get(&at) {
+                for (a, _) in &edge.templates {
+                    let value = when(coalesce(vec![atom(has), lit(false)]), atom(a))
+                        .otherwise(lit(false))?;
+                    replaced.insert(a.clone(), value);
+                }
+                continue;
+            }
             for (a, t) in &edge.templates {
                 let mut anchorless: Option<Expr> = None;
                 let at_snapped = t.clone().transform(|x| {
@@ -5896,6 +5999,59 @@ fn snappable(plan: &LogicalPlan, c: &Column) -> bool {
         && per_person_value(plan, c)
 }
 
+/// The keys of the cells (`keys`, columns of `plan`) that partition the rows where the
+/// value column `v` is snapped or read by class: all but the key at `skip` (a key being
+/// snapped) and those that are a function of the same `patients` value (they separate
+/// different values, never persons at one value).
+fn value_partition(
+    plan: &LogicalPlan,
+    keys: &[Expr],
+    v: &str,
+    skip: Option<usize>,
+    class: bool,
+) -> Vec<Expr> {
+    let mut base = BTreeSet::new();
+    source_of(plan, &Column::from_name(v), &mut base);
+    // A category's classes are split by any key unless the category is one column (a key
+    // on two columns' function need not be a function of either).
+    let one = !class || base.len() == 1;
+    keys.iter()
+        .enumerate()
+        .filter(|(i, _)| skip != Some(*i))
+        .map(|(_, k)| k)
+        .filter(|k| {
+            let mut kb = BTreeSet::new();
+            k.column_refs()
+                .into_iter()
+                .for_each(|r| source_of(plan, r, &mut kb));
+            // Dropped only where the key is a function of this `patients` value
+            // (different values of one source can be different values: `MIN` and `MAX` of
+            // a person's event dates).
+            kb.is_empty()
+                || !one
+                || !kb.is_subset(&base)
+                || !base.iter().all(|b| b.starts_with("patients."))
+        })
+        .cloned()
+        .collect()
+}
+
+/// Whether column `c` of `plan` is a per-person category whose classes
+/// [`LowEffect::snap_found`] reads: not the privacy unit, a string, one value per person.
+fn classed(plan: &LogicalPlan, c: &Column) -> bool {
+    c.name != PRIVACY_UNIT
+        && plan
+            .schema()
+            .qualified_field_from_column(c)
+            .is_ok_and(|(_, f)| {
+                matches!(
+                    f.data_type(),
+                    DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+                )
+            })
+        && per_person_value(plan, c)
+}
+
 /// `e` without its aliases (a projection can alias an alias: `count(Int64(1)) AS count(*) AS
 /// n`).
 fn unaliased(e: &Expr) -> Expr {
@@ -6036,6 +6192,8 @@ struct Edge<'c> {
     by_rows: bool,
     /// The grouping key's position among the cells' keys.
     key: Option<usize>,
+    /// A part on a per-person category, read by class rather than snapped.
+    class: bool,
 }
 
 /// `c` as an expression over its atoms, with the part `target` (by address) replaced by

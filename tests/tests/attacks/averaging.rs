@@ -142,7 +142,7 @@ async fn fifty_rephrasings_of_one_question_give_one_answer() {
         .iter()
         .map(|d| months[at.iter().position(|x| x == d).expect("a month")].starts_with("1950-"))
         .collect();
-    let want = count_under_condition(f, &women, &kept, cx.output_control());
+    let want = count_under_condition(&women, &kept, cx.output_control());
     assert!(want.is_some(), "the women are released");
     let queries = rephrasings();
     assert!(queries.len() >= 50, "{} rephrasings", queries.len());

@@ -1761,7 +1761,7 @@ async fn moving_a_range_edge_or_a_hole_past_one_person_changes_an_answer_only_at
         .collect();
     let model = |keeps: &dyn Fn(usize) -> bool| {
         let kept: Vec<bool> = snapped.iter().map(|&b| keeps(b)).collect();
-        count_under_condition(f, &cohort, &kept, &p)
+        count_under_condition(&cohort, &kept, &p)
     };
     let m = |i: usize| format!("DATE '{}'", birth_month(i));
     let joined = "SELECT COUNT(DISTINCT p.patient_id) FROM patients p \
@@ -2220,5 +2220,143 @@ async fn a_condition_ignored_inside_an_or_branch_lets_in_no_one_the_branch_would
         differing.is_empty(),
         "a condition ignored inside an OR branch let in persons the branch alone would drop:\n{}",
         differing.join("\n")
+    );
+}
+
+/// Sets of categories (DESIGN.md rule 7, "Sets of categories" in the rewrite design): two
+/// lists of one category that differ by a value only the target holds in the cell
+/// (`ethnicity IN ('A', 'B', 'C')` and `… 'D')`) are two large conditions whose answers
+/// differed by the target (235 and 240 in F81002). A condition on a per-person category now
+/// reads a person's value only where their class (the persons of the cell with that value,
+/// among those the condition decides) holds an edge anchor; elsewhere it is false, whatever
+/// the list says. So a list changes an answer only by a class with an anchor, never by a
+/// person who is not one.
+#[tokio::test]
+async fn a_list_of_categories_that_adds_one_person_changes_an_answer_only_at_an_anchor() {
+    let f = fixture();
+    let cx = f.project(RESEARCH).await;
+    let p = *cx.output_control();
+    let anchors = edge_anchor_keys();
+    const PRACTICE: &str = "F81002";
+    let persons = unprotected(
+        &cx,
+        &format!("SELECT patient_id, ethnicity FROM patients WHERE practice_code = '{PRACTICE}'"),
+    )
+    .await;
+    let keys: Vec<u8> = persons
+        .iter()
+        .map(|r| f.record_key(r[0].parse().expect("a patient id")))
+        .collect();
+    let class: Vec<&str> = persons.iter().map(|r| r[1].as_str()).collect();
+    let anchored = |c: &str| {
+        class
+            .iter()
+            .zip(&keys)
+            .any(|(x, k)| *x == c && anchors.contains(k))
+    };
+    // What the policy layer answers for a condition that keeps a class when `listed` says so:
+    // only the classes with an anchor are read.
+    let model = |listed: &dyn Fn(&str) -> bool| {
+        let kept: Vec<bool> = class.iter().map(|c| anchored(c) && listed(c)).collect();
+        count_kept(&keys, &kept, &p)
+    };
+    let mut classes: Vec<&str> = class.clone();
+    classes.sort_unstable();
+    classes.dedup();
+    let base = ["A", "B", "C"];
+    let negated = ["E", "F", "G", "H"];
+    let quoted = |l: &[&str]| {
+        l.iter()
+            .map(|c| format!("'{c}'"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let count = format!("SELECT COUNT(*) FROM patients WHERE practice_code = '{PRACTICE}' AND ");
+    let (mut moved, mut wrong, mut exposed) = (Vec::new(), Vec::new(), 0);
+    let single_persons: Vec<&str> = classes
+        .iter()
+        .copied()
+        .filter(|c| !anchored(c) && class.iter().filter(|x| *x == c).count() == 1)
+        .filter(|c| !base.contains(c) && !negated.contains(c))
+        .collect();
+    for x in &single_persons {
+        let x = *x;
+        let with_x: Vec<&str> = base.iter().copied().chain([x]).collect();
+        let negated_x: Vec<&str> = negated.iter().copied().chain([x]).collect();
+        let pairs: Vec<(String, String, Vec<&str>, bool)> = vec![
+            (
+                format!("{count}ethnicity IN ({})", quoted(&base)),
+                format!("{count}ethnicity IN ({})", quoted(&with_x)),
+                base.to_vec(),
+                false,
+            ),
+            (
+                format!(
+                    "{count}({})",
+                    with_x
+                        .iter()
+                        .map(|c| format!("ethnicity = '{c}'"))
+                        .collect::<Vec<_>>()
+                        .join(" OR ")
+                ),
+                format!("{count}ethnicity IN ({})", quoted(&base)),
+                base.to_vec(),
+                false,
+            ),
+            (
+                format!("{count}ethnicity NOT IN ({})", quoted(&negated)),
+                format!("{count}ethnicity NOT IN ({})", quoted(&negated_x)),
+                negated.to_vec(),
+                true,
+            ),
+        ];
+        for (a, b, list, not) in pairs {
+            let (got_a, got_b) = (single(&cx, &a).await, single(&cx, &b).await);
+            let (raw_a, raw_b) = (unprotected(&cx, &a).await, unprotected(&cx, &b).await);
+            if raw_a != raw_b {
+                exposed += 1;
+            }
+            if got_a != got_b {
+                moved.push(format!("{a} -> {got_a:?}\n  {b} -> {got_b:?}"));
+            }
+            let want = model(&|c| list.contains(&c) != not);
+            if got_a != want {
+                wrong.push(format!("{a} -> {got_a:?} (want {want:?})"));
+            }
+        }
+        // Grouped by a key on the category itself (the target's cell is the other
+        // categories' outside `A` and `B`): the same with the target's value listed or not.
+        let grouped = |l: &[&str]| {
+            format!(
+                "SELECT ethnicity IN ('A', 'B') AS ab, COUNT(*) FROM patients \
+                 WHERE practice_code = '{PRACTICE}' AND ethnicity IN ({}) GROUP BY 1",
+                quoted(l)
+            )
+        };
+        let (a, b) = (grouped(&base), grouped(&with_x));
+        let (got_a, got_b) = (sorted_rows(&cx, &a).await, sorted_rows(&cx, &b).await);
+        if got_a != got_b || got_a.is_empty() {
+            moved.push(format!("{a} -> {got_a:?}\n  {b} -> {got_b:?}"));
+        }
+    }
+    assert!(
+        single_persons.len() >= 2,
+        "the fixture's practice has too few categories held by one person who is not an \
+         anchor: {single_persons:?}"
+    );
+    assert_eq!(
+        exposed,
+        3 * single_persons.len(),
+        "the unprotected answers do not show the target in every pair"
+    );
+    assert!(
+        moved.is_empty(),
+        "listing the category of one person who is not an anchor changed the answer:\n{}",
+        moved.join("\n")
+    );
+    assert!(
+        wrong.is_empty(),
+        "answers not those of the classes with an anchor:\n{}",
+        wrong.join("\n")
     );
 }

@@ -371,7 +371,7 @@ async fn a_join_to_a_public_table_measures_the_persons_it_leaves_out() {
     assert!(all.is_some());
     assert_ne!(all, without_target);
     let kept: Vec<bool> = (0..AREA_SIZE).map(|i| i != AREA_TARGET).collect();
-    assert_eq!(count_under_condition(f, &cohort, &kept, p), all);
+    assert_eq!(count_under_condition(&cohort, &kept, p), all);
     let count = "SELECT COUNT(DISTINCT p.patient_id)";
     let at = format!("p.practice_code = '{AREA_PRACTICE}'");
     let mut differing = Vec::new();

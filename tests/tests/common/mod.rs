@@ -713,32 +713,32 @@ pub fn snapped_to_anchors(values: &[i64], anchor: &[bool]) -> Option<Vec<i64>> {
 /// condition keeps (`kept[i]`): the condition is ignored when the persons it leaves out are
 /// fewer than their drawn low-effect threshold and those it keeps would be released on
 /// their own (DESIGN.md rule 7).
-pub fn count_under_condition(
-    f: &Fixture,
-    all: &[&Planted],
-    kept: &[bool],
-    p: &OutputControl,
-) -> Option<String> {
-    let count = |who: Vec<&Planted>| {
+pub fn count_under_condition(all: &[&Planted], kept: &[bool], p: &OutputControl) -> Option<String> {
+    let keys: Vec<u8> = all.iter().map(|q| q.record_key).collect();
+    count_kept(&keys, kept, p)
+}
+
+/// [`count_under_condition`] for any persons, given by their record keys.
+pub fn count_kept(keys: &[u8], kept: &[bool], p: &OutputControl) -> Option<String> {
+    let cell_key = |who: &[u8]| (who.iter().map(|k| u64::from(*k)).sum::<u64>() % 256) as u8;
+    let count = |who: &[u8]| {
         let n = who.len() as u64;
-        expected_count(n, n, f.cell_key(who), p)
+        expected_count(n, n, cell_key(who), p)
     };
-    let keep: Vec<&Planted> = all
-        .iter()
-        .zip(kept)
-        .filter(|(_, k)| **k)
-        .map(|(q, _)| *q)
-        .collect();
-    let out: Vec<&Planted> = all
-        .iter()
-        .zip(kept)
-        .filter(|(_, k)| !**k)
-        .map(|(q, _)| *q)
-        .collect();
-    let key = f.cell_key(out.iter().copied());
-    let released = count(keep);
-    if !out.is_empty() && output::is_low_effect(out.len() as u64, key, p) && released.is_some() {
-        count(all.to_vec())
+    let pick = |want: bool| -> Vec<u8> {
+        keys.iter()
+            .zip(kept)
+            .filter(|(_, k)| **k == want)
+            .map(|(q, _)| *q)
+            .collect()
+    };
+    let (keep, out) = (pick(true), pick(false));
+    let released = count(&keep);
+    if !out.is_empty()
+        && output::is_low_effect(out.len() as u64, cell_key(&out), p)
+        && released.is_some()
+    {
+        count(keys)
     } else {
         released
     }
