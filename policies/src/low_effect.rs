@@ -1863,7 +1863,7 @@ impl<'a> LowEffect<'a> {
             return Err(unmeasured(Unmeasured::CohortEdge));
         }
         let formula = Formula::new(root.clone());
-        let (_, node) = edge_stages(&keyed, &formula, &found)?;
+        let (mut first, node) = edge_stages(&keyed, &formula, &found)?;
         // Parts read by class where no `OR` can drop their anchors and none is in an `OR`
         // with another part snapped or read by class (each is then in the first stage).
         // Any other is left as written: the second stage (anchors from the masks of an
@@ -1876,7 +1876,7 @@ impl<'a> LowEffect<'a> {
             }
             found.push(class);
             match edge_stages(&keyed, &formula, &found) {
-                Ok((now, n)) if n == node && now.contains(&(found.len() - 1)) => {}
+                Ok((now, n)) if n == node && now.contains(&(found.len() - 1)) => first = now,
                 _ => {
                     found.pop();
                 }
@@ -1885,7 +1885,6 @@ impl<'a> LowEffect<'a> {
         if found.is_empty() {
             return Ok(keyed);
         }
-        let (first, _) = edge_stages(&keyed, &formula, &found)?;
         let anchor_keys = crate::output::edge_anchor_keys()
             .into_iter()
             .map(|k| lit(i64::from(k)))
@@ -5991,11 +5990,17 @@ fn looked_up(join: &Join, left: bool, index: usize) -> bool {
 /// Whether column `c` of `plan` is a per-person ordered value whose range edges are
 /// snapped: not the privacy unit, of an [`ordered`] type, one value per person.
 fn snappable(plan: &LogicalPlan, c: &Column) -> bool {
+    per_person_of_type(plan, c, ordered)
+}
+
+/// Whether column `c` of `plan` is, other than the privacy unit, one value per person of a
+/// type `of` accepts.
+fn per_person_of_type(plan: &LogicalPlan, c: &Column, of: fn(&DataType) -> bool) -> bool {
     c.name != PRIVACY_UNIT
         && plan
             .schema()
             .qualified_field_from_column(c)
-            .is_ok_and(|(_, f)| ordered(f.data_type()))
+            .is_ok_and(|(_, f)| of(f.data_type()))
         && per_person_value(plan, c)
 }
 
@@ -6039,17 +6044,9 @@ fn value_partition(
 /// Whether column `c` of `plan` is a per-person category whose classes
 /// [`LowEffect::snap_found`] reads: not the privacy unit, a string, one value per person.
 fn classed(plan: &LogicalPlan, c: &Column) -> bool {
-    c.name != PRIVACY_UNIT
-        && plan
-            .schema()
-            .qualified_field_from_column(c)
-            .is_ok_and(|(_, f)| {
-                matches!(
-                    f.data_type(),
-                    DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
-                )
-            })
-        && per_person_value(plan, c)
+    per_person_of_type(plan, c, |t| {
+        matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+    })
 }
 
 /// `e` without its aliases (a projection can alias an alias: `count(Int64(1)) AS count(*) AS

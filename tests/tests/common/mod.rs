@@ -658,8 +658,7 @@ impl Fixture {
 
     /// The cell key of a set of persons.
     pub fn cell_key<'a>(&self, persons: impl IntoIterator<Item = &'a Planted>) -> u8 {
-        let sum: u64 = persons.into_iter().map(|p| u64::from(p.record_key)).sum();
-        (sum % 256) as u8
+        cell_key_of(persons.into_iter().map(|p| p.record_key))
     }
 }
 
@@ -718,9 +717,14 @@ pub fn count_under_condition(all: &[&Planted], kept: &[bool], p: &OutputControl)
     count_kept(&keys, kept, p)
 }
 
+/// The cell key of the persons with record keys `keys`.
+pub fn cell_key_of(keys: impl IntoIterator<Item = u8>) -> u8 {
+    (keys.into_iter().map(u64::from).sum::<u64>() % 256) as u8
+}
+
 /// [`count_under_condition`] for any persons, given by their record keys.
 pub fn count_kept(keys: &[u8], kept: &[bool], p: &OutputControl) -> Option<String> {
-    let cell_key = |who: &[u8]| (who.iter().map(|k| u64::from(*k)).sum::<u64>() % 256) as u8;
+    let cell_key = |who: &[u8]| cell_key_of(who.iter().copied());
     let count = |who: &[u8]| {
         let n = who.len() as u64;
         expected_count(n, n, cell_key(who), p)
