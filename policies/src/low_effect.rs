@@ -71,11 +71,13 @@
 //! person has one of, followed as the ordered values are) reads a person's value only where
 //! the person's class (the persons with that value among those the condition decides) holds
 //! an edge anchor; elsewhere it is false, whatever the list says of the class (a NULL is a
-//! class too; tests of NULL alone are measured as before). Only where the answer's cells do
-//! not split the classes (no grouping key but on the category itself): with another key, a
-//! person alone in a key's cell has a class without an anchor there, and dropping them
-//! would show against the answer without the key, which the key's own measurement hides;
-//! there, and where an `OR` holds two such parts or an edge, the lists stay as written (an
+//! class too; tests of NULL alone are measured as before). Where the answer's cells split
+//! the classes (another grouping key), each class is read in each grouping set's cell, on
+//! the rows copied per set ([`LowEffect::snap_per_set`]): read in the finest cell only, a
+//! person alone in a key's cell has a class without an anchor there, and dropping them from
+//! the coarser cell too would show against the answer without the key, which the key's own
+//! measurement (a cell compared with the cells with one key fewer) hides. Where an `OR`
+//! holds two such parts or an edge, or stands beside one, the lists stay as written (an
 //! open limit, see the rewrite design's "Sets of categories").
 //! Grouping keys are otherwise handled by the cell rewrite ([`crate::rewrite`]), which
 //! compares each cell with the cells that have one key fewer.
@@ -988,6 +990,22 @@ pub(crate) struct LowEffect<'a> {
     kept: Vec<(Arc<LogicalPlan>, Arc<LogicalPlan>)>,
 }
 
+/// The parts that [`LowEffect::snap_edges`] leaves to be read by class in each grouping
+/// set's cells ([`LowEffect::snap_per_set`]): the canonical conditions and the parts.
+pub(crate) struct PerSet {
+    root: Cond,
+    parts: Vec<PerSetPart>,
+}
+
+/// A part of [`PerSet`]: its position among `edge_candidates(&root, …)`, its atoms'
+/// templates and its class value column (decided row by row: every node above it an
+/// `AND`, or one row per person).
+struct PerSetPart {
+    at: usize,
+    templates: Vec<(String, Expr)>,
+    values: Vec<String>,
+}
+
 /// A per-person aggregation (`agg_input`: its input, grouped by `group`) restricted in the
 /// plan above: joined on the privacy unit to `patients` (`persons`, with its key), with the
 /// conditions and cells of that plan that read only `patients` (over `persons`' columns), or
@@ -1669,8 +1687,11 @@ impl<'a> LowEffect<'a> {
     /// the atom's condition decides, or by the least such value below all of them; where
     /// there is no anchor, the condition is not applied (true). Where an `OR` other than
     /// the candidate's own could drop some of those persons, the anchors come only from its
-    /// masks that cannot be dropped ([`edge_stages`], [`LowEffect::or_anchors`]). The output
-    /// schema is `keyed`'s.
+    /// masks that cannot be dropped ([`edge_stages`], [`LowEffect::or_anchors`]). Atoms on a
+    /// per-person category are read by class ("Sets of categories" in the module
+    /// documentation); where the cells split the classes, they are returned as a [`PerSet`]
+    /// to be read per grouping set ([`LowEffect::snap_per_set`]) when `per_set`, and left
+    /// as written otherwise. The output schema is `keyed`'s.
     pub(crate) fn snap_edges(
         &mut self,
         keyed: LogicalPlan,
@@ -1678,7 +1699,8 @@ impl<'a> LowEffect<'a> {
         keys: &[Expr],
         key_exprs: &[Expr],
         unit: &Expr,
-    ) -> Result<LogicalPlan, RewriteError> {
+        per_set: bool,
+    ) -> Result<(LogicalPlan, Option<PerSet>), RewriteError> {
         let root = self.canon(Cond::And(conds.iter().map(|c| c.0.clone()).collect()));
         let out_schema = Arc::clone(keyed.schema());
         // Grouping keys on per-person ordered values are snapped too: a key decides a
@@ -1771,8 +1793,8 @@ impl<'a> LowEffect<'a> {
         // decided by the rows alone (every node above it an `AND`, or one row per person).
         let one_row = one_per_person(&keyed);
         let mut found: Vec<Edge<'_>> = Vec::new();
-        let mut classes: Vec<Edge<'_>> = Vec::new();
-        for (c, all_and) in candidates {
+        let mut classes: Vec<(Edge<'_>, usize)> = Vec::new();
+        for (at, (c, all_and)) in candidates.into_iter().enumerate() {
             let mut names = Vec::new();
             atom_names(c, &mut names);
             let total = names.len();
@@ -1822,14 +1844,17 @@ impl<'a> LowEffect<'a> {
                     && classed_values.len() == 1
                     && classed_templates.len() == total
                 {
-                    classes.push(Edge {
-                        cond: Some(c),
-                        templates: classed_templates,
-                        values: classed_values.into_iter().collect(),
-                        by_rows: all_and || one_row,
-                        key: None,
-                        class: true,
-                    });
+                    classes.push((
+                        Edge {
+                            cond: Some(c),
+                            templates: classed_templates,
+                            values: classed_values.into_iter().collect(),
+                            by_rows: all_and || one_row,
+                            key: None,
+                            class: true,
+                        },
+                        at,
+                    ));
                 }
                 continue;
             }
@@ -1868,33 +1893,47 @@ impl<'a> LowEffect<'a> {
         // with another part snapped or read by class (each is then in the first stage).
         // Any other is left as written: the second stage (anchors from the masks of an
         // `OR` that cannot be dropped) is not built for classes.
-        for class in classes {
-            // Only where the answer's cells do not split the classes (no key but on the
-            // category): see "Sets of categories" in the module documentation.
-            if !value_partition(&keyed, keys, &class.values[0], None, true).is_empty() {
+        // Where the answer's cells split the classes (another grouping key), a class is
+        // read in each grouping set's cells, once the rows are copied per set
+        // ([`LowEffect::snap_per_set`]), or, when `per_set` is false, left as written:
+        // see "Sets of categories" in the module documentation. Only a part decided row by
+        // row: the rows it decides are then the same in every set, so a finer cell's
+        // anchors are anchors of its coarser cells (a person decided in a fine cell can
+        // pass through a row of another in the coarser one).
+        let mut split: Vec<(usize, usize)> = Vec::new();
+        for (class, at) in classes {
+            let splits = !value_partition(&keyed, keys, &class.values[0], None, true).is_empty();
+            if splits && (!per_set || !class.by_rows) {
                 continue;
             }
             found.push(class);
             match edge_stages(&keyed, &formula, &found) {
-                Ok((now, n)) if n == node && now.contains(&(found.len() - 1)) => first = now,
+                Ok((now, n)) if n == node && now.contains(&(found.len() - 1)) => {
+                    first = now;
+                    if splits {
+                        split.push((found.len() - 1, at));
+                    }
+                }
                 _ => {
                     found.pop();
                 }
             }
         }
+        let per_set = (!split.is_empty()).then(|| PerSet {
+            root: root.clone(),
+            parts: split
+                .iter()
+                .map(|(i, at)| PerSetPart {
+                    at: *at,
+                    templates: found[*i].templates.clone(),
+                    values: found[*i].values.clone(),
+                })
+                .collect(),
+        });
         if found.is_empty() {
-            return Ok(keyed);
+            return Ok((keyed, per_set));
         }
-        let anchor_keys = crate::output::edge_anchor_keys()
-            .into_iter()
-            .map(|k| lit(i64::from(k)))
-            .collect();
-        let is_anchor = coalesce(vec![
-            self.person_key
-                .call(vec![unit.clone()])
-                .in_list(anchor_keys, false),
-            lit(false),
-        ]);
+        let is_anchor = self.is_anchor(unit);
         // Candidates that no `OR` can drop the anchors of are snapped first; the others
         // then take their anchors from the masks of the one `OR` that can, read at the
         // first ones' snapped values (see [`LowEffect::or_anchors`]).
@@ -1902,7 +1941,11 @@ impl<'a> LowEffect<'a> {
             found
                 .iter()
                 .enumerate()
-                .filter(|(i, e)| first.contains(i) == now && e.class == class)
+                .filter(|(i, e)| {
+                    first.contains(i) == now
+                        && e.class == class
+                        && !split.iter().any(|(s, _)| s == i)
+                })
                 .map(|(_, e)| e)
                 .collect()
         };
@@ -1930,9 +1973,56 @@ impl<'a> LowEffect<'a> {
         if !classes.is_empty() {
             plan = self.snap_found(plan, &root, &classes, keys, unit, &is_anchor, None)?;
         }
-        Ok(LogicalPlanBuilder::from(plan)
+        let plan = LogicalPlanBuilder::from(plan)
             .project(columns_of(&out_schema))?
-            .build()?)
+            .build()?;
+        Ok((plan, per_set))
+    }
+
+    /// The parts `per_set` that [`LowEffect::snap_edges`] left to be read by class per
+    /// grouping set, read in `plan`: the rows copied per set, whose cells `cells` are the
+    /// keys (NULL where a set leaves them out) and the set id. Each class is read among the
+    /// rows of its set's cell, so a coarser cell reads it as the query with fewer keys
+    /// reads it, and the cells compared with it for the grouping keys' own effect
+    /// (`rewrite`'s coarser sets) see the same persons. The output schema is `plan`'s.
+    pub(crate) fn snap_per_set(
+        &mut self,
+        plan: LogicalPlan,
+        per_set: PerSet,
+        cells: &[Expr],
+        unit: &Expr,
+    ) -> Result<LogicalPlan, RewriteError> {
+        let PerSet { root, parts } = per_set;
+        let mut candidates = Vec::new();
+        edge_candidates(&root, true, &mut candidates);
+        let edges: Vec<Edge<'_>> = parts
+            .into_iter()
+            .map(|p| Edge {
+                cond: Some(candidates[p.at].0),
+                templates: p.templates,
+                values: p.values,
+                by_rows: true,
+                key: None,
+                class: true,
+            })
+            .collect();
+        let found: Vec<&Edge<'_>> = edges.iter().collect();
+        let is_anchor = self.is_anchor(unit);
+        self.snap_found(plan, &root, &found, cells, unit, &is_anchor, None)
+    }
+
+    /// Whether the person of `unit` is an edge anchor ([`crate::output::edge_anchor_keys`]).
+    fn is_anchor(&self, unit: &Expr) -> Expr {
+        let anchor_keys = crate::output::edge_anchor_keys()
+            .into_iter()
+            .map(|k| lit(i64::from(k)))
+            .collect();
+        coalesce(vec![
+            self.person_key
+                .call(vec![unit.clone()])
+                .in_list(anchor_keys, false),
+            lit(false),
+        ])
     }
 
     /// Steps 1 to 3 of [`LowEffect::snap_edges`] for the candidates `found`: `keyed` with
@@ -2039,7 +2129,8 @@ impl<'a> LowEffect<'a> {
                 let partition = value_partition(&plan, keys, v, edge.key, edge.class);
                 if edge.class {
                     // A category: whether the row's class holds an anchor among the rows
-                    // the part decides (the cells do not split the classes: see
+                    // the part decides in its cell (with [`LowEffect::snap_per_set`], its
+                    // grouping set's cell; else the cells do not split the classes: see
                     // [`LowEffect::snap_edges`]).
                     let has = self.name("edh");
                     let mut by_class = partition;
@@ -2396,7 +2487,9 @@ impl<'a> LowEffect<'a> {
         }
         let keyed = LogicalPlanBuilder::from(base).project(exprs)?.build()?;
         let conds: Vec<LiftedCondition> = conds.into_iter().map(LiftedCondition).collect();
-        let keyed = self.snap_edges(keyed, &conds, &keys, &[], unit)?;
+        // (Its cells are those of an aggregation below the answer's: a part on a category
+        // that they split is left as written, `per_set` false.)
+        let (keyed, _) = self.snap_edges(keyed, &conds, &keys, &[], unit, false)?;
         let expand = |plan: LogicalPlan| Ok((plan, keys.clone()));
         let out = match self.apply_sets(keyed, conds, &keys, &[0], unit, &expand)? {
             Ok((out, _)) => out,

@@ -369,42 +369,55 @@ fn rewrite_aggregate(
     let keyed = LogicalPlanBuilder::from(lifted).project(exprs)?.build()?;
     let key_cols: Vec<Expr> = (0..k).map(|i| col(grouping_key(i))).collect();
     // Range edges on per-person values (in conditions and keys) are read at snapped values.
-    let keyed = low_effect.snap_edges(keyed, &conds, &key_cols, &key_exprs, &unit)?;
+    let (keyed, per_set) =
+        low_effect.snap_edges(keyed, &conds, &key_cols, &key_exprs, &unit, true)?;
     let expand = |plan: LogicalPlan| copy_per_set(plan, k, &sets);
-    // One conjunction of conditions (the usual case) is measured per set without copying
-    // the rows ([`Detection::apply_sets`]).
-    let (keyed, conds) =
-        match low_effect.apply_sets(keyed, conds, &key_cols, &sets, &unit, &expand)? {
-            Ok((input, cells)) => {
-                let input = CellInput {
-                    input,
-                    cells,
-                    unit,
-                    unit_schema,
-                    info,
-                    coarse: Some(sets),
-                    partials: None,
-                };
-                return finish_aggregate(agg, input, udfs);
-            }
-            Err(back) => back,
-        };
-    // Otherwise the rows are pre-aggregated per grouping set, person, keys and condition
-    // values (with the aggregates' partials) in one pass: every later step depends on a row
-    // only through those, so the answers are exactly those of the rows themselves, from
-    // fewer rows (a person's many events in a month that pass or fail the same conditions
-    // are one row, and a coarser set has one row per person and condition values).
-    let (input, cells, partials) = match pre_aggregate(agg, keyed, &unit, atoms, &sets)? {
-        Pre::Done { plan, partials } => {
-            let mut cells = key_cols;
-            if k > 0 {
-                cells.push(col(SET_ID));
-            }
-            (plan, cells, Some(partials))
-        }
-        Pre::NotPossible(keyed) => {
+    let (input, cells, partials, conds) = match per_set {
+        // A condition on a per-person category that another key splits is read by class in
+        // each grouping set's cells: on the rows copied per set, as they are.
+        Some(per_set) => {
             let (plan, cells) = expand(keyed)?;
-            (plan, cells, None)
+            let plan = low_effect.snap_per_set(plan, per_set, &cells, &unit)?;
+            (plan, cells, None, conds)
+        }
+        None => {
+            // One conjunction of conditions (the usual case) is measured per set without
+            // copying the rows ([`Detection::apply_sets`]).
+            let (keyed, conds) =
+                match low_effect.apply_sets(keyed, conds, &key_cols, &sets, &unit, &expand)? {
+                    Ok((input, cells)) => {
+                        let input = CellInput {
+                            input,
+                            cells,
+                            unit,
+                            unit_schema,
+                            info,
+                            coarse: Some(sets),
+                            partials: None,
+                        };
+                        return finish_aggregate(agg, input, udfs);
+                    }
+                    Err(back) => back,
+                };
+            // Otherwise the rows are pre-aggregated per grouping set, person, keys and
+            // condition values (with the aggregates' partials) in one pass: every later step
+            // depends on a row only through those, so the answers are exactly those of the
+            // rows themselves, from fewer rows (a person's many events in a month that pass
+            // or fail the same conditions are one row, and a coarser set has one row per
+            // person and condition values).
+            match pre_aggregate(agg, keyed, &unit, atoms, &sets)? {
+                Pre::Done { plan, partials } => {
+                    let mut cells = key_cols;
+                    if k > 0 {
+                        cells.push(col(SET_ID));
+                    }
+                    (plan, cells, Some(partials), conds)
+                }
+                Pre::NotPossible(keyed) => {
+                    let (plan, cells) = expand(keyed)?;
+                    (plan, cells, None, conds)
+                }
+            }
         }
     };
     // Conditions with a low effect on a cell do not change its answer.

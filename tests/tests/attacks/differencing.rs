@@ -2223,6 +2223,55 @@ async fn a_condition_ignored_inside_an_or_branch_lets_in_no_one_the_branch_would
     );
 }
 
+/// The practice of the sets-of-categories tests: its ethnicities `D` … are each held by
+/// one person.
+const PRACTICE: &str = "F81002";
+/// The list those tests add a category to, and the list they negate.
+const LISTED: [&str; 3] = ["A", "B", "C"];
+/// See [`LISTED`].
+const NOT_LISTED: [&str; 4] = ["E", "F", "G", "H"];
+
+/// The persons of [`PRACTICE`]: record key, ethnicity and sex.
+async fn categories_of(f: &Fixture, cx: &ProjectContext) -> Vec<(u8, String, String)> {
+    unprotected(
+        cx,
+        &format!(
+            "SELECT patient_id, ethnicity, sex FROM patients WHERE practice_code = '{PRACTICE}'"
+        ),
+    )
+    .await
+    .into_iter()
+    .map(|r| {
+        let key = f.record_key(r[0].parse().expect("a patient id"));
+        (key, r[1].clone(), r[2].clone())
+    })
+    .collect()
+}
+
+/// The ethnicities of `persons` held by one person who is not an edge anchor, outside
+/// [`LISTED`] and [`NOT_LISTED`]: each the target of one attack.
+fn single_person_categories(persons: &[(u8, String, String)]) -> Vec<String> {
+    let anchors = edge_anchor_keys();
+    let mut out: Vec<String> = persons
+        .iter()
+        .filter(|(k, c, _)| {
+            !anchors.contains(k) && persons.iter().filter(|(_, x, _)| x == c).count() == 1
+        })
+        .map(|(_, c, _)| c.clone())
+        .filter(|c| !LISTED.contains(&c.as_str()) && !NOT_LISTED.contains(&c.as_str()))
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+/// `l` as the items of an SQL list of strings.
+fn quoted(l: &[&str]) -> String {
+    l.iter()
+        .map(|c| format!("'{c}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Sets of categories (DESIGN.md rule 7, "Sets of categories" in the rewrite design): two
 /// lists of one category that differ by a value only the target holds in the cell
 /// (`ethnicity IN ('A', 'B', 'C')` and `… 'D')`) are two large conditions whose answers
@@ -2237,17 +2286,9 @@ async fn a_list_of_categories_that_adds_one_person_changes_an_answer_only_at_an_
     let cx = f.project(RESEARCH).await;
     let p = *cx.output_control();
     let anchors = edge_anchor_keys();
-    const PRACTICE: &str = "F81002";
-    let persons = unprotected(
-        &cx,
-        &format!("SELECT patient_id, ethnicity FROM patients WHERE practice_code = '{PRACTICE}'"),
-    )
-    .await;
-    let keys: Vec<u8> = persons
-        .iter()
-        .map(|r| f.record_key(r[0].parse().expect("a patient id")))
-        .collect();
-    let class: Vec<&str> = persons.iter().map(|r| r[1].as_str()).collect();
+    let persons = categories_of(f, &cx).await;
+    let keys: Vec<u8> = persons.iter().map(|(k, _, _)| *k).collect();
+    let class: Vec<&str> = persons.iter().map(|(_, c, _)| c.as_str()).collect();
     let anchored = |c: &str| {
         class
             .iter()
@@ -2260,27 +2301,12 @@ async fn a_list_of_categories_that_adds_one_person_changes_an_answer_only_at_an_
         let kept: Vec<bool> = class.iter().map(|c| anchored(c) && listed(c)).collect();
         count_kept(&keys, &kept, &p)
     };
-    let mut classes: Vec<&str> = class.clone();
-    classes.sort_unstable();
-    classes.dedup();
-    let base = ["A", "B", "C"];
-    let negated = ["E", "F", "G", "H"];
-    let quoted = |l: &[&str]| {
-        l.iter()
-            .map(|c| format!("'{c}'"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let (base, negated) = (LISTED, NOT_LISTED);
     let count = format!("SELECT COUNT(*) FROM patients WHERE practice_code = '{PRACTICE}' AND ");
     let (mut moved, mut wrong, mut exposed) = (Vec::new(), Vec::new(), 0);
-    let single_persons: Vec<&str> = classes
-        .iter()
-        .copied()
-        .filter(|c| !anchored(c) && class.iter().filter(|x| *x == c).count() == 1)
-        .filter(|c| !base.contains(c) && !negated.contains(c))
-        .collect();
+    let single_persons = single_person_categories(&persons);
     for x in &single_persons {
-        let x = *x;
+        let x = x.as_str();
         let with_x: Vec<&str> = base.iter().copied().chain([x]).collect();
         let negated_x: Vec<&str> = negated.iter().copied().chain([x]).collect();
         let pairs: Vec<(String, String, Vec<&str>, bool)> = vec![
@@ -2357,6 +2383,100 @@ async fn a_list_of_categories_that_adds_one_person_changes_an_answer_only_at_an_
     assert!(
         wrong.is_empty(),
         "answers not those of the classes with an anchor:\n{}",
+        wrong.join("\n")
+    );
+}
+
+/// Sets of categories beside another grouping key. Grouped by sex, the pair of lists that
+/// differ by the target's category answered 110 and 115 for the women of F81002: the lists
+/// were left as written wherever a key split the classes. A class is now read in each
+/// grouping set's cells: in the target's cell his class has no anchor, so listing it
+/// changes nothing, and each cell is the answer of the classes with an anchor in it (the
+/// model: the practice, itself a class, has an anchor in each sex's cell, and neither sex
+/// is all but a few of the practice, where the key's own measurement would give the
+/// practice's answer). With two keys (four grouping sets), the same pairs.
+#[tokio::test]
+async fn a_list_of_categories_beside_another_grouping_key_changes_a_cell_only_at_an_anchor() {
+    let f = fixture();
+    let cx = f.project(RESEARCH).await;
+    let p = *cx.output_control();
+    let anchors = edge_anchor_keys();
+    let persons = categories_of(f, &cx).await;
+    let mut sexes: Vec<&str> = persons.iter().map(|(_, _, s)| s.as_str()).collect();
+    sexes.sort_unstable();
+    sexes.dedup();
+    // Per sex, the released count of the persons whose class holds an anchor of that sex
+    // and that `listed` keeps.
+    let model = |listed: &dyn Fn(&str) -> bool| -> Vec<Vec<String>> {
+        let mut out = Vec::new();
+        for sex in &sexes {
+            let cell: Vec<&(u8, String, String)> =
+                persons.iter().filter(|(_, _, s)| s == sex).collect();
+            let anchored = |c: &str| cell.iter().any(|(k, x, _)| x == c && anchors.contains(k));
+            let keys: Vec<u8> = cell.iter().map(|(k, _, _)| *k).collect();
+            let kept: Vec<bool> = cell
+                .iter()
+                .map(|(_, c, _)| anchored(c) && listed(c))
+                .collect();
+            if let Some(v) = count_kept(&keys, &kept, &p) {
+                out.push(vec![sex.to_string(), v]);
+            }
+        }
+        out.sort();
+        out
+    };
+    let grouped = |keys: &str, not: &str, l: &[&str]| {
+        format!(
+            "SELECT {keys}, COUNT(*) FROM patients WHERE practice_code = '{PRACTICE}' \
+             AND ethnicity {not}IN ({}) GROUP BY {keys}",
+            quoted(l)
+        )
+    };
+    let (mut moved, mut wrong, mut exposed) = (Vec::new(), Vec::new(), 0);
+    let single_persons = single_person_categories(&persons);
+    for x in &single_persons {
+        for (list, not) in [(&LISTED[..], ""), (&NOT_LISTED[..], "NOT ")] {
+            let with_x: Vec<&str> = list.iter().copied().chain([x.as_str()]).collect();
+            for keys in ["sex", "sex, imd_decile"] {
+                let (a, b) = (grouped(keys, not, list), grouped(keys, not, &with_x));
+                let (got_a, got_b) = (sorted_rows(&cx, &a).await, sorted_rows(&cx, &b).await);
+                let (mut raw_a, mut raw_b) =
+                    (unprotected(&cx, &a).await, unprotected(&cx, &b).await);
+                raw_a.sort();
+                raw_b.sort();
+                if raw_a != raw_b {
+                    exposed += 1;
+                }
+                if got_a != got_b || got_a.is_empty() {
+                    moved.push(format!("{a} -> {got_a:?}\n  {b} -> {got_b:?}"));
+                }
+                if keys == "sex" {
+                    let want = model(&|c| list.contains(&c) == not.is_empty());
+                    if got_a != want {
+                        wrong.push(format!("{a} -> {got_a:?} (want {want:?})"));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        single_persons.len() >= 2,
+        "too few categories held by one person who is not an anchor: {single_persons:?}"
+    );
+    assert_eq!(
+        exposed,
+        4 * single_persons.len(),
+        "the unprotected answers do not show the target in every pair"
+    );
+    assert!(
+        moved.is_empty(),
+        "beside another key, listing the category of one person who is not an anchor \
+         changed a cell:\n{}",
+        moved.join("\n")
+    );
+    assert!(
+        wrong.is_empty(),
+        "cells not those of the classes with an anchor in them:\n{}",
         wrong.join("\n")
     );
 }
