@@ -76,9 +76,12 @@
 //! the rows copied per set ([`LowEffect::snap_per_set`]): read in the finest cell only, a
 //! person alone in a key's cell has a class without an anchor there, and dropping them from
 //! the coarser cell too would show against the answer without the key, which the key's own
-//! measurement (a cell compared with the cells with one key fewer) hides. Where an `OR`
-//! holds two such parts or an edge, or stands beside one, the lists stay as written (an
-//! open limit, see the rewrite design's "Sets of categories").
+//! measurement (a cell compared with the cells with one key fewer) hides. A cohort
+//! subquery's parts on its persons' categories that are conjuncts of its conditions carry
+//! each person's value to the answer's cells and are read there
+//! ([`LowEffect::cohort_classes`]). Where an `OR` holds two such parts or an edge, or
+//! stands beside one, the lists stay as written (an open limit, see the rewrite design's
+//! "Sets of categories").
 //! Grouping keys are otherwise handled by the cell rewrite ([`crate::rewrite`]), which
 //! compares each cell with the cells that have one key fewer.
 //!
@@ -1482,10 +1485,11 @@ impl<'a> LowEffect<'a> {
                 return Err(unmeasured(Unmeasured::EdgeMix));
             }
             // An atom on one per-person category alone (`ethnicity IN ('A', 'B')`): its
-            // value is carried as a class ([`LowEffect::class_values`]). Not in a cohort
-            // subquery (measured without the answer's cells), nor beside another value of
-            // the person: there the atom is measured as before, unclassed.
-            let class = self.in_cohort == 0
+            // value is carried as a class ([`LowEffect::class_values`]); in a cohort
+            // subquery, up to the answer's cells ([`LowEffect::cohort_classes`]), not in one
+            // nested in another. Not beside another value of the person: there the atom is
+            // measured as before, unclassed.
+            let class = self.in_cohort <= 1
                 && values.is_empty()
                 && !refs.is_empty()
                 && refs.iter().all(|c| *c == refs[0])
@@ -1574,6 +1578,7 @@ impl<'a> LowEffect<'a> {
                         .any(|c| self.snapped_values.get(&c.name) == Some(&true))
                 })
             })
+            .filter(|a| self.class_of(a).is_none())
             .collect();
         if snapped.is_empty() {
             return Ok(snapped);
@@ -1589,6 +1594,53 @@ impl<'a> LowEffect<'a> {
             return Err(unmeasured(Unmeasured::CohortEdge));
         }
         Ok(snapped)
+    }
+
+    /// The class value column an atom reads alone (see "Sets of categories" in the module
+    /// documentation), if it is one.
+    fn class_of(&self, a: &str) -> Option<String> {
+        let refs = self.snaps.get(a)?.column_refs();
+        match refs.into_iter().collect::<Vec<_>>().as_slice() {
+            [c] if self.class_values.contains(&c.name) => Some(c.name.clone()),
+            _ => None,
+        }
+    }
+
+    /// The class value columns of a cohort subquery's conditions `conds` to carry to the
+    /// answer's cells, where the parts that read them are read by class
+    /// ([`LowEffect::snap_edges`]) among the persons there. Only parts that are conjuncts of
+    /// the conditions (as `canon` groups them): a person is then in the cohort only if
+    /// their one value passes the part, so reading the part as false there (no anchor in
+    /// the class) leaves them out whatever the rest of the subquery says (`E AND T` is
+    /// false). A class atom anywhere else (in an `OR` with other conditions, where one of
+    /// the person's rows may pass through another branch) loses its template and is
+    /// measured as a per-person condition, as before; so is every class atom when the
+    /// subquery's rows are not grouped by the privacy unit (`by_unit` false: its values are
+    /// not a person's). Also returns whether those parts are all the conditions (then a
+    /// person is in the cohort exactly when `T` holds).
+    fn cohort_classes(&mut self, conds: &[Cond], by_unit: bool) -> (Vec<String>, bool) {
+        let root = self.canon(Cond::And(conds.to_vec()));
+        let mut candidates = Vec::new();
+        edge_candidates(&root, true, &mut candidates);
+        let (mut carried, mut kept) = (BTreeSet::new(), BTreeSet::new());
+        for (c, all_and) in candidates {
+            let mut names = Vec::new();
+            atom_names(c, &mut names);
+            let values: BTreeSet<Option<String>> = names.iter().map(|a| self.class_of(a)).collect();
+            if let (true, [Some(v)]) = (all_and && by_unit, Vec::from_iter(values).as_slice()) {
+                carried.insert(v.clone());
+                kept.extend(names);
+            }
+        }
+        let mut names = Vec::new();
+        atom_names(&root, &mut names);
+        let all = !carried.is_empty() && names.iter().all(|a| kept.contains(a));
+        for a in names {
+            if !kept.contains(&a) && self.class_of(&a).is_some() {
+                self.snaps.remove(&a);
+            }
+        }
+        (carried.into_iter().collect(), all)
     }
 
     /// For a cohort subquery whose atoms `snapped` snap per-person values (their person's
@@ -1834,14 +1886,17 @@ impl<'a> LowEffect<'a> {
                     .iter()
                     .all(|(_, t)| matches!(t, Expr::IsNull(_) | Expr::IsNotNull(_)))
             };
-            // A part on one category (one value column: every atom of the part reads it
+            // A part on one category (every atom of the part reads a value column of it
             // alone) is read by class; anywhere it cannot be, as before it was. Beside
-            // other atoms, those on the category are left as written.
+            // other atoms, those on the category are left as written. Several value
+            // columns are one category when the part's atoms read one base column (`canon`
+            // grouped them by it: a condition of the answer's and one of a cohort
+            // subquery's on `ethnicity`), which holds one value per person.
             if templates.is_empty() {
                 if !classed_lost
                     && !classed_templates.is_empty()
                     && !only_nulls(&classed_templates)
-                    && classed_values.len() == 1
+                    && (classed_values.len() == 1 || self.key_of(c).len() == 1)
                     && classed_templates.len() == total
                 {
                     classes.push((
@@ -1887,6 +1942,10 @@ impl<'a> LowEffect<'a> {
         if !found.is_empty() && self.in_cohort > 0 {
             return Err(unmeasured(Unmeasured::CohortEdge));
         }
+        // In a cohort subquery the classes are read in the answer's cells, not here.
+        if self.in_cohort > 0 {
+            classes.clear();
+        }
         let formula = Formula::new(root.clone());
         let (mut first, node) = edge_stages(&keyed, &formula, &found)?;
         // Parts read by class where no `OR` can drop their anchors and none is in an `OR`
@@ -1902,7 +1961,10 @@ impl<'a> LowEffect<'a> {
         // pass through a row of another in the coarser one).
         let mut split: Vec<(usize, usize)> = Vec::new();
         for (class, at) in classes {
-            let splits = !value_partition(&keyed, keys, &class.values[0], None, true).is_empty();
+            let splits = class
+                .values
+                .iter()
+                .any(|v| !value_partition(&keyed, keys, v, None, true).is_empty());
             if splits && (!per_set || !class.by_rows) {
                 continue;
             }
@@ -2142,7 +2204,8 @@ impl<'a> LowEffect<'a> {
                         has.clone(),
                     ));
                     of_class.insert(at, has);
-                    continue;
+                    // (Several value columns of one category: one value per person.)
+                    break;
                 }
                 let (below, above) = (self.name("edb"), self.name("eda"));
                 if edge.key.is_some() {
@@ -4456,10 +4519,13 @@ impl<'a> LowEffect<'a> {
         self.in_cohort -= 1;
         let (lifted, conds) = lifted?;
         let snapped = self.cohort_edges(&lifted, &conds)?;
+        let by_unit = lifted.schema().field(0).name() == PRIVACY_UNIT;
+        let (classes, only_classes) = self.cohort_classes(&conds, by_unit);
         let y = Expr::Column(Column::from(lifted.schema().qualified_field(0)));
         let (k, m) = (self.name("mk"), self.name("mm"));
         let found = atom(&m).is_not_null();
         let one_group = snapped.is_empty()
+            && classes.is_empty()
             && matches!(
                 self.canon(Cond::And(conds.clone())),
                 Cond::And(cs) if cs.len() == 1 && !matches!(cs[0], Cond::And(_) | Cond::Or(_))
@@ -4476,15 +4542,29 @@ impl<'a> LowEffect<'a> {
                     .iter()
                     .map(|a| not_true(bool_or(atom(a))).alias(a))
                     .collect();
-                aggs.push(bool_or(not_true(t.clone())).alias(&e));
+                // Conditions on the person's categories alone: `E` is `T` (each is true on
+                // every row of the person or on none), and is left out; as a condition of
+                // its own, it would be merged with the parts on those categories, which are
+                // then not read by class.
+                let with_e = !only_classes;
+                if with_e {
+                    aggs.push(bool_or(not_true(t.clone())).alias(&e));
+                }
                 let mut out = vec![y.clone().alias(&k), lit(true).alias(&m)];
                 out.extend(names.iter().map(|a| atom(a)));
-                let carried = self.cohort_snaps(&snapped, &conds, &m, &e, &mut aggs)?;
+                let mut carried = self.cohort_snaps(&snapped, &conds, &m, &e, &mut aggs)?;
+                // A person's one value of each category read by class (NULL without rows).
+                for v in classes {
+                    aggs.push(min(atom(&v)).alias(&v));
+                    carried.push(v);
+                }
                 out.extend(carried.iter().map(|c| atom(c)));
                 // `E` fails alone: only where `T` holds. Failing with every other condition,
                 // it would make every mask a combination and none large on its own.
-                out.push(atom(&e).or(Expr::Not(Box::new(t.clone()))).alias(&e));
-                names.push(e.clone());
+                if with_e {
+                    out.push(atom(&e).or(Expr::Not(Box::new(t.clone()))).alias(&e));
+                    names.push(e.clone());
+                }
                 let values = LogicalPlanBuilder::from(lifted)
                     .aggregate(vec![y], aggs)?
                     .project(out)?
@@ -4496,7 +4576,12 @@ impl<'a> LowEffect<'a> {
                     .map(|a| coalesce(vec![atom(a), lit(true)]).alias(a))
                     .collect();
                 extra.extend(carried.iter().map(|c| atom(c)));
-                (values, extra, found.and(atom(&e)).and(t))
+                let cond = if with_e {
+                    found.and(atom(&e)).and(t)
+                } else {
+                    found.and(t)
+                };
+                (values, extra, cond)
             }
             t => {
                 let rows = match t {

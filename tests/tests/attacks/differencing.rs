@@ -2279,7 +2279,10 @@ fn quoted(l: &[&str]) -> String {
 /// reads a person's value only where their class (the persons of the cell with that value,
 /// among those the condition decides) holds an edge anchor; elsewhere it is false, whatever
 /// the list says. So a list changes an answer only by a class with an anchor, never by a
-/// person who is not one.
+/// person who is not one. The same in a cohort subquery (`patient_id IN (SELECT patient_id
+/// FROM patients WHERE ethnicity IN (…))`, 235 and 240 too before session 36), whose
+/// persons' values are read in the answer's cells, alone or beside a condition of the
+/// answer's on the same category.
 #[tokio::test]
 async fn a_list_of_categories_that_adds_one_person_changes_an_answer_only_at_an_anchor() {
     let f = fixture();
@@ -2302,6 +2305,13 @@ async fn a_list_of_categories_that_adds_one_person_changes_an_answer_only_at_an_
         count_kept(&keys, &kept, &p)
     };
     let (base, negated) = (LISTED, NOT_LISTED);
+    let cohort = |not: &str, l: &[&str], and: &str| {
+        format!(
+            "patient_id {not}IN (SELECT patient_id FROM patients \
+             WHERE ethnicity IN ({}){and})",
+            quoted(l)
+        )
+    };
     let count = format!("SELECT COUNT(*) FROM patients WHERE practice_code = '{PRACTICE}' AND ");
     let (mut moved, mut wrong, mut exposed) = (Vec::new(), Vec::new(), 0);
     let single_persons = single_person_categories(&persons);
@@ -2334,6 +2344,38 @@ async fn a_list_of_categories_that_adds_one_person_changes_an_answer_only_at_an_
                 format!("{count}ethnicity NOT IN ({})", quoted(&negated_x)),
                 negated.to_vec(),
                 true,
+            ),
+            // The same lists in a cohort subquery: read in the answer's cells.
+            (
+                format!("{count}{}", cohort("", &base, "")),
+                format!("{count}{}", cohort("", &with_x, "")),
+                base.to_vec(),
+                false,
+            ),
+            (
+                format!("{count}{}", cohort("NOT ", &negated, "")),
+                format!("{count}{}", cohort("NOT ", &negated_x, "")),
+                negated.to_vec(),
+                true,
+            ),
+            (
+                format!(
+                    "{count}{}",
+                    cohort("", &base, " AND birth_month IS NOT NULL")
+                ),
+                format!(
+                    "{count}{}",
+                    cohort("", &with_x, " AND birth_month IS NOT NULL")
+                ),
+                base.to_vec(),
+                false,
+            ),
+            // Beside a condition of the answer's on the same category.
+            (
+                format!("{count}ethnicity <> 'ZZ' AND {}", cohort("", &base, "")),
+                format!("{count}ethnicity <> 'ZZ' AND {}", cohort("", &with_x, "")),
+                base.to_vec(),
+                false,
             ),
         ];
         for (a, b, list, not) in pairs {
@@ -2372,7 +2414,7 @@ async fn a_list_of_categories_that_adds_one_person_changes_an_answer_only_at_an_
     );
     assert_eq!(
         exposed,
-        3 * single_persons.len(),
+        7 * single_persons.len(),
         "the unprotected answers do not show the target in every pair"
     );
     assert!(
