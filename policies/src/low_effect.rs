@@ -779,6 +779,9 @@ enum Unmeasured {
     /// conditions, or two in one `OR`: the anchors of one would depend on what the other
     /// drops or snaps ([`edge_stages`]).
     EdgeOr,
+    /// A condition on a per-person category in a cohort subquery nested in another: its
+    /// persons' values are carried one level up only ([`LowEffect::cohort_classes`]).
+    NestedCategory,
 }
 
 /// The refusal (FS-7) of a condition that rule 7 cannot measure where it is.
@@ -861,6 +864,16 @@ fn unmeasured(at: Unmeasured) -> RewriteError {
                  comparison with a value of the rows, in an aggregation inside the \
                  subquery, or more than four such conditions; join patients in the outer \
                  query and put the condition in its WHERE clause",
+            ));
+        }
+        Unmeasured::NestedCategory => {
+            return RewriteError::Refused(Refusal::new(
+                Rule::LowEffect,
+                "a condition on a person's category (sex, ethnicity, practice_code, lsoa or a \
+                 value looked up by one) inside a cohort subquery nested in another cannot be \
+                 checked for low effect (a list that adds one person's category must not \
+                 change the answer): put it in the outer cohort subquery's WHERE clause or in \
+                 the query's own",
             ));
         }
         Unmeasured::Restricted => {
@@ -1001,12 +1014,13 @@ pub(crate) struct PerSet {
 }
 
 /// A part of [`PerSet`]: its position among `edge_candidates(&root, …)`, its atoms'
-/// templates and its class value column (decided row by row: every node above it an
-/// `AND`, or one row per person).
+/// templates, its class value columns and whether it is decided row by row (every node
+/// above it an `AND`, or one row per person).
 struct PerSetPart {
     at: usize,
     templates: Vec<(String, Expr)>,
     values: Vec<String>,
+    by_rows: bool,
 }
 
 /// A per-person aggregation (`agg_input`: its input, grouped by `group`) restricted in the
@@ -1486,14 +1500,16 @@ impl<'a> LowEffect<'a> {
             }
             // An atom on one per-person category alone (`ethnicity IN ('A', 'B')`): its
             // value is carried as a class ([`LowEffect::class_values`]); in a cohort
-            // subquery, up to the answer's cells ([`LowEffect::cohort_classes`]), not in one
-            // nested in another. Not beside another value of the person: there the atom is
-            // measured as before, unclassed.
-            let class = self.in_cohort <= 1
-                && values.is_empty()
+            // subquery, up to the answer's cells ([`LowEffect::cohort_classes`]). Refused
+            // in a cohort nested in another (not carried that far). Not beside another
+            // value of the person: there the atom is measured as before, unclassed.
+            let class = values.is_empty()
                 && !refs.is_empty()
                 && refs.iter().all(|c| *c == refs[0])
                 && classed(scope, &refs[0]);
+            if class && self.in_cohort > 1 {
+                return Err(unmeasured(Unmeasured::NestedCategory));
+            }
             if !class && !refs.iter().any(|c| snapped(c) || derived(c).is_some()) {
                 continue;
             }
@@ -1886,17 +1902,16 @@ impl<'a> LowEffect<'a> {
                     .iter()
                     .all(|(_, t)| matches!(t, Expr::IsNull(_) | Expr::IsNotNull(_)))
             };
-            // A part on one category (every atom of the part reads a value column of it
-            // alone) is read by class; anywhere it cannot be, as before it was. Beside
-            // other atoms, those on the category are left as written. Several value
-            // columns are one category when the part's atoms read one base column (`canon`
-            // grouped them by it: a condition of the answer's and one of a cohort
-            // subquery's on `ethnicity`), which holds one value per person.
+            // A part on categories (every atom of the part reads one value column of a
+            // category alone) is read by class; anywhere it cannot be, as before it was.
+            // Beside other atoms, those on the category are left as written. With several
+            // value columns (`canon` grouped them by their base columns: a condition of
+            // the answer's and one of a cohort subquery's on `ethnicity`, or `ethnicity`
+            // and a string computed from it), a class is a tuple of their values.
             if templates.is_empty() {
                 if !classed_lost
                     && !classed_templates.is_empty()
                     && !only_nulls(&classed_templates)
-                    && (classed_values.len() == 1 || self.key_of(c).len() == 1)
                     && classed_templates.len() == total
                 {
                     classes.push((
@@ -1955,17 +1970,17 @@ impl<'a> LowEffect<'a> {
         // Where the answer's cells split the classes (another grouping key), a class is
         // read in each grouping set's cells, once the rows are copied per set
         // ([`LowEffect::snap_per_set`]), or, when `per_set` is false, left as written:
-        // see "Sets of categories" in the module documentation. Only a part decided row by
-        // row: the rows it decides are then the same in every set, so a finer cell's
-        // anchors are anchors of its coarser cells (a person decided in a fine cell can
-        // pass through a row of another in the coarser one).
+        // see "Sets of categories" in the module documentation. (A part decided per
+        // person, not row by row, is decided per set too: a person decided in a fine cell
+        // can pass through a row of another in the coarser one, and is decided there as
+        // the query with fewer keys decides him.)
         let mut split: Vec<(usize, usize)> = Vec::new();
         for (class, at) in classes {
             let splits = class
                 .values
                 .iter()
                 .any(|v| !value_partition(&keyed, keys, v, None, true).is_empty());
-            if splits && (!per_set || !class.by_rows) {
+            if splits && !per_set {
                 continue;
             }
             found.push(class);
@@ -1989,6 +2004,7 @@ impl<'a> LowEffect<'a> {
                     at: *at,
                     templates: found[*i].templates.clone(),
                     values: found[*i].values.clone(),
+                    by_rows: found[*i].by_rows,
                 })
                 .collect(),
         });
@@ -2063,7 +2079,7 @@ impl<'a> LowEffect<'a> {
                 cond: Some(candidates[p.at].0),
                 templates: p.templates,
                 values: p.values,
-                by_rows: true,
+                by_rows: p.by_rows,
                 key: None,
                 class: true,
             })
@@ -2186,27 +2202,37 @@ impl<'a> LowEffect<'a> {
         let mut of_class: HashMap<usize, String> = HashMap::new();
         for (at, (edge, ctx)) in found.iter().zip(&decided).enumerate() {
             let mut of_candidate = HashMap::new();
+            if edge.class {
+                // A category: whether the row's class holds an anchor among the rows the
+                // part decides in its cell (with [`LowEffect::snap_per_set`], its grouping
+                // set's cell; else the cells do not split the classes: see
+                // [`LowEffect::snap_edges`]). With several value columns (a condition of
+                // the answer's and a cohort's, or a string computed from the category),
+                // the class is the tuple of their values: as fine as each.
+                let mut by_class: Vec<Expr> = Vec::new();
+                for original in &edge.values {
+                    let v = &renamed[original];
+                    for k in value_partition(&plan, keys, v, None, true) {
+                        if !by_class.contains(&k) {
+                            by_class.push(k);
+                        }
+                    }
+                }
+                by_class.extend(edge.values.iter().map(|o| atom(&renamed[o])));
+                let has = self.name("edh");
+                windows.push((
+                    over(bool_or_udaf(), atom(&anchor).and(atom(ctx)))
+                        .partition_by(by_class)
+                        .build()?,
+                    has.clone(),
+                ));
+                of_class.insert(at, has);
+                snapped.push(of_candidate);
+                continue;
+            }
             for original in &edge.values {
                 let v = &renamed[original];
                 let partition = value_partition(&plan, keys, v, edge.key, edge.class);
-                if edge.class {
-                    // A category: whether the row's class holds an anchor among the rows
-                    // the part decides in its cell (with [`LowEffect::snap_per_set`], its
-                    // grouping set's cell; else the cells do not split the classes: see
-                    // [`LowEffect::snap_edges`]).
-                    let has = self.name("edh");
-                    let mut by_class = partition;
-                    by_class.push(atom(v));
-                    windows.push((
-                        over(bool_or_udaf(), atom(&anchor).and(atom(ctx)))
-                            .partition_by(by_class)
-                            .build()?,
-                        has.clone(),
-                    ));
-                    of_class.insert(at, has);
-                    // (Several value columns of one category: one value per person.)
-                    break;
-                }
                 let (below, above) = (self.name("edb"), self.name("eda"));
                 if edge.key.is_some() {
                     // A key: the same values from the distinct (partition, value) pairs,
@@ -4476,6 +4502,9 @@ impl<'a> LowEffect<'a> {
     /// neutralised as it would be in the outer query's own `WHERE`. When the subquery's
     /// conditions are one group on one set of columns (a code list), `E` is `T` and the
     /// subquery keeps its filter (pushed into its scan); otherwise it reads all its rows.
+    /// So does a subquery with conditions on its persons' categories, whose values are
+    /// carried to be read by class in the answer's cells ([`LowEffect::cohort_classes`]);
+    /// when those are all its conditions, `E` is `T` and is left out.
     fn membership(
         &mut self,
         input: &LogicalPlan,

@@ -2417,6 +2417,13 @@ async fn a_list_of_categories_that_adds_one_person_changes_an_answer_only_at_an_
         7 * single_persons.len(),
         "the unprotected answers do not show the target in every pair"
     );
+    // A cohort nested in another carries no values to the answer's cells: a list on a
+    // category there is refused rather than left as written.
+    let nested = format!(
+        "{count}patient_id IN (SELECT patient_id FROM patients WHERE {})",
+        cohort("", &base, "")
+    );
+    assert_eq!(refused(&cx, &nested).await, Rule::LowEffect, "{nested}");
     assert!(
         moved.is_empty(),
         "listing the category of one person who is not an anchor changed the answer:\n{}",
@@ -2468,10 +2475,19 @@ async fn a_list_of_categories_beside_another_grouping_key_changes_a_cell_only_at
         out
     };
     let grouped = |keys: &str, not: &str, l: &[&str]| {
+        let list = format!("ethnicity {not}IN ({})", quoted(l));
+        // The list in a cohort subquery, read in the answer's cells as its own.
+        let list = match keys.strip_prefix("cohort: ") {
+            Some(_) => format!(
+                "patient_id {not}IN (SELECT patient_id FROM patients WHERE ethnicity IN ({}))",
+                quoted(l)
+            ),
+            None => list,
+        };
+        let keys = keys.trim_start_matches("cohort: ");
         format!(
             "SELECT {keys}, COUNT(*) FROM patients WHERE practice_code = '{PRACTICE}' \
-             AND ethnicity {not}IN ({}) GROUP BY {keys}",
-            quoted(l)
+             AND {list} GROUP BY {keys}"
         )
     };
     let (mut moved, mut wrong, mut exposed) = (Vec::new(), Vec::new(), 0);
@@ -2479,7 +2495,7 @@ async fn a_list_of_categories_beside_another_grouping_key_changes_a_cell_only_at
     for x in &single_persons {
         for (list, not) in [(&LISTED[..], ""), (&NOT_LISTED[..], "NOT ")] {
             let with_x: Vec<&str> = list.iter().copied().chain([x.as_str()]).collect();
-            for keys in ["sex", "sex, imd_decile"] {
+            for keys in ["sex", "sex, imd_decile", "cohort: sex"] {
                 let (a, b) = (grouped(keys, not, list), grouped(keys, not, &with_x));
                 let (got_a, got_b) = (sorted_rows(&cx, &a).await, sorted_rows(&cx, &b).await);
                 let (mut raw_a, mut raw_b) =
@@ -2492,7 +2508,7 @@ async fn a_list_of_categories_beside_another_grouping_key_changes_a_cell_only_at
                 if got_a != got_b || got_a.is_empty() {
                     moved.push(format!("{a} -> {got_a:?}\n  {b} -> {got_b:?}"));
                 }
-                if keys == "sex" {
+                if keys.ends_with("sex") {
                     let want = model(&|c| list.contains(&c) == not.is_empty());
                     if got_a != want {
                         wrong.push(format!("{a} -> {got_a:?} (want {want:?})"));
@@ -2507,7 +2523,7 @@ async fn a_list_of_categories_beside_another_grouping_key_changes_a_cell_only_at
     );
     assert_eq!(
         exposed,
-        4 * single_persons.len(),
+        6 * single_persons.len(),
         "the unprotected answers do not show the target in every pair"
     );
     assert!(
