@@ -79,7 +79,8 @@
 //! measurement (a cell compared with the cells with one key fewer) hides. A cohort
 //! subquery's parts on its persons' categories that are conjuncts of its conditions carry
 //! each person's value to the answer's cells and are read there
-//! ([`LowEffect::cohort_classes`]). Where an `OR` holds two such parts or an edge, or
+//! ([`LowEffect::cohort_classes`]); in a cohort nested in another they are refused. Where
+//! an `OR` holds two such parts or an edge, or
 //! stands beside one, the lists stay as written (an open limit, see the rewrite design's
 //! "Sets of categories").
 //! Grouping keys are otherwise handled by the cell rewrite ([`crate::rewrite`]), which
@@ -869,8 +870,9 @@ fn unmeasured(at: Unmeasured) -> RewriteError {
         Unmeasured::NestedCategory => {
             return RewriteError::Refused(Refusal::new(
                 Rule::LowEffect,
-                "a condition on a person's category (sex, ethnicity, practice_code, lsoa or a \
-                 value looked up by one) inside a cohort subquery nested in another cannot be \
+                "a condition on a person's category (sex, ethnicity, practice_code, lsoa, a \
+                 value looked up by one or a string computed from one), other than a test of \
+                 NULL, inside a cohort subquery nested in another cannot be \
                  checked for low effect (a list that adds one person's category must not \
                  change the answer): put it in the outer cohort subquery's WHERE clause or in \
                  the query's own",
@@ -1501,14 +1503,19 @@ impl<'a> LowEffect<'a> {
             // An atom on one per-person category alone (`ethnicity IN ('A', 'B')`): its
             // value is carried as a class ([`LowEffect::class_values`]); in a cohort
             // subquery, up to the answer's cells ([`LowEffect::cohort_classes`]). Refused
-            // in a cohort nested in another (not carried that far). Not beside another
-            // value of the person: there the atom is measured as before, unclassed.
+            // in a cohort nested in another (not carried that far), but for a test of NULL
+            // alone (measured as any condition, as everywhere: the match of a join to a
+            // public table is one). Not beside another value of the person: there the
+            // atom is measured as before, unclassed.
             let class = values.is_empty()
                 && !refs.is_empty()
                 && refs.iter().all(|c| *c == refs[0])
                 && classed(scope, &refs[0]);
             if class && self.in_cohort > 1 {
-                return Err(unmeasured(Unmeasured::NestedCategory));
+                if !matches!(e, Expr::IsNull(_) | Expr::IsNotNull(_)) {
+                    return Err(unmeasured(Unmeasured::NestedCategory));
+                }
+                continue;
             }
             if !class && !refs.iter().any(|c| snapped(c) || derived(c).is_some()) {
                 continue;
@@ -6587,9 +6594,10 @@ fn unit_group<'p>(plan: &'p LogicalPlan, key: &Column) -> Option<(&'p Aggregate,
 /// Whether `plan` has at most one row per person: `patients` (one row per person, as ingest
 /// builds it) through projections, filters, aliases and sorts, and inner or left joins of
 /// such a plan to one with at most one row per join key (a per-person aggregation on
-/// `patient_id`, or `patients` on `patient_id`), which never copies a row. There a person's
-/// rows in a cell are one row, so the persons with a row under a mask are exactly those
-/// whose presence it decides.
+/// `patient_id`, or `patients` on `patient_id`), which never copies a row, on either side
+/// (a cohort's persons joined to the rows by [`LowEffect::membership`] are on the left of
+/// a right join). There a person's rows in a cell are one row, so the persons with a row
+/// under a mask are exactly those whose presence it decides.
 fn one_per_person(plan: &LogicalPlan) -> bool {
     match plan {
         LogicalPlan::SubqueryAlias(a) => one_per_person(&a.input),
@@ -6598,12 +6606,16 @@ fn one_per_person(plan: &LogicalPlan) -> bool {
         LogicalPlan::Sort(s) => one_per_person(&s.input),
         LogicalPlan::TableScan(t) => t.table_name.table() == "patients",
         LogicalPlan::Join(j) => {
-            matches!(j.join_type, JoinType::Inner | JoinType::Left)
+            let unique = |side: &LogicalPlan, e: &Expr| match e {
+                Expr::Column(c) => unique_on(side, c),
+                _ => false,
+            };
+            (matches!(j.join_type, JoinType::Inner | JoinType::Left)
                 && one_per_person(&j.left)
-                && j.on.iter().any(|(_, r)| match r {
-                    Expr::Column(r) => unique_on(&j.right, r),
-                    _ => false,
-                })
+                && j.on.iter().any(|(_, r)| unique(&j.right, r)))
+                || (matches!(j.join_type, JoinType::Inner | JoinType::Right)
+                    && one_per_person(&j.right)
+                    && j.on.iter().any(|(l, _)| unique(&j.left, l)))
         }
         _ => false,
     }
