@@ -2591,7 +2591,8 @@ impl<'a> LowEffect<'a> {
             Ok((out, _)) => out,
             Err((keyed, conds)) => {
                 let conds = conds.into_iter().map(|c| c.0).collect();
-                self.neutralise(keyed, conds, cells, unit)?
+                let one_row = one_per_person(&keyed);
+                self.neutralise(keyed, conds, cells, unit, one_row)?
             }
         };
         Ok(LogicalPlanBuilder::from(out)
@@ -2615,19 +2616,22 @@ impl<'a> LowEffect<'a> {
     /// The second half of [`LowEffect::apply`]: the rows of `base` (which carries the atoms
     /// of `conds`, the cells' keys and the unit, possibly after further operators that keep
     /// those columns, such as a pre-aggregation by them) that pass `conds` with the
-    /// low-effect masks of their cell neutralised. The output schema is `base`'s.
+    /// low-effect masks of their cell neutralised. The output schema is `base`'s. `one_row`:
+    /// each person has at most one row of `base` in a cell (rows of a plan with one row per
+    /// person, [`one_per_person`], copied once per grouping set whose id is a cell column).
     pub(crate) fn apply_lifted(
         &mut self,
         base: LogicalPlan,
         conds: Vec<LiftedCondition>,
         cells: &[Expr],
         unit: &Expr,
+        one_row: bool,
     ) -> Result<LogicalPlan, RewriteError> {
         if conds.is_empty() {
             return Ok(base);
         }
         let conds = conds.into_iter().map(|c| c.0).collect();
-        self.neutralise(base, conds, cells, unit)
+        self.neutralise(base, conds, cells, unit, one_row)
     }
 
     /// Rule 7 for a cell aggregate whose cells are the grouping sets `sets` of the grouping
@@ -3457,7 +3461,11 @@ impl<'a> LowEffect<'a> {
     /// answer changed with that person.
     ///
     /// Each key's row learns its person's passing rows from a window over the person's keys
-    /// in the cell (sorted, so it spills; nothing is held in memory whole).
+    /// in the cell (sorted, so it spills; nothing is held in memory whole). With `one_row`
+    /// (a person has one row in a cell) every key decides: a fail mask is on the person's
+    /// one row, which fails, and a pass mask on the one row, which passes. The window
+    /// (over as many partitions as persons: 4 of a 4.5 s query grouped by sex over 1M
+    /// patients copied per grouping set) is then left out.
     #[allow(clippy::too_many_arguments)]
     fn deciding(
         &mut self,
@@ -3470,27 +3478,33 @@ impl<'a> LowEffect<'a> {
         or_nodes: &[i64],
         [n, kk]: [&str; 2],
         fates: &Fates,
+        one_row: bool,
     ) -> Result<LogicalPlan, RewriteError> {
-        let passing = self.name("pr");
-        let mut person = cells.to_vec();
-        person.push(atom(u));
-        let passing_rows = Expr::from(WindowFunction::new(
-            WindowFunctionDefinition::AggregateUDF(sum_udaf()),
-            vec![when(atom(ks).eq(lit(pass_key)), atom(r)).otherwise(lit(0i64))?],
-        ))
-        .partition_by(person)
-        .build()?;
-        let windowed = with_windows(per_person, vec![(passing_rows, passing.clone())])?;
-        let node = binary_expr(atom(ks), Operator::BitwiseShiftRight, lit(MASK_BITS));
-        let or_node = if or_nodes.is_empty() {
-            lit(false)
+        let (windowed, decides) = if one_row {
+            (per_person, lit(true))
         } else {
-            node.in_list(or_nodes.iter().map(|j| lit(*j)).collect(), false)
+            let passing = self.name("pr");
+            let mut person = cells.to_vec();
+            person.push(atom(u));
+            let passing_rows = Expr::from(WindowFunction::new(
+                WindowFunctionDefinition::AggregateUDF(sum_udaf()),
+                vec![when(atom(ks).eq(lit(pass_key)), atom(r)).otherwise(lit(0i64))?],
+            ))
+            .partition_by(person)
+            .build()?;
+            let windowed = with_windows(per_person, vec![(passing_rows, passing.clone())])?;
+            let node = binary_expr(atom(ks), Operator::BitwiseShiftRight, lit(MASK_BITS));
+            let or_node = if or_nodes.is_empty() {
+                lit(false)
+            } else {
+                node.in_list(or_nodes.iter().map(|j| lit(*j)).collect(), false)
+            };
+            let decides = atom(ks)
+                .eq(lit(pass_key))
+                .or(when(or_node, atom(r).eq(atom(&passing)))
+                    .otherwise(atom(&passing).eq(lit(0i64)))?);
+            (windowed, decides)
         };
-        let decides = atom(ks)
-            .eq(lit(pass_key))
-            .or(when(or_node, atom(r).eq(atom(&passing)))
-                .otherwise(atom(&passing).eq(lit(0i64)))?);
         let mut group = cells.to_vec();
         group.push(atom(ks));
         let (decided, key) = (self.name("decided"), self.name("pk"));
@@ -3673,6 +3687,7 @@ impl<'a> LowEffect<'a> {
         conds: Vec<Cond>,
         cells: &[Expr],
         unit: &Expr,
+        one_row: bool,
     ) -> Result<LogicalPlan, RewriteError> {
         let schema = Arc::clone(base.schema());
         // One cell (no GROUP BY) is keyed by a constant: joins need a condition.
@@ -3785,6 +3800,7 @@ impl<'a> LowEffect<'a> {
             &or_nodes,
             [&n, &kk],
             &fates,
+            one_row,
         )?;
         let low = self.with_subsets(
             low,
@@ -6598,7 +6614,7 @@ fn unit_group<'p>(plan: &'p LogicalPlan, key: &Column) -> Option<(&'p Aggregate,
 /// (a cohort's persons joined to the rows by [`LowEffect::membership`] are on the left of
 /// a right join). There a person's rows in a cell are one row, so the persons with a row
 /// under a mask are exactly those whose presence it decides.
-fn one_per_person(plan: &LogicalPlan) -> bool {
+pub(crate) fn one_per_person(plan: &LogicalPlan) -> bool {
     match plan {
         LogicalPlan::SubqueryAlias(a) => one_per_person(&a.input),
         LogicalPlan::Projection(p) => one_per_person(&p.input),

@@ -372,13 +372,16 @@ fn rewrite_aggregate(
     let (keyed, per_set) =
         low_effect.snap_edges(keyed, &conds, &key_cols, &key_exprs, &unit, true)?;
     let expand = |plan: LogicalPlan| copy_per_set(plan, k, &sets);
-    let (input, cells, partials, conds) = match per_set {
+    // One row per person in the rows (then one per person and grouping set in a cell of
+    // their copies).
+    let one_row = crate::low_effect::one_per_person(&keyed);
+    let (input, cells, partials, conds, one_row) = match per_set {
         // A condition on a per-person category that another key splits is read by class in
         // each grouping set's cells: on the rows copied per set, as they are.
         Some(per_set) => {
             let (plan, cells) = expand(keyed)?;
             let plan = low_effect.snap_per_set(plan, per_set, &cells, &unit)?;
-            (plan, cells, None, conds)
+            (plan, cells, None, conds, one_row)
         }
         None => {
             // One conjunction of conditions (the usual case) is measured per set without
@@ -411,18 +414,19 @@ fn rewrite_aggregate(
                     if k > 0 {
                         cells.push(col(SET_ID));
                     }
-                    (plan, cells, Some(partials), conds)
+                    // (Rows per person, keys and condition values: not one per person.)
+                    (plan, cells, Some(partials), conds, false)
                 }
                 Pre::NotPossible(keyed) => {
                     let (plan, cells) = expand(keyed)?;
-                    (plan, cells, None, conds)
+                    (plan, cells, None, conds, one_row)
                 }
             }
         }
     };
     // Conditions with a low effect on a cell do not change its answer.
     let input = CellInput {
-        input: low_effect.apply_lifted(input, conds, &cells, &unit)?,
+        input: low_effect.apply_lifted(input, conds, &cells, &unit, one_row)?,
         cells,
         unit,
         unit_schema,
