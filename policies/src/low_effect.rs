@@ -3778,14 +3778,23 @@ impl<'a> LowEffect<'a> {
         let any_key =
             disjunction(all_keys.iter().map(|c| atom(c).is_not_null())).unwrap_or(lit(false));
         let r = self.name("r");
-        let per_person = LogicalPlanBuilder::from(base.clone())
+        let keys_of_rows = LogicalPlanBuilder::from(base.clone())
             .project(first)?
             .filter(any_key)?
             .project(keyed)?
             .unnest_column(Column::from_name(&ks))?
-            .filter(atom(&ks).is_not_null())?
-            .aggregate(per_person, vec![count(lit(1i64)).alias(&r)])?
-            .build()?;
+            .filter(atom(&ks).is_not_null())?;
+        // With one row per person in a cell, each (cell, person, key) is one row already
+        // (a row's keys are of different nodes): counted as such, without grouping.
+        let per_person = if one_row {
+            let mut exprs = per_person;
+            exprs.push(lit(1i64).alias(&r));
+            keys_of_rows.project(exprs)?.build()?
+        } else {
+            keys_of_rows
+                .aggregate(per_person, vec![count(lit(1i64)).alias(&r)])?
+                .build()?
+        };
         let or_nodes: Vec<i64> = (0..nodes)
             .filter(|j| !formula.nodes[*j].and)
             .map(|j| j as i64)
