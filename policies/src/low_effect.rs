@@ -79,9 +79,12 @@
 //! measurement (a cell compared with the cells with one key fewer) hides. A cohort
 //! subquery's parts on its persons' categories that are conjuncts of its conditions carry
 //! each person's value to the answer's cells and are read there
-//! ([`LowEffect::cohort_classes`]); in a cohort nested in another they are refused. Where
-//! an `OR` holds two such parts or an edge, or
-//! stands beside one, the lists stay as written (an open limit, see the rewrite design's
+//! ([`LowEffect::cohort_classes`]); in a cohort nested in another they are refused. Beside
+//! one `OR` (and nothing snapped), where the `OR`'s measurement could drop the anchor of
+//! the target's class while the target stays, every such part is read with the anchors
+//! whose mask of that `OR` is never dropped ([`LowEffect::or_anchors`]). Where an `OR`
+//! holds two such parts or an edge, or stands beside one next to an edge, or two `OR`s
+//! stand beside one, the lists stay as written (an open limit, see the rewrite design's
 //! "Sets of categories").
 //! Grouping keys are otherwise handled by the cell rewrite ([`crate::rewrite`]), which
 //! compares each cell with the cells that have one key fewer.
@@ -1013,6 +1016,9 @@ pub(crate) struct LowEffect<'a> {
 pub(crate) struct PerSet {
     root: Cond,
     parts: Vec<PerSetPart>,
+    /// The `OR` node of `Formula::new(root)` beside the parts, whose robust anchors they
+    /// are read with ([`LowEffect::or_anchors`]), if any.
+    beside: Option<usize>,
 }
 
 /// A part of [`PerSet`]: its position among `edge_candidates(&root, …)`, its atoms'
@@ -1982,6 +1988,8 @@ impl<'a> LowEffect<'a> {
         // can pass through a row of another in the coarser one, and is decided there as
         // the query with fewer keys decides him.)
         let mut split: Vec<(usize, usize)> = Vec::new();
+        let mut late: Vec<(Edge<'_>, usize, bool)> = Vec::new();
+        let mut read: Vec<(usize, usize)> = Vec::new();
         for (class, at) in classes {
             let splits = class
                 .values
@@ -1994,17 +2002,48 @@ impl<'a> LowEffect<'a> {
             match edge_stages(&keyed, &formula, &found) {
                 Ok((now, n)) if n == node && now.contains(&(found.len() - 1)) => {
                     first = now;
+                    read.push((found.len() - 1, at));
                     if splits {
                         split.push((found.len() - 1, at));
                     }
                 }
                 _ => {
-                    found.pop();
+                    if let Some(class) = found.pop() {
+                        late.push((class, at, splits));
+                    }
+                }
+            }
+        }
+        // Parts beside an `OR` (the second stage): with nothing snapped, one `OR` beside
+        // them all and none holding two parts, every part is read with the anchors that
+        // `OR` cannot drop ([`LowEffect::or_anchors`]), all per grouping set where any is
+        // split. Else they are left as written (an open limit: see the rewrite design's
+        // "Sets of categories").
+        let mut beside: Option<usize> = None;
+        if !late.is_empty() && node.is_none() && found.iter().all(|e| e.class) {
+            let mut names = edge_names(&found);
+            for (class, _, _) in &late {
+                let mut out = Vec::new();
+                if let Some(c) = class.cond {
+                    atom_names(c, &mut out);
+                }
+                names.push(out.into_iter().collect());
+            }
+            beside = class_or(&formula, &names);
+            if beside.is_some() {
+                let any_split = !split.is_empty() || late.iter().any(|(_, _, s)| *s);
+                for (class, at, _) in late {
+                    found.push(class);
+                    read.push((found.len() - 1, at));
+                }
+                if any_split {
+                    split = read.clone();
                 }
             }
         }
         let per_set = (!split.is_empty()).then(|| PerSet {
             root: root.clone(),
+            beside,
             parts: split
                 .iter()
                 .map(|(i, at)| PerSetPart {
@@ -2041,7 +2080,7 @@ impl<'a> LowEffect<'a> {
         }
         if let Some(id) = node {
             let (with_masks, anchor, robust) =
-                self.or_anchors(plan, &formula, id, keys, unit, &is_anchor, one_row)?;
+                self.or_anchors(plan, &formula, id, keys, unit, &is_anchor, one_row, 0)?;
             plan = self.snap_found(
                 with_masks,
                 &root,
@@ -2052,11 +2091,30 @@ impl<'a> LowEffect<'a> {
                 Some(&robust),
             )?;
         }
-        // Categories last (all in the first stage): their classes are read among the rows
-        // the snapped conditions decide.
-        let classes = stage(true, true);
-        if !classes.is_empty() {
-            plan = self.snap_found(plan, &root, &classes, keys, unit, &is_anchor, None)?;
+        // Categories last: their classes are read among the rows the snapped conditions
+        // decide (all in the first stage), or, beside an `OR`, all among the rows whose
+        // mask of that `OR` it cannot drop.
+        if let Some(id) = beside {
+            let classes: Vec<&Edge<'_>> = found
+                .iter()
+                .enumerate()
+                .filter(|(i, e)| e.class && !split.iter().any(|(s, _)| s == i))
+                .map(|(_, e)| e)
+                .collect();
+            if classes.is_empty() {
+                return Ok((
+                    LogicalPlanBuilder::from(plan)
+                        .project(columns_of(&out_schema))?
+                        .build()?,
+                    per_set,
+                ));
+            }
+            plan = self.read_beside(plan, &root, &formula, id, &classes, keys, unit, one_row)?;
+        } else {
+            let classes = stage(true, true);
+            if !classes.is_empty() {
+                plan = self.snap_found(plan, &root, &classes, keys, unit, &is_anchor, None)?;
+            }
         }
         let plan = LogicalPlanBuilder::from(plan)
             .project(columns_of(&out_schema))?
@@ -2076,8 +2134,14 @@ impl<'a> LowEffect<'a> {
         per_set: PerSet,
         cells: &[Expr],
         unit: &Expr,
+        one_row: bool,
     ) -> Result<LogicalPlan, RewriteError> {
-        let PerSet { root, parts } = per_set;
+        let in_schema = Arc::clone(plan.schema());
+        let PerSet {
+            root,
+            parts,
+            beside,
+        } = per_set;
         let mut candidates = Vec::new();
         edge_candidates(&root, true, &mut candidates);
         let edges: Vec<Edge<'_>> = parts
@@ -2093,7 +2157,83 @@ impl<'a> LowEffect<'a> {
             .collect();
         let found: Vec<&Edge<'_>> = edges.iter().collect();
         let is_anchor = self.is_anchor(unit);
-        self.snap_found(plan, &root, &found, cells, unit, &is_anchor, None)
+        match beside {
+            // Beside an `OR`: the anchors it cannot drop in each set's cells.
+            Some(id) => {
+                let formula = Formula::new(root.clone());
+                let out =
+                    self.read_beside(plan, &root, &formula, id, &found, cells, unit, one_row)?;
+                Ok(LogicalPlanBuilder::from(out)
+                    .project(columns_of(&in_schema))?
+                    .build()?)
+            }
+            None => self.snap_found(plan, &root, &found, cells, unit, &is_anchor, None),
+        }
+    }
+
+    /// The parts on categories `parts` read in `plan` (cells `cells`) beside the one `OR`
+    /// node `id` of `formula` (see [`LowEffect::snap_edges`]): all of them with the anchors
+    /// that `OR` never drops ([`LowEffect::or_anchors`]), so that where the target's class
+    /// is read as written an anchor of it stays in the answer, and which rows are such
+    /// anchors depends on anchors alone. A part inside the `OR` (at most one) is read in the
+    /// same pass: read after the others with any anchor, its anchor could be read out by
+    /// another part's class with none (left out of its practice while the target stays);
+    /// read before them, its reading shrinks masks the anchors were counted under. Its
+    /// branch (`read`) is therefore left out of the counts where a mask mixes it with
+    /// other branches: a robust mask `{lsoa, dead}` whose LSOA is then read false is
+    /// `{dead}`, which may be dropped. Returns `plan`'s columns and more.
+    #[allow(clippy::too_many_arguments)]
+    fn read_beside(
+        &mut self,
+        plan: LogicalPlan,
+        root: &Cond,
+        formula: &Formula,
+        id: usize,
+        parts: &[&Edge<'_>],
+        cells: &[Expr],
+        unit: &Expr,
+        one_row: bool,
+    ) -> Result<LogicalPlan, RewriteError> {
+        let mut atoms = BTreeSet::new();
+        formula.atoms_of(id, &mut atoms);
+        let mut inside = BTreeSet::new();
+        for e in parts {
+            let mut names = Vec::new();
+            if let Some(c) = e.cond {
+                atom_names(c, &mut names);
+            }
+            if names.iter().any(|n| atoms.contains(n)) {
+                inside.extend(names);
+            }
+        }
+        let mut read = 0i64;
+        for (i, c) in formula.nodes[id].children.iter().enumerate() {
+            let mut of_child = BTreeSet::new();
+            match c {
+                Child::Node(j) => formula.atoms_of(*j, &mut of_child),
+                Child::Atom(a) => {
+                    of_child.insert(a.clone());
+                }
+                Child::Group(e) => {
+                    of_child.extend(e.column_refs().into_iter().map(|c| c.name.clone()))
+                }
+            }
+            if !of_child.is_disjoint(&inside) {
+                read |= 1 << i;
+            }
+        }
+        let is_anchor = self.is_anchor(unit);
+        let (with_masks, anchor, robust) =
+            self.or_anchors(plan, formula, id, cells, unit, &is_anchor, one_row, read)?;
+        self.snap_found(
+            with_masks,
+            root,
+            parts,
+            cells,
+            unit,
+            &atom(&anchor),
+            Some(&robust),
+        )
     }
 
     /// Whether the person of `unit` is an edge anchor ([`crate::output::edge_anchor_keys`]).
@@ -2426,6 +2566,7 @@ impl<'a> LowEffect<'a> {
         unit: &Expr,
         anchor: &Expr,
         one_row: bool,
+        read: i64,
     ) -> Result<(LogicalPlan, String, String), RewriteError> {
         let (m, k, a) = (self.name("orm"), self.name("ork"), self.name("ora"));
         let mut exprs = columns_of(plan.schema());
@@ -2520,6 +2661,9 @@ impl<'a> LowEffect<'a> {
         let branches = formula.nodes[id].children.len();
         let alone: Vec<String> = (0..branches).map(|_| self.name("orb")).collect();
         for (i, name) in alone.iter().enumerate() {
+            if (read >> i) & 1 == 1 {
+                continue;
+            }
             windows.push((
                 over(
                     sum_udaf(),
@@ -2535,7 +2679,18 @@ impl<'a> LowEffect<'a> {
         let enough =
             |c: &str| coalesce(vec![atom(c), lit(0.0f64)]).gt_eq(lit(self.ceiling as f64 - 0.5));
         let mut robust_if = enough(&count);
+        if read != 0 {
+            // A mask with a branch read by class and others may lose that branch when
+            // it is read (false), and the smaller mask may be dropped: it counts only
+            // through another branch that lets in enough anchors alone. A mask of that
+            // branch alone keeps it (its anchors decide their own classes).
+            let bits = |b: i64| binary_expr(atom(&m), Operator::BitwiseAnd, lit(b));
+            robust_if = robust_if.and(bits(read).eq(lit(0i64)).or(bits(!read).eq(lit(0i64))));
+        }
         for (i, name) in alone.iter().enumerate() {
+            if (read >> i) & 1 == 1 {
+                continue;
+            }
             let has = binary_expr(
                 binary_expr(atom(&m), Operator::BitwiseShiftRight, lit(i as i64)),
                 Operator::BitwiseAnd,
@@ -6331,16 +6486,7 @@ fn edge_stages(
     formula: &Formula,
     found: &[Edge<'_>],
 ) -> Result<(Vec<usize>, Option<usize>), RewriteError> {
-    let names: Vec<BTreeSet<String>> = found
-        .iter()
-        .map(|e| {
-            let mut names = Vec::new();
-            if let Some(c) = e.cond {
-                atom_names(c, &mut names);
-            }
-            names.into_iter().collect()
-        })
-        .collect();
+    let names = edge_names(found);
     let or_nodes: Vec<(usize, BTreeSet<String>)> = (0..formula.nodes.len())
         .filter(|id| !formula.nodes[*id].and)
         .map(|id| {
@@ -6394,6 +6540,41 @@ fn edge_stages(
         }
     }
     Ok((first, node))
+}
+
+/// The atoms each of `found` reads (none for a grouping key).
+fn edge_names(found: &[Edge<'_>]) -> Vec<BTreeSet<String>> {
+    found
+        .iter()
+        .map(|e| {
+            let mut names = Vec::new();
+            if let Some(c) = e.cond {
+                atom_names(c, &mut names);
+            }
+            names.into_iter().collect()
+        })
+        .collect()
+}
+
+/// The one `OR` node of `formula` beside parts on categories that read the atoms `names`
+/// (disjoint from some part's atoms), if there is exactly one and no `OR` reads atoms of
+/// two parts (see [`LowEffect::snap_edges`]).
+fn class_or(formula: &Formula, names: &[BTreeSet<String>]) -> Option<usize> {
+    let mut beside = BTreeSet::new();
+    for id in (0..formula.nodes.len()).filter(|id| !formula.nodes[*id].and) {
+        let mut atoms = BTreeSet::new();
+        formula.atoms_of(id, &mut atoms);
+        if names.iter().filter(|n| !n.is_disjoint(&atoms)).count() > 1 {
+            return None;
+        }
+        if names.iter().any(|n| n.is_disjoint(&atoms)) {
+            beside.insert(id);
+        }
+    }
+    match (beside.len(), beside.first()) {
+        (1, Some(id)) => Some(*id),
+        _ => None,
+    }
 }
 
 /// The atoms and groups of `c` (a canonical condition) whose edges are snapped, each with

@@ -380,7 +380,7 @@ fn rewrite_aggregate(
         // each grouping set's cells: on the rows copied per set, as they are.
         Some(per_set) => {
             let (plan, cells) = expand(keyed)?;
-            let plan = low_effect.snap_per_set(plan, per_set, &cells, &unit)?;
+            let plan = low_effect.snap_per_set(plan, per_set, &cells, &unit, one_row)?;
             (plan, cells, None, conds, one_row)
         }
         None => {

@@ -351,7 +351,15 @@ async fn excluding_or_adding_one_person_inside_a_large_cohort_subquery_does_not_
                 WHERE e.snomedct_code = '{DIFF_CODE}'";
     let rows = rows.replace("{DIFF_CODE}", DIFF_CODE);
     let within = |sub: &str| format!("{BASE} AND patient_id IN ({sub})");
-    let outside = |sub: &str| format!("{BASE} AND patient_id NOT IN ({sub})");
+    // (The practice selected by the cohort's code: the `NOT IN` is an `OR` beside
+    // `practice_code = 'X20001'`, a category read with the anchors that `OR` never drops,
+    // which a cohort of 30 does not have: no answer, since session 37.)
+    let outside = |sub: &str| {
+        format!(
+            "SELECT COUNT(*) FROM patients WHERE patient_id IN (SELECT patient_id FROM \
+             clinical_events WHERE snomedct_code = '{DIFF_CODE}') AND patient_id NOT IN ({sub})"
+        )
+    };
     let base_in = single(&cx, &within(&format!("{rows} AND e.numeric_value < 55"))).await;
     let base_out = single(&cx, &outside(&format!("{rows} AND e.numeric_value >= 55"))).await;
     assert!(base_in.is_some(), "the cohort of 15 is released");
@@ -1400,12 +1408,16 @@ async fn excluding_one_person_inside_a_case_does_not_change_a_count() {
         "SELECT COUNT(*) FROM patients p WHERE CASE WHEN p.practice_code = 'X20001' \
          AND p.birth_month <> {m} THEN 1 END IS NOT NULL",
         // The same as an `OR`, inside a per-person aggregation joined as a cohort: ran into
-        // a schema error before (its conditions' columns were looked up by position).
+        // a schema error before (its conditions' columns were looked up by position). (The
+        // practice selected by the cohort's code: `practice_code = 'X20001'` beside the `OR`
+        // is a category read with the anchors the `OR` never drops, which a cohort of 30
+        // does not have: no answer, since session 37.)
         "SELECT COUNT(*) FROM (SELECT e.patient_id, COUNT(*) AS n FROM clinical_events e \
          JOIN patients p ON e.patient_id = p.patient_id \
          WHERE e.numeric_value IS NOT NULL AND ({x} OR p.sex <> 'M') \
          GROUP BY e.patient_id) t \
-         JOIN patients p2 ON t.patient_id = p2.patient_id WHERE p2.practice_code = 'X20001'",
+         JOIN patients p2 ON t.patient_id = p2.patient_id WHERE p2.patient_id IN \
+         (SELECT patient_id FROM clinical_events WHERE snomedct_code = '999000001')",
         // Inside a per-person aggregation whose value selects the practice's persons.
         "SELECT COUNT(*) FROM (SELECT e.patient_id, \
          SUM(CASE WHEN e.snomedct_code = '999000001' THEN 1 ELSE 0 END) AS k \
@@ -2050,7 +2062,9 @@ async fn a_person_let_in_by_a_dropped_or_branch_is_not_an_edge_anchor() {
     let m = |i: usize| format!("DATE '{}'", birth_month(i));
     // The differencing cohort kept by event values (rows, not snapped), with its men let in
     // by a second branch: too few anchors share any mask of the `OR`, so no edge on birth
-    // month has an anchor, and none is applied.
+    // month has an anchor, and none is applied. (Its code is the cohort's alone. With
+    // `practice_code = 'X20001'` beside the `OR`, the practice is a category read with the
+    // anchors the `OR` cannot drop, and it has none: no answer, since session 37.)
     let kept: Vec<String> = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 14, 18, 20, 22]
         .iter()
         .map(|i| (40 + i).to_string())
@@ -2058,7 +2072,7 @@ async fn a_person_let_in_by_a_dropped_or_branch_is_not_an_edge_anchor() {
     let events = format!(
         "SELECT COUNT(DISTINCT e.patient_id) FROM clinical_events e \
          JOIN patients p ON e.patient_id = p.patient_id \
-         WHERE p.practice_code = 'X20001' AND e.snomedct_code = '999000001' \
+         WHERE e.snomedct_code = '999000001' \
          AND (e.numeric_value IN ({}) OR p.sex = 'M')",
         kept.join(", ")
     );
@@ -2180,10 +2194,13 @@ async fn a_person_let_in_by_a_dropped_or_branch_is_not_an_edge_anchor() {
 async fn a_condition_ignored_inside_an_or_branch_lets_in_no_one_the_branch_would_not() {
     let f = fixture();
     let cx = f.project(RESEARCH).await;
-    // A sum of the values shows a person more or less where a rounded count may not.
+    // A sum of the values shows a person more or less where a rounded count may not. (The
+    // code is the differencing cohort's alone; with `practice_code = 'X20001'` beside the
+    // `OR`, the practice is a category read with the anchors the `OR` never drops, which
+    // a cohort of 30 does not have: no answer, since session 37.)
     let q = "SELECT SUM(e.numeric_value) FROM clinical_events e \
              JOIN patients p ON e.patient_id = p.patient_id \
-             WHERE p.practice_code = 'X20001' AND e.snomedct_code = '999000001'";
+             WHERE e.snomedct_code = '999000001'";
     let mut differing = Vec::new();
     let mut released = 0;
     // Ranges of values `40 + index` that keep 14 or 15 persons (at least the highest
@@ -2535,6 +2552,143 @@ async fn a_list_of_categories_beside_another_grouping_key_changes_a_cell_only_at
     assert!(
         wrong.is_empty(),
         "cells not those of the classes with an anchor in them:\n{}",
+        wrong.join("\n")
+    );
+}
+
+/// Sets of categories beside an `OR`. An `OR` of other conditions that leaves out no one
+/// (`AND (sex <> 'Q' OR birth_month IS NULL)`) brought the lists back as written (F81002's
+/// pair: 235 / 240): a class was read only where no `OR` could drop its anchors, and
+/// beside an `OR` the anchor of the target's class can be let in only by a branch the
+/// measurement drops while the target passes another. The parts are now read, beside one
+/// `OR`, with the anchors whose mask of that `OR` enough anchors share that it is never
+/// dropped (`LowEffect::or_anchors`' robust anchors), per grouping set where a key splits the
+/// classes. The model: a person is kept when listed and their ethnicity has an anchor in
+/// the cell (every person of the practice passes the `OR` through its first branch alone,
+/// a mask shared by far more anchors than the highest threshold).
+#[tokio::test]
+async fn a_list_of_categories_beside_an_or_changes_an_answer_only_at_an_anchor() {
+    let f = fixture();
+    let cx = f.project(RESEARCH).await;
+    let p = *cx.output_control();
+    let anchors = edge_anchor_keys();
+    let persons = categories_of(f, &cx).await;
+    // (The `OR`s' second branches hold for no one of the practice: one mask for all.)
+    let second = unprotected(
+        &cx,
+        &format!(
+            "SELECT COUNT(*) FROM patients WHERE practice_code = '{PRACTICE}' \
+             AND (birth_month IS NULL OR lsoa IS NULL OR sex = 'Q')"
+        ),
+    )
+    .await;
+    assert_eq!(
+        second,
+        vec![vec!["0".to_string()]],
+        "a second branch lets someone in"
+    );
+    let kept_in = |cell: &[&(u8, String, String)], listed: &dyn Fn(&str) -> bool| {
+        let anchored = |c: &str| cell.iter().any(|(k, x, _)| x == c && anchors.contains(k));
+        let keys: Vec<u8> = cell.iter().map(|(k, _, _)| *k).collect();
+        let kept: Vec<bool> = cell
+            .iter()
+            .map(|(_, c, _)| listed(c) && anchored(c))
+            .collect();
+        count_kept(&keys, &kept, &p)
+    };
+    let everyone: Vec<&(u8, String, String)> = persons.iter().collect();
+    let by_sex = |listed: &dyn Fn(&str) -> bool| -> Vec<Vec<String>> {
+        let mut sexes: Vec<&str> = persons.iter().map(|(_, _, s)| s.as_str()).collect();
+        sexes.sort_unstable();
+        sexes.dedup();
+        let mut out = Vec::new();
+        for sex in sexes {
+            let cell: Vec<&(u8, String, String)> =
+                persons.iter().filter(|(_, _, s)| s == sex).collect();
+            if let Some(v) = kept_in(&cell, listed) {
+                out.push(vec![sex.to_string(), v]);
+            }
+        }
+        out.sort();
+        out
+    };
+    let count = format!("SELECT COUNT(*) FROM patients WHERE practice_code = '{PRACTICE}' AND ");
+    let (mut moved, mut wrong, mut exposed) = (Vec::new(), Vec::new(), 0);
+    let single_persons = single_person_categories(&persons);
+    for x in &single_persons {
+        for (list, not) in [(&LISTED[..], ""), (&NOT_LISTED[..], "NOT ")] {
+            let with_x: Vec<&str> = list.iter().copied().chain([x.as_str()]).collect();
+            let listed = |c: &str| list.contains(&c) == not.is_empty();
+            let forms = |l: &[&str]| {
+                let list = format!("ethnicity {not}IN ({})", quoted(l));
+                let or = "(sex <> 'Q' OR birth_month IS NULL)";
+                [
+                    format!("{count}{list} AND {or}"),
+                    format!("{count}{or} AND {list}"),
+                    format!("{count}{list} AND (sex = 'F' OR lsoa IS NULL)"),
+                    format!(
+                        "SELECT sex, COUNT(*) FROM patients WHERE practice_code = \
+                         '{PRACTICE}' AND {list} AND {or} GROUP BY sex"
+                    ),
+                ]
+            };
+            for (a, b) in forms(list).into_iter().zip(forms(&with_x)) {
+                let (got_a, got_b) = (sorted_rows(&cx, &a).await, sorted_rows(&cx, &b).await);
+                let (mut raw_a, mut raw_b) =
+                    (unprotected(&cx, &a).await, unprotected(&cx, &b).await);
+                raw_a.sort();
+                raw_b.sort();
+                if raw_a != raw_b {
+                    exposed += 1;
+                }
+                if got_a != got_b || got_a.is_empty() {
+                    moved.push(format!("{a} -> {got_a:?}\n  {b} -> {got_b:?}"));
+                }
+                let want = if a.starts_with("SELECT sex") {
+                    by_sex(&listed)
+                } else if a.contains("sex = 'F'") {
+                    let women: Vec<&(u8, String, String)> =
+                        persons.iter().filter(|(_, _, s)| s == "F").collect();
+                    // (The women's cell: the men fail the `OR`, a large effect.)
+                    let anchored =
+                        |c: &str| women.iter().any(|(k, x, _)| x == c && anchors.contains(k));
+                    let keys: Vec<u8> = everyone.iter().map(|(k, _, _)| *k).collect();
+                    let kept: Vec<bool> = everyone
+                        .iter()
+                        .map(|(_, c, s)| s == "F" && listed(c) && anchored(c))
+                        .collect();
+                    count_kept(&keys, &kept, &p)
+                        .map(|v| vec![vec![v]])
+                        .unwrap_or_default()
+                } else {
+                    kept_in(&everyone, &listed)
+                        .map(|v| vec![vec![v]])
+                        .unwrap_or_default()
+                };
+                if got_a != want {
+                    wrong.push(format!("{a} -> {got_a:?} (want {want:?})"));
+                }
+            }
+        }
+    }
+    assert!(
+        single_persons.len() >= 2,
+        "too few categories held by one person who is not an anchor: {single_persons:?}"
+    );
+    assert_eq!(
+        exposed,
+        8 * single_persons.len(),
+        "the unprotected answers do not show the target in every pair"
+    );
+    assert!(
+        moved.is_empty(),
+        "beside an OR, listing the category of one person who is not an anchor changed \
+         the answer:\n{}",
+        moved.join("\n")
+    );
+    assert!(
+        wrong.is_empty(),
+        "answers not those of the classes with an anchor:\n{}",
         wrong.join("\n")
     );
 }
