@@ -2219,7 +2219,7 @@ impl<'a> LowEffect<'a> {
                 }
             }
             if !of_child.is_disjoint(&inside) {
-                read |= 1 << i;
+                read |= 1i64 << i;
             }
         }
         let is_anchor = self.is_anchor(unit);
@@ -2683,9 +2683,15 @@ impl<'a> LowEffect<'a> {
             // A mask with a branch read by class and others may lose that branch when
             // it is read (false), and the smaller mask may be dropped: it counts only
             // through another branch that lets in enough anchors alone. A mask of that
-            // branch alone keeps it (its anchors decide their own classes).
+            // branch alone keeps it where its person is decided by it (every passing row
+            // has it: the anchor then decides its own class); a person with another row
+            // through another branch may not (the review's finding over events).
             let bits = |b: i64| binary_expr(atom(&m), Operator::BitwiseAnd, lit(b));
-            robust_if = robust_if.and(bits(read).eq(lit(0i64)).or(bits(!read).eq(lit(0i64))));
+            robust_if = robust_if.and(
+                bits(read)
+                    .eq(lit(0i64))
+                    .or(bits(!read).eq(lit(0i64)).and(atom(&weight).gt(lit(0.0f64)))),
+            );
         }
         for (i, name) in alone.iter().enumerate() {
             if (read >> i) & 1 == 1 {
@@ -6557,11 +6563,21 @@ fn edge_names(found: &[Edge<'_>]) -> Vec<BTreeSet<String>> {
 }
 
 /// The one `OR` node of `formula` beside parts on categories that read the atoms `names`
-/// (disjoint from some part's atoms), if there is exactly one and no `OR` reads atoms of
-/// two parts (see [`LowEffect::snap_edges`]).
+/// (disjoint from some part's atoms), if there is exactly one, no `OR` reads atoms of two
+/// parts, and its branches are atoms or groups (see [`LowEffect::snap_edges`]): a branch
+/// that is a node of its own can be let in by its own low-effect measurement, growing a
+/// row's mask past the one its anchors were counted under (found in review; the edges'
+/// second stage has the same gap, not closed).
 fn class_or(formula: &Formula, names: &[BTreeSet<String>]) -> Option<usize> {
     let mut beside = BTreeSet::new();
     for id in (0..formula.nodes.len()).filter(|id| !formula.nodes[*id].and) {
+        if formula.nodes[id]
+            .children
+            .iter()
+            .any(|c| matches!(c, Child::Node(_)))
+        {
+            return None;
+        }
         let mut atoms = BTreeSet::new();
         formula.atoms_of(id, &mut atoms);
         if names.iter().filter(|n| !n.is_disjoint(&atoms)).count() > 1 {
