@@ -443,13 +443,18 @@ impl Formula {
     #[recursive::recursive]
     fn atoms_of(&self, id: usize, out: &mut BTreeSet<String>) {
         for c in &self.nodes[id].children {
-            match c {
-                Child::Node(j) => self.atoms_of(*j, out),
-                Child::Atom(a) => {
-                    out.insert(a.clone());
-                }
-                Child::Group(e) => out.extend(e.column_refs().into_iter().map(|c| c.name.clone())),
+            self.child_atoms(c, out);
+        }
+    }
+
+    /// The atom names child `c` reads.
+    fn child_atoms(&self, c: &Child, out: &mut BTreeSet<String>) {
+        match c {
+            Child::Node(j) => self.atoms_of(*j, out),
+            Child::Atom(a) => {
+                out.insert(a.clone());
             }
+            Child::Group(e) => out.extend(e.column_refs().into_iter().map(|c| c.name.clone())),
         }
     }
 
@@ -2021,14 +2026,11 @@ impl<'a> LowEffect<'a> {
         // "Sets of categories").
         let mut beside: Option<usize> = None;
         if !late.is_empty() && node.is_none() && found.iter().all(|e| e.class) {
-            let mut names = edge_names(&found);
-            for (class, _, _) in &late {
-                let mut out = Vec::new();
-                if let Some(c) = class.cond {
-                    atom_names(c, &mut out);
-                }
-                names.push(out.into_iter().collect());
-            }
+            let names: Vec<BTreeSet<String>> = found
+                .iter()
+                .chain(late.iter().map(|(class, _, _)| class))
+                .map(Edge::atoms)
+                .collect();
             beside = class_or(&formula, &names);
             if beside.is_some() {
                 let any_split = !split.is_empty() || late.iter().any(|(_, _, s)| *s);
@@ -2198,26 +2200,15 @@ impl<'a> LowEffect<'a> {
         formula.atoms_of(id, &mut atoms);
         let mut inside = BTreeSet::new();
         for e in parts {
-            let mut names = Vec::new();
-            if let Some(c) = e.cond {
-                atom_names(c, &mut names);
-            }
-            if names.iter().any(|n| atoms.contains(n)) {
+            let names = e.atoms();
+            if !names.is_disjoint(&atoms) {
                 inside.extend(names);
             }
         }
         let mut read = 0i64;
         for (i, c) in formula.nodes[id].children.iter().enumerate() {
             let mut of_child = BTreeSet::new();
-            match c {
-                Child::Node(j) => formula.atoms_of(*j, &mut of_child),
-                Child::Atom(a) => {
-                    of_child.insert(a.clone());
-                }
-                Child::Group(e) => {
-                    of_child.extend(e.column_refs().into_iter().map(|c| c.name.clone()))
-                }
-            }
+            formula.child_atoms(c, &mut of_child);
             if !of_child.is_disjoint(&inside) {
                 read |= 1i64 << i;
             }
@@ -6492,7 +6483,7 @@ fn edge_stages(
     formula: &Formula,
     found: &[Edge<'_>],
 ) -> Result<(Vec<usize>, Option<usize>), RewriteError> {
-    let names = edge_names(found);
+    let names: Vec<BTreeSet<String>> = found.iter().map(Edge::atoms).collect();
     let or_nodes: Vec<(usize, BTreeSet<String>)> = (0..formula.nodes.len())
         .filter(|id| !formula.nodes[*id].and)
         .map(|id| {
@@ -6548,18 +6539,15 @@ fn edge_stages(
     Ok((first, node))
 }
 
-/// The atoms each of `found` reads (none for a grouping key).
-fn edge_names(found: &[Edge<'_>]) -> Vec<BTreeSet<String>> {
-    found
-        .iter()
-        .map(|e| {
-            let mut names = Vec::new();
-            if let Some(c) = e.cond {
-                atom_names(c, &mut names);
-            }
-            names.into_iter().collect()
-        })
-        .collect()
+impl Edge<'_> {
+    /// The atoms the part reads (none for a grouping key).
+    fn atoms(&self) -> BTreeSet<String> {
+        let mut names = Vec::new();
+        if let Some(c) = self.cond {
+            atom_names(c, &mut names);
+        }
+        names.into_iter().collect()
+    }
 }
 
 /// The one `OR` node of `formula` beside parts on categories that read the atoms `names`
