@@ -118,15 +118,30 @@ pub async fn plan_query(ctx: &SessionContext, sql: &str) -> Result<LogicalPlan, 
         .map_err(|e| plan_error(&e))
 }
 
+/// The prefix of the names of the policy layer's own columns.
+const RESERVED: &str = "__fs";
+
 /// Refuses statements with more than [`MAX_OPERATORS`] binary operators, counted on the
-/// tokens (no tree is built, so the count itself cannot overflow). Text that does not
-/// tokenize is left to the parser, which reports it.
+/// tokens (no tree is built, so the count itself cannot overflow), and names with the
+/// [`RESERVED`] prefix. Text that does not tokenize is left to the parser, which reports
+/// it.
 fn check_operators(sql: &str, dialect: &GenericDialect) -> Result<(), Refusal> {
     use datafusion::sql::sqlparser::keywords::Keyword;
     use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
     let Ok(tokens) = Tokenizer::new(dialect, sql).tokenize() else {
         return Ok(());
     };
+    // Names the policy layer gives its own columns (`__fs_…`): an analyst's column so
+    // named would be taken for one of them.
+    if tokens
+        .iter()
+        .any(|t| matches!(t, Token::Word(w) if w.value.to_ascii_lowercase().starts_with(RESERVED)))
+    {
+        return Err(Refusal::new(
+            Rule::Unsupported,
+            format!("names beginning with {RESERVED} are reserved; choose another name"),
+        ));
+    }
     let operators = tokens
         .iter()
         .filter(|t| match t {

@@ -82,10 +82,15 @@
 //! ([`LowEffect::cohort_classes`]); in a cohort nested in another they are refused. Beside
 //! one `OR` (and nothing snapped), where the `OR`'s measurement could drop the anchor of
 //! the target's class while the target stays, every such part is read with the anchors
-//! whose mask of that `OR` is never dropped ([`LowEffect::or_anchors`]). Where an `OR`
-//! holds two such parts or an edge, or stands beside one next to an edge, or two `OR`s
-//! stand beside one, the lists stay as written (an open limit, see the rewrite design's
-//! "Sets of categories").
+//! whose mask of that `OR` is never dropped ([`LowEffect::or_anchors`]). Anywhere else a
+//! part that cannot be read by class is refused (FS-7) when it is a list ([`listed`]:
+//! anything but one equality or tests of NULL), where it used to stay as written: an `OR`
+//! holding two such parts or an edge, an `OR` beside one next to an edge, two `OR`s or one
+//! with an `AND` branch beside one, an `OR` in a cohort subquery, a `CASE`, a category
+//! computed in a derived table, an inner aggregation whose cells split its classes. So is
+//! a grouping key computed from a category with values of the analyst's
+//! ([`category_keys`]: `CASE WHEN ethnicity IN (…)`). See the rewrite design's "Sets of
+//! categories".
 //! Grouping keys are otherwise handled by the cell rewrite ([`crate::rewrite`]), which
 //! compares each cell with the cells that have one key fewer.
 //!
@@ -791,6 +796,17 @@ enum Unmeasured {
     /// A condition on a per-person category in a cohort subquery nested in another: its
     /// persons' values are carried one level up only ([`LowEffect::cohort_classes`]).
     NestedCategory,
+    /// A condition on a per-person category where it cannot be read by class
+    /// ([`LowEffect::snap_edges`], [`LowEffect::cohort_classes`]): in an `OR` with another
+    /// such condition or a range edge, beside two `OR`s, an `OR` with an `AND` branch or an
+    /// `OR` next to a range edge, in an `OR` inside a cohort subquery, or inside an
+    /// aggregation below the answer whose cells split its classes. Left as written there,
+    /// two lists that differ by one person's category gave answers that differed by them.
+    CategoryOr,
+    /// A grouping key computed from a per-person category (`CASE WHEN ethnicity IN (…)`),
+    /// or a condition on such a value computed in a derived table: moving one person's
+    /// category from one cell to the other (or in or out) moves them alone.
+    CategoryKey,
 }
 
 /// The refusal (FS-7) of a condition that rule 7 cannot measure where it is.
@@ -884,6 +900,38 @@ fn unmeasured(at: Unmeasured) -> RewriteError {
                  checked for low effect (a list that adds one person's category must not \
                  change the answer): put it in the outer cohort subquery's WHERE clause or in \
                  the query's own",
+            ));
+        }
+        Unmeasured::CategoryOr => {
+            return RewriteError::Refused(Refusal::new(
+                Rule::LowEffect,
+                "a list of a person's categories (a condition on sex, ethnicity, \
+                 practice_code, lsoa, a value looked up by one or a string computed from one \
+                 that is anything but one equality or a test of NULL: IN, NOT IN, <>, a \
+                 range, a CASE or a function of it) cannot be checked for low effect here (a \
+                 list that adds one person's category must not change the answer): in an OR \
+                 with another such condition or with a range on birth_month, death_month, \
+                 imd_decile or a per-person aggregate's value; beside two ORs or more (an OR \
+                 list of more than 48 items counts as several), beside an OR with an AND of \
+                 conditions as a branch, or beside an OR next to such a range; in an OR \
+                 inside a cohort subquery; inside a per-person aggregation whose answer is \
+                 grouped by another key; or through a CASE; write it as a condition of its \
+                 own (AND) in the WHERE clause of the query that aggregates, beside at most \
+                 one OR of single conditions, or ask for one value at a time",
+            ));
+        }
+        Unmeasured::CategoryKey => {
+            return RewriteError::Refused(Refusal::new(
+                Rule::LowEffect,
+                "a grouping key computed from a person's category (CASE WHEN ethnicity IN \
+                 (…), COALESCE(sex, …), substr(lsoa, …), also in a derived table or an inner \
+                 aggregation), or a condition on such a value computed in a derived table or \
+                 as a per-person aggregate, \
+                 cannot be checked for low effect (moving one person's category from one \
+                 cell to another, or in or out, must not change an answer): group by the \
+                 column itself (or by column IS NULL) and combine the cells afterwards, and \
+                 write conditions on the column itself (ethnicity = 'A') in the query that \
+                 aggregates",
             ));
         }
         Unmeasured::Restricted => {
@@ -1522,8 +1570,31 @@ impl<'a> LowEffect<'a> {
                 && !refs.is_empty()
                 && refs.iter().all(|c| *c == refs[0])
                 && classed(scope, &refs[0]);
+            // A value computed from a category with a list in a derived table or as a
+            // per-person aggregate (`CASE WHEN ethnicity IN (…) THEN 'x' END AS g`, then
+            // `g = 'x'`, or the same as a number): its classes are the computed values',
+            // so the list inside moves one person alone. Refused.
+            // (Not the columns this layer computes itself, a cohort's per-person values.)
+            if refs
+                .iter()
+                .any(|c| !c.name.starts_with("__fs") && category_column(scope, c))
+            {
+                return Err(unmeasured(Unmeasured::CategoryKey));
+            }
+            // A category read with another column in one atom (`COALESCE(ethnicity, sex)
+            // IN (…)`, `ethnicity || sex IN (…)`, `ethnicity IN (k.a, k.b)` over a row of
+            // constants) is no class: with a list of the analyst's (values in it, or
+            // columns that read no table) it is refused; `p.practice_code = a.gpprac`
+            // (no list) is measured as any condition.
+            if !class
+                && values.is_empty()
+                && refs.iter().any(|c| classed(scope, c))
+                && (has_value(e) || refs.iter().any(|c| constant_column(scope, c)))
+            {
+                return Err(unmeasured(Unmeasured::CategoryOr));
+            }
             if class && self.in_cohort > 1 {
-                if !matches!(e, Expr::IsNull(_) | Expr::IsNotNull(_)) {
+                if !null_test(e) {
                     return Err(unmeasured(Unmeasured::NestedCategory));
                 }
                 continue;
@@ -1647,16 +1718,23 @@ impl<'a> LowEffect<'a> {
     /// their one value passes the part, so reading the part as false there (no anchor in
     /// the class) leaves them out whatever the rest of the subquery says (`E AND T` is
     /// false). A class atom anywhere else (in an `OR` with other conditions, where one of
-    /// the person's rows may pass through another branch) loses its template and is
-    /// measured as a per-person condition, as before; so is every class atom when the
-    /// subquery's rows are not grouped by the privacy unit (`by_unit` false: its values are
-    /// not a person's). Also returns whether those parts are all the conditions (then a
-    /// person is in the cohort exactly when `T` holds).
-    fn cohort_classes(&mut self, conds: &[Cond], by_unit: bool) -> (Vec<String>, bool) {
+    /// the person's rows may pass through another branch), or any when the subquery's rows
+    /// are not grouped by the privacy unit (`by_unit` false: its values are not a
+    /// person's), is refused (FS-7): measured as a per-person condition, two lists that
+    /// differed by one person's category moved the answer by them (session 38). A test of
+    /// NULL alone loses its template and is measured as any condition. Also returns
+    /// whether those parts are all the conditions (then a person is in the cohort exactly
+    /// when `T` holds).
+    fn cohort_classes(
+        &mut self,
+        conds: &[Cond],
+        by_unit: bool,
+    ) -> Result<(Vec<String>, bool), RewriteError> {
         let root = self.canon(Cond::And(conds.to_vec()));
         let mut candidates = Vec::new();
         edge_candidates(&root, true, &mut candidates);
         let (mut carried, mut kept) = (BTreeSet::new(), BTreeSet::new());
+        let mut not_carried = Vec::new();
         for (c, all_and) in candidates {
             let mut names = Vec::new();
             atom_names(c, &mut names);
@@ -1664,6 +1742,21 @@ impl<'a> LowEffect<'a> {
             if let (true, [Some(v)]) = (all_and && by_unit, Vec::from_iter(values).as_slice()) {
                 carried.insert(v.clone());
                 kept.extend(names);
+            } else {
+                not_carried.push(names);
+            }
+        }
+        // A part not carried is refused when its atoms on categories are a list, taken
+        // together as `canon` merged them (`ethnicity = 'A' OR … OR ethnicity = 'D'` is one
+        // part of four equalities); otherwise they lose their templates.
+        for names in not_carried {
+            let part: Vec<(String, Expr)> = names
+                .iter()
+                .filter(|a| !kept.contains(*a) && self.class_of(a).is_some())
+                .filter_map(|a| self.snaps.get(a).map(|t| (a.clone(), t.clone())))
+                .collect();
+            if listed(&part) {
+                return Err(unmeasured(Unmeasured::CategoryOr));
             }
         }
         let mut names = Vec::new();
@@ -1674,7 +1767,7 @@ impl<'a> LowEffect<'a> {
                 self.snaps.remove(&a);
             }
         }
-        (carried.into_iter().collect(), all)
+        Ok((carried.into_iter().collect(), all))
     }
 
     /// For a cohort subquery whose atoms `snapped` snap per-person values (their person's
@@ -1776,8 +1869,10 @@ impl<'a> LowEffect<'a> {
     /// masks that cannot be dropped ([`edge_stages`], [`LowEffect::or_anchors`]). Atoms on a
     /// per-person category are read by class ("Sets of categories" in the module
     /// documentation); where the cells split the classes, they are returned as a [`PerSet`]
-    /// to be read per grouping set ([`LowEffect::snap_per_set`]) when `per_set`, and left
-    /// as written otherwise. The output schema is `keyed`'s.
+    /// to be read per grouping set ([`LowEffect::snap_per_set`]) when `per_set`; otherwise,
+    /// and wherever else a part on a category cannot be read by class, it is refused
+    /// (FS-7) when it is a list ([`listed`]) and left as written when it is one equality.
+    /// The output schema is `keyed`'s.
     pub(crate) fn snap_edges(
         &mut self,
         keyed: LogicalPlan,
@@ -1915,23 +2010,26 @@ impl<'a> LowEffect<'a> {
             }
             // A test of NULL only is the same on the snapped value (and a category's
             // NULLs are measured as any condition's).
-            let only_nulls = |templates: &[(String, Expr)]| {
-                templates
-                    .iter()
-                    .all(|(_, t)| matches!(t, Expr::IsNull(_) | Expr::IsNotNull(_)))
-            };
+            let only_nulls =
+                |templates: &[(String, Expr)]| templates.iter().all(|(_, t)| null_test(t));
             // A part on categories (every atom of the part reads one value column of a
-            // category alone) is read by class; anywhere it cannot be, as before it was.
-            // Beside other atoms, those on the category are left as written. With several
+            // category alone) is read by class; anywhere it cannot be, refused (FS-7)
+            // where it is a list ([`listed`]): left as written, a list that adds one
+            // person's category moved the answer by them. (Tests of NULL are measured as
+            // any condition; one equality is left as written.) Beside other atoms in one
+            // part, those on the category cannot be read by class. With several
             // value columns (`canon` grouped them by their base columns: a condition of
             // the answer's and one of a cohort subquery's on `ethnicity`, or `ethnicity`
             // and a string computed from it), a class is a tuple of their values.
             if templates.is_empty() {
-                if !classed_lost
-                    && !classed_templates.is_empty()
-                    && !only_nulls(&classed_templates)
-                    && classed_templates.len() == total
-                {
+                // (Read twice or lost on the way up, not read by class where it is
+                // measured; or merged with other atoms into one part, as a `CASE` taken
+                // apart puts its condition and its constant results in one group.)
+                if classed_lost || classed_templates.len() != total {
+                    if listed(&classed_templates) {
+                        return Err(unmeasured(Unmeasured::CategoryOr));
+                    }
+                } else if !classed_templates.is_empty() && !only_nulls(&classed_templates) {
                     classes.push((
                         Edge {
                             cond: Some(c),
@@ -1949,6 +2047,9 @@ impl<'a> LowEffect<'a> {
             if lost {
                 // Lost on the way up or read twice: not evaluated where it is measured.
                 return Err(unmeasured(Unmeasured::Below));
+            }
+            if listed(&classed_templates) {
+                return Err(unmeasured(Unmeasured::CategoryOr));
             }
             if values.is_empty() || only_nulls(&templates) {
                 continue;
@@ -1982,13 +2083,13 @@ impl<'a> LowEffect<'a> {
         let formula = Formula::new(root.clone());
         let (mut first, node) = edge_stages(&keyed, &formula, &found)?;
         // Parts read by class where no `OR` can drop their anchors and none is in an `OR`
-        // with another part snapped or read by class (each is then in the first stage).
-        // Any other is left as written: the second stage (anchors from the masks of an
-        // `OR` that cannot be dropped) is not built for classes.
+        // with another part snapped or read by class (each is then in the first stage);
+        // others beside one `OR` below. Any other is refused (FS-7).
         // Where the answer's cells split the classes (another grouping key), a class is
         // read in each grouping set's cells, once the rows are copied per set
-        // ([`LowEffect::snap_per_set`]), or, when `per_set` is false, left as written:
-        // see "Sets of categories" in the module documentation. (A part decided per
+        // ([`LowEffect::snap_per_set`]), or, when `per_set` is false (the cells of an
+        // aggregation below the answer's), refused: see "Sets of categories" in the
+        // module documentation. (A part decided per
         // person, not row by row, is decided per set too: a person decided in a fine cell
         // can pass through a row of another in the coarser one, and is decided there as
         // the query with fewer keys decides him.)
@@ -2001,6 +2102,9 @@ impl<'a> LowEffect<'a> {
                 .iter()
                 .any(|v| !value_partition(&keyed, keys, v, None, true).is_empty());
             if splits && !per_set {
+                if listed(&class.templates) {
+                    return Err(unmeasured(Unmeasured::CategoryOr));
+                }
                 continue;
             }
             found.push(class);
@@ -2022,8 +2126,9 @@ impl<'a> LowEffect<'a> {
         // Parts beside an `OR` (the second stage): with nothing snapped, one `OR` beside
         // them all and none holding two parts, every part is read with the anchors that
         // `OR` cannot drop ([`LowEffect::or_anchors`]), all per grouping set where any is
-        // split. Else they are left as written (an open limit: see the rewrite design's
-        // "Sets of categories").
+        // split. Else they are refused (FS-7: see the rewrite design's "Sets of
+        // categories").
+        // (One equality is left as written where it cannot be read: see [`listed`].)
         let mut beside: Option<usize> = None;
         if !late.is_empty() && node.is_none() && found.iter().all(|e| e.class) {
             let names: Vec<BTreeSet<String>> = found
@@ -2032,15 +2137,18 @@ impl<'a> LowEffect<'a> {
                 .map(Edge::atoms)
                 .collect();
             beside = class_or(&formula, &names);
-            if beside.is_some() {
-                let any_split = !split.is_empty() || late.iter().any(|(_, _, s)| *s);
-                for (class, at, _) in late {
-                    found.push(class);
-                    read.push((found.len() - 1, at));
-                }
-                if any_split {
-                    split = read.clone();
-                }
+        }
+        if beside.is_none() && late.iter().any(|(class, _, _)| listed(&class.templates)) {
+            return Err(unmeasured(Unmeasured::CategoryOr));
+        }
+        if beside.is_some() {
+            let any_split = !split.is_empty() || late.iter().any(|(_, _, s)| *s);
+            for (class, at, _) in late {
+                found.push(class);
+                read.push((found.len() - 1, at));
+            }
+            if any_split {
+                split = read.clone();
             }
         }
         let per_set = (!split.is_empty()).then(|| PerSet {
@@ -2735,8 +2843,8 @@ impl<'a> LowEffect<'a> {
         }
         let keyed = LogicalPlanBuilder::from(base).project(exprs)?.build()?;
         let conds: Vec<LiftedCondition> = conds.into_iter().map(LiftedCondition).collect();
-        // (Its cells are those of an aggregation below the answer's: a part on a category
-        // that they split is left as written, `per_set` false.)
+        // (Its cells are those of an aggregation below the answer's: a list of categories
+        // that they split is refused, `per_set` false.)
         let (keyed, _) = self.snap_edges(keyed, &conds, &keys, &[], unit, false)?;
         let expand = |plan: LogicalPlan| Ok((plan, keys.clone()));
         let out = match self.apply_sets(keyed, conds, &keys, &[0], unit, &expand)? {
@@ -4733,7 +4841,7 @@ impl<'a> LowEffect<'a> {
         let (lifted, conds) = lifted?;
         let snapped = self.cohort_edges(&lifted, &conds)?;
         let by_unit = lifted.schema().field(0).name() == PRIVACY_UNIT;
-        let (classes, only_classes) = self.cohort_classes(&conds, by_unit);
+        let (classes, only_classes) = self.cohort_classes(&conds, by_unit)?;
         let y = Expr::Column(Column::from(lifted.schema().qualified_field(0)));
         let (k, m) = (self.name("mk"), self.name("mm"));
         let found = atom(&m).is_not_null();
@@ -6440,6 +6548,263 @@ fn classed(plan: &LogicalPlan, c: &Column) -> bool {
     })
 }
 
+/// Refuses (FS-7) an analyst's query (before it is rewritten) with a grouping key of any
+/// aggregation, inner ones too, computed from a per-person category with values of the
+/// analyst's ([`category_mapped`]): such keys are not read by class (an open limit), and
+/// `CASE WHEN ethnicity IN ('A', 'B', 'C')` against `… 'D')` moved one person between two
+/// cells (235 and 240 in F81002).
+///
+/// The same for filters on a per-person aggregate of a category with a list (`MAX(CASE
+/// WHEN ethnicity IN (…) …) AS g`, then `WHERE g = 'x'`), and for a category compared with
+/// a list of the query's own in a subquery (`ethnicity IN (SELECT column1 FROM (VALUES
+/// ('A'), ('D')))`), neither of which is read by class. (Filters on a value a projection
+/// computes from a category are checked where they are measured, once written out where
+/// they can be: [`LowEffect::edge_values`].)
+pub(crate) fn category_keys(plan: &LogicalPlan) -> Result<(), RewriteError> {
+    let mut mapped = false;
+    let mut listed_below = false;
+    plan.apply_with_subqueries(|n| {
+        match n {
+            LogicalPlan::Aggregate(a) => {
+                mapped |= a
+                    .group_expr
+                    .iter()
+                    .any(|g| grouping_exprs(g).any(|g| category_mapped(a.input.as_ref(), g)));
+            }
+            LogicalPlan::Filter(f) => {
+                let input = f.input.as_ref();
+                mapped |= f
+                    .predicate
+                    .column_refs()
+                    .iter()
+                    .any(|c| category_aggregate(input, c));
+                f.predicate.apply(|e| {
+                    if let Expr::InSubquery(InSubquery { expr, subquery, .. }) = e
+                        && expr.column_refs().iter().any(|c| classed(input, c))
+                        && !subquery
+                            .subquery
+                            .exists(|p| Ok(matches!(p, LogicalPlan::TableScan(_))))
+                            .unwrap_or(true)
+                    {
+                        listed_below = true;
+                    }
+                    Ok(TreeNodeRecursion::Continue)
+                })?;
+            }
+            _ => {}
+        }
+        Ok(if mapped || listed_below {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    })?;
+    if mapped {
+        return Err(unmeasured(Unmeasured::CategoryKey));
+    }
+    if listed_below {
+        return Err(unmeasured(Unmeasured::CategoryOr));
+    }
+    Ok(())
+}
+
+/// The expressions a grouping expression groups by (those of its sets, for `GROUPING SETS`,
+/// `CUBE` and `ROLLUP`).
+fn grouping_exprs(g: &Expr) -> Box<dyn Iterator<Item = &Expr> + '_> {
+    match g {
+        Expr::GroupingSet(set) => Box::new(set.distinct_expr().into_iter()),
+        other => Box::new(std::iter::once(other)),
+    }
+}
+
+/// Whether a part of the conditions on a per-person category (its atoms' templates) is a
+/// list that can move one person where it is not read by class: anything but tests of
+/// NULL alone (measured as any condition) and equalities to one value (`practice_code =
+/// 'X'`, also beside `IS NOT NULL`). Two lists that differ by a value held by one person in the cell are two large
+/// conditions that differ by that person. An equality has no such twin: `= 'Q'` against
+/// `= 'D'` are two classes, one of them the target's alone (a cell of one person, or an
+/// `OR` branch that lets in one person, measured as such); and where it is read by class
+/// elsewhere, it differs from itself as written only by a class with no anchor, all the
+/// cell. Not a negation: `sex <> 'M'` as written keeps the small classes without an
+/// anchor that the same condition read by class leaves out (the target alone in `I`).
+fn listed(templates: &[(String, Expr)]) -> bool {
+    if templates.iter().all(|(_, t)| null_test(t)) {
+        return false;
+    }
+    let mut one: Option<ScalarValue> = None;
+    for (_, t) in templates {
+        // (`c = v` implies `c IS NOT NULL`: with it, by `AND` or `OR`, the part is still
+        // class `v` or a test of NULL.)
+        if matches!(t, Expr::IsNotNull(_)) && null_test(t) {
+            continue;
+        }
+        let Some(v) = equality_value(&unaliased(t)) else {
+            return true;
+        };
+        if one.get_or_insert_with(|| v.clone()) != &v {
+            return true;
+        }
+    }
+    false
+}
+
+/// Whether `e` is a test of NULL of a column (through casts): `x IS NULL`, `x IS NOT NULL`.
+/// Not of an expression: `nullif(strpos('ABCD', ethnicity), 0) IS NOT NULL` is a list.
+fn null_test(e: &Expr) -> bool {
+    match e {
+        Expr::IsNull(x) | Expr::IsNotNull(x) => match x.as_ref() {
+            Expr::Column(_) => true,
+            Expr::Cast(Cast { expr, .. }) | Expr::TryCast(TryCast { expr, .. }) => {
+                matches!(expr.as_ref(), Expr::Column(_))
+            }
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// The value of `e` when it is `column = value` (either way round, the column through
+/// casts) or `column IN (value)`, with a value that is not NULL.
+fn equality_value(e: &Expr) -> Option<ScalarValue> {
+    let column = |x: &Expr| match x {
+        Expr::Column(_) => true,
+        Expr::Cast(Cast { expr, .. }) | Expr::TryCast(TryCast { expr, .. }) => {
+            matches!(expr.as_ref(), Expr::Column(_))
+        }
+        _ => false,
+    };
+    let value = |x: &Expr| match x {
+        Expr::Literal(v, _) if !v.is_null() => Some(v.clone()),
+        _ => None,
+    };
+    match e {
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Eq,
+            right,
+        }) => {
+            if column(left) {
+                value(right)
+            } else if column(right) {
+                value(left)
+            } else {
+                None
+            }
+        }
+        Expr::InList(InList {
+            expr,
+            list,
+            negated: false,
+        }) if column(expr) && list.len() == 1 => value(&list[0]),
+        _ => None,
+    }
+}
+
+/// Whether grouping key `g` over `plan` is computed from a per-person category ([`classed`])
+/// with values of the analyst's (`CASE WHEN ethnicity IN ('A', 'B') THEN …`, `COALESCE(sex,
+/// 'U')`, or the values as columns that read no table: `ethnicity IN (k.a, k.b)`), or is a
+/// column so computed in a derived table or as an inner aggregation's key.
+/// Such a key moves one person between two cells by a list of values, as a condition would
+/// move them in or out. Not: the value itself (through casts), a test of NULL of it, a
+/// function of it with no values (`lower(practice_code)`, `sex || ethnicity`: the cells
+/// are classes or unions of classes that the analyst cannot choose), and one equality
+/// (`sex = 'F'`, `CASE WHEN sex = 'F' THEN 'a' ELSE 'b' END`: a cell that differs from the
+/// answer without the key by one person is the key's own low effect, measured as such).
+#[recursive::recursive]
+fn category_mapped(plan: &LogicalPlan, g: &Expr) -> bool {
+    match unaliased(g) {
+        Expr::IsNull(x) | Expr::IsNotNull(x) if matches!(x.as_ref(), Expr::Column(_)) => {
+            category_mapped(plan, &x)
+        }
+        Expr::Column(c) => category_column(plan, &c),
+        Expr::Cast(Cast { expr, .. }) | Expr::TryCast(TryCast { expr, .. })
+            if matches!(expr.as_ref(), Expr::Column(_)) =>
+        {
+            category_mapped(plan, &expr)
+        }
+        other => {
+            let refs = other.column_refs();
+            refs.iter().any(|r| category_column(plan, r))
+                || (refs.iter().any(|r| classed(plan, r))
+                    && (has_value(&other) || refs.iter().any(|r| constant_column(plan, r)))
+                    && !one_class_key(&other))
+        }
+    }
+}
+
+/// Whether `e` holds a value that is not NULL.
+fn has_value(e: &Expr) -> bool {
+    e.exists(|x| Ok(matches!(x, Expr::Literal(v, _) if !v.is_null())))
+        .unwrap_or(true)
+}
+
+/// Whether key `e` is one equality to one value ([`equality_value`]), as a boolean or as the
+/// one branch of a `CASE` whose results are values.
+fn one_class_key(e: &Expr) -> bool {
+    let value = |x: &Expr| matches!(x, Expr::Literal(..));
+    match e {
+        Expr::Case(Case {
+            expr,
+            when_then_expr,
+            else_expr,
+        }) => {
+            let [(when, then)] = when_then_expr.as_slice() else {
+                return false;
+            };
+            let when_is_one = match expr {
+                None => equality_value(when).is_some() || null_test(when),
+                Some(x) => {
+                    matches!(unaliased(x), Expr::Column(_))
+                        && matches!(when.as_ref(), Expr::Literal(v, _) if !v.is_null())
+                }
+            };
+            when_is_one && value(then) && else_expr.as_deref().is_none_or(value)
+        }
+        other => equality_value(other).is_some(),
+    }
+}
+
+/// Whether column `c` of `plan` is computed from a per-person category in a projection or
+/// as a key of an aggregation ([`category_mapped`]).
+fn category_column(plan: &LogicalPlan, c: &Column) -> bool {
+    match origin_of(plan, c) {
+        Origin::Computed(input, e) => category_mapped(input, &e),
+        Origin::Node(LogicalPlan::Aggregate(a), i) => a
+            .group_expr
+            .iter()
+            .chain(&a.aggr_expr)
+            .nth(i)
+            .is_some_and(|g| category_mapped(a.input.as_ref(), g)),
+        _ => false,
+    }
+}
+
+/// Whether column `c` of `plan` is an aggregate's value (not a key) computed from a category
+/// with a list ([`category_mapped`]).
+fn category_aggregate(plan: &LogicalPlan, c: &Column) -> bool {
+    match origin_of(plan, c) {
+        Origin::Node(LogicalPlan::Aggregate(a), i) => a
+            .aggr_expr
+            .get(i.wrapping_sub(a.group_expr.len()))
+            .is_some_and(|g| category_mapped(a.input.as_ref(), g)),
+        _ => false,
+    }
+}
+
+/// Whether column `c` of `plan` reads no table: a value of the query's own (`(SELECT 'A'
+/// AS a) k`, `VALUES`), through projections, joins and aggregations.
+fn constant_column(plan: &LogicalPlan, c: &Column) -> bool {
+    let mut sources = BTreeSet::new();
+    source_of(plan, c, &mut sources);
+    sources
+        .iter()
+        .all(|s| s.starts_with('?') && !s.starts_with("?__fs"))
+        && !matches!(
+            origin_of(plan, c),
+            Origin::Node(LogicalPlan::TableScan(_), _)
+        )
+}
+
 /// `e` without its aliases (a projection can alias an alias: `count(Int64(1)) AS count(*) AS
 /// n`).
 fn unaliased(e: &Expr) -> Expr {
@@ -7134,5 +7499,94 @@ mod tests {
             col("a").is_not_null().and(col("b").is_not_null())
         ))));
         assert!(null_rejecting(&Expr::Not(Box::new(col("a").eq(lit(1))))));
+    }
+
+    /// Parts of the conditions on a category that can move one person where they are not
+    /// read by class (lists, negations, a `CASE`'s "not true") against those that cannot
+    /// (tests of NULL alone, equalities to one value).
+    #[test]
+    fn a_list_of_categories_is_told_from_one_value() {
+        let part = |ts: Vec<Expr>| -> Vec<(String, Expr)> {
+            ts.into_iter().map(|t| ("a".to_string(), t)).collect()
+        };
+        let c = || col("c");
+        let one = [
+            vec![c().eq(lit("X"))],
+            vec![lit("X").eq(c())],
+            vec![c().in_list(vec![lit("X")], false)],
+            vec![c().eq(lit("X")), c().eq(lit("X"))],
+            vec![c().eq(lit("X")), c().is_not_null()],
+            vec![c().is_null()],
+            vec![c().is_null(), c().is_not_null()],
+            vec![],
+        ];
+        for ts in one {
+            assert!(!listed(&part(ts.clone())), "{ts:?}");
+        }
+        let lists = [
+            vec![c().in_list(vec![lit("A"), lit("B")], false)],
+            vec![c().eq(lit("A")), c().eq(lit("B"))],
+            vec![c().not_eq(lit("M"))],
+            vec![c().in_list(vec![lit("M")], true)],
+            vec![c().eq(lit("X")).is_not_true()],
+            vec![c().eq(lit("X")), c().is_null()],
+            vec![c().lt(lit("D"))],
+            vec![c().eq(lit(ScalarValue::Utf8(None)))],
+            vec![datafusion::functions::string::expr_fn::lower(c()).is_not_null()],
+            vec![
+                c().eq(lit("X")),
+                datafusion::functions::string::expr_fn::lower(c()).is_not_null(),
+            ],
+        ];
+        for ts in lists {
+            assert!(listed(&part(ts.clone())), "{ts:?}");
+        }
+    }
+
+    /// Grouping keys computed from a category with values of the analyst's are told from
+    /// the value itself, its casts, tests of NULL, functions with no values and one
+    /// equality.
+    #[test]
+    fn a_key_that_lists_categories_is_told_from_one_without_a_list() {
+        let schema = Schema::new(vec![
+            Field::new("patient_id", DataType::Int64, false),
+            Field::new("ethnicity", DataType::Utf8, true),
+        ]);
+        let patients = table_scan(Some("patients"), &schema, None)
+            .and_then(|b| b.build())
+            .expect("a scan");
+        let e = || col("ethnicity");
+        let list = when(e().in_list(vec![lit("A"), lit("B")], false), lit("ab"))
+            .otherwise(lit("other"))
+            .expect("a CASE");
+        for key in [
+            list.clone(),
+            coalesce(vec![e(), lit("Z")]),
+            e().in_list(vec![lit("A"), lit("B")], false),
+            when(e().eq(lit("A")), lit("a"))
+                .when(e().eq(lit("B")), lit("a"))
+                .otherwise(lit("b"))
+                .expect("a CASE"),
+        ] {
+            assert!(category_mapped(&patients, &key), "{key}");
+        }
+        for key in [
+            e(),
+            cast(e(), DataType::Utf8View),
+            e().is_null(),
+            datafusion::functions::string::expr_fn::lower(e()),
+            e().eq(lit("A")),
+            when(e().eq(lit("A")), lit("a"))
+                .otherwise(lit("b"))
+                .expect("a CASE"),
+        ] {
+            assert!(!category_mapped(&patients, &key), "{key}");
+        }
+        // The same list computed in a derived table and grouped by there.
+        let derived = LogicalPlanBuilder::from(patients)
+            .project(vec![col("patient_id"), list.alias("g")])
+            .and_then(|b| b.build())
+            .expect("a projection");
+        assert!(category_mapped(&derived, &col("g")));
     }
 }

@@ -160,6 +160,9 @@ pub async fn protect_counted(
         ));
     }
 
+    if low_effect == LowEffect::Detect {
+        crate::low_effect::category_keys(&plan)?;
+    }
     let counter = Arc::new(AtomicU64::new(0));
     let udfs = Udfs::new(params, &counter, &person_keys);
     let mut detection = Detection::new(
