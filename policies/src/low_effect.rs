@@ -6358,6 +6358,11 @@ fn origin_of<'p>(plan: &'p LogicalPlan, c: &Column) -> Origin<'p> {
             LogicalPlan::SubqueryAlias(a) => plan = a.input.as_ref(),
             LogicalPlan::Filter(f) => plan = f.input.as_ref(),
             LogicalPlan::Sort(s) => plan = s.input.as_ref(),
+            // (`SELECT DISTINCT` keeps the columns of its input: a person's value stays
+            // theirs, a category a category.)
+            LogicalPlan::Distinct(datafusion::logical_expr::Distinct::All(input)) => {
+                plan = input.as_ref()
+            }
             LogicalPlan::Projection(p) => {
                 let Some(e) = p.expr.get(i).map(unaliased) else {
                     return Origin::Unknown;
@@ -6555,9 +6560,10 @@ fn classed(plan: &LogicalPlan, c: &Column) -> bool {
 /// cells (235 and 240 in F81002).
 ///
 /// The same for filters on a per-person aggregate of a category with a list (`MAX(CASE
-/// WHEN ethnicity IN (…) …) AS g`, then `WHERE g = 'x'`), and for a category compared with
-/// a list of the query's own in a subquery (`ethnicity IN (SELECT column1 FROM (VALUES
-/// ('A'), ('D')))`), neither of which is read by class. (Filters on a value a projection
+/// WHEN ethnicity IN (…) …) AS g`, then `WHERE g = 'x'`), and for a category compared in a
+/// subquery with anything but a public table's key as it is (`ethnicity IN (SELECT column1
+/// FROM (VALUES ('A'), ('D')))`, `ethnicity IN (SELECT CASE practice_code WHEN … THEN 'A'
+/// … END FROM practices)`), neither of which is read by class. (Filters on a value a projection
 /// computes from a category are checked where they are measured, once written out where
 /// they can be: [`LowEffect::edge_values`].)
 pub(crate) fn category_keys(plan: &LogicalPlan) -> Result<(), RewriteError> {
@@ -6579,14 +6585,18 @@ pub(crate) fn category_keys(plan: &LogicalPlan) -> Result<(), RewriteError> {
                     .iter()
                     .any(|c| category_aggregate(input, c));
                 f.predicate.apply(|e| {
+                    // Only a public table's key as it is (`practice_code IN (SELECT
+                    // practice_code FROM practices WHERE …)`, measured as a join to it):
+                    // not values of the query's own, nor values computed from a public
+                    // table (`CASE practice_code WHEN … THEN 'A' …`, `practice_code || ''`).
                     if let Expr::InSubquery(InSubquery { expr, subquery, .. }) = e
                         && expr.column_refs().iter().any(|c| classed(input, c))
-                        && !subquery
-                            .subquery
-                            .exists(|p| Ok(matches!(p, LogicalPlan::TableScan(_))))
-                            .unwrap_or(true)
                     {
-                        listed_below = true;
+                        let sub = subquery.subquery.as_ref();
+                        let column = sub.schema().columns().into_iter().next();
+                        if column.is_none_or(|c| public_key(sub, &c).is_none()) {
+                            listed_below = true;
+                        }
                     }
                     Ok(TreeNodeRecursion::Continue)
                 })?;

@@ -2792,6 +2792,13 @@ async fn a_list_of_categories_where_it_cannot_be_read_by_class_is_refused() {
             "{count}patient_id IN (SELECT patient_id FROM patients \
              WHERE ethnicity = (O) OR sex = 'Q')"
         ),
+        // … and by the second review: a list of the query's own beside a public table
+        // in a subquery (any subquery but a public table's key as it is).
+        format!(
+            "SELECT COUNT(*) FROM patients p WHERE p.practice_code = '{PRACTICE}' \
+             AND p.ethnicity IN (SELECT v.column1 FROM (VALUES (L)) v \
+             CROSS JOIN practices k WHERE k.practice_code = '{PRACTICE}')"
+        ),
         format!(
             "SELECT p.ethnicity IN (SELECT 1) AS g, COUNT(*) FROM patients p \
              CROSS JOIN (SELECT (K)) k WHERE p.practice_code = '{PRACTICE}' GROUP BY 1"
@@ -2880,6 +2887,23 @@ async fn a_list_of_categories_where_it_cannot_be_read_by_class_is_refused() {
     };
     let with_x: Vec<&str> = LISTED.iter().copied().chain([x.as_str()]).collect();
     let (a, b) = (pair(&quoted(&LISTED)), pair(&quoted(&with_x)));
+    let got = single(&cx, &a).await;
+    assert!(got.is_some(), "{a}");
+    assert_eq!(got, single(&cx, &b).await, "{a}\n{b}");
+    // Through a `SELECT DISTINCT` derived table (the second review: its columns were not
+    // followed to `patients`, so the list was measured as any condition, 235 / 240).
+    let distinct = |l: &str| {
+        format!(
+            "SELECT COUNT(*) FROM (SELECT DISTINCT patient_id, ethnicity, practice_code \
+             FROM patients) t WHERE t.practice_code = '{PRACTICE}' AND t.ethnicity IN ({l})"
+        )
+    };
+    let (a, b) = (distinct(&quoted(&LISTED)), distinct(&quoted(&with_x)));
+    assert_ne!(
+        unprotected(&cx, &a).await,
+        unprotected(&cx, &b).await,
+        "{a}\n{b}"
+    );
     let got = single(&cx, &a).await;
     assert!(got.is_some(), "{a}");
     assert_eq!(got, single(&cx, &b).await, "{a}\n{b}");
