@@ -89,7 +89,7 @@
 //! with an `AND` branch beside one, an `OR` in a cohort subquery, a `CASE`, a category
 //! computed in a derived table, an inner aggregation whose cells split its classes. So is
 //! a grouping key computed from a category with values of the analyst's
-//! ([`category_keys`]: `CASE WHEN ethnicity IN (…)`). See the rewrite design's "Sets of
+//! ([`category_lists`]: `CASE WHEN ethnicity IN (…)`). See the rewrite design's "Sets of
 //! categories".
 //! Grouping keys are otherwise handled by the cell rewrite ([`crate::rewrite`]), which
 //! compares each cell with the cells that have one key fewer.
@@ -6570,7 +6570,7 @@ fn classed(plan: &LogicalPlan, c: &Column) -> bool {
 /// … END FROM practices)`), neither of which is read by class. (Filters on a value a projection
 /// computes from a category are checked where they are measured, once written out where
 /// they can be: [`LowEffect::edge_values`].)
-pub(crate) fn category_keys(plan: &LogicalPlan) -> Result<(), RewriteError> {
+pub(crate) fn category_lists(plan: &LogicalPlan) -> Result<(), RewriteError> {
     let mut mapped = false;
     let mut listed_below = false;
     plan.apply_with_subqueries(|n| {

@@ -161,7 +161,7 @@ pub async fn protect_counted(
     }
 
     if low_effect == LowEffect::Detect {
-        crate::low_effect::category_keys(&plan)?;
+        crate::low_effect::category_lists(&plan)?;
     }
     let counter = Arc::new(AtomicU64::new(0));
     let udfs = Udfs::new(params, &counter, &person_keys);
