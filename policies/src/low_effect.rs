@@ -44,7 +44,13 @@
 //! low-effect in its cell. Masks rather than single conditions make chained conditions on
 //! different columns (`a <> x AND b <> y`, both excluding the same person) count as one.
 //! An `OR` node drops the persons only some of its branches let in only where it has a
-//! large effect of its own in its parent (see [`Formula::neutralised`]).
+//! large effect of its own in its parent (see [`Formula::neutralised`]). An `AND` lets a
+//! row in by the mask it would have if the `OR`s that pass it weakly (through branches
+//! whose removal changes few persons' fate) failed it, a mask the side plan asks about
+//! though it may be no one's ([`Formula::as_if_failing`], [`Formula::asked_keys`]); an
+//! `AND` below another node, only where the `OR`s beside its way pass robustly
+//! ([`Formula::decides_robustly`]). An `OR` in a cohort subquery, and merged groups that
+//! hold a disjunction, are not yet judged so.
 //!
 //! A cohort selection (`patient_id IN (SELECT patient_id …)`, also `NOT IN`, `DISTINCT`,
 //! `GROUP BY patient_id`) is joined to the rows with the subquery's own conditions lifted
@@ -156,6 +162,12 @@ use crate::rewrite::{RewriteError, aggregate_per_set, set_bit, with_windows};
 const MAX_CHILDREN: usize = 48;
 /// Bits of a mask inside a (node id, mask) key.
 const MASK_BITS: i64 = 48;
+/// The flag of a key that is only asked about, counting no one ([`Formula::asked_keys`]):
+/// above every node id (ids are below [`MAX_NODES`], so keys below `1 << 62`).
+const ASKED: i64 = 1 << 62;
+/// `OR` children of one `AND` node at most: every combination of them failing a row is
+/// asked about ([`Formula::asked_keys`]), and more are refused.
+const ASKED_ORS: usize = 3;
 /// Bits of a person's set of fail masks in [`LowEffect::apply_sets`] (one `Int64`, bit `m`
 /// for mask `m`).
 const MASK_SET_BITS: i64 = 64;
@@ -481,23 +493,105 @@ impl Formula {
         sum.unwrap_or(lit(0i64))
     }
 
-    /// `(id << 48) + mask` when node `id` decides whether the row is kept and its mask is
-    /// not empty; NULL otherwise.
-    fn key(&self, id: usize) -> Expr {
-        let decides = if id == 0 {
+    /// Whether node `id` decides whether the row is kept (as written).
+    fn decides(&self, id: usize) -> Expr {
+        if id == 0 {
             lit(true)
         } else {
             Expr::IsTrue(Box::new(self.value(0, Some((id, true))))).and(Expr::Not(Box::new(
                 Expr::IsTrue(Box::new(self.value(0, Some((id, false))))),
             )))
-        };
+        }
+    }
+
+    /// `(id << 48) + mask` when node `id` decides whether the row is kept and its mask is
+    /// not empty; NULL otherwise.
+    fn key(&self, id: usize) -> Expr {
         let mask = self.mask(id);
         when(
-            decides.and(mask.clone().not_eq(lit(0i64))),
+            self.decides(id).and(mask.clone().not_eq(lit(0i64))),
             lit((id as i64) << MASK_BITS) + mask,
         )
         .end()
         .expect("CASE")
+    }
+
+    /// The positions of the `OR` children of node `id` (none unless it is an `AND`), with
+    /// its chunks (`AND` children of more than [`MAX_CHILDREN`] children) that hold `OR`s.
+    fn or_children(&self, id: usize) -> Vec<usize> {
+        let n = &self.nodes[id];
+        if !n.and {
+            return Vec::new();
+        }
+        n.children
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| match c {
+                Child::Node(j) => !self.nodes[*j].and || !self.or_children(*j).is_empty(),
+                _ => false,
+            })
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// The combinations of `OR` children of node `id` that [`Formula::asked_keys`] asks
+    /// about, as bit sets: every non-empty one (a node has at most [`ASKED_ORS`] `OR`
+    /// children: [`LowEffect::neutralise`] refuses more).
+    fn asked_combinations(&self, id: usize) -> Vec<i64> {
+        let ors = self.or_children(id);
+        (1..(1usize << ors.len()))
+            .map(|pick| {
+                ors.iter()
+                    .enumerate()
+                    .filter(|(b, _)| pick >> b & 1 == 1)
+                    .map(|(_, i)| 1i64 << i)
+                    .sum()
+            })
+            .collect()
+    }
+
+    /// The keys asked about for a row, flagged [`ASKED`]: of `AND` node `id` where it fails
+    /// the row, its mask with `OR` children that pass it failing too, each combination of
+    /// [`Formula::asked_combinations`]; of `OR` node `id` where it passes the row but does
+    /// not decide it, its pass mask. They count no one ([`LowEffect::deciding`]), so the
+    /// measurement says whether the mask the row would have if those `OR`s failed it is
+    /// low-effect, which [`Formula::neutralised`] reads where an `OR` passes the row only
+    /// through branches that let in few persons, and whether an `OR`'s pass mask is
+    /// ([`Formula::robust`]).
+    fn asked_keys(&self, id: usize) -> Vec<Expr> {
+        let n = &self.nodes[id];
+        if !n.and {
+            // An `OR`'s pass mask where it passes the row but does not decide it.
+            let mask = self.mask(id);
+            return vec![
+                when(
+                    Expr::Not(Box::new(self.decides(id))).and(mask.clone().not_eq(lit(0i64))),
+                    lit(ASKED | ((id as i64) << MASK_BITS)) + mask,
+                )
+                .end()
+                .expect("CASE"),
+            ];
+        }
+        self.asked_combinations(id)
+            .into_iter()
+            .map(|bits| {
+                let passing = conjunction(
+                    (0..n.children.len())
+                        .filter(|i| bits >> i & 1 == 1)
+                        .map(|i| Expr::IsTrue(Box::new(self.child_value(&n.children[i])))),
+                )
+                .unwrap_or(lit(true));
+                let mask = self.mask(id);
+                when(
+                    self.decides(id)
+                        .and(mask.clone().not_eq(lit(0i64)))
+                        .and(passing),
+                    lit(ASKED | ((id as i64) << MASK_BITS) | bits) + mask,
+                )
+                .end()
+                .expect("CASE")
+            })
+            .collect()
     }
 
     /// Whether node `id`'s low-effect masks in a cell are listed as one bit set (an `Int64`,
@@ -549,7 +643,9 @@ impl Formula {
     /// The filter with low-effect masks neutralised: node `id` is its neutral value where
     /// the cell's passing persons would be released (`pass`), the row's mask is in the cell's
     /// low-effect list `lists[id]`, none of the mask's children has a large effect on its
-    /// own (`large[id]`, a bit set), and `gate` (if any) holds.
+    /// own (`large[id]`, a bit set), and `gate` (if any) holds. An `AND` judges a row by its
+    /// mask with the `OR`s that pass it only weakly counted as failing
+    /// ([`Formula::as_if_failing`]).
     ///
     /// An `OR` node's gate is that it has a large effect of its own in its parent `AND` (the
     /// persons it alone leaves out). Where it has not, it is a condition that leaves out
@@ -557,8 +653,13 @@ impl Formula {
     /// branches let in would then apply the other branches instead: `practice_code = … AND
     /// (birth_month <> x OR sex <> 'M')` left out the practice's few men when nobody was
     /// born in `x` and kept them when a man was (session 25), a presence oracle.
+    fn neutralised(&self, id: usize, pass: &str, lists: &[String], large: &[String]) -> Expr {
+        self.neutralised_at(id, pass, lists, large, None)
+    }
+
+    /// [`Formula::neutralised`] of node `id` under `gate`.
     #[recursive::recursive]
-    fn neutralised(
+    fn neutralised_at(
         &self,
         id: usize,
         pass: &str,
@@ -576,22 +677,11 @@ impl Formula {
                 // A chunk of this node (one with more than `MAX_CHILDREN` children) has its
                 // gate; an `OR` below an `AND` is gated by its own effect there.
                 Child::Node(j) if self.nodes[*j].and == n.and => {
-                    self.neutralised(*j, pass, lists, large, gate.clone())
+                    self.neutralised_at(*j, pass, lists, large, gate.clone())
                 }
                 Child::Node(j) => {
-                    let large_alone = n.and.then(|| {
-                        binary_expr(
-                            binary_expr(
-                                coalesce(vec![atom(&large[id]), lit(0i64)]),
-                                Operator::BitwiseShiftRight,
-                                lit(i as i64),
-                            ),
-                            Operator::BitwiseAnd,
-                            lit(1i64),
-                        )
-                        .eq(lit(1i64))
-                    });
-                    self.neutralised(*j, pass, lists, large, large_alone)
+                    let large_alone = n.and.then(|| bit_set(&large[id], i));
+                    self.neutralised_at(*j, pass, lists, large, large_alone)
                 }
                 Child::Atom(a) => atom(a),
                 Child::Group(e) => e.clone(),
@@ -610,20 +700,30 @@ impl Formula {
             });
         }
         let mask = mask.unwrap_or(lit(0i64));
+        let judged = if n.and {
+            self.as_if_failing(id, mask.clone(), lists)
+        } else {
+            mask.clone()
+        };
         let inner = if n.and {
             conjunction(children).unwrap_or(lit(true))
         } else {
             disjunction(children).unwrap_or(lit(false))
         };
         let alone = binary_expr(
-            mask.clone(),
+            judged.clone(),
             Operator::BitwiseAnd,
             coalesce(vec![atom(&large[id]), lit(0i64)]),
         )
         .eq(lit(0i64));
         let mut neutral = atom(pass)
-            .and(self.listed(id, &lists[id], mask.clone()))
+            .and(self.listed(id, &lists[id], judged))
             .and(alone.clone());
+        if n.and && id != 0 {
+            // An `AND` below another node lets a row in only where it decides the row
+            // whatever a weak `OR` elsewhere says (see [`Formula::decides_robustly`]).
+            neutral = neutral.and(self.decides_robustly(id, lists));
+        }
         if let Some(gate) = gate {
             if !n.and {
                 // A row that no branch lets in as written, but one does once a low-effect
@@ -651,6 +751,162 @@ impl Formula {
             .otherwise(inner)
             .expect("CASE with an ELSE")
     }
+
+    /// Whether node `id` passes the row robustly, as written: an `OR` where its pass mask is
+    /// not low-effect in the cell (`lists`: removing the branches it passes would change
+    /// the fate of many persons where the `OR` decides; where it does not decide, the mask
+    /// is asked about, [`Formula::asked_keys`]) and one of those branches is an atom or a
+    /// group or passes robustly; an `AND` where every `OR` child that passes it does so
+    /// robustly. As written rather than as neutralised: the expressions stay small (a
+    /// node's neutralised value holds its children's several times), and the keys asked
+    /// about are of `OR`s that pass as written. (Branches with a large effect alone,
+    /// `large`, were the first measure: an `OR` whose persons all pass two branches has
+    /// none, and every row then passed it weakly.)
+    ///
+    /// A row that fails an `AND` is decided by its failing children: an `OR` beside them
+    /// that passes it was never measured there, and can pass it through a branch that lets
+    /// in one person, which changes the row's mask. `practice_code = 'X20001' AND
+    /// (practice_code = 'X20001' OR sex = 'I')` left out the few persons of sex `I` of other
+    /// practices alone, a low effect, and neutralised it let them in through the `OR`'s
+    /// branch `sex = 'I'`, which lets in no one else; without that branch they failed both
+    /// children with everyone else of other practices. The answer (35 against 30 with `sex
+    /// = 'Q'`) said whether such a person exists (session 39). So the `AND` judges such a
+    /// row by the mask it would have if those `OR`s failed it ([`Formula::as_if_failing`]).
+    #[recursive::recursive]
+    fn robust(&self, id: usize, lists: &[String]) -> Expr {
+        let n = &self.nodes[id];
+        let nodes = n.children.iter().enumerate().filter_map(|(i, c)| match c {
+            Child::Node(j) => Some((i, *j)),
+            _ => None,
+        });
+        if n.and {
+            // (A chunk of it, an `AND` too, passes robustly where its `OR`s do.)
+            return conjunction(nodes.map(|(_, j)| {
+                Expr::Not(Box::new(Expr::IsTrue(Box::new(self.value(j, None)))))
+                    .or(self.robust(j, lists))
+            }))
+            .unwrap_or(lit(true));
+        }
+        // Through the branches it passes, which many persons pass through (their mask is
+        // not low-effect: asked about where the `OR` does not decide), and of which an atom
+        // or group, or a node that passes robustly.
+        let passed = self.mask(id);
+        let leaves: i64 = n
+            .children
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| !matches!(c, Child::Node(_)))
+            .map(|(i, _)| 1i64 << i)
+            .sum();
+        let through_leaf =
+            binary_expr(passed.clone(), Operator::BitwiseAnd, lit(leaves)).not_eq(lit(0i64));
+        let through_nodes = nodes
+            .map(|(_, j)| Expr::IsTrue(Box::new(self.value(j, None))).and(self.robust(j, lists)));
+        let through =
+            disjunction(std::iter::once(through_leaf).chain(through_nodes)).expect("a part");
+        // (A cell with no list of the `OR`'s has no low-effect mask of it.)
+        Expr::Not(Box::new(Expr::IsTrue(Box::new(
+            self.listed(id, &lists[id], passed),
+        ))))
+        .and(through)
+    }
+
+    /// Whether node `id` decides the row (as written) with every `OR` outside it and above
+    /// it taken as passing only where it passes robustly ([`Formula::robust`]).
+    ///
+    /// An `AND` inside an `OR` (or a chunk of the root) decides a row only where the rest
+    /// of the formula passes it, and an `OR` of the rest can pass it through a branch that
+    /// lets in one person: `(practice_code = 'X20001' OR sex = 'I') AND (sex = 'Q' OR
+    /// (practice_code = 'X20001' AND death_month IS NULL))` let in the persons of sex `I`
+    /// of other practices, whose mask of the inner `AND` (the practice) was low-effect
+    /// because the first `OR` passed them alone (35 against 30 with `sex = 'Q'`; the
+    /// session 39 review). Without that branch the inner `AND` does not decide them, and
+    /// nothing lets them in; so it neutralises nothing where it decides only through it.
+    /// (Dropping a row, as an `OR` does, is what the row gets without the branch too.)
+    fn decides_robustly(&self, id: usize, lists: &[String]) -> Expr {
+        let mut beside = Vec::new();
+        self.conjoined_ors(0, id, &mut beside);
+        conjunction(beside.into_iter().map(|k| {
+            Expr::Not(Box::new(Expr::IsTrue(Box::new(self.value(k, None)))))
+                .or(self.robust(k, lists))
+        }))
+        .unwrap_or(lit(true))
+    }
+
+    /// The `OR`s (and chunks holding them) that must pass a row for node `id` to decide it,
+    /// below node `at`: the `OR` children of the `AND`s on the way from `at` to `id` that
+    /// are not on it. (An `OR` beside the way in another `OR` must fail the row for `id`
+    /// to decide it, and how it passes does not matter.)
+    #[recursive::recursive]
+    fn conjoined_ors(&self, at: usize, id: usize, out: &mut Vec<usize>) {
+        if at == id {
+            return;
+        }
+        let n = &self.nodes[at];
+        let beside = self.or_children(at);
+        for (i, c) in n.children.iter().enumerate() {
+            let Child::Node(k) = c else { continue };
+            if self.holds(*k, id) {
+                self.conjoined_ors(*k, id, out);
+            } else if beside.contains(&i) {
+                out.push(*k);
+            }
+        }
+    }
+
+    /// Whether node `id` is node `at` or below it.
+    #[recursive::recursive]
+    fn holds(&self, at: usize, id: usize) -> bool {
+        at == id
+            || self.nodes[at]
+                .children
+                .iter()
+                .any(|c| matches!(c, Child::Node(j) if self.holds(*j, id)))
+    }
+
+    /// The mask by which `AND` node `id` judges a row whose mask is `mask` (as
+    /// neutralised): with the `OR` children that pass it as written but not robustly
+    /// ([`Formula::robust`]) counted as failing, one of the combinations asked about by
+    /// [`Formula::asked_keys`]. Where every `OR` that passes is robust, the mask itself.
+    ///
+    /// Judged so, the row's fate does not depend on a branch that lets in few persons:
+    /// without the branch the row has that mask. A row left out by a low-effect condition
+    /// beside an `OR` that passes it through such a branch, while the `OR` itself leaves
+    /// out few persons of the cell (`(sex = 'F' OR e.numeric_value = 43) AND
+    /// e.numeric_value <> 43`), is still let in: the mask with the `OR` failing is
+    /// low-effect too (no one has it, and its parts are few).
+    fn as_if_failing(&self, id: usize, mask: Expr, lists: &[String]) -> Expr {
+        let n = &self.nodes[id];
+        let weak = self.or_children(id).into_iter().map(|i| {
+            let Child::Node(j) = &n.children[i] else {
+                unreachable!("an OR child or a chunk is a node")
+            };
+            let weak = Expr::IsTrue(Box::new(self.value(*j, None)))
+                .and(Expr::Not(Box::new(self.robust(*j, lists))));
+            when(weak, lit(1i64 << i))
+                .otherwise(lit(0i64))
+                .expect("CASE with an ELSE")
+        });
+        match weak.reduce(|a, b| a + b) {
+            // (An `OR` that fails as neutralised is in the mask already.)
+            Some(weak) => binary_expr(mask, Operator::BitwiseOr, weak),
+            None => mask,
+        }
+    }
+}
+
+/// Whether bit `i` of the bit set column `set` (NULL: empty) is set.
+fn bit_set(set: &str, i: usize) -> Expr {
+    binary_expr(
+        binary_expr(
+            coalesce(vec![atom(set), lit(0i64)]),
+            Operator::BitwiseShiftRight,
+            lit(i as i64),
+        ),
+        Operator::BitwiseAnd,
+        lit(1i64),
+    )
+    .eq(lit(1i64))
 }
 
 /// Per person (and cell): whether any row passes (`has_pass`), and the fail masks of the
@@ -3193,7 +3449,7 @@ impl<'a> LowEffect<'a> {
             )?
             .build()?;
         let (joined, listed) = self.row_lists(joined, &formula, &lists, unit)?;
-        let keep = formula.neutralised(0, &pass, &listed, &larges, None);
+        let keep = formula.neutralised(0, &pass, &listed, &larges);
         let filtered = LogicalPlanBuilder::from(joined)
             .filter(keep)?
             .project(columns_of(&out_schema))?
@@ -3771,9 +4027,25 @@ impl<'a> LowEffect<'a> {
         };
         let mut group = cells.to_vec();
         group.push(atom(ks));
-        let (decided, key) = (self.name("decided"), self.name("pk"));
-        let mut exprs = columns_of(windowed.schema());
-        exprs.push(decides.alias(&decided));
+        let (decided, key, counted) = (self.name("decided"), self.name("pk"), self.name("ck"));
+        // A key only asked about ([`Formula::asked_keys`]) is grouped as the key it asks
+        // about and counts no one.
+        let asked = binary_expr(atom(ks), Operator::BitwiseAnd, lit(ASKED)).not_eq(lit(0i64));
+        let mut exprs: Vec<Expr> = columns_of(windowed.schema())
+            .into_iter()
+            .map(|c| match &c {
+                Expr::Column(col) if col.name == ks => {
+                    binary_expr(c, Operator::BitwiseAnd, lit(!ASKED)).alias(ks)
+                }
+                _ => c,
+            })
+            .collect();
+        exprs.push(
+            decides
+                .and(Expr::Not(Box::new(asked.clone())))
+                .alias(&decided),
+        );
+        exprs.push(Expr::Not(Box::new(asked)).alias(&counted));
         // Each row's person key once, for both sums.
         exprs.push(self.person_key.call(vec![atom(u)]).alias(&key));
         Ok(LogicalPlanBuilder::from(windowed)
@@ -3787,8 +4059,15 @@ impl<'a> LowEffect<'a> {
                         lit(0i64),
                     ])
                     .alias(kk),
-                    count(lit(1i64)).alias(&fates.t),
-                    sum(atom(&key)).alias(&fates.tk),
+                    count(lit(1i64))
+                        .filter(atom(&counted))
+                        .build()?
+                        .alias(&fates.t),
+                    coalesce(vec![
+                        sum(atom(&key)).filter(atom(&counted)).build()?,
+                        lit(0i64),
+                    ])
+                    .alias(&fates.tk),
                     ids_upto(cast(atom(u), DataType::Int64), self.ceiling)
                         .filter(atom(&decided))
                         .build()?
@@ -3964,6 +4243,12 @@ impl<'a> LowEffect<'a> {
                 "conditions with more than {MAX_NODES} AND/OR groups"
             )));
         }
+        if (0..nodes).any(|j| formula.or_children(j).len() > ASKED_ORS) {
+            return Err(RewriteError::Unsupported(format!(
+                "more than {ASKED_ORS} OR conditions side by side in one AND (rule 7 measures \
+                 each combination of them; combine some, or ask in parts)"
+            )));
+        }
 
         // The side plan: per cell, the low-effect masks of every node.
         let g: Vec<String> = cells.iter().map(|_| self.name("dg")).collect();
@@ -3989,6 +4274,15 @@ impl<'a> LowEffect<'a> {
             .collect();
         first.push(unit.clone().alias(&u));
         first.extend((0..nodes).map(|j| formula.key(j).alias(&k[j])));
+        // The masks asked about where an `OR` passes a failing row (counting no one).
+        let mut asked = Vec::new();
+        for j in 0..nodes {
+            for key in formula.asked_keys(j) {
+                let name = self.name("ak");
+                first.push(key.alias(&name));
+                asked.push(name);
+            }
+        }
         // Rows that pass the filter, keyed by the pseudo-node `nodes`.
         let pass_key = (nodes as i64) << MASK_BITS;
         first.push(
@@ -3999,7 +4293,7 @@ impl<'a> LowEffect<'a> {
             .end()?
             .alias(&k_pass),
         );
-        let all_keys: Vec<&String> = k.iter().chain([&k_pass]).collect();
+        let all_keys: Vec<&String> = k.iter().chain(&asked).chain([&k_pass]).collect();
         let mut keyed = g_cols();
         keyed.push(atom(&u));
         keyed
@@ -4134,7 +4428,7 @@ impl<'a> LowEffect<'a> {
             )?
             .build()?;
         let (joined, listed) = self.row_lists(joined, &formula, &lists, unit)?;
-        let keep = formula.neutralised(0, &pass, &listed, &large, None);
+        let keep = formula.neutralised(0, &pass, &listed, &large);
         let out = LogicalPlanBuilder::from(joined)
             .filter(keep)?
             .project(columns_of(&schema))?
@@ -7629,5 +7923,31 @@ mod tests {
             .and_then(|b| b.build())
             .expect("a projection");
         assert!(category_mapped(&derived, &col("g")));
+    }
+
+    /// An `AND` with `OR` children asks about every combination of them failing, each once;
+    /// an `OR` about its pass mask.
+    #[test]
+    fn an_and_asks_about_each_combination_of_its_ors_failing() {
+        let atom = |a: &str| Cond::Atom(a.to_string());
+        let or = |a: &str, b: &str| Cond::Or(vec![atom(a), atom(b)]);
+        let formula = Formula::new(Cond::And(vec![
+            atom("a"),
+            or("b", "c"),
+            atom("d"),
+            or("e", "f"),
+        ]));
+        assert_eq!(formula.or_children(0), vec![1, 3]);
+        let mut asked = formula.asked_combinations(0);
+        asked.sort_unstable();
+        assert_eq!(asked, vec![0b0010, 0b1000, 0b1010]);
+        assert_eq!(formula.asked_keys(0).len(), 3);
+        for j in 1..formula.nodes.len() {
+            assert!(!formula.nodes[j].and);
+            assert!(formula.asked_combinations(j).is_empty());
+            assert_eq!(formula.asked_keys(j).len(), 1, "an OR's pass mask");
+        }
+        let plain = Formula::new(Cond::And(vec![atom("a"), atom("b")]));
+        assert!(plain.asked_keys(0).is_empty());
     }
 }
