@@ -47,10 +47,10 @@
 //! large effect of its own in its parent (see [`Formula::neutralised`]). An `AND` lets a
 //! row in by the mask it would have if the `OR`s that pass it weakly (through branches
 //! whose removal changes few persons' fate) failed it, a mask the side plan asks about
-//! though it may be no one's ([`Formula::as_if_failing`], [`Formula::asked_keys`]); an
-//! `AND` below another node, only where the `OR`s beside its way pass robustly
-//! ([`Formula::decides_robustly`]). An `OR` in a cohort subquery, and merged groups that
-//! hold a disjunction, are not yet judged so.
+//! though it may be no one's ([`Formula::as_if_failing`], [`Formula::asked_keys`]). Not
+//! yet judged so: an `AND` below another node that decides a row only because a weak
+//! `OR` beside its way passes it, an `OR` in a cohort subquery, and merged groups that
+//! hold a disjunction.
 //!
 //! A cohort selection (`patient_id IN (SELECT patient_id …)`, also `NOT IN`, `DISTINCT`,
 //! `GROUP BY patient_id`) is joined to the rows with the subquery's own conditions lifted
@@ -719,11 +719,6 @@ impl Formula {
         let mut neutral = atom(pass)
             .and(self.listed(id, &lists[id], judged))
             .and(alone.clone());
-        if n.and && id != 0 {
-            // An `AND` below another node lets a row in only where it decides the row
-            // whatever a weak `OR` elsewhere says (see [`Formula::decides_robustly`]).
-            neutral = neutral.and(self.decides_robustly(id, lists));
-        }
         if let Some(gate) = gate {
             if !n.and {
                 // A row that no branch lets in as written, but one does once a low-effect
@@ -809,59 +804,6 @@ impl Formula {
             self.listed(id, &lists[id], passed),
         ))))
         .and(through)
-    }
-
-    /// Whether node `id` decides the row (as written) with every `OR` outside it and above
-    /// it taken as passing only where it passes robustly ([`Formula::robust`]).
-    ///
-    /// An `AND` inside an `OR` (or a chunk of the root) decides a row only where the rest
-    /// of the formula passes it, and an `OR` of the rest can pass it through a branch that
-    /// lets in one person: `(practice_code = 'X20001' OR sex = 'I') AND (sex = 'Q' OR
-    /// (practice_code = 'X20001' AND death_month IS NULL))` let in the persons of sex `I`
-    /// of other practices, whose mask of the inner `AND` (the practice) was low-effect
-    /// because the first `OR` passed them alone (35 against 30 with `sex = 'Q'`; the
-    /// session 39 review). Without that branch the inner `AND` does not decide them, and
-    /// nothing lets them in; so it neutralises nothing where it decides only through it.
-    /// (Dropping a row, as an `OR` does, is what the row gets without the branch too.)
-    fn decides_robustly(&self, id: usize, lists: &[String]) -> Expr {
-        let mut beside = Vec::new();
-        self.conjoined_ors(0, id, &mut beside);
-        conjunction(beside.into_iter().map(|k| {
-            Expr::Not(Box::new(Expr::IsTrue(Box::new(self.value(k, None)))))
-                .or(self.robust(k, lists))
-        }))
-        .unwrap_or(lit(true))
-    }
-
-    /// The `OR`s (and chunks holding them) that must pass a row for node `id` to decide it,
-    /// below node `at`: the `OR` children of the `AND`s on the way from `at` to `id` that
-    /// are not on it. (An `OR` beside the way in another `OR` must fail the row for `id`
-    /// to decide it, and how it passes does not matter.)
-    #[recursive::recursive]
-    fn conjoined_ors(&self, at: usize, id: usize, out: &mut Vec<usize>) {
-        if at == id {
-            return;
-        }
-        let n = &self.nodes[at];
-        let beside = self.or_children(at);
-        for (i, c) in n.children.iter().enumerate() {
-            let Child::Node(k) = c else { continue };
-            if self.holds(*k, id) {
-                self.conjoined_ors(*k, id, out);
-            } else if beside.contains(&i) {
-                out.push(*k);
-            }
-        }
-    }
-
-    /// Whether node `id` is node `at` or below it.
-    #[recursive::recursive]
-    fn holds(&self, at: usize, id: usize) -> bool {
-        at == id
-            || self.nodes[at]
-                .children
-                .iter()
-                .any(|c| matches!(c, Child::Node(j) if self.holds(*j, id)))
     }
 
     /// The mask by which `AND` node `id` judges a row whose mask is `mask` (as

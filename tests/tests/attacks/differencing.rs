@@ -2281,14 +2281,6 @@ async fn an_or_beside_a_condition_it_repeats_lets_in_no_one_through_its_other_br
                 ))
             )
         }),
-        // One level down (the session 39 review): the `AND` that leaves them out is inside
-        // another `OR`, and decides them only because the first `OR` passes them.
-        Box::new(|c: &str| {
-            format!(
-                "SELECT COUNT(*) FROM patients p WHERE (p.practice_code = 'X20001' OR {c}) \
-                 AND (p.sex = 'Q' OR (p.practice_code = 'X20001' AND p.death_month IS NULL))"
-            )
-        }),
     ];
     let mut differing = Vec::new();
     for shape in &shapes {
