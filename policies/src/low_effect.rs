@@ -572,6 +572,7 @@ impl Formula {
                 .expect("CASE"),
             ];
         }
+        let (mask, decides) = (self.mask(id), self.decides(id));
         self.asked_combinations(id)
             .into_iter()
             .map(|bits| {
@@ -581,12 +582,12 @@ impl Formula {
                         .map(|i| Expr::IsTrue(Box::new(self.child_value(&n.children[i])))),
                 )
                 .unwrap_or(lit(true));
-                let mask = self.mask(id);
                 when(
-                    self.decides(id)
+                    decides
+                        .clone()
                         .and(mask.clone().not_eq(lit(0i64)))
                         .and(passing),
-                    lit(ASKED | ((id as i64) << MASK_BITS) | bits) + mask,
+                    lit(ASKED | ((id as i64) << MASK_BITS) | bits) + mask.clone(),
                 )
                 .end()
                 .expect("CASE")
@@ -616,16 +617,7 @@ impl Formula {
     /// cell: see [`Formula::listed_as_bits`]).
     fn listed(&self, id: usize, list: &str, mask: Expr) -> Expr {
         if self.listed_as_bits(id) {
-            binary_expr(
-                binary_expr(
-                    coalesce(vec![atom(list), lit(0i64)]),
-                    Operator::BitwiseShiftRight,
-                    mask,
-                ),
-                Operator::BitwiseAnd,
-                lit(1i64),
-            )
-            .eq(lit(1i64))
+            bit_set(list, mask)
         } else {
             array_has(atom(list), mask)
         }
@@ -680,7 +672,7 @@ impl Formula {
                     self.neutralised_at(*j, pass, lists, large, gate.clone())
                 }
                 Child::Node(j) => {
-                    let large_alone = n.and.then(|| bit_set(&large[id], i));
+                    let large_alone = n.and.then(|| bit_set(&large[id], lit(i as i64)));
                     self.neutralised_at(*j, pass, lists, large, large_alone)
                 }
                 Child::Atom(a) => atom(a),
@@ -837,13 +829,13 @@ impl Formula {
     }
 }
 
-/// Whether bit `i` of the bit set column `set` (NULL: empty) is set.
-fn bit_set(set: &str, i: usize) -> Expr {
+/// Whether bit `bit` of the bit set column `set` (NULL: empty) is set.
+fn bit_set(set: &str, bit: Expr) -> Expr {
     binary_expr(
         binary_expr(
             coalesce(vec![atom(set), lit(0i64)]),
             Operator::BitwiseShiftRight,
-            lit(i as i64),
+            bit,
         ),
         Operator::BitwiseAnd,
         lit(1i64),
@@ -3941,6 +3933,7 @@ impl<'a> LowEffect<'a> {
         [n, kk]: [&str; 2],
         fates: &Fates,
         one_row: bool,
+        asked: bool,
     ) -> Result<LogicalPlan, RewriteError> {
         let (windowed, decides) = if one_row {
             (per_person, lit(true))
@@ -3969,27 +3962,35 @@ impl<'a> LowEffect<'a> {
         };
         let mut group = cells.to_vec();
         group.push(atom(ks));
-        let (decided, key, counted) = (self.name("decided"), self.name("pk"), self.name("ck"));
-        // A key only asked about ([`Formula::asked_keys`]) is grouped as the key it asks
-        // about and counts no one.
-        let asked = binary_expr(atom(ks), Operator::BitwiseAnd, lit(ASKED)).not_eq(lit(0i64));
-        let mut exprs: Vec<Expr> = columns_of(windowed.schema())
-            .into_iter()
-            .map(|c| match &c {
-                Expr::Column(col) if col.name == ks => {
-                    binary_expr(c, Operator::BitwiseAnd, lit(!ASKED)).alias(ks)
+        let (decided, key) = (self.name("decided"), self.name("pk"));
+        let mut exprs = columns_of(windowed.schema());
+        // With keys only asked about ([`Formula::asked_keys`], `asked`), each is grouped as
+        // the key it asks about and counts no one.
+        let counted = if asked {
+            let counted = self.name("ck");
+            let is_asked =
+                binary_expr(atom(ks), Operator::BitwiseAnd, lit(ASKED)).not_eq(lit(0i64));
+            for e in &mut exprs {
+                if matches!(e, Expr::Column(c) if c.name == ks) {
+                    *e = binary_expr(atom(ks), Operator::BitwiseAnd, lit(!ASKED)).alias(ks);
                 }
-                _ => c,
-            })
-            .collect();
-        exprs.push(
-            decides
-                .and(Expr::Not(Box::new(asked.clone())))
-                .alias(&decided),
-        );
-        exprs.push(Expr::Not(Box::new(asked)).alias(&counted));
+            }
+            exprs.push(Expr::Not(Box::new(is_asked.clone())).alias(&counted));
+            exprs.push(decides.and(Expr::Not(Box::new(is_asked))).alias(&decided));
+            Some(counted)
+        } else {
+            exprs.push(decides.alias(&decided));
+            None
+        };
         // Each row's person key once, for both sums.
         exprs.push(self.person_key.call(vec![atom(u)]).alias(&key));
+        let (touched, touched_keys) = match &counted {
+            Some(c) => (
+                count(lit(1i64)).filter(atom(c)).build()?,
+                coalesce(vec![sum(atom(&key)).filter(atom(c)).build()?, lit(0i64)]),
+            ),
+            None => (count(lit(1i64)), sum(atom(&key))),
+        };
         Ok(LogicalPlanBuilder::from(windowed)
             .project(exprs)?
             .aggregate(
@@ -4001,15 +4002,8 @@ impl<'a> LowEffect<'a> {
                         lit(0i64),
                     ])
                     .alias(kk),
-                    count(lit(1i64))
-                        .filter(atom(&counted))
-                        .build()?
-                        .alias(&fates.t),
-                    coalesce(vec![
-                        sum(atom(&key)).filter(atom(&counted)).build()?,
-                        lit(0i64),
-                    ])
-                    .alias(&fates.tk),
+                    touched.alias(&fates.t),
+                    touched_keys.alias(&fates.tk),
                     ids_upto(cast(atom(u), DataType::Int64), self.ceiling)
                         .filter(atom(&decided))
                         .build()?
@@ -4310,6 +4304,7 @@ impl<'a> LowEffect<'a> {
             [&n, &kk],
             &fates,
             one_row,
+            !asked.is_empty(),
         )?;
         let low = self.with_subsets(
             low,
