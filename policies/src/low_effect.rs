@@ -47,10 +47,10 @@
 //! large effect of its own in its parent (see [`Formula::neutralised`]). An `AND` lets a
 //! row in by the mask it would have if the `OR`s that pass it weakly (through branches
 //! whose removal changes few persons' fate) failed it, a mask the side plan asks about
-//! though it may be no one's ([`Formula::as_if_failing`], [`Formula::asked_keys`]). Not
-//! yet judged so: an `AND` below another node that decides a row only because a weak
-//! `OR` beside its way passes it, an `OR` in a cohort subquery, and merged groups that
-//! hold a disjunction.
+//! though it may be no one's ([`Formula::as_if_failing`], [`Formula::asked_keys`]). Two
+//! forms that judgement cannot reach are refused: an `OR` with an `AND` branch beside
+//! another `OR` ([`Formula::and_branch_beside_or`]) and an `OR` in a cohort of `patients`
+//! ([`has_or`]). Not yet judged: merged groups that hold a disjunction.
 //!
 //! A cohort selection (`patient_id IN (SELECT patient_id …)`, also `NOT IN`, `DISTINCT`,
 //! `GROUP BY patient_id`) is joined to the rows with the subquery's own conditions lifted
@@ -68,7 +68,8 @@
 //! the persons it decides there ([`LowEffect::snap_edges`]; a cohort subquery carries its
 //! per-person values to the answer's cells: [`LowEffect::cohort_snaps`]). Moving an edge
 //! past a person who is not an anchor then changes no answer. Anchors are taken only from
-//! persons no low-effect `OR` branch can drop ([`LowEffect::or_anchors`]). Values of rows
+//! persons no low-effect `OR` branch can drop ([`LowEffect::or_anchors`]). Where a cell has
+//! no anchor the condition decides, it is false there (a NULL stays NULL). Values of rows
 //! (event dates, readings) are not snapped.
 //!
 //! Sets of categories. Two lists of one category that differ by a value only the target
@@ -532,6 +533,50 @@ impl Formula {
             })
             .map(|(i, _)| i)
             .collect()
+    }
+
+    /// The `OR` nodes side by side in `AND` node `id` (its `OR` children, and those of its
+    /// chunks); none unless it is an `AND`.
+    fn ors_beside(&self, id: usize) -> Vec<usize> {
+        let n = &self.nodes[id];
+        if !n.and {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for c in &n.children {
+            if let Child::Node(j) = c {
+                if self.nodes[*j].and {
+                    out.extend(self.ors_beside(*j));
+                } else {
+                    out.push(*j);
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether `OR` node `id` has an `AND` branch (through its chunks).
+    fn has_and_branch(&self, id: usize) -> bool {
+        self.nodes[id].children.iter().any(|c| match c {
+            Child::Node(j) => self.nodes[*j].and || self.has_and_branch(*j),
+            _ => false,
+        })
+    }
+
+    /// Whether `AND` node `id` holds an `OR` with an `AND` branch beside another `OR`,
+    /// which [`LowEffect::neutralise`] refuses. The branch decides a row only where the
+    /// other `OR` passes it, and an `OR` can pass it through a branch that lets in one
+    /// person: the branch's low-effect masks are then measured over that person, so they
+    /// are ignored for them and let them in, where without the `OR`'s branch nobody had
+    /// those masks and they were kept out. `(practice_code = 'X20001' OR sex = 'I') AND
+    /// (sex = 'Q' OR (practice_code = 'X20001' AND death_month IS NULL))` answered 35
+    /// against 30 with `sex = 'Q'` in the first `OR` (session 40). Judging the row at the
+    /// outer `AND` ([`Formula::as_if_failing`]) cannot mend it: which masks are low is
+    /// decided by the persons measured, and the row's mask without the branch differs in
+    /// a list, not in the row.
+    fn and_branch_beside_or(&self, id: usize) -> bool {
+        let ors = self.ors_beside(id);
+        ors.len() > 1 && ors.iter().any(|&j| self.has_and_branch(j))
     }
 
     /// The combinations of `OR` children of node `id` that [`Formula::asked_keys`] asks
@@ -2058,7 +2103,7 @@ impl<'a> LowEffect<'a> {
     /// with the value *snapped*: replaced, in its cell, by the greatest value at or below it
     /// of an edge anchor ([`crate::output::edge_anchor_keys`]) among the persons whose fate
     /// the atom's condition decides, or by the least such value below all of them; where
-    /// there is no anchor, the condition is not applied (true). Where an `OR` other than
+    /// there is no anchor, the condition is false (a NULL stays NULL). Where an `OR` other than
     /// the candidate's own could drop some of those persons, the anchors come only from its
     /// masks that cannot be dropped ([`edge_stages`], [`LowEffect::or_anchors`]). Atoms on a
     /// per-person category are read by class ("Sets of categories" in the module
@@ -2735,10 +2780,18 @@ impl<'a> LowEffect<'a> {
                         _ => Transformed::no(x),
                     })
                 })?;
-                // Without an anchor, a condition is not applied; a key is read at NULL.
+                // Without an anchor, a condition is what it says far from every value
+                // ([`far_from_anchors`]): a hole (`birth_month <> x`) is not applied, an
+                // edge or an island is false (a NULL stays NULL); a key is read at NULL.
+                // Every condition was not applied until session 40, which released the
+                // cell's other persons as the answer: `birth_month < DATE '1943-01-01' AND
+                // (sex = 'F' OR lsoa IS NULL)`, whose `OR` leaves no anchor that cannot be
+                // dropped, answered 1,285 for 74 persons. The fate still depends on the
+                // anchors and the condition as written alone.
                 let value = match anchorless {
                     Some(none) if edge.key.is_none() => {
-                        when(none, lit(true)).otherwise(at_snapped.data)?
+                        when(none, far_from_anchors(t, of_candidate, &in_schema))
+                            .otherwise(at_snapped.data)?
                     }
                     _ => at_snapped.data,
                 };
@@ -4185,6 +4238,14 @@ impl<'a> LowEffect<'a> {
                  each combination of them; combine some, or ask in parts)"
             )));
         }
+        if (0..nodes).any(|j| formula.and_branch_beside_or(j)) {
+            return Err(RewriteError::Unsupported(
+                "an OR with an AND branch beside another OR in one AND (rule 7 cannot measure \
+                 the branch where only the other OR lets a person reach it): write \
+                 `x OR (y AND z)` as `(x OR y) AND (x OR z)`, or ask in parts"
+                    .to_string(),
+            ));
+        }
 
         // The side plan: per cell, the low-effect masks of every node.
         let g: Vec<String> = cells.iter().map(|_| self.name("dg")).collect();
@@ -5077,6 +5138,15 @@ impl<'a> LowEffect<'a> {
         let snapped = self.cohort_edges(&lifted, &conds)?;
         let by_unit = lifted.schema().field(0).name() == PRIVACY_UNIT;
         let (classes, only_classes) = self.cohort_classes(&conds, by_unit)?;
+        if has_or(&self.canon(Cond::And(conds.clone()))) && reads_only_patients(&lifted) {
+            return Err(RewriteError::Unsupported(
+                "an OR of conditions on different columns of patients inside a cohort \
+                 subquery or per-person aggregation (rule 7 cannot measure its branches \
+                 against the conditions around it): they are the person's own values, so \
+                 join patients and put the OR in the WHERE clause of the query that counts"
+                    .to_string(),
+            ));
+        }
         let y = Expr::Column(Column::from(lifted.schema().qualified_field(0)));
         let (k, m) = (self.name("mk"), self.name("mm"));
         let found = atom(&m).is_not_null();
@@ -7221,6 +7291,119 @@ fn class_or(formula: &Formula, names: &[BTreeSet<String>]) -> Option<usize> {
 /// The atoms and groups of `c` (a canonical condition) whose edges are snapped, each with
 /// whether every node above it is an `AND` (`all_and`: then the rows it decides are those
 /// that pass everything else).
+/// What the atom `template` (over columns of `schema`) says of a value far from every
+/// anchor, where no anchor decides its condition in the cell ([`LowEffect::snap_found`]):
+/// its value where it holds for a value far below and far above all (read at both ends of
+/// the value columns' `values` types): true for a hole (`birth_month <> x`, `NOT
+/// BETWEEN`), which leaves out few persons wherever it is, false for an edge or an island
+/// (and where the ends cannot be read): such a condition keeps no one rather than
+/// everyone. A template that reads other columns too (a cohort's flags) keeps them. A
+/// function of the condition as written alone.
+fn far_from_anchors(
+    template: &Expr,
+    values: &HashMap<String, (String, String, DataType)>,
+    schema: &DFSchemaRef,
+) -> Expr {
+    use datafusion::optimizer::simplify_expressions::{ExprSimplifier, SimplifyContext};
+    let at = |high: bool| -> Option<Expr> {
+        let mut ok = true;
+        let e = template
+            .clone()
+            .transform(|x| {
+                Ok(match &x {
+                    Expr::Column(c) => match values.get(&c.name) {
+                        Some((_, _, t)) => match far_value(t, high) {
+                            Some(v) => Transformed::yes(lit(v)),
+                            None => {
+                                ok = false;
+                                Transformed::no(x)
+                            }
+                        },
+                        None => Transformed::no(x),
+                    },
+                    _ => Transformed::no(x),
+                })
+            })
+            .ok()?
+            .data;
+        ok.then_some(e)
+    };
+    let (Some(low), Some(high)) = (at(false), at(true)) else {
+        return lit(false);
+    };
+    let context = SimplifyContext::builder()
+        .with_schema(Arc::clone(schema))
+        .build();
+    match ExprSimplifier::new(context).simplify(low.and(high)) {
+        Ok(e @ Expr::Literal(..)) => e,
+        // Still reading other columns (a cohort's flags): evaluated per row.
+        Ok(e) if !e.column_refs().iter().any(|c| values.contains_key(&c.name)) => e,
+        _ => lit(false),
+    }
+}
+
+/// A value of type `t` far below (`high` false) or far above every value of a person: the
+/// ends [`far_from_anchors`] reads a condition at, well inside the type's range so that
+/// arithmetic on them does not overflow. `None` for a type without one.
+fn far_value(t: &DataType, high: bool) -> Option<ScalarValue> {
+    let sign: i64 = if high { 1 } else { -1 };
+    Some(match t {
+        DataType::Int8 => ScalarValue::Int8(Some(sign as i8 * 100)),
+        DataType::Int16 => ScalarValue::Int16(Some(sign as i16 * 30_000)),
+        DataType::Int32 => ScalarValue::Int32(Some(sign as i32 * 1_000_000_000)),
+        DataType::Int64 => ScalarValue::Int64(Some(sign * 1_000_000_000_000_000)),
+        DataType::UInt8 => ScalarValue::UInt8(Some(if high { 250 } else { 0 })),
+        DataType::UInt16 => ScalarValue::UInt16(Some(if high { 60_000 } else { 0 })),
+        DataType::UInt32 => ScalarValue::UInt32(Some(if high { 4_000_000_000 } else { 0 })),
+        DataType::UInt64 => ScalarValue::UInt64(Some(if high { 1 << 60 } else { 0 })),
+        DataType::Float32 => ScalarValue::Float32(Some(sign as f32 * 1e30)),
+        DataType::Float64 => ScalarValue::Float64(Some(sign as f64 * 1e300)),
+        // About 2,700 years either side of 1970.
+        DataType::Date32 => ScalarValue::Date32(Some(sign as i32 * 1_000_000)),
+        _ => return None,
+    })
+}
+
+/// Whether `c` (as [`LowEffect::canon`] gives it) has an `OR` node: an `OR` of conditions
+/// on different columns, not one group. [`LowEffect::membership`] refuses one in a cohort
+/// of `patients` ([`reads_only_patients`]): its per-person atoms are measured as one group
+/// with membership, which reads every column they read, and persons outside the cohort
+/// have them true, so a branch that let in the few persons an outer condition alone leaves
+/// out was never measured. `practice_code = 'X20001' AND patient_id IN (SELECT patient_id
+/// FROM patients WHERE practice_code = 'X20001' OR sex = 'I')` answered 35 against 30 with
+/// `sex = 'Q'` (session 39; 345 against 340 in F81002), as did a per-person aggregation of
+/// `patients` joined on `patient_id`, and said whether the persons of the branch exist.
+/// The same over rows of events (`… FROM clinical_events e JOIN patients q …`) answered
+/// alike for both branches (320, session 40): not refused there.
+fn has_or(c: &Cond) -> bool {
+    match c {
+        Cond::Or(_) => true,
+        Cond::And(cs) => cs.iter().any(has_or),
+        Cond::Atom(_) | Cond::Group { .. } => false,
+    }
+}
+
+/// Whether the only personal table `plan` reads (subqueries included) is `patients`: its
+/// rows are persons, and its conditions are on their own values.
+fn reads_only_patients(plan: &LogicalPlan) -> bool {
+    use fivesafes_engine::catalog::{TableClass, table};
+    let mut only = true;
+    let _ = plan.apply_with_subqueries(|p| {
+        if let LogicalPlan::TableScan(t) = p {
+            let name = t.table_name.table();
+            only &= name == "patients"
+                || table(name).is_some_and(|d| d.class != TableClass::Personal)
+                || public_def(t).is_some();
+        }
+        Ok(if only {
+            TreeNodeRecursion::Continue
+        } else {
+            TreeNodeRecursion::Stop
+        })
+    });
+    only
+}
+
 fn edge_candidates<'c>(c: &'c Cond, all_and: bool, out: &mut Vec<(&'c Cond, bool)>) {
     let (and, children) = match c {
         Cond::And(cs) => (true, cs),
@@ -7864,6 +8047,67 @@ mod tests {
 
     /// An `AND` with `OR` children asks about every combination of them failing, each once;
     /// an `OR` about its pass mask.
+    #[test]
+    fn a_condition_without_an_anchor_is_what_it_says_far_from_every_value() {
+        let values: HashMap<String, (String, String, DataType)> = [
+            ("v", DataType::Date32),
+            ("n", DataType::Int16),
+            ("x", DataType::Float64),
+        ]
+        .into_iter()
+        .map(|(c, t)| (c.to_string(), ("b".to_string(), "a".to_string(), t)))
+        .collect();
+        let day = |d: i32| lit(ScalarValue::Date32(Some(d)));
+        let empty = Arc::new(DFSchema::empty());
+        let far = |e: &Expr| far_from_anchors(e, &values, &empty) == lit(true);
+        let v = || atom("v");
+        // Holes: not applied.
+        assert!(far(&v().not_eq(day(19_000))));
+        assert!(far(&Expr::Between(datafusion::logical_expr::Between::new(
+            Box::new(v()),
+            true,
+            Box::new(day(19_000)),
+            Box::new(day(19_500)),
+        ))));
+        assert!(far(&(atom("n") + lit(0i16)).not_eq(lit(5i16))));
+        // Edges and islands: false.
+        assert!(!far(&v().lt(day(19_000))));
+        assert!(!far(&v().gt_eq(day(19_000))));
+        assert!(!far(&v().eq(day(19_000))));
+        assert!(!far(&atom("x").lt(lit(3.5f64))));
+        assert!(!far(&Expr::Between(
+            datafusion::logical_expr::Between::new(
+                Box::new(atom("n")),
+                false,
+                Box::new(lit(2i16)),
+                Box::new(lit(4i16)),
+            )
+        )));
+        // Not a constant once read at the ends: false.
+        assert!(!far(&v().not_eq(atom("other"))));
+        // Other columns of the rows (a cohort's flags) are kept, to be read per row.
+        let with_flag = Arc::new(
+            DFSchema::from_unqualified_fields(
+                vec![datafusion::arrow::datatypes::Field::new(
+                    "flag",
+                    DataType::Boolean,
+                    true,
+                )]
+                .into(),
+                HashMap::new(),
+            )
+            .expect("a schema"),
+        );
+        let kept = far_from_anchors(
+            &atom("flag").and(v().not_eq(day(19_000))),
+            &values,
+            &with_flag,
+        );
+        assert_eq!(kept, atom("flag"));
+        let dropped = far_from_anchors(&atom("flag").and(v().lt(day(19_000))), &values, &with_flag);
+        assert_eq!(dropped, lit(false));
+    }
+
     #[test]
     fn an_and_asks_about_each_combination_of_its_ors_failing() {
         let atom = |a: &str| Cond::Atom(a.to_string());
