@@ -69,7 +69,8 @@
 //! per-person values to the answer's cells: [`LowEffect::cohort_snaps`]). Moving an edge
 //! past a person who is not an anchor then changes no answer. Anchors are taken only from
 //! persons no low-effect `OR` branch can drop ([`LowEffect::or_anchors`]). Where a cell has
-//! no anchor the condition decides, it is false there (a NULL stays NULL). Values of rows
+//! no anchor the condition decides, an edge or an island is false there and a hole is not
+//! applied ([`far_from_anchors`]; a NULL stays NULL). Values of rows
 //! (event dates, readings) are not snapped.
 //!
 //! Sets of categories. Two lists of one category that differ by a value only the target
@@ -536,23 +537,29 @@ impl Formula {
     }
 
     /// The `OR` nodes side by side in `AND` node `id` (its `OR` children, and those of its
-    /// chunks); none unless it is an `AND`.
-    fn ors_beside(&self, id: usize) -> Vec<usize> {
+    /// chunks; none unless it is an `AND`), and how many of its groups (and its chunks')
+    /// hold a disjunction (`canon` merges an `OR` into a group with the conditions on the
+    /// same columns beside it: measured as one, its branches can pass a row as an `OR`'s
+    /// do).
+    fn ors_beside(&self, id: usize) -> (Vec<usize>, usize) {
         let n = &self.nodes[id];
+        let (mut ors, mut groups) = (Vec::new(), 0);
         if !n.and {
-            return Vec::new();
+            return (ors, groups);
         }
-        let mut out = Vec::new();
         for c in &n.children {
-            if let Child::Node(j) = c {
-                if self.nodes[*j].and {
-                    out.extend(self.ors_beside(*j));
-                } else {
-                    out.push(*j);
+            match c {
+                Child::Node(j) if self.nodes[*j].and => {
+                    let (o, g) = self.ors_beside(*j);
+                    ors.extend(o);
+                    groups += g;
                 }
+                Child::Node(j) => ors.push(*j),
+                Child::Group(e) if disjunctive(e) => groups += 1,
+                _ => {}
             }
         }
-        out
+        (ors, groups)
     }
 
     /// Whether `OR` node `id` has an `AND` branch (through its chunks).
@@ -563,8 +570,10 @@ impl Formula {
         })
     }
 
-    /// Whether `AND` node `id` holds an `OR` with an `AND` branch beside another `OR`,
-    /// which [`LowEffect::neutralise`] refuses. The branch decides a row only where the
+    /// Whether `AND` node `id` holds an `OR` with an `AND` branch beside another `OR` (or a
+    /// group that holds a disjunction: `(pc = 'X20001' OR sex = 'I' OR pc = 'Z')` beside
+    /// `(pc = 'X20001' OR sex = 'I')` merges with it into one), which
+    /// [`LowEffect::neutralise`] refuses. The branch decides a row only where the
     /// other `OR` passes it, and an `OR` can pass it through a branch that lets in one
     /// person: the branch's low-effect masks are then measured over that person, so they
     /// are ignored for them and let them in, where without the `OR`'s branch nobody had
@@ -575,8 +584,8 @@ impl Formula {
     /// decided by the persons measured, and the row's mask without the branch differs in
     /// a list, not in the row.
     fn and_branch_beside_or(&self, id: usize) -> bool {
-        let ors = self.ors_beside(id);
-        ors.len() > 1 && ors.iter().any(|&j| self.has_and_branch(j))
+        let (ors, groups) = self.ors_beside(id);
+        ors.len() + groups > 1 && ors.iter().any(|&j| self.has_and_branch(j))
     }
 
     /// The combinations of `OR` children of node `id` that [`Formula::asked_keys`] asks
@@ -2103,7 +2112,8 @@ impl<'a> LowEffect<'a> {
     /// with the value *snapped*: replaced, in its cell, by the greatest value at or below it
     /// of an edge anchor ([`crate::output::edge_anchor_keys`]) among the persons whose fate
     /// the atom's condition decides, or by the least such value below all of them; where
-    /// there is no anchor, the condition is false (a NULL stays NULL). Where an `OR` other than
+    /// there is no anchor, an edge or an island is false and a hole is not applied
+    /// ([`far_from_anchors`]; a NULL stays NULL). Where an `OR` other than
     /// the candidate's own could drop some of those persons, the anchors come only from its
     /// masks that cannot be dropped ([`edge_stages`], [`LowEffect::or_anchors`]). Atoms on a
     /// per-person category are read by class ("Sets of categories" in the module
@@ -7288,17 +7298,20 @@ fn class_or(formula: &Formula, names: &[BTreeSet<String>]) -> Option<usize> {
     }
 }
 
-/// The atoms and groups of `c` (a canonical condition) whose edges are snapped, each with
-/// whether every node above it is an `AND` (`all_and`: then the rows it decides are those
-/// that pass everything else).
 /// What the atom `template` (over columns of `schema`) says of a value far from every
 /// anchor, where no anchor decides its condition in the cell ([`LowEffect::snap_found`]):
 /// its value where it holds for a value far below and far above all (read at both ends of
-/// the value columns' `values` types): true for a hole (`birth_month <> x`, `NOT
-/// BETWEEN`), which leaves out few persons wherever it is, false for an edge or an island
-/// (and where the ends cannot be read): such a condition keeps no one rather than
-/// everyone. A template that reads other columns too (a cohort's flags) keeps them. A
-/// function of the condition as written alone.
+/// the value columns' `values` types): true for a hole (`birth_month <> x`, and each atom
+/// of `NOT IN (…)`), which leaves out few persons wherever it is, false for an edge or an
+/// island: such a condition keeps no one rather than everyone. Atom by atom, so a hole
+/// written as two edges (`NOT BETWEEN`, `x < a OR x > b`) keeps no one, as its edges do.
+/// A template that reads other columns too (a cohort's flags, a value of the row that is
+/// not snapped) keeps them, to be read per row, only where everything else folded to
+/// constants: a part that did not (an overflow
+/// at a far value, `birth_month + INTERVAL '257500 years' > …`) would be evaluated in the
+/// rows with no anchor and could fail there, an error that says whether a cell has an
+/// anchor (the review of session 40); such a template, like one whose ends cannot be
+/// read, is false. A function of the condition as written alone.
 fn far_from_anchors(
     template: &Expr,
     values: &HashMap<String, (String, String, DataType)>,
@@ -7336,10 +7349,25 @@ fn far_from_anchors(
         .build();
     match ExprSimplifier::new(context).simplify(low.and(high)) {
         Ok(e @ Expr::Literal(..)) => e,
-        // Still reading other columns (a cohort's flags): evaluated per row.
-        Ok(e) if !e.column_refs().iter().any(|c| values.contains_key(&c.name)) => e,
+        // Still reading other columns (a cohort's flags): evaluated per row, where every
+        // part without a column is a constant.
+        Ok(e) if folded(&e) => e,
         _ => lit(false),
     }
+}
+
+/// Whether every part of `e` that reads no column is a literal (nothing left to compute
+/// but over the columns).
+fn folded(e: &Expr) -> bool {
+    let mut folded = true;
+    let _ = e.apply(|x| {
+        if x.column_refs().is_empty() && !matches!(x, Expr::Literal(..)) {
+            folded = false;
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    folded
 }
 
 /// A value of type `t` far below (`high` false) or far above every value of a person: the
@@ -7362,6 +7390,19 @@ fn far_value(t: &DataType, high: bool) -> Option<ScalarValue> {
         DataType::Date32 => ScalarValue::Date32(Some(sign as i32 * 1_000_000)),
         _ => return None,
     })
+}
+
+/// Whether the group condition `e` holds a disjunction of its parts.
+fn disjunctive(e: &Expr) -> bool {
+    let mut or = false;
+    let _ = e.apply(|x| {
+        if matches!(x, Expr::BinaryExpr(b) if b.op == Operator::Or) {
+            or = true;
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    or
 }
 
 /// Whether `c` (as [`LowEffect::canon`] gives it) has an `OR` node: an `OR` of conditions
@@ -7404,6 +7445,9 @@ fn reads_only_patients(plan: &LogicalPlan) -> bool {
     only
 }
 
+/// The atoms and groups of `c` (a canonical condition) whose edges are snapped, each with
+/// whether every node above it is an `AND` (`all_and`: then the rows it decides are those
+/// that pass everything else).
 fn edge_candidates<'c>(c: &'c Cond, all_and: bool, out: &mut Vec<(&'c Cond, bool)>) {
     let (and, children) = match c {
         Cond::And(cs) => (true, cs),
@@ -8045,8 +8089,8 @@ mod tests {
         assert!(category_mapped(&derived, &col("g")));
     }
 
-    /// An `AND` with `OR` children asks about every combination of them failing, each once;
-    /// an `OR` about its pass mask.
+    /// A snapped condition in a cell with no anchor: a hole is not applied, an edge or an
+    /// island keeps no one, and so does a condition that cannot be read far away.
     #[test]
     fn a_condition_without_an_anchor_is_what_it_says_far_from_every_value() {
         let values: HashMap<String, (String, String, DataType)> = [
@@ -8063,12 +8107,7 @@ mod tests {
         let v = || atom("v");
         // Holes: not applied.
         assert!(far(&v().not_eq(day(19_000))));
-        assert!(far(&Expr::Between(datafusion::logical_expr::Between::new(
-            Box::new(v()),
-            true,
-            Box::new(day(19_000)),
-            Box::new(day(19_500)),
-        ))));
+        assert!(far(&v().not_eq(day(19_500))));
         assert!(far(&(atom("n") + lit(0i16)).not_eq(lit(5i16))));
         // Edges and islands: false.
         assert!(!far(&v().lt(day(19_000))));
@@ -8083,8 +8122,10 @@ mod tests {
                 Box::new(lit(4i16)),
             )
         )));
-        // Not a constant once read at the ends: false.
-        assert!(!far(&v().not_eq(atom("other"))));
+        // Another column of the row is kept, to be read per row.
+        let kept = far_from_anchors(&v().not_eq(atom("other")), &values, &empty);
+        let read: Vec<String> = kept.column_refs().iter().map(|c| c.name.clone()).collect();
+        assert_eq!(read, vec!["other".to_string()], "{kept}");
         // Other columns of the rows (a cohort's flags) are kept, to be read per row.
         let with_flag = Arc::new(
             DFSchema::from_unqualified_fields(
@@ -8106,8 +8147,22 @@ mod tests {
         assert_eq!(kept, atom("flag"));
         let dropped = far_from_anchors(&atom("flag").and(v().lt(day(19_000))), &values, &with_flag);
         assert_eq!(dropped, lit(false));
+        // A part that does not fold at a far value (date arithmetic past the calendar's
+        // end) is not left to fail in the rows: false.
+        let overflow = binary_expr(
+            v(),
+            Operator::Plus,
+            lit(ScalarValue::new_interval_ym(257_500, 0)),
+        )
+        .gt(day(19_000));
+        assert_eq!(
+            far_from_anchors(&atom("flag").or(overflow), &values, &with_flag),
+            lit(false)
+        );
     }
 
+    /// An `AND` with `OR` children asks about every combination of them failing, each once;
+    /// an `OR` about its pass mask.
     #[test]
     fn an_and_asks_about_each_combination_of_its_ors_failing() {
         let atom = |a: &str| Cond::Atom(a.to_string());
