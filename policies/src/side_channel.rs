@@ -14,7 +14,13 @@
 //!   by `NULLIF(divisor, 0)` (NULL instead of a division-by-zero error), and `abs(x)`
 //!   becomes `CASE WHEN x < 0 THEN -x ELSE x END` (no overflow error). These are documented
 //!   differences from standard SQL for analysts.
+//! - [`check`] also refuses date arithmetic that could overflow (session 40: `birth_month +
+//!   INTERVAL '260120' YEAR` failed only for persons born after 2022): an interval added
+//!   to or taken from a value must be a literal, and the literal intervals of a query add
+//!   up to at most 50 years, which takes no stored date (1850–2199, as ingest accepts)
+//!   past even a nanosecond timestamp's range (1677–2262).
 
+use datafusion::arrow::datatypes::DataType;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{DataFusionError, ScalarValue};
@@ -141,12 +147,94 @@ fn constant(e: &Expr) -> bool {
             .unwrap_or(true)
 }
 
-/// Refuses (FS-6) scalar functions that could fail on some data values.
+/// Date arithmetic in a query over persons adds up to at most this many days of intervals
+/// (50 years). Stored dates are in 1850–2199 (ingest refuses others), so no date moved by
+/// that much leaves even the range of a nanosecond timestamp (1677–2262), and date ±
+/// interval, which fails on overflow, cannot fail on any stored value.
+const MAX_INTERVAL_DAYS: f64 = 50.0 * 366.0;
+
+/// The length in days of an interval literal `v` (a month as 31 days), if it is one.
+fn interval_days(v: &ScalarValue) -> Option<f64> {
+    const NANOS_A_DAY: f64 = 86_400e9;
+    Some(match v {
+        ScalarValue::IntervalYearMonth(m) => f64::from(m.unwrap_or(0)).abs() * 31.0,
+        ScalarValue::IntervalDayTime(d) => d.map_or(0.0, |d| {
+            f64::from(d.days).abs() + f64::from(d.milliseconds).abs() / 86_400e3
+        }),
+        ScalarValue::IntervalMonthDayNano(i) => i.map_or(0.0, |i| {
+            f64::from(i.months).abs() * 31.0
+                + f64::from(i.days).abs()
+                + (i.nanoseconds as f64).abs() / NANOS_A_DAY
+        }),
+        ScalarValue::DurationSecond(x) => x.map_or(0.0, |x| (x as f64).abs() / 86_400.0),
+        ScalarValue::DurationMillisecond(x) => x.map_or(0.0, |x| (x as f64).abs() / 86_400e3),
+        ScalarValue::DurationMicrosecond(x) => x.map_or(0.0, |x| (x as f64).abs() / 86_400e6),
+        ScalarValue::DurationNanosecond(x) => x.map_or(0.0, |x| (x as f64).abs() / NANOS_A_DAY),
+        _ => return None,
+    })
+}
+
+/// Whether `e` computes an interval: it holds an interval literal, or a cast to an
+/// interval or duration type.
+fn holds_interval(e: &Expr) -> bool {
+    e.exists(|x| {
+        Ok(match x {
+            Expr::Literal(v, _) => interval_days(v).is_some(),
+            Expr::Cast(c) => matches!(
+                c.field.data_type(),
+                DataType::Interval(_) | DataType::Duration(_)
+            ),
+            Expr::TryCast(c) => matches!(
+                c.field.data_type(),
+                DataType::Interval(_) | DataType::Duration(_)
+            ),
+            _ => false,
+        })
+    })
+    .unwrap_or(true)
+}
+
+/// The length in days of `e` if it is an interval written as a literal (possibly negated).
+fn literal_interval(e: &Expr) -> Option<f64> {
+    match e {
+        Expr::Literal(v, _) => interval_days(v),
+        Expr::Negative(x) => literal_interval(x),
+        _ => None,
+    }
+}
+
+/// Refuses (FS-6) scalar functions that could fail on some data values, and date
+/// arithmetic that could overflow on some (an interval computed from the data, or
+/// intervals adding up to more than [`MAX_INTERVAL_DAYS`]: `birth_month + INTERVAL
+/// '260120' YEAR` failed exactly for persons born after 2022, session 40).
 pub fn check(plan: &LogicalPlan) -> Result<(), Refusal> {
     let mut refusal: Option<Refusal> = None;
+    let mut interval_total = 0.0f64;
     let walk = plan.apply_with_subqueries(|node| {
         node.apply_expressions(|e| {
             e.apply(|x| {
+                if let Expr::BinaryExpr(BinaryExpr { left, op, right }) = x
+                    && matches!(op, Operator::Plus | Operator::Minus)
+                {
+                    for side in [left, right] {
+                        if !holds_interval(side) {
+                            continue;
+                        }
+                        match literal_interval(side) {
+                            Some(days) => interval_total += days,
+                            None => {
+                                refusal = Some(Refusal::new(
+                                    Rule::SideChannel,
+                                    "an interval added to or taken from a date must be \
+                                     written as a literal (INTERVAL '30' DAY): a computed one \
+                                     could overflow on some values only, and whether a query \
+                                     fails must not depend on the data",
+                                ));
+                                return Ok(TreeNodeRecursion::Stop);
+                            }
+                        }
+                    }
+                }
                 if let Expr::ScalarFunction(f) = x {
                     let name = f.name().to_ascii_lowercase();
                     let why = match ALLOWED.iter().find(|(n, _)| *n == name) {
@@ -187,6 +275,14 @@ pub fn check(plan: &LogicalPlan) -> Result<(), Refusal> {
     });
     if let Err(e) = walk {
         return Err(Refusal::new(Rule::Unsupported, e.to_string()));
+    }
+    if refusal.is_none() && interval_total > MAX_INTERVAL_DAYS {
+        refusal = Some(Refusal::new(
+            Rule::SideChannel,
+            "the intervals added to or taken from dates add up to more than 50 years: date \
+             arithmetic that far could overflow on some values only, and whether a query \
+             fails must not depend on the data",
+        ));
     }
     refusal.map_or(Ok(()), Err)
 }

@@ -4,6 +4,8 @@
 //! same query about a person who is in the cohort and about one who is not must have the same
 //! outcome (both run, or both are refused with the same rule), and never fail while running.
 
+use fivesafes_policies::decision::Rule;
+
 use crate::common::*;
 
 /// Birth month of a person of the differencing cohort (present), and one nobody has.
@@ -35,6 +37,15 @@ const ORACLES: &[&str] = &[
     // An overflowing cast.
     "SELECT COUNT(*) FROM patients WHERE practice_code = 'X20001' \
      AND CAST(CASE WHEN birth_month = DATE '{m}' THEN 1e300 ELSE 1 END AS BIGINT) > 0",
+    // Date arithmetic that overflows on the person's value only (session 40).
+    "SELECT COUNT(*) FROM patients WHERE practice_code = 'X20001' \
+     AND CASE WHEN birth_month = DATE '{m}' THEN birth_month + INTERVAL '262000' YEAR \
+     ELSE birth_month END > DATE '1800-01-01'",
+    // ... past the end of a nanosecond timestamp (2262).
+    "SELECT COUNT(*) FROM patients WHERE practice_code = 'X20001' \
+     AND CASE WHEN birth_month = DATE '{m}' \
+     THEN CAST(birth_month AS TIMESTAMP) + INTERVAL '400' YEAR \
+     ELSE CAST(birth_month AS TIMESTAMP) END > TIMESTAMP '1800-01-01 00:00:00'",
 ];
 
 /// The kind of an outcome: `rows`, the refusing rule with its message, `invalid: …`, or
@@ -85,5 +96,27 @@ async fn errors_visible_in_the_text_do_not_depend_on_the_data() {
         let full = outcome(&cx, &template.replace("{p}", DIFF_PRACTICE)).await;
         let empty = outcome(&cx, &template.replace("{p}", "Q99999")).await;
         assert_eq!(kind(&full), kind(&empty), "{template}");
+    }
+}
+
+#[tokio::test]
+async fn date_arithmetic_is_answered_only_where_it_cannot_overflow() {
+    let f = fixture();
+    let cx = f.project(RESEARCH).await;
+    // Stored dates are in 1850–2199: a literal interval of up to 50 years in all cannot
+    // take one past even a nanosecond timestamp's range, so such a query runs.
+    let within = "SELECT COUNT(*) FROM patients WHERE practice_code = 'F81002' \
+                  AND birth_month + INTERVAL '30' DAY > DATE '1900-01-01'";
+    assert!(outcome(&cx, within).await.starts_with("rows: "), "{within}");
+    // More in all, or an interval computed from the data, is refused whatever the data.
+    for sql in [
+        "SELECT COUNT(*) FROM patients WHERE practice_code = 'F81002' \
+         AND birth_month + INTERVAL '30' YEAR + INTERVAL '30' YEAR > DATE '1900-01-01'",
+        "SELECT COUNT(*) FROM patients WHERE practice_code = 'F81002' \
+         AND birth_month - INTERVAL '262000' YEAR < DATE '1900-01-01'",
+        "SELECT COUNT(*) FROM patients WHERE practice_code = 'F81002' \
+         AND birth_month + CAST(imd_decile || ' years' AS INTERVAL) > DATE '1900-01-01'",
+    ] {
+        assert_eq!(refused(&cx, sql).await, Rule::SideChannel, "{sql}");
     }
 }
