@@ -25,7 +25,7 @@ use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{DataFusionError, ScalarValue};
 use datafusion::functions::expr_fn::nullif;
-use datafusion::logical_expr::{BinaryExpr, Expr, LogicalPlan, Operator, TryCast, lit, when};
+use datafusion::logical_expr::{BinaryExpr, Cast, Expr, LogicalPlan, Operator, TryCast, lit, when};
 use datafusion::optimizer::AnalyzerRule;
 use datafusion::optimizer::analyzer::type_coercion::TypeCoercion;
 
@@ -174,24 +174,26 @@ fn interval_days(v: &ScalarValue) -> Option<f64> {
     })
 }
 
-/// Whether `e` computes an interval: it holds an interval literal, or a cast to an
-/// interval or duration type.
-fn holds_interval(e: &Expr) -> bool {
-    e.exists(|x| {
-        Ok(match x {
-            Expr::Literal(v, _) => interval_days(v).is_some(),
-            Expr::Cast(c) => matches!(
-                c.field.data_type(),
-                DataType::Interval(_) | DataType::Duration(_)
-            ),
-            Expr::TryCast(c) => matches!(
-                c.field.data_type(),
-                DataType::Interval(_) | DataType::Duration(_)
-            ),
+/// Whether `e` is an interval: an interval literal, a cast to an interval or duration
+/// type, or arithmetic that gives one (`INTERVAL '1' DAY * n`, the sum of two intervals).
+/// `birth_month + INTERVAL '1' DAY` is a date, not an interval.
+fn interval_valued(e: &Expr) -> bool {
+    match e {
+        Expr::Literal(v, _) => interval_days(v).is_some(),
+        Expr::Negative(x) => interval_valued(x),
+        Expr::Cast(Cast { field, .. }) | Expr::TryCast(TryCast { field, .. }) => matches!(
+            field.data_type(),
+            DataType::Interval(_) | DataType::Duration(_)
+        ),
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => match op {
+            Operator::Plus | Operator::Minus => interval_valued(left) && interval_valued(right),
+            Operator::Multiply | Operator::Divide => {
+                interval_valued(left) || interval_valued(right)
+            }
             _ => false,
-        })
-    })
-    .unwrap_or(true)
+        },
+        _ => false,
+    }
 }
 
 /// The length in days of `e` if it is an interval written as a literal (possibly negated).
@@ -217,7 +219,7 @@ pub fn check(plan: &LogicalPlan) -> Result<(), Refusal> {
                     && matches!(op, Operator::Plus | Operator::Minus)
                 {
                     for side in [left, right] {
-                        if !holds_interval(side) {
+                        if !interval_valued(side) {
                             continue;
                         }
                         match literal_interval(side) {
