@@ -30,6 +30,7 @@ mod capped;
 pub mod decision;
 pub mod error;
 pub mod gate;
+pub mod growth;
 mod joins;
 mod low_effect;
 mod nullable;

@@ -31,8 +31,8 @@ use crate::gate::{GateError, plan_query};
 use crate::person_keys::PersonKeys;
 use crate::register::{OptOut, OutputControl, Project};
 use crate::rewrite::{LowEffect, RewriteError, protect_counted};
-use crate::side_channel;
 use crate::view::{ViewError, ViewSpec, project_session_in};
+use crate::{growth, side_channel};
 
 /// Ids of the output-control rules applied to every released cell (DESIGN.md 3–7): small
 /// cells suppressed, consistent noise, rounding, no run-time error oracles, low-effect
@@ -166,6 +166,8 @@ impl ProjectContext {
         let plan = plan_query(&self.ctx, sql).await?;
         let plan_hash = hex::encode(Sha256::digest(plan.display_indent_schema().to_string()));
         let kind = analysis::analyse(&plan, &self.facts)?.kind;
+        // Every query, public ones too: a string grown past memory ends the process.
+        growth::check(&plan)?;
         if kind == Kind::Cells {
             side_channel::check(&plan)?;
         }

@@ -18,16 +18,34 @@
 //!   INTERVAL '260120' YEAR` failed only for persons born after 2022): an interval added
 //!   to or taken from a value must be a literal, and the literal intervals of a query add
 //!   up to at most 50 years, which takes no stored date (1850–2199, as ingest accepts)
-//!   past even a nanosecond timestamp's range (1677–2262).
+//!   past even a nanosecond timestamp's range (1677–2262). Operands are read by their
+//!   type, so an interval carried in a column counts (session 41); and the difference of
+//!   two timestamps, a duration in nanoseconds that overflows past 292 years, is refused.
+//! - [`check`] also evaluates, at plan time, every call whose risky arguments are constants
+//!   on an ordinary value of each other argument (`fails_on_a_sample`): a constant that is
+//!   not valid (`substr(x, 1, -5)`, `date_trunc('fortnight', d)`) fails for every value, but
+//!   only on rows that reach the call, so such a query is refused (session 41). Regular
+//!   expressions written as operators and `SIMILAR TO` patterns must be constants. Strings
+//!   that could grow past memory are refused first (`growth.rs`).
 
-use datafusion::arrow::datatypes::DataType;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{RecordBatch, RecordBatchOptions};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion::common::{DataFusionError, ScalarValue};
+use datafusion::common::{Column, DFSchema, DataFusionError, ScalarValue};
 use datafusion::functions::expr_fn::nullif;
-use datafusion::logical_expr::{BinaryExpr, Cast, Expr, LogicalPlan, Operator, TryCast, lit, when};
+use datafusion::logical_expr::execution_props::ExecutionProps;
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::logical_expr::utils::merge_schema;
+use datafusion::logical_expr::{
+    BinaryExpr, Expr, ExprSchemable, LogicalPlan, Operator, TryCast, lit, when,
+};
 use datafusion::optimizer::AnalyzerRule;
 use datafusion::optimizer::analyzer::type_coercion::TypeCoercion;
+use datafusion::optimizer::simplify_expressions::{ExprSimplifier, SimplifyContext};
+use datafusion::physical_expr::create_physical_expr;
 
 use crate::decision::{Refusal, Rule};
 
@@ -174,26 +192,34 @@ fn interval_days(v: &ScalarValue) -> Option<f64> {
     })
 }
 
-/// Whether `e` is an interval: an interval literal, a cast to an interval or duration
-/// type, or arithmetic that gives one (`INTERVAL '1' DAY * n`, the sum of two intervals).
-/// `birth_month + INTERVAL '1' DAY` is a date, not an interval.
-fn interval_valued(e: &Expr) -> bool {
-    match e {
-        Expr::Literal(v, _) => interval_days(v).is_some(),
-        Expr::Negative(x) => interval_valued(x),
-        Expr::Cast(Cast { field, .. }) | Expr::TryCast(TryCast { field, .. }) => matches!(
-            field.data_type(),
-            DataType::Interval(_) | DataType::Duration(_)
-        ),
-        Expr::BinaryExpr(BinaryExpr { left, op, right }) => match op {
-            Operator::Plus | Operator::Minus => interval_valued(left) && interval_valued(right),
-            Operator::Multiply | Operator::Divide => {
-                interval_valued(left) || interval_valued(right)
-            }
-            _ => false,
-        },
-        _ => false,
+/// Whether values of type `t` are intervals or durations.
+fn is_interval(t: &DataType) -> bool {
+    matches!(t, DataType::Interval(_) | DataType::Duration(_))
+}
+
+/// Whether a `-` of operands of `types` is the difference of two points in time of which
+/// one is a timestamp (a duration in nanoseconds, which overflows for points more than 292
+/// years apart: the stored dates span 350 years and timestamp literals 585). `date - date`
+/// gives days and cannot overflow.
+fn timestamps(types: &[DataType; 2]) -> bool {
+    let point = |t: &DataType| {
+        matches!(
+            t,
+            DataType::Timestamp(..) | DataType::Date32 | DataType::Date64
+        )
+    };
+    let stamp = |t: &DataType| matches!(t, DataType::Timestamp(..));
+    types.iter().all(point) && types.iter().any(stamp)
+}
+
+/// The schema a node's expressions are typed against: its inputs' columns (a table scan's
+/// filters read its own).
+fn expression_schema(node: &LogicalPlan) -> DFSchema {
+    let mut schema = merge_schema(&node.inputs());
+    if node.inputs().is_empty() {
+        schema.merge(node.schema());
     }
+    schema
 }
 
 /// The length in days of `e` if it is an interval written as a literal (possibly negated).
@@ -210,16 +236,40 @@ fn literal_interval(e: &Expr) -> Option<f64> {
 /// intervals adding up to more than [`MAX_INTERVAL_DAYS`]: `birth_month + INTERVAL
 /// '260120' YEAR` failed exactly for persons born after 2022, session 40).
 pub fn check(plan: &LogicalPlan) -> Result<(), Refusal> {
+    // First, so that no call evaluated below could ask for a huge string.
+    crate::growth::check(plan)?;
     let mut refusal: Option<Refusal> = None;
     let mut interval_total = 0.0f64;
     let walk = plan.apply_with_subqueries(|node| {
+        let schema = expression_schema(node);
         node.apply_expressions(|e| {
             e.apply(|x| {
                 if let Expr::BinaryExpr(BinaryExpr { left, op, right }) = x
                     && matches!(op, Operator::Plus | Operator::Minus)
                 {
-                    for side in [left, right] {
-                        if !interval_valued(side) {
+                    let types = match (left.get_type(&schema), right.get_type(&schema)) {
+                        (Ok(l), Ok(r)) => [l, r],
+                        _ => {
+                            refusal = Some(Refusal::new(
+                                Rule::Unsupported,
+                                "the type of an operand of + or - could not be derived, so \
+                                 whether it could overflow cannot be checked",
+                            ));
+                            return Ok(TreeNodeRecursion::Stop);
+                        }
+                    };
+                    if *op == Operator::Minus && timestamps(&types) {
+                        refusal = Some(Refusal::new(
+                            Rule::SideChannel,
+                            "the difference of two timestamps is not allowed over personal \
+                             data: it overflows for values more than 292 years apart, so \
+                             whether a query fails would depend on the data; subtract dates \
+                             instead (date - date gives days)",
+                        ));
+                        return Ok(TreeNodeRecursion::Stop);
+                    }
+                    for (side, ty) in [left, right].into_iter().zip(&types) {
+                        if !is_interval(ty) {
                             continue;
                         }
                         match literal_interval(side) {
@@ -271,6 +321,10 @@ pub fn check(plan: &LogicalPlan) -> Result<(), Refusal> {
                         return Ok(TreeNodeRecursion::Stop);
                     }
                 }
+                if let Some(why) = fails_on_a_sample(x, &schema) {
+                    refusal = Some(Refusal::new(Rule::SideChannel, why));
+                    return Ok(TreeNodeRecursion::Stop);
+                }
                 Ok(TreeNodeRecursion::Continue)
             })
         })
@@ -287,6 +341,148 @@ pub fn check(plan: &LogicalPlan) -> Result<(), Refusal> {
         ));
     }
     refusal.map_or(Ok(()), Err)
+}
+
+/// A value of type `t` to evaluate a call on at plan time: an ordinary, non-null one.
+fn sample(t: &DataType) -> ScalarValue {
+    match t {
+        DataType::Utf8 => ScalarValue::Utf8(Some("a".into())),
+        DataType::LargeUtf8 => ScalarValue::LargeUtf8(Some("a".into())),
+        DataType::Utf8View => ScalarValue::Utf8View(Some("a".into())),
+        // 2000-01-01.
+        DataType::Date32 => ScalarValue::Date32(Some(10_957)),
+        DataType::Boolean => ScalarValue::Boolean(Some(true)),
+        _ => ScalarValue::new_one(t)
+            .or_else(|_| ScalarValue::new_zero(t))
+            .or_else(|_| ScalarValue::try_from(t))
+            .unwrap_or(ScalarValue::Null),
+    }
+}
+
+/// Why a call whose risky arguments are constants would fail whatever the values it is
+/// given (session 41): `substr(x, 1, -5)`, `date_trunc('fortnight', d)`, `to_date('not a
+/// date')`, a regular expression that does not compile. Such a call fails at run time
+/// only if some row reaches it, and `CASE WHEN value > v THEN … END` decides whether one
+/// does: an error oracle with constants only. The call is evaluated here on an ordinary
+/// value of each non-constant argument's type; if that fails, the query is refused.
+/// Regular expressions written as operators (`~`, `SIMILAR TO`) must be constants, as
+/// the `regexp_*` functions' must.
+fn fails_on_a_sample(e: &Expr, schema: &DFSchema) -> Option<String> {
+    let name = match e {
+        Expr::ScalarFunction(f) => {
+            let name = f.name().to_ascii_lowercase();
+            let rule = ALLOWED.iter().find(|(n, _)| *n == name)?.1;
+            if matches!(rule, Constant::None) {
+                return None;
+            }
+            name
+        }
+        // Arithmetic on constants only (`TIMESTAMP '2262-04-01' + INTERVAL '30' DAY`) that
+        // overflows is left in place by the simplifier, and fails where a row reaches it.
+        Expr::BinaryExpr(BinaryExpr {
+            op: Operator::Plus | Operator::Minus,
+            ..
+        }) if constant(e) => "arithmetic on constants".into(),
+        Expr::BinaryExpr(BinaryExpr {
+            right,
+            op:
+                Operator::RegexMatch
+                | Operator::RegexIMatch
+                | Operator::RegexNotMatch
+                | Operator::RegexNotIMatch
+                | Operator::LikeMatch
+                | Operator::ILikeMatch
+                | Operator::NotLikeMatch
+                | Operator::NotILikeMatch,
+            ..
+        }) => {
+            if !constant(right) {
+                return Some(
+                    "a regular expression over personal data must be a constant (a computed \
+                     one could fail to compile for some values only)"
+                        .into(),
+                );
+            }
+            "a regular expression".into()
+        }
+        Expr::Like(like) => {
+            if !constant(&like.pattern) {
+                return Some(
+                    "the pattern of LIKE over personal data must be a constant (a computed \
+                     one is compiled for each row and could fail for some values only)"
+                        .into(),
+                );
+            }
+            "LIKE".into()
+        }
+        Expr::SimilarTo(like) => {
+            if !constant(&like.pattern) {
+                return Some(
+                    "the pattern of SIMILAR TO over personal data must be a constant (a \
+                     computed one could fail to compile for some values only)"
+                        .into(),
+                );
+            }
+            "SIMILAR TO".into()
+        }
+        _ => return None,
+    };
+    // Each non-constant operand becomes a column holding one sample of its type.
+    let mut fields = Vec::new();
+    let mut columns = Vec::new();
+    let mut untyped = false;
+    let probe = e
+        .clone()
+        .map_children(|child| {
+            if constant(&child) {
+                return Ok(Transformed::no(child));
+            }
+            let Ok(t) = child.get_type(schema) else {
+                untyped = true;
+                return Ok(Transformed::no(child));
+            };
+            let column = format!("sample_{}", fields.len());
+            columns.push(sample(&t).to_array_of_size(1)?);
+            fields.push(Field::new(&column, t, true));
+            Ok(Transformed::yes(Expr::Column(Column::from_name(column))))
+        })
+        .map(|t| t.data);
+    let failed = || {
+        Some(format!(
+            "{name} fails on ordinary values here (its constant arguments are not valid, \
+             or it does not take computed ones where it is given one), so it would fail at \
+             run time only where some row reaches it: correct the arguments"
+        ))
+    };
+    if untyped {
+        return failed();
+    }
+    let evaluated = probe.and_then(|probe| {
+        let arrow = Arc::new(Schema::new(fields));
+        let df_schema = DFSchema::try_from(Arc::clone(&arrow))?;
+        let simplifier = ExprSimplifier::new(
+            SimplifyContext::builder()
+                .with_schema(Arc::new(df_schema.clone()))
+                .with_current_time()
+                .build(),
+        );
+        // Simplifying gives `now()` and `current_date` their values; a constant call that
+        // fails is left in place, and fails below.
+        let probe = simplifier.simplify(simplifier.coerce(probe, &df_schema)?)?;
+        let physical = create_physical_expr(
+            &probe,
+            &df_schema,
+            &ExecutionProps::new(),
+            &PhysicalPlanningContext::default(),
+        )?;
+        let batch = RecordBatch::try_new_with_options(
+            arrow,
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(1)),
+        )?;
+        physical.evaluate(&batch)?.into_array(1)
+    });
+    evaluated.is_err().then(failed).flatten()
 }
 
 /// Whether `e` is a non-zero numeric literal.

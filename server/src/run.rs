@@ -107,18 +107,26 @@ pub async fn refuse(
     }
 }
 
+/// Plans `sql` in the audit project's session: the statement gate, then the bound on the
+/// strings it computes (a string grown past memory ends the server process).
+async fn audit_plan(
+    ctx: &datafusion::prelude::SessionContext,
+    sql: &str,
+) -> Result<datafusion::logical_expr::LogicalPlan, QueryError> {
+    let plan = fivesafes_policies::gate::plan_query(ctx, sql).await?;
+    fivesafes_policies::growth::check(&plan)?;
+    Ok(plan)
+}
+
 /// Checks a statement without running it (for `CreatePreparedStatement`): returns the
 /// schema its result will have. A refusal is recorded like any refused statement.
 pub async fn check(state: &State, caller: &Caller, sql: &str) -> Result<SchemaRef, Status> {
     let request_id = state.request_id();
     if caller.in_audit_project() {
         let ctx = audit_session(state)?;
-        return match fivesafes_policies::gate::plan_query(&ctx, sql).await {
+        return match audit_plan(&ctx, sql).await {
             Ok(plan) => Ok(Arc::new(plan.schema().as_arrow().clone())),
-            Err(e) => {
-                let e = QueryError::from(e);
-                Err(refuse_query_error(state, caller, request_id, sql, &e).await)
-            }
+            Err(e) => Err(refuse_query_error(state, caller, request_id, sql, &e).await),
         };
     }
     let cx = state.context(&caller.project).await?;
@@ -174,7 +182,7 @@ pub async fn run_sql(state: &State, caller: &Caller, sql: &str) -> Result<Releas
     }
     let (ready, plan) = if caller.in_audit_project() {
         let ctx = audit_session(state)?;
-        match fivesafes_policies::gate::plan_query(&ctx, sql).await {
+        match audit_plan(&ctx, sql).await {
             Ok(lp) => {
                 let plan = Plan {
                     plan_hash: hex::encode(Sha256::digest(lp.display_indent_schema().to_string())),
@@ -186,7 +194,6 @@ pub async fn run_sql(state: &State, caller: &Caller, sql: &str) -> Result<Releas
                 (Ready::Audit(ctx, lp), plan)
             }
             Err(e) => {
-                let e = QueryError::from(e);
                 return Err(refuse_query_error(state, caller, request_id, sql, &e).await);
             }
         }

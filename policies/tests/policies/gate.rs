@@ -234,3 +234,37 @@ async fn national_opt_out_applies_fail_closed_unless_exempt() {
         hes_all
     );
 }
+
+/// Every query's computed strings are bounded before anything is evaluated (analysts'
+/// and reports' queries in `prepare`, the audit project's in the server): a string grown
+/// past memory ends the process for everyone (session 41).
+#[tokio::test]
+async fn no_query_may_grow_a_string_past_memory() {
+    let ctx = SessionContext::new();
+    let growth = |sql: &'static str| {
+        let ctx = ctx.clone();
+        async move {
+            let plan = plan_query(&ctx, sql).await.expect("planned");
+            fivesafes_policies::growth::check(&plan).map_err(|r| r.rule)
+        }
+    };
+    for sql in [
+        "SELECT lpad('x', 2147483647)",
+        "SELECT repeat('x', 2000000000)",
+        "SELECT length(concat(a, a, a, a, a, a, a, a, a)) FROM (SELECT lpad('x', 16000) AS a) t",
+        "SELECT DISTINCT ON (a) a, concat(a, a, a, a, a, a, a, a, a) AS b \
+         FROM (SELECT lpad('x', 16000) AS a) t",
+    ] {
+        assert_eq!(growth(sql).await, Err(Rule::SideChannel), "{sql}");
+    }
+    for sql in [
+        "SELECT lpad('x', 16000)",
+        "SELECT length(concat(a, a, a, a)) FROM (SELECT lpad('x', 4000) AS a) t",
+    ] {
+        assert_eq!(growth(sql).await, Ok(()), "{sql}");
+    }
+    // A column computed under DISTINCT ON carries its bound to the query above it.
+    let over = "SELECT concat(b, b, b, b, b, b, b, b) FROM (SELECT DISTINCT ON (a) a, \
+                concat(a, a) AS b FROM (SELECT lpad('x', 4000) AS a) t) u";
+    assert_eq!(growth(over).await, Err(Rule::SideChannel), "{over}");
+}
