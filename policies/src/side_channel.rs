@@ -27,6 +27,8 @@
 //!   only on rows that reach the call, so such a query is refused (session 41). Regular
 //!   expressions written as operators and `SIMILAR TO` patterns must be constants. Strings
 //!   that could grow past memory are refused first (`growth.rs`).
+//! - [`check`] refuses decimal arithmetic whose exact result could need more digits than
+//!   its type holds: decimals fail on overflow, where integers wrap (session 41).
 
 use std::sync::Arc;
 
@@ -192,6 +194,57 @@ fn interval_days(v: &ScalarValue) -> Option<f64> {
     })
 }
 
+/// The precision and scale of a decimal or integer type, and the largest precision of its
+/// family (an integer is coerced to the decimal it meets).
+fn decimal_digits(t: &DataType) -> Option<(i64, i64, Option<i64>)> {
+    Some(match t {
+        DataType::Decimal32(p, s) => (i64::from(*p), i64::from(*s), Some(9)),
+        DataType::Decimal64(p, s) => (i64::from(*p), i64::from(*s), Some(18)),
+        DataType::Decimal128(p, s) => (i64::from(*p), i64::from(*s), Some(38)),
+        DataType::Decimal256(p, s) => (i64::from(*p), i64::from(*s), Some(76)),
+        DataType::Int8 | DataType::UInt8 => (3, 0, None),
+        DataType::Int16 | DataType::UInt16 => (5, 0, None),
+        DataType::Int32 | DataType::UInt32 => (10, 0, None),
+        DataType::Int64 | DataType::UInt64 => (20, 0, None),
+        _ => return None,
+    })
+}
+
+/// Whether `l op r` is decimal arithmetic whose exact result could need more digits than
+/// its type holds. Decimal arithmetic fails on overflow (integer arithmetic wraps), so
+/// `CAST(x AS DECIMAL(38,0)) * 1e36` failed exactly where a row with |x| ≥ 100 was read
+/// (session 41). Sums need one digit more than the wider operand, products the digits of
+/// both plus one, quotients the dividend's whole digits, the divisor's scale and
+/// DataFusion's quotient scale (at least 6); a remainder is no larger than its divisor.
+fn decimal_overflow(op: Operator, l: &DataType, r: &DataType) -> bool {
+    let (Some((p1, s1, m1)), Some((p2, s2, m2))) = (decimal_digits(l), decimal_digits(r)) else {
+        return false;
+    };
+    let Some(max) = m1.max(m2) else {
+        return false;
+    };
+    let needed = match op {
+        Operator::Plus | Operator::Minus => {
+            let s = s1.max(s2);
+            (p1 - s1).max(p2 - s2) + s + 1
+        }
+        Operator::Multiply => p1 + p2 + 1,
+        Operator::Divide => p1 - s1 + s2 + 6.max(s1 + p2 + 1),
+        _ => return false,
+    };
+    needed > max
+}
+
+fn decimal_refusal() -> Refusal {
+    Refusal::new(
+        Rule::SideChannel,
+        "decimal arithmetic here could overflow, and it fails on overflow for some values \
+         only, so whether a query fails would depend on the data: use smaller precisions \
+         (the digits of a product are those of both factors plus one, up to 38) or cast to \
+         DOUBLE",
+    )
+}
+
 /// Whether values of type `t` are intervals or durations.
 fn is_interval(t: &DataType) -> bool {
     matches!(t, DataType::Interval(_) | DataType::Duration(_))
@@ -245,6 +298,14 @@ pub fn check(plan: &LogicalPlan) -> Result<(), Refusal> {
         node.apply_expressions(|e| {
             e.apply(|x| {
                 if let Expr::BinaryExpr(BinaryExpr { left, op, right }) = x
+                    && matches!(op, Operator::Multiply | Operator::Divide)
+                    && let (Ok(l), Ok(r)) = (left.get_type(&schema), right.get_type(&schema))
+                    && decimal_overflow(*op, &l, &r)
+                {
+                    refusal = Some(decimal_refusal());
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+                if let Expr::BinaryExpr(BinaryExpr { left, op, right }) = x
                     && matches!(op, Operator::Plus | Operator::Minus)
                 {
                     let types = match (left.get_type(&schema), right.get_type(&schema)) {
@@ -258,6 +319,10 @@ pub fn check(plan: &LogicalPlan) -> Result<(), Refusal> {
                             return Ok(TreeNodeRecursion::Stop);
                         }
                     };
+                    if decimal_overflow(*op, &types[0], &types[1]) {
+                        refusal = Some(decimal_refusal());
+                        return Ok(TreeNodeRecursion::Stop);
+                    }
                     if *op == Operator::Minus && timestamps(&types) {
                         refusal = Some(Refusal::new(
                             Rule::SideChannel,

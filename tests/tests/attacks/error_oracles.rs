@@ -269,3 +269,39 @@ async fn strings_cannot_grow_past_the_server_memory() {
         assert!(outcome(&cx, &sql).await.starts_with("rows: "), "{sql}");
     }
 }
+
+/// Decimal arithmetic fails on overflow (integer arithmetic wraps): `CAST(numeric_value AS
+/// DECIMAL(38,0)) * 10^36` failed unprotected exactly when a row with a value of 100 or
+/// more was read, so a tuned factor bounds the largest value in the view (session 41).
+/// Arithmetic whose exact result could need more digits than its type holds is refused;
+/// smaller precisions are answered.
+#[tokio::test]
+async fn decimal_arithmetic_is_answered_only_where_it_cannot_overflow() {
+    let f = fixture();
+    let cx = f.project(RESEARCH).await;
+    for expr in [
+        "CAST(numeric_value AS DECIMAL(38,0)) * CAST('1000000000000000000000000000000000000' \
+         AS DECIMAL(38,0))",
+        "CAST(numeric_value AS DECIMAL(38,2)) + 1",
+        "CAST(numeric_value AS DECIMAL(30,2)) / CAST(numeric_value AS DECIMAL(10,8))",
+        "CAST(numeric_value AS DECIMAL(20,0)) * CAST(numeric_value AS DECIMAL(20,0))",
+    ] {
+        for v in ["100", "1000000"] {
+            let sql = format!(
+                "SELECT COUNT(*) FROM clinical_events WHERE numeric_value > {v} AND {expr} > 0"
+            );
+            assert_eq!(refused(&cx, &sql).await, Rule::SideChannel, "{sql}");
+        }
+    }
+    for expr in [
+        "CAST(numeric_value AS DECIMAL(10,2)) * CAST(numeric_value AS DECIMAL(10,2))",
+        "CAST(numeric_value AS DECIMAL(10,2)) / 3",
+        "CAST(numeric_value AS DECIMAL(10,2)) + 1",
+        "CAST(numeric_value AS BIGINT) * 9223372036854775807",
+    ] {
+        let sql = format!(
+            "SELECT COUNT(*) FROM clinical_events WHERE numeric_value > 100 AND {expr} > 0"
+        );
+        assert!(outcome(&cx, &sql).await.starts_with("rows: "), "{sql}");
+    }
+}
