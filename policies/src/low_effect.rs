@@ -99,6 +99,12 @@
 //! a grouping key computed from a category with values of the analyst's
 //! ([`category_lists`]: `CASE WHEN ethnicity IN (…)`). See the rewrite design's "Sets of
 //! categories".
+//! Lists of codes (session 41): a list of several values of a *category of rows*
+//! ([`row_category`], [`row_set`]: `snomedct_code IN ('A', 'B')`, `NOT IN`, and equalities
+//! joined by `OR`, made one list by [`string_lists`]) is read by class the same way, the
+//! class being the rows with that code in the cell; in a cohort subquery or a per-person
+//! aggregation joined on the unit it is refused (a person's rows hold many codes). See the
+//! rewrite design's "Lists of codes".
 //! Grouping keys are otherwise handled by the cell rewrite ([`crate::rewrite`]), which
 //! compares each cell with the cells that have one key fewer.
 //!
@@ -541,7 +547,7 @@ impl Formula {
     /// hold a disjunction (`canon` merges an `OR` into a group with the conditions on the
     /// same columns beside it: measured as one, its branches can pass a row as an `OR`'s
     /// do).
-    fn ors_beside(&self, id: usize) -> (Vec<usize>, usize) {
+    fn ors_beside(&self, id: usize, lists: &BTreeSet<String>) -> (Vec<usize>, usize) {
         let n = &self.nodes[id];
         let (mut ors, mut groups) = (Vec::new(), 0);
         if !n.and {
@@ -550,12 +556,13 @@ impl Formula {
         for c in &n.children {
             match c {
                 Child::Node(j) if self.nodes[*j].and => {
-                    let (o, g) = self.ors_beside(*j);
+                    let (o, g) = self.ors_beside(*j, lists);
                     ors.extend(o);
                     groups += g;
                 }
                 Child::Node(j) => ors.push(*j),
                 Child::Group(e) if disjunctive(e) => groups += 1,
+                Child::Atom(a) if lists.contains(a) => groups += 1,
                 _ => {}
             }
         }
@@ -583,8 +590,8 @@ impl Formula {
     /// outer `AND` ([`Formula::as_if_failing`]) cannot mend it: which masks are low is
     /// decided by the persons measured, and the row's mask without the branch differs in
     /// a list, not in the row.
-    fn and_branch_beside_or(&self, id: usize) -> bool {
-        let (ors, groups) = self.ors_beside(id);
+    fn and_branch_beside_or(&self, id: usize, lists: &BTreeSet<String>) -> bool {
+        let (ors, groups) = self.ors_beside(id, lists);
         ors.len() + groups > 1 && ors.iter().any(|&j| self.has_and_branch(j))
     }
 
@@ -1040,6 +1047,9 @@ enum Unmeasured {
     /// A condition on a per-person category in a cohort subquery nested in another: its
     /// persons' values are carried one level up only ([`LowEffect::cohort_classes`]).
     NestedCategory,
+    /// A list of several values of a category of rows (`snomedct_code IN ('A', 'B')`)
+    /// inside a cohort subquery, where it is not read by class.
+    RowListInCohort,
     /// A condition on a per-person category where it cannot be read by class
     /// ([`LowEffect::snap_edges`], [`LowEffect::cohort_classes`]): in an `OR` with another
     /// such condition or a range edge, beside two `OR`s, an `OR` with an `AND` branch or an
@@ -1146,14 +1156,27 @@ fn unmeasured(at: Unmeasured) -> RewriteError {
                  the query's own",
             ));
         }
+        Unmeasured::RowListInCohort => {
+            return RewriteError::Refused(Refusal::new(
+                Rule::LowEffect,
+                "a list of several codes (or other values of rows: snomedct_code IN (…), \
+                 NOT IN, equalities joined by OR) inside a cohort subquery cannot be checked \
+                 for low effect (a list that adds a code only one person has must not change \
+                 the answer): write the list in the WHERE clause of the query that counts, \
+                 joining the rows to patients on patient_id, where it is read by class (SELECT \
+                 p.practice_code, COUNT(DISTINCT e.patient_id) FROM clinical_events e JOIN \
+                 patients p ON p.patient_id = e.patient_id WHERE e.snomedct_code IN (…) …)",
+            ));
+        }
         Unmeasured::CategoryOr => {
             return RewriteError::Refused(Refusal::new(
                 Rule::LowEffect,
                 "a list of a person's categories (a condition on sex, ethnicity, \
                  practice_code, lsoa, a value looked up by one or a string computed from one \
                  that is anything but one equality or a test of NULL: IN, NOT IN, <>, a \
-                 range, a CASE or a function of it) cannot be checked for low effect here (a \
-                 list that adds one person's category must not change the answer): in an OR \
+                 range, a CASE or a function of it; or a list of several codes of rows, \
+                 snomedct_code IN (…)) cannot be checked for low effect here (a list that \
+                 adds one person's category or code must not change the answer): in an OR \
                  with another such condition or with a range on birth_month, death_month, \
                  imd_decile or a per-person aggregate's value; beside two ORs or more (an OR \
                  list of more than 48 items counts as several), beside an OR with an AND of \
@@ -1169,8 +1192,9 @@ fn unmeasured(at: Unmeasured) -> RewriteError {
                 Rule::LowEffect,
                 "a grouping key computed from a person's category (CASE WHEN ethnicity IN \
                  (…), COALESCE(sex, …), substr(lsoa, …), also in a derived table or an inner \
-                 aggregation), or a condition on such a value computed in a derived table or \
-                 as a per-person aggregate, \
+                 aggregation; or mapped from codes of rows with a list, CASE WHEN \
+                 snomedct_code IN (…)), or a condition on such a value computed in a derived \
+                 table or as a per-person aggregate, \
                  cannot be checked for low effect (moving one person's category from one \
                  cell to another, or in or out, must not change an answer): group by the \
                  column itself (or by column IS NULL) and combine the cells afterwards, and \
@@ -1299,6 +1323,9 @@ pub(crate) struct LowEffect<'a> {
     /// one): not snapped to a neighbour but read by class ([`LowEffect::snap_found`],
     /// "Sets of categories" in the module documentation).
     class_values: BTreeSet<String>,
+    /// Atoms that are lists of several values (`x IN ('A', 'B')`): an `OR` of equalities,
+    /// counted as one beside an `OR` with an `AND` branch ([`Formula::ors_beside`]).
+    lists: BTreeSet<String>,
     /// How many cohort subqueries the plan being lifted is in: their aggregations over
     /// persons are measured without the answer's cells, where edges cannot be snapped.
     in_cohort: usize,
@@ -1371,6 +1398,7 @@ impl<'a> LowEffect<'a> {
             snaps: HashMap::new(),
             snapped_values: HashMap::new(),
             class_values: BTreeSet::new(),
+            lists: BTreeSet::new(),
             in_cohort: 0,
             kept: Vec::new(),
         }
@@ -1817,7 +1845,14 @@ impl<'a> LowEffect<'a> {
             let class = values.is_empty()
                 && !refs.is_empty()
                 && refs.iter().all(|c| *c == refs[0])
-                && classed(scope, &refs[0]);
+                && (classed(scope, &refs[0])
+                    || (self.in_cohort == 0 && row_category(scope, &refs[0]) && row_set(e)));
+            // Not carried out of a cohort subquery or a joined per-person aggregation (a
+            // person's rows hold many values): a list there is refused.
+            if self.in_cohort > 0 && refs.len() == 1 && row_category(scope, &refs[0]) && row_set(e)
+            {
+                return Err(unmeasured(Unmeasured::RowListInCohort));
+            }
             // A value computed from a category with a list in a derived table or as a
             // per-person aggregate (`CASE WHEN ethnicity IN (…) THEN 'x' END AS g`, then
             // `g = 'x'`, or the same as a number): its classes are the computed values',
@@ -4248,7 +4283,7 @@ impl<'a> LowEffect<'a> {
                  each combination of them; combine some, or ask in parts)"
             )));
         }
-        if (0..nodes).any(|j| formula.and_branch_beside_or(j)) {
+        if (0..nodes).any(|j| formula.and_branch_beside_or(j, &self.lists)) {
             return Err(RewriteError::Unsupported(
                 "an OR with an AND branch beside another OR in one AND (rule 7 cannot measure \
                  the branch where only the other OR lets a person reach it): write \
@@ -5470,6 +5505,9 @@ impl<'a> LowEffect<'a> {
             }
         }
         self.keys.insert(name.clone(), key);
+        if matches!(&e, Expr::InList(l) if !l.negated && l.list.len() > 1) {
+            self.lists.insert(name.clone());
+        }
         atoms.push((name.clone(), e));
         Cond::Atom(name)
     }
@@ -5510,10 +5548,8 @@ impl<'a> LowEffect<'a> {
                         other => operands.push(other),
                     }
                 }
-                let parts = operands
-                    .into_iter()
-                    .map(|x| self.nnf(x, want, atoms))
-                    .collect();
+                let merged = string_lists(&operands, *op == Operator::Or);
+                let parts = merged.iter().map(|x| self.nnf(x, want, atoms)).collect();
                 return if (*op == Operator::And) == want.conjunctive() {
                     Cond::And(parts)
                 } else {
@@ -6860,6 +6896,94 @@ fn value_partition(
         .collect()
 }
 
+/// Whether column `c` of `plan` is a category of rows: a string column of a personal
+/// table other than `patients` read as it is stored (`snomedct_code`, `bnf_code`,
+/// `admimeth`), many values per person.
+fn row_category(plan: &LogicalPlan, c: &Column) -> bool {
+    c.name != PRIVACY_UNIT
+        && plan
+            .schema()
+            .qualified_field_from_column(c)
+            .is_ok_and(|(_, f)| {
+                matches!(
+                    f.data_type(),
+                    DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+                )
+            })
+        && matches!(
+            origin_of(plan, c),
+            Origin::Node(LogicalPlan::TableScan(t), _)
+                if t.table_name.table() != "patients" && crate::joins::public_def(t).is_none()
+        )
+}
+
+/// `operands` of an `OR` (`any`) or an `AND`, with the equalities of one column to string
+/// constants (`code = 'A' OR code = 'B'`, and lists `code IN (…)` among them) made one list
+/// (`code IN ('A', 'B')`), and likewise `code <> 'A' AND code <> 'B'` (and `NOT IN` lists)
+/// one `NOT IN` (session 41): the same condition, so that a list of codes is read by class
+/// however it is written ([`row_set`]).
+fn string_lists(operands: &[&Expr], any: bool) -> Vec<Expr> {
+    let item = |x: &Expr| -> Option<(Expr, Vec<Expr>)> {
+        let text = |v: &Expr| matches!(v, Expr::Literal(l, _) if l.data_type().is_string());
+        match x {
+            Expr::BinaryExpr(BinaryExpr { left, op, right })
+                if *op == if any { Operator::Eq } else { Operator::NotEq } =>
+            {
+                match (left.as_ref(), right.as_ref()) {
+                    (c @ Expr::Column(_), v) | (v, c @ Expr::Column(_)) if text(v) => {
+                        Some((c.clone(), vec![v.clone()]))
+                    }
+                    _ => None,
+                }
+            }
+            Expr::InList(InList {
+                expr,
+                list,
+                negated,
+            }) if *negated != any
+                && matches!(expr.as_ref(), Expr::Column(_))
+                && list.iter().all(text) =>
+            {
+                Some(((**expr).clone(), list.clone()))
+            }
+            _ => None,
+        }
+    };
+    let mut out: Vec<Expr> = Vec::new();
+    let mut lists: Vec<(Expr, usize, Vec<Expr>, usize)> = Vec::new();
+    for x in operands {
+        match item(x) {
+            Some((c, values)) => match lists.iter_mut().find(|(k, ..)| *k == c) {
+                Some((_, _, all, n)) => {
+                    all.extend(values);
+                    *n += 1;
+                }
+                None => {
+                    lists.push((c, out.len(), values, 1));
+                    out.push((*x).clone());
+                }
+            },
+            None => out.push((*x).clone()),
+        }
+    }
+    for (c, at, values, n) in lists {
+        if n > 1 {
+            out[at] = Expr::InList(InList {
+                expr: Box::new(c),
+                list: values,
+                negated: !any,
+            });
+        }
+    }
+    out
+}
+
+/// Whether atom `e` is a list of constants of more than one value (`code IN ('A', 'B')`,
+/// `code NOT IN (…)`): for a category of rows, the atoms read by class (session 41).
+fn row_set(e: &Expr) -> bool {
+    matches!(e, Expr::InList(l) if l.list.len() > 1)
+}
+
 /// Whether column `c` of `plan` is a per-person category whose classes
 /// [`LowEffect::snap_found`] reads: not the privacy unit, a string, one value per person.
 fn classed(plan: &LogicalPlan, c: &Column) -> bool {
@@ -7053,8 +7177,51 @@ fn category_mapped(plan: &LogicalPlan, g: &Expr) -> bool {
                 || (refs.iter().any(|r| classed(plan, r))
                     && (has_value(&other) || refs.iter().any(|r| constant_column(plan, r)))
                     && !one_class_key(&other))
+                || code_list(plan, &other)
         }
     }
+}
+
+/// Whether `e` maps a category of rows ([`row_category`]) with a list of the analyst's:
+/// it compares an expression reading one with two or more string constants (`CASE WHEN
+/// snomedct_code IN ('A', 'B') THEN …`, `CASE snomedct_code WHEN 'A' THEN … WHEN 'B' …`,
+/// `snomedct_code = 'A' OR snomedct_code = 'B'`). As a grouping key, or a per-person
+/// aggregate's value filtered on, such a list is not read by class, and `CASE WHEN
+/// snomedct_code IN (…)` against the same with a code only one person has moved them
+/// between two cells (965 and 970, session 41). Keys with no list (`substr(bnf_code, 1,
+/// 2)`, `snomedct_code` itself) and one equality are not.
+fn code_list(plan: &LogicalPlan, e: &Expr) -> bool {
+    let reads = |x: &Expr| x.column_refs().iter().any(|c| row_category(plan, c));
+    let text = |x: &Expr| match x {
+        Expr::Literal(v, _) if v.data_type().is_string() && !v.is_null() => Some(v.to_string()),
+        _ => None,
+    };
+    let mut values = BTreeSet::new();
+    let _ = e.apply(|x| {
+        match x {
+            Expr::InList(InList { expr, list, .. }) if reads(expr) => {
+                values.extend(list.iter().filter_map(text));
+            }
+            Expr::BinaryExpr(BinaryExpr {
+                left,
+                op: Operator::Eq | Operator::NotEq,
+                right,
+            }) => {
+                if reads(left) {
+                    values.extend(text(right));
+                }
+                if reads(right) {
+                    values.extend(text(left));
+                }
+            }
+            Expr::Case(c) if c.expr.as_deref().is_some_and(reads) => {
+                values.extend(c.when_then_expr.iter().filter_map(|(w, _)| text(w)));
+            }
+            _ => {}
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    values.len() > 1
 }
 
 /// Whether `e` holds a value that is not NULL.
@@ -7396,7 +7563,11 @@ fn far_value(t: &DataType, high: bool) -> Option<ScalarValue> {
 fn disjunctive(e: &Expr) -> bool {
     let mut or = false;
     let _ = e.apply(|x| {
-        if matches!(x, Expr::BinaryExpr(b) if b.op == Operator::Or) {
+        // A list of several values is an `OR` of equalities (session 41: equalities on one
+        // column joined by `OR` are made one list before they are measured).
+        if matches!(x, Expr::BinaryExpr(b) if b.op == Operator::Or)
+            || matches!(x, Expr::InList(l) if !l.negated && l.list.len() > 1)
+        {
             or = true;
             return Ok(TreeNodeRecursion::Stop);
         }

@@ -13,6 +13,7 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use fivesafes_engine::session::{SessionOptions, table_provider};
 use fivesafes_policies::OutputControl;
+use fivesafes_policies::decision::Rule;
 use fivesafes_policies::gate::plan_query;
 use fivesafes_policies::output::{count_error_bound, rows_error_bound};
 use fivesafes_policies::person_keys::PersonKeys;
@@ -377,10 +378,27 @@ async fn a_per_person_aggregation_measures_its_conditions_in_the_answers_cells()
     let total = format!("{per_person} SELECT COUNT(*) FROM gp");
     let plan = e.protected_plan(&total).await.expect("rewrites");
     assert!(measured(&plan), "{}", plan.display_indent());
+    // Grouped by another key, the list (read by class since session 41: a list that adds a
+    // code only one person has must not change an answer) is refused, as a per-person
+    // category's list is there; one code is measured.
     let by_sex = format!(
         "{per_person} SELECT p.sex, COUNT(*) FROM gp \
          JOIN patients p ON p.patient_id = gp.patient_id GROUP BY p.sex"
     );
-    let plan = e.protected_plan(&by_sex).await.expect("rewrites");
-    assert!(measured(&plan), "{}", plan.display_indent());
+    match e.protected_plan(&by_sex).await {
+        Err(RewriteError::Refused(r)) => assert_eq!(r.rule, Rule::LowEffect, "{r:?}"),
+        other => panic!("{by_sex}: expected a refusal, got {other:?}"),
+    }
+    let one = "WITH gp AS (SELECT patient_id, snomedct_code, COUNT(*) AS codes \
+               FROM clinical_events WHERE snomedct_code = '44054006' \
+               GROUP BY patient_id, snomedct_code) SELECT p.sex, COUNT(*) FROM gp \
+               JOIN patients p ON p.patient_id = gp.patient_id GROUP BY p.sex";
+    let plan = e.protected_plan(one).await.expect("rewrites");
+    assert!(
+        plan.display_indent()
+            .to_string()
+            .contains("snomedct_code = Utf8(\"44054006\") AS __fs_a"),
+        "{}",
+        plan.display_indent()
+    );
 }

@@ -3204,3 +3204,113 @@ async fn a_list_of_categories_where_it_cannot_be_read_by_class_is_refused() {
         assert!(!rows(&cx, &sql).await.is_empty(), "{sql}");
     }
 }
+
+/// A code list that adds a code only one person has (`999000004`: one person, 100 events)
+/// differs from the list without it by that person, when they have none of the list's
+/// other codes. Conditions on one column were measured as one group, so the two lists were
+/// two large conditions and their answers differed by the person: 970 against 965 with
+/// `60621009`, 535 against 530 with `266919005` (session 41). Lists of several values of a
+/// category of rows are now read by class as per-person categories are (a code whose rows
+/// in the cell hold no anchor that the list decides is read as not listed), however the
+/// list is written (`IN`, equalities joined by `OR`, `NOT IN`, `<>` joined by `AND`).
+#[tokio::test]
+async fn a_code_list_that_adds_one_persons_code_does_not_change_an_answer() {
+    let f = fixture();
+    let cx = f.project(RESEARCH).await;
+    let rare = "'999000004'";
+    let persons =
+        |list: &str| format!("SELECT COUNT(DISTINCT patient_id) FROM clinical_events WHERE {list}");
+    let mut pairs = Vec::new();
+    for common in ["'60621009'", "'266919005'"] {
+        pairs.push((
+            persons(&format!("snomedct_code IN ({common}, '84114007')")),
+            persons(&format!("snomedct_code IN ({common}, '84114007', {rare})")),
+        ));
+        pairs.push((
+            persons(&format!("snomedct_code = {common}")),
+            persons(&format!(
+                "snomedct_code = {common} OR snomedct_code = {rare}"
+            )),
+        ));
+        pairs.push((
+            persons(&format!("snomedct_code NOT IN ({common}, '54150009')")),
+            persons(&format!(
+                "snomedct_code NOT IN ({common}, '54150009', {rare})"
+            )),
+        ));
+        pairs.push((
+            format!(
+                "SELECT p.sex, COUNT(DISTINCT e.patient_id) FROM clinical_events e \
+                 JOIN patients p ON p.patient_id = e.patient_id \
+                 WHERE e.snomedct_code IN ({common}, '84114007') GROUP BY 1"
+            ),
+            format!(
+                "SELECT p.sex, COUNT(DISTINCT e.patient_id) FROM clinical_events e \
+                 JOIN patients p ON p.patient_id = e.patient_id \
+                 WHERE e.snomedct_code IN ({common}, '84114007', {rare}) GROUP BY 1"
+            ),
+        ));
+    }
+    let mut differs = 0;
+    for (without, with) in &pairs {
+        // The pair differs by the person in truth (or the test could not fail).
+        let truth = |sql: &str| {
+            let sql = sql.to_string();
+            let cx = &cx;
+            async move {
+                let mut r = unprotected(cx, &sql).await;
+                r.sort();
+                r
+            }
+        };
+        if truth(without).await != truth(with).await {
+            differs += 1;
+        }
+        assert_eq!(
+            sorted_rows(&cx, without).await,
+            sorted_rows(&cx, with).await,
+            "{without}\n{with}"
+        );
+    }
+    assert_eq!(
+        differs,
+        pairs.len(),
+        "each pair differs by the person in truth"
+    );
+    // Inside a cohort subquery the list is not read by class (a person's rows hold many
+    // codes, so no one class can be carried to the answer's cells): refused.
+    let cohort = format!(
+        "SELECT COUNT(*) FROM patients WHERE patient_id IN (SELECT patient_id FROM \
+         clinical_events WHERE snomedct_code IN ('266919005', {rare}))"
+    );
+    assert_eq!(refused(&cx, &cohort).await, Rule::LowEffect, "{cohort}");
+    // As a grouping key, or a per-person flag filtered on, a list is not read by class: the
+    // key moved the person between two cells (965 and 970), so it is refused with both
+    // lists; one equality as a key and a key with no list are answered.
+    for list in [
+        "'60621009', '84114007'",
+        &format!("'60621009', '84114007', {rare}"),
+    ] {
+        for sql in [
+            format!(
+                "SELECT CASE WHEN snomedct_code IN ({list}) THEN 'y' ELSE 'n' END AS k, \
+                 COUNT(DISTINCT patient_id) FROM clinical_events GROUP BY 1"
+            ),
+            format!(
+                "SELECT COUNT(*) FROM (SELECT patient_id, MAX(CASE WHEN snomedct_code IN \
+                 ({list}) THEN 1 ELSE 0 END) AS f FROM clinical_events GROUP BY patient_id) t \
+                 WHERE f = 1"
+            ),
+        ] {
+            assert_eq!(refused(&cx, &sql).await, Rule::LowEffect, "{sql}");
+        }
+    }
+    for sql in [
+        "SELECT CASE WHEN snomedct_code = '60621009' THEN 'y' ELSE 'n' END AS k, \
+         COUNT(DISTINCT patient_id) FROM clinical_events GROUP BY 1",
+        "SELECT substr(bnf_code, 1, 2) AS chapter, COUNT(DISTINCT patient_id) FROM medications \
+         GROUP BY 1",
+    ] {
+        assert!(outcome(&cx, sql).await.starts_with("rows: "), "{sql}");
+    }
+}
