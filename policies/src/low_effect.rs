@@ -1326,6 +1326,10 @@ pub(crate) struct LowEffect<'a> {
     /// Atoms that are lists of several values (`x IN ('A', 'B')`): an `OR` of equalities,
     /// counted as one beside an `OR` with an `AND` branch ([`Formula::ors_beside`]).
     lists: BTreeSet<String>,
+    /// Class value columns of categories of rows ([`row_category`]): a person's rows hold
+    /// many of their values, so an anchor moves with a class only where it is the one
+    /// value of the anchor's rows that the part decides in the cell.
+    row_class_values: BTreeSet<String>,
     /// How many cohort subqueries the plan being lifted is in: their aggregations over
     /// persons are measured without the answer's cells, where edges cannot be snapped.
     in_cohort: usize,
@@ -1399,6 +1403,7 @@ impl<'a> LowEffect<'a> {
             snapped_values: HashMap::new(),
             class_values: BTreeSet::new(),
             lists: BTreeSet::new(),
+            row_class_values: BTreeSet::new(),
             in_cohort: 0,
             kept: Vec::new(),
         }
@@ -1842,11 +1847,14 @@ impl<'a> LowEffect<'a> {
             // alone (measured as any condition, as everywhere: the match of a join to a
             // public table is one). Not beside another value of the person: there the
             // atom is measured as before, unclassed.
-            let class = values.is_empty()
-                && !refs.is_empty()
-                && refs.iter().all(|c| *c == refs[0])
-                && (classed(scope, &refs[0])
-                    || (self.in_cohort == 0 && row_category(scope, &refs[0]) && row_set(e)));
+            let one_column =
+                values.is_empty() && !refs.is_empty() && refs.iter().all(|c| *c == refs[0]);
+            let row_class = one_column
+                && !classed(scope, &refs[0])
+                && self.in_cohort == 0
+                && row_category(scope, &refs[0])
+                && row_set(e);
+            let class = (one_column && classed(scope, &refs[0])) || row_class;
             // Not carried out of a cohort subquery or a joined per-person aggregation (a
             // person's rows hold many values): a list there is refused.
             if self.in_cohort > 0 && refs.len() == 1 && row_category(scope, &refs[0]) && row_set(e)
@@ -1899,6 +1907,9 @@ impl<'a> LowEffect<'a> {
                         self.snapped_values.insert(v.clone(), snapped(c) || class);
                         if class {
                             self.class_values.insert(v.clone());
+                        }
+                        if row_class {
+                            self.row_class_values.insert(v.clone());
                         }
                         named.insert(c.clone(), v.clone());
                         v
@@ -2748,10 +2759,61 @@ impl<'a> LowEffect<'a> {
                         }
                     }
                 }
+                // A code of rows: the anchor's rows may pass the part through other codes,
+                // and then the anchor does not move with this class. It counts only where
+                // this code is the one value of its rows that the part decides in the cell
+                // (session 41: else a code held by the target and by anchors in the cell
+                // through other listed codes was read as written, and moved the target
+                // alone).
+                let mut counted = atom(&anchor).and(atom(ctx));
+                if edge
+                    .values
+                    .iter()
+                    .any(|o| self.row_class_values.contains(o))
+                {
+                    let mut person = by_class.clone();
+                    person.push(unit.clone());
+                    // The rows the part decides and passes as written (where a person's
+                    // rows are decided together, `ctx` holds on all of them: the row's own
+                    // flags).
+                    let row_decided = per_person
+                        .iter()
+                        .find(|(n, _, _)| n == ctx)
+                        .map(|(_, t, f)| atom(t).and(Expr::Not(Box::new(atom(f)))))
+                        .unwrap_or_else(|| atom(ctx));
+                    let row_decided = match edge.cond {
+                        Some(cond) => row_decided.and(Expr::IsTrue(Box::new(cond.expr()))),
+                        None => row_decided,
+                    };
+                    let mut of_person = Vec::new();
+                    let mut one = Vec::new();
+                    for original in &edge.values {
+                        let decided_value =
+                            when(row_decided.clone(), atom(&renamed[original])).end()?;
+                        let (lo, hi) = (self.name("edlo"), self.name("edhi"));
+                        of_person.push((
+                            over(min_udaf(), decided_value.clone())
+                                .partition_by(person.clone())
+                                .build()?,
+                            lo.clone(),
+                        ));
+                        of_person.push((
+                            over(max_udaf(), decided_value)
+                                .partition_by(person.clone())
+                                .build()?,
+                            hi.clone(),
+                        ));
+                        one.push(atom(&lo).eq(atom(&hi)));
+                    }
+                    plan = with_windows(plan, of_person)?;
+                    if let Some(one) = conjunction(one) {
+                        counted = counted.and(coalesce(vec![one, lit(false)]));
+                    }
+                }
                 by_class.extend(edge.values.iter().map(|o| atom(&renamed[o])));
                 let has = self.name("edh");
                 windows.push((
-                    over(bool_or_udaf(), atom(&anchor).and(atom(ctx)))
+                    over(bool_or_udaf(), counted)
                         .partition_by(by_class)
                         .build()?,
                     has.clone(),
@@ -5548,7 +5610,14 @@ impl<'a> LowEffect<'a> {
                         other => operands.push(other),
                     }
                 }
-                let merged = string_lists(&operands, *op == Operator::Or);
+                // Only where the selection is a truth value: under `IS NOT FALSE` a list is
+                // one condition that is not read by class, where its `OR` was a group
+                // counted beside an `OR` with an `AND` branch.
+                let merged = if matches!(want, Want::True | Want::False) {
+                    string_lists(&operands, *op == Operator::Or)
+                } else {
+                    operands.iter().map(|x| (*x).clone()).collect()
+                };
                 let parts = merged.iter().map(|x| self.nnf(x, want, atoms)).collect();
                 return if (*op == Operator::And) == want.conjunctive() {
                     Cond::And(parts)
@@ -6924,7 +6993,17 @@ fn row_category(plan: &LogicalPlan, c: &Column) -> bool {
 /// however it is written ([`row_set`]).
 fn string_lists(operands: &[&Expr], any: bool) -> Vec<Expr> {
     let item = |x: &Expr| -> Option<(Expr, Vec<Expr>)> {
-        let text = |v: &Expr| matches!(v, Expr::Literal(l, _) if l.data_type().is_string());
+        // A string constant, written or computed from constants (`'A' || ''`).
+        let text = |v: &Expr| {
+            v.column_refs().is_empty()
+                && !v.is_volatile()
+                && v.exists(|y| Ok(matches!(y, Expr::Literal(l, _) if l.data_type().is_string())))
+                    .unwrap_or(false)
+                && !matches!(
+                    v,
+                    Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_)
+                )
+        };
         match x {
             Expr::BinaryExpr(BinaryExpr { left, op, right })
                 if *op == if any { Operator::Eq } else { Operator::NotEq } =>

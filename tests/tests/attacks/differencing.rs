@@ -3314,3 +3314,97 @@ async fn a_code_list_that_adds_one_persons_code_does_not_change_an_answer() {
         assert!(outcome(&cx, sql).await.starts_with("rows: "), "{sql}");
     }
 }
+
+/// A code held by the target and by a few others who are in the answer anyway through other
+/// listed codes: read by rows, the others' rows of the code made its class hold an anchor
+/// whenever one of them was an anchor, so the code was read as written and moved the target
+/// alone (found by the session-41 review). An anchor now counts for a code only where the
+/// code is the one value of its rows that the list decides in the cell. Each attack lists
+/// every code the target lacks, with and without one code the target shares with others
+/// (at least one an anchor), the target being no anchor.
+#[tokio::test]
+async fn a_code_shared_with_persons_in_the_answer_anyway_does_not_move_the_target() {
+    use std::collections::{BTreeMap, BTreeSet};
+    let f = fixture();
+    let cx = f.project(RESEARCH).await;
+    let anchors = edge_anchor_keys();
+    let anchor = |id: i64| anchors.contains(&f.record_key(id));
+    let mut codes_of: BTreeMap<i64, BTreeSet<String>> = BTreeMap::new();
+    let mut holders: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
+    for r in unprotected(
+        &cx,
+        "SELECT patient_id, snomedct_code FROM clinical_events GROUP BY 1, 2",
+    )
+    .await
+    {
+        let id: i64 = r[0].parse().expect("patient_id");
+        codes_of.entry(id).or_default().insert(r[1].clone());
+        holders.entry(r[1].clone()).or_default().insert(id);
+    }
+    let all: BTreeSet<&String> = holders.keys().collect();
+    let quoted = |codes: &[&String]| {
+        codes
+            .iter()
+            .map(|c| format!("'{c}'"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut attacks = 0;
+    'codes: for (code, persons) in &holders {
+        if !(2..=20).contains(&persons.len()) || !persons.iter().any(|p| anchor(*p)) {
+            continue;
+        }
+        for &target in persons.iter().filter(|p| !anchor(**p)) {
+            let lacks: Vec<&String> = all
+                .iter()
+                .filter(|c| !codes_of[&target].contains(**c))
+                .copied()
+                .collect();
+            // The others are in the answer through a listed code the target lacks.
+            let others_in = persons
+                .iter()
+                .filter(|p| **p != target)
+                .all(|p| codes_of[p].iter().any(|c| !codes_of[&target].contains(c)));
+            if lacks.len() < 2 || !others_in {
+                continue;
+            }
+            let without = format!(
+                "SELECT COUNT(DISTINCT patient_id) FROM clinical_events \
+                 WHERE snomedct_code IN ({})",
+                quoted(&lacks)
+            );
+            let mut with_code = lacks.clone();
+            with_code.push(code);
+            let with = format!(
+                "SELECT COUNT(DISTINCT patient_id) FROM clinical_events \
+                 WHERE snomedct_code IN ({})",
+                quoted(&with_code)
+            );
+            let truth = |sql: String| {
+                let cx = &cx;
+                async move { num(&unprotected(cx, &sql).await[0][0]) }
+            };
+            assert_eq!(
+                truth(with.clone()).await - truth(without.clone()).await,
+                1.0,
+                "the pair differs by the target alone"
+            );
+            let released = single(&cx, &without).await;
+            assert!(released.is_some(), "released: {without}");
+            assert_eq!(
+                released,
+                single(&cx, &with).await,
+                "code {code}, target {target}"
+            );
+            attacks += 1;
+            if attacks == 4 {
+                break 'codes;
+            }
+            continue 'codes;
+        }
+    }
+    assert!(
+        attacks > 0,
+        "no code shared by a non-anchor target and an anchor"
+    );
+}
