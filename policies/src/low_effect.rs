@@ -99,11 +99,13 @@
 //! a grouping key computed from a category with values of the analyst's
 //! ([`category_lists`]: `CASE WHEN ethnicity IN (…)`). See the rewrite design's "Sets of
 //! categories".
-//! Lists of codes (session 41): a list of several values of a *category of rows*
-//! ([`row_category`], [`row_set`]: `snomedct_code IN ('A', 'B')`, `NOT IN`, and equalities
-//! joined by `OR`, made one list by [`string_lists`]) is read by class the same way, the
-//! class being the rows with that code in the cell; in a cohort subquery or a per-person
-//! aggregation joined on the unit it is refused (a person's rows hold many codes). See the
+//! Lists of codes (session 41): a condition on a *category of rows* alone ([`row_category`],
+//! [`row_listed`]: anything but one equality or a test of NULL, so `snomedct_code IN ('A',
+//! 'B')`, `NOT IN`, prefixes, `regexp_like`, and equalities joined by `OR`, made one list by
+//! [`string_lists`]) is read by class the same way, the class being the rows with that code
+//! in the cell, and an anchor counting for a code only where it is the one value of its
+//! rows that the part decides; in a cohort subquery or a per-person aggregation joined on
+//! the unit a list ([`row_set`]) is refused (a person's rows hold many codes). See the
 //! rewrite design's "Lists of codes".
 //! Grouping keys are otherwise handled by the cell rewrite ([`crate::rewrite`]), which
 //! compares each cell with the cells that have one key fewer.
@@ -1853,7 +1855,7 @@ impl<'a> LowEffect<'a> {
                 && !classed(scope, &refs[0])
                 && self.in_cohort == 0
                 && row_category(scope, &refs[0])
-                && row_set(e);
+                && row_listed(e);
             let class = (one_column && classed(scope, &refs[0])) || row_class;
             // Not carried out of a cohort subquery or a joined per-person aggregation (a
             // person's rows hold many values): a list there is refused.
@@ -7061,6 +7063,23 @@ fn string_lists(operands: &[&Expr], any: bool) -> Vec<Expr> {
 /// `code NOT IN (…)`): for a category of rows, the atoms read by class (session 41).
 fn row_set(e: &Expr) -> bool {
     matches!(e, Expr::InList(l) if l.list.len() > 1)
+}
+
+/// Whether atom `e` on one category of rows is read by class: anything but one equality to
+/// a constant or a test of NULL (a list however spelled: `regexp_like(code, '^(A|B)$')`,
+/// `strpos('|A|B|', …) > 0`, `(code IN (…)) IS NOT FALSE`, a prefix `LIKE '6062%'`, `<>`),
+/// as [`listed`] reads a per-person category's parts.
+fn row_listed(e: &Expr) -> bool {
+    let single = match e {
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Eq,
+            right,
+        }) => left.column_refs().is_empty() || right.column_refs().is_empty(),
+        Expr::InList(l) => l.list.len() < 2 && !l.negated,
+        _ => false,
+    };
+    !single && !null_test(e)
 }
 
 /// Whether column `c` of `plan` is a per-person category whose classes

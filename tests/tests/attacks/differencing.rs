@@ -3238,6 +3238,33 @@ async fn a_code_list_that_adds_one_persons_code_does_not_change_an_answer() {
                 "snomedct_code NOT IN ({common}, '54150009', {rare})"
             )),
         ));
+        // Other spellings of a list (found by the session-41 review): read by class too, as
+        // any condition on the code alone but one equality or a test of NULL.
+        pairs.push((
+            persons(&format!(
+                "regexp_like(snomedct_code, '^({}|84114007)$')",
+                common.trim_matches('\'')
+            )),
+            persons(&format!(
+                "regexp_like(snomedct_code, '^({}|84114007|999000004)$')",
+                common.trim_matches('\'')
+            )),
+        ));
+        pairs.push((
+            persons(&format!(
+                "(snomedct_code IN ({common}, '84114007')) IS NOT FALSE"
+            )),
+            persons(&format!(
+                "(snomedct_code IN ({common}, '84114007', {rare})) IS NOT FALSE"
+            )),
+        ));
+        pairs.push((
+            persons(&format!("snomedct_code LIKE '{}%'", &common[1..5])),
+            persons(&format!(
+                "snomedct_code LIKE '{}%' OR snomedct_code LIKE '999000004%'",
+                &common[1..5]
+            )),
+        ));
         pairs.push((
             format!(
                 "SELECT p.sex, COUNT(DISTINCT e.patient_id) FROM clinical_events e \
