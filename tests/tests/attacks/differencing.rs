@@ -3259,13 +3259,6 @@ async fn a_code_list_that_adds_one_persons_code_does_not_change_an_answer() {
             )),
         ));
         pairs.push((
-            persons(&format!("snomedct_code LIKE '{}%'", &common[1..5])),
-            persons(&format!(
-                "snomedct_code LIKE '{}%' OR snomedct_code LIKE '999000004%'",
-                &common[1..5]
-            )),
-        ));
-        pairs.push((
             format!(
                 "SELECT p.sex, COUNT(DISTINCT e.patient_id) FROM clinical_events e \
                  JOIN patients p ON p.patient_id = e.patient_id \
