@@ -101,12 +101,14 @@
 //! categories".
 //! Lists of codes (session 41): a condition on a *category of rows* alone ([`row_category`],
 //! [`row_listed`]: anything but one equality or a test of NULL, so `snomedct_code IN ('A',
-//! 'B')`, `NOT IN`, prefixes, `regexp_like`, and equalities joined by `OR`, made one list by
-//! [`string_lists`]) is read by class the same way, the class being the rows with that code
-//! in the cell, and an anchor counting for a code only where it is the one value of its
-//! rows that the part decides; in a cohort subquery or a per-person aggregation joined on
-//! the unit a list ([`row_set`]) is refused (a person's rows hold many codes). See the
-//! rewrite design's "Lists of codes".
+//! 'B')`, `NOT IN`, `regexp_like`, and equalities joined by `OR`, made one list by
+//! [`string_lists`]; not `LIKE` patterns) is read by class the same way, the class being the
+//! rows with that code in the cell, and an anchor counting for a code only where it is the
+//! one value of its rows that the part decides; in a cohort subquery or a per-person
+//! aggregation joined on the unit a list ([`row_set`]) is refused (a person's rows hold
+//! many codes). Integer columns of rows are categories too since session 42 (`startage IN
+//! (40, 41)`), but for ranges ([`range`]); a category compared with a subquery's values is
+//! refused ([`category_lists`]). See the rewrite design's "Lists of codes".
 //! Grouping keys are otherwise handled by the cell rewrite ([`crate::rewrite`]), which
 //! compares each cell with the cells that have one key fewer.
 //!
@@ -129,7 +131,7 @@
 //! The plan stays made of standard DataFusion operators and functions (serialisable with
 //! `datafusion-proto`).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::DataType;
@@ -144,8 +146,8 @@ use datafusion::functions_nested::expr_fn::{
     array_compact, array_concat, array_has, cardinality, flatten as flatten_lists, make_array,
 };
 use datafusion::logical_expr::expr::{
-    AggregateFunction, Case, Cast, InList, InSubquery, Like, TryCast, WindowFunction,
-    WindowFunctionDefinition,
+    AggregateFunction, Case, Cast, InList, InSubquery, Like, SetComparison, TryCast,
+    WindowFunction, WindowFunctionDefinition,
 };
 use datafusion::logical_expr::utils::{
     conjunction, disjunction, split_conjunction, split_conjunction_owned,
@@ -1052,6 +1054,10 @@ enum Unmeasured {
     /// A list of several values of a category of rows (`snomedct_code IN ('A', 'B')`)
     /// inside a cohort subquery, where it is not read by class.
     RowListInCohort,
+    /// A category, of persons or of rows, compared with the values of a subquery other than
+    /// a public table's key as it is (`snomedct_code IN (SELECT column1 FROM (VALUES …))`):
+    /// a list that is not read by class ([`category_lists`]).
+    SubqueryList,
     /// A condition on a per-person category where it cannot be read by class
     /// ([`LowEffect::snap_edges`], [`LowEffect::cohort_classes`]): in an `OR` with another
     /// such condition or a range edge, beside two `OR`s, an `OR` with an `AND` branch or an
@@ -1156,6 +1162,18 @@ fn unmeasured(at: Unmeasured) -> RewriteError {
                  checked for low effect (a list that adds one person's category must not \
                  change the answer): put it in the outer cohort subquery's WHERE clause or in \
                  the query's own",
+            ));
+        }
+        Unmeasured::SubqueryList => {
+            return RewriteError::Refused(Refusal::new(
+                Rule::LowEffect,
+                "a category (sex, ethnicity, practice_code, lsoa, or a code of rows: \
+                 snomedct_code, bnf_code, admimeth …) compared with the values of a subquery \
+                 (x IN (SELECT … FROM (VALUES …)), a subquery of the query's own rows or a \
+                 value computed from a public table) cannot be checked for low effect (a list \
+                 that adds one person's category or code must not change the answer): write \
+                 the values out as a list, x IN ('a', 'b'), or compare with a public table's \
+                 key as it is, x IN (SELECT practice_code FROM practices WHERE …)",
             ));
         }
         Unmeasured::RowListInCohort => {
@@ -1825,6 +1843,22 @@ impl<'a> LowEffect<'a> {
         let snapped = |c: &Column| snappable(scope, c);
         let mut named: HashMap<Column, String> = HashMap::new();
         let mut out = Vec::new();
+        // The distinct atoms of each category of rows read alone but for tests of NULL and
+        // ranges on integers: two or more are a list however each is spelt (`lower(code) =
+        // 'a' OR lower(code) = 'b'`, `code LIKE 'A' OR code LIKE 'B'`, found by the session-42
+        // review), so each is read by class even where one alone would not be.
+        let mut parts: HashMap<Column, HashSet<&Expr>> = HashMap::new();
+        for (_, e) in atoms {
+            let refs = e.column_refs();
+            if let [c] = refs.into_iter().collect::<Vec<_>>().as_slice()
+                && row_category(scope, c)
+                && !null_test(e)
+                && !(integer(scope, c) && range(e))
+            {
+                parts.entry((*c).clone()).or_default().insert(e);
+            }
+        }
+        let several = |c: &Column| parts.get(c).is_some_and(|p| p.len() > 1);
         for (name, e) in atoms {
             let refs: Vec<Column> = e.column_refs().into_iter().cloned().collect();
             // A column with a template of its own (a cohort's per-person condition values).
@@ -1855,13 +1889,27 @@ impl<'a> LowEffect<'a> {
                 && !classed(scope, &refs[0])
                 && self.in_cohort == 0
                 && row_category(scope, &refs[0])
-                && row_listed(e);
+                && (row_listed(e) || several(&refs[0]))
+                && !(integer(scope, &refs[0]) && range(e));
             let class = (one_column && classed(scope, &refs[0])) || row_class;
             // Not carried out of a cohort subquery or a joined per-person aggregation (a
             // person's rows hold many values): a list there is refused.
-            if self.in_cohort > 0 && refs.len() == 1 && row_category(scope, &refs[0]) && row_set(e)
+            if self.in_cohort > 0
+                && refs.len() == 1
+                && row_category(scope, &refs[0])
+                && (row_set(e) || (several(&refs[0]) && !null_test(e)))
             {
                 return Err(unmeasured(Unmeasured::RowListInCohort));
+            }
+            // A category of rows read with another column in one atom with values of the
+            // analyst's (`COALESCE(startage, epiorder) IN (40, 41, 98)`, `COALESCE(admimeth,
+            // dismeth) IN (…)`) is no class and would be one measured condition (session-42
+            // review): refused, as for per-person categories below.
+            if refs.len() > 1
+                && refs.iter().any(|c| row_category(scope, c))
+                && (has_value(e) || refs.iter().any(|c| constant_column(scope, c)))
+            {
+                return Err(unmeasured(Unmeasured::CategoryOr));
             }
             // A value computed from a category with a list in a derived table or as a
             // per-person aggregate (`CASE WHEN ethnicity IN (…) THEN 'x' END AS g`, then
@@ -5616,7 +5664,9 @@ impl<'a> LowEffect<'a> {
                 // one condition that is not read by class, where its `OR` was a group
                 // counted beside an `OR` with an `AND` branch.
                 let merged = if matches!(want, Want::True | Want::False) {
-                    string_lists(&operands, *op == Operator::Or)
+                    let scope = self.scope.clone();
+                    let rows = |c: &Column| scope.as_ref().is_some_and(|s| row_category(s, c));
+                    string_lists(&operands, *op == Operator::Or, &rows)
                 } else {
                     operands.iter().map(|x| (*x).clone()).collect()
                 };
@@ -6967,9 +7017,12 @@ fn value_partition(
         .collect()
 }
 
-/// Whether column `c` of `plan` is a category of rows: a string column of a personal
-/// table other than `patients` read as it is stored (`snomedct_code`, `bnf_code`,
-/// `admimeth`), many values per person.
+/// Whether column `c` of `plan` is a category of rows: a string or integer column of a
+/// personal table other than `patients` read as it is stored (`snomedct_code`, `bnf_code`,
+/// `admimeth`; `startage`, `epiorder`), many values per person. Integers since session 42:
+/// `startage IN (40, 41)` against the same with an age only one person was admitted at
+/// answered 20 and 25 (raw 21 and 22). (Not dates and not `numeric_value`: their ranges
+/// are the open item of values of rows.)
 fn row_category(plan: &LogicalPlan, c: &Column) -> bool {
     c.name != PRIVACY_UNIT
         && plan
@@ -6979,7 +7032,7 @@ fn row_category(plan: &LogicalPlan, c: &Column) -> bool {
                 matches!(
                     f.data_type(),
                     DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
-                )
+                ) || f.data_type().is_integer()
             })
         && matches!(
             origin_of(plan, c),
@@ -6992,26 +7045,34 @@ fn row_category(plan: &LogicalPlan, c: &Column) -> bool {
 /// constants (`code = 'A' OR code = 'B'`, and lists `code IN (…)` among them) made one list
 /// (`code IN ('A', 'B')`), and likewise `code <> 'A' AND code <> 'B'` (and `NOT IN` lists)
 /// one `NOT IN` (session 41): the same condition, so that a list of codes is read by class
-/// however it is written ([`row_set`]).
-fn string_lists(operands: &[&Expr], any: bool) -> Vec<Expr> {
+/// however it is written ([`row_set`]). Integer constants likewise, but only for a category
+/// of rows (`rows`: `startage = 40 OR startage = 41`, session 42), not for a per-person
+/// ordered value (`imd_decile`), whose ranges and islands are measured otherwise.
+fn string_lists(operands: &[&Expr], any: bool, rows: &dyn Fn(&Column) -> bool) -> Vec<Expr> {
     let item = |x: &Expr| -> Option<(Expr, Vec<Expr>)> {
-        // A string constant, written or computed from constants (`'A' || ''`).
-        let text = |v: &Expr| {
-            v.column_refs().is_empty()
-                && !v.is_volatile()
-                && v.exists(|y| Ok(matches!(y, Expr::Literal(l, _) if l.data_type().is_string())))
+        // A string constant, written or computed from constants (`'A' || ''`); or, for a
+        // category of rows, an integer literal.
+        let text = |c: &Expr, v: &Expr| {
+            let integer = matches!(v, Expr::Literal(l, _) if l.data_type().is_integer() && !l.is_null())
+                && matches!(c, Expr::Column(col) if rows(col));
+            integer
+                || (v.column_refs().is_empty()
+                    && !v.is_volatile()
+                    && v.exists(|y| {
+                        Ok(matches!(y, Expr::Literal(l, _) if l.data_type().is_string()))
+                    })
                     .unwrap_or(false)
-                && !matches!(
-                    v,
-                    Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_)
-                )
+                    && !matches!(
+                        v,
+                        Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_)
+                    ))
         };
         match x {
             Expr::BinaryExpr(BinaryExpr { left, op, right })
                 if *op == if any { Operator::Eq } else { Operator::NotEq } =>
             {
                 match (left.as_ref(), right.as_ref()) {
-                    (c @ Expr::Column(_), v) | (v, c @ Expr::Column(_)) if text(v) => {
+                    (c @ Expr::Column(_), v) | (v, c @ Expr::Column(_)) if text(c, v) => {
                         Some((c.clone(), vec![v.clone()]))
                     }
                     _ => None,
@@ -7023,7 +7084,7 @@ fn string_lists(operands: &[&Expr], any: bool) -> Vec<Expr> {
                 negated,
             }) if *negated != any
                 && matches!(expr.as_ref(), Expr::Column(_))
-                && list.iter().all(text) =>
+                && list.iter().all(|v| text(expr, v)) =>
             {
                 Some(((**expr).clone(), list.clone()))
             }
@@ -7071,21 +7132,64 @@ fn row_set(e: &Expr) -> bool {
 /// [`listed`] reads a per-person category's parts. Not `LIKE` patterns: read by class, a
 /// prefix inside a per-person aggregation grouped by another key is refused, and that is
 /// the benchmark's cte-two-levels (`admimeth LIKE '2%'`); prefixes stay open, as ranges
-/// on per-person strings do.
+/// on per-person strings do. `SIMILAR TO` is read by class since session 42 (`'A|B|R'` is a
+/// list). Two or more atoms on one column are read by class whatever each is
+/// ([`LowEffect::edge_values`]).
 fn row_listed(e: &Expr) -> bool {
-    if matches!(e, Expr::Like(_) | Expr::SimilarTo(_)) {
+    if matches!(e, Expr::Like(_)) {
         return false;
     }
+    // One equality of the column as it is (through casts) to a constant: not a function
+    // of it (`(startage - 40) * (startage - 98) = 0` is a list, session-42 review).
     let single = match e {
         Expr::BinaryExpr(BinaryExpr {
             left,
             op: Operator::Eq,
             right,
-        }) => left.column_refs().is_empty() || right.column_refs().is_empty(),
-        Expr::InList(l) => l.list.len() < 2 && !l.negated,
+        }) => {
+            (bare_column(left) && right.column_refs().is_empty())
+                || (bare_column(right) && left.column_refs().is_empty())
+        }
+        Expr::InList(l) => l.list.len() < 2 && !l.negated && bare_column(&l.expr),
         _ => false,
     };
     !single && !null_test(e)
+}
+
+/// Whether `e` is a column as it is, through casts.
+fn bare_column(e: &Expr) -> bool {
+    match e {
+        Expr::Column(_) => true,
+        Expr::Cast(Cast { expr, .. }) | Expr::TryCast(TryCast { expr, .. }) => bare_column(expr),
+        _ => false,
+    }
+}
+
+/// Whether column `c` of `plan` is an integer.
+fn integer(plan: &LogicalPlan, c: &Column) -> bool {
+    plan.schema()
+        .qualified_field_from_column(c)
+        .is_ok_and(|(_, f)| f.data_type().is_integer())
+}
+
+/// Whether atom `e` is a range: a comparison by order (`<`, `<=`, `>`, `>=`) or `BETWEEN`.
+/// Not read by class on an integer of rows (`startage >= 40`): every age without an anchor
+/// in the cell would leave it (405 against raw 455 on the fixture), where only its edges
+/// can be moved; snapping the edges of values of rows is an open item.
+/// Only the column as it is (through casts) against constants: a comparison of anything
+/// else (`(startage IN (40, 41, 98)) >= true`, `strpos('|40|41|', …) > 0`) is a list
+/// (session-42 review).
+fn range(e: &Expr) -> bool {
+    let constant = |x: &Expr| x.column_refs().is_empty();
+    match e {
+        Expr::Between(b) => bare_column(&b.expr) && constant(&b.low) && constant(&b.high),
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Lt | Operator::LtEq | Operator::Gt | Operator::GtEq,
+            right,
+        }) => (bare_column(left) && constant(right)) || (bare_column(right) && constant(left)),
+        _ => false,
+    }
 }
 
 /// Whether column `c` of `plan` is a per-person category whose classes
@@ -7106,7 +7210,9 @@ fn classed(plan: &LogicalPlan, c: &Column) -> bool {
 /// WHEN ethnicity IN (…) …) AS g`, then `WHERE g = 'x'`), and for a category compared in a
 /// subquery with anything but a public table's key as it is (`ethnicity IN (SELECT column1
 /// FROM (VALUES ('A'), ('D')))`, `ethnicity IN (SELECT CASE practice_code WHEN … THEN 'A'
-/// … END FROM practices)`), neither of which is read by class. (Filters on a value a projection
+/// … END FROM practices)`), neither of which is read by class, and a category of rows so
+/// compared ([`row_category`]: `snomedct_code IN (SELECT column1 FROM (VALUES …))`, session
+/// 42). (Filters on a value a projection
 /// computes from a category are checked where they are measured, once written out where
 /// they can be: [`LowEffect::edge_values`].)
 pub(crate) fn category_lists(plan: &LogicalPlan) -> Result<(), RewriteError> {
@@ -7132,8 +7238,24 @@ pub(crate) fn category_lists(plan: &LogicalPlan) -> Result<(), RewriteError> {
                     // practice_code FROM practices WHERE …)`, measured as a join to it):
                     // not values of the query's own, nor values computed from a public
                     // table (`CASE practice_code WHEN … THEN 'A' …`, `practice_code || ''`).
-                    if let Expr::InSubquery(InSubquery { expr, subquery, .. }) = e
-                        && expr.column_refs().iter().any(|c| classed(input, c))
+                    // A category of rows likewise (`snomedct_code IN (SELECT column1 FROM
+                    // (VALUES …))`): read as one condition, a list that adds a code only one
+                    // person has gave 965 and 970 (session 42).
+                    // (`x = ANY (SELECT …)` alike.)
+                    let compared = match e {
+                        Expr::InSubquery(InSubquery { expr, subquery, .. }) => {
+                            Some((expr, subquery))
+                        }
+                        Expr::SetComparison(SetComparison { expr, subquery, .. }) => {
+                            Some((expr, subquery))
+                        }
+                        _ => None,
+                    };
+                    if let Some((expr, subquery)) = compared
+                        && expr
+                            .column_refs()
+                            .iter()
+                            .any(|c| classed(input, c) || row_category(input, c))
                     {
                         let sub = subquery.subquery.as_ref();
                         let column = sub.schema().columns().into_iter().next();
@@ -7156,7 +7278,7 @@ pub(crate) fn category_lists(plan: &LogicalPlan) -> Result<(), RewriteError> {
         return Err(unmeasured(Unmeasured::CategoryKey));
     }
     if listed_below {
-        return Err(unmeasured(Unmeasured::CategoryOr));
+        return Err(unmeasured(Unmeasured::SubqueryList));
     }
     Ok(())
 }
@@ -7295,37 +7417,59 @@ fn category_mapped(plan: &LogicalPlan, g: &Expr) -> bool {
 /// between two cells (965 and 970, session 41). Keys with no list (`substr(bnf_code, 1,
 /// 2)`, `snomedct_code` itself) and one equality are not.
 fn code_list(plan: &LogicalPlan, e: &Expr) -> bool {
-    let reads = |x: &Expr| x.column_refs().iter().any(|c| row_category(plan, c));
-    let text = |x: &Expr| match x {
-        Expr::Literal(v, _) if v.data_type().is_string() && !v.is_null() => Some(v.to_string()),
+    // The categories of rows an expression reads, as one key (`admimeth`, or several).
+    let reads = |x: &Expr| {
+        let mut cs: Vec<String> = x
+            .column_refs()
+            .into_iter()
+            .filter(|c| row_category(plan, c))
+            .map(|c| c.flat_name())
+            .collect();
+        cs.sort();
+        (!cs.is_empty()).then(|| cs.join(","))
+    };
+    // (Any value: integer codes too, `CASE WHEN startage IN (40, 41) …`.)
+    let text = |x: &Expr| match unaliased(x) {
+        Expr::Literal(v, _) if !v.is_null() => Some(v.to_string()),
         _ => None,
     };
-    let mut values = BTreeSet::new();
+    // Values counted per column compared (`admimeth = '21' AND epiorder = 1` is one value
+    // of each, not a list, session-42 review).
+    let mut values: HashMap<String, BTreeSet<String>> = HashMap::new();
     let _ = e.apply(|x| {
+        let mut add = |k: Option<String>, v: Vec<String>| {
+            if let Some(k) = k {
+                values.entry(k).or_default().extend(v);
+            }
+        };
         match x {
-            Expr::InList(InList { expr, list, .. }) if reads(expr) => {
-                values.extend(list.iter().filter_map(text));
+            Expr::InList(InList { expr, list, .. }) => {
+                add(reads(expr), list.iter().filter_map(text).collect());
             }
             Expr::BinaryExpr(BinaryExpr {
                 left,
                 op: Operator::Eq | Operator::NotEq,
                 right,
             }) => {
-                if reads(left) {
-                    values.extend(text(right));
-                }
-                if reads(right) {
-                    values.extend(text(left));
-                }
+                add(reads(left), text(right).into_iter().collect());
+                add(reads(right), text(left).into_iter().collect());
             }
-            Expr::Case(c) if c.expr.as_deref().is_some_and(reads) => {
-                values.extend(c.when_then_expr.iter().filter_map(|(w, _)| text(w)));
+            Expr::Case(c) => {
+                if let Some(k) = c.expr.as_deref().and_then(reads) {
+                    add(
+                        Some(k),
+                        c.when_then_expr
+                            .iter()
+                            .filter_map(|(w, _)| text(w))
+                            .collect(),
+                    );
+                }
             }
             _ => {}
         }
         Ok(TreeNodeRecursion::Continue)
     });
-    values.len() > 1
+    values.values().any(|v| v.len() > 1)
 }
 
 /// Whether `e` holds a value that is not NULL.

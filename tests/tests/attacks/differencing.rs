@@ -3271,6 +3271,47 @@ async fn a_code_list_that_adds_one_persons_code_does_not_change_an_answer() {
             ),
         ));
     }
+    // Integer values of rows likewise (session 42: `startage IN (40, 41)` against the same
+    // with 98, an age only one person was admitted at, answered 20 and 25).
+    let admitted =
+        |list: &str| format!("SELECT COUNT(DISTINCT patient_id) FROM hes_apc WHERE {list}");
+    pairs.push((
+        admitted("startage IN (40, 41)"),
+        admitted("startage IN (40, 41, 98)"),
+    ));
+    pairs.push((
+        admitted("startage = 40 OR startage = 41"),
+        admitted("startage = 40 OR startage = 41 OR startage = 98"),
+    ));
+    // Other spellings the session-42 review found: a function of the column compared with
+    // a value, equalities through casts or functions, a comparison of a list, a pattern
+    // that is a list.
+    pairs.push((
+        admitted("(startage - 40) * (startage - 41) = 0"),
+        admitted("(startage - 40) * (startage - 41) * (startage - 98) = 0"),
+    ));
+    pairs.push((
+        admitted("CAST(startage AS BIGINT) = 40 OR CAST(startage AS BIGINT) = 41"),
+        admitted(
+            "CAST(startage AS BIGINT) = 40 OR CAST(startage AS BIGINT) = 41 \
+             OR CAST(startage AS BIGINT) = 98",
+        ),
+    ));
+    pairs.push((
+        admitted("(startage IN (40, 41)) >= true"),
+        admitted("(startage IN (40, 41, 98)) >= true"),
+    ));
+    pairs.push((
+        persons("lower(snomedct_code) = '60621009' OR lower(snomedct_code) = '84114007'"),
+        persons(&format!(
+            "lower(snomedct_code) = '60621009' OR lower(snomedct_code) = '84114007' \
+             OR lower(snomedct_code) = {rare}"
+        )),
+    ));
+    pairs.push((
+        persons("snomedct_code SIMILAR TO '(60621009|84114007)'"),
+        persons("snomedct_code SIMILAR TO '(60621009|84114007|999000004)'"),
+    ));
     let mut differs = 0;
     for (without, with) in &pairs {
         // The pair differs by the person in truth (or the test could not fail).
@@ -3304,6 +3345,42 @@ async fn a_code_list_that_adds_one_persons_code_does_not_change_an_answer() {
          clinical_events WHERE snomedct_code IN ('266919005', {rare}))"
     );
     assert_eq!(refused(&cx, &cohort).await, Rule::LowEffect, "{cohort}");
+    // Nor is a list written as a subquery of constants (session 42: 965 and 970 with and
+    // without the rare code, read as one condition): refused, with or without the code.
+    let values = |codes: &str| {
+        codes
+            .split(", ")
+            .map(|c| format!("({c})"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for codes in [
+        "'60621009', '84114007'",
+        &format!("'60621009', '84114007', {rare}"),
+    ] {
+        for sql in [
+            persons(&format!(
+                "snomedct_code IN (SELECT column1 FROM (VALUES {}))",
+                values(codes)
+            )),
+            persons(&format!(
+                "snomedct_code NOT IN (SELECT column1 FROM (VALUES {}))",
+                values(codes)
+            )),
+            format!(
+                "WITH v AS (SELECT column1 AS c FROM (VALUES {})) SELECT COUNT(*) FROM \
+                 patients WHERE patient_id IN (SELECT patient_id FROM clinical_events \
+                 WHERE snomedct_code IN (SELECT c FROM v))",
+                values(codes)
+            ),
+            persons(&format!(
+                "snomedct_code = ANY (SELECT column1 FROM (VALUES {}))",
+                values(codes)
+            )),
+        ] {
+            assert_eq!(refused(&cx, &sql).await, Rule::LowEffect, "{sql}");
+        }
+    }
     // As a grouping key, or a per-person flag filtered on, a list is not read by class: the
     // key moved the person between two cells (965 and 970), so it is refused with both
     // lists; one equality as a key and a key with no list are answered.
@@ -3325,7 +3402,18 @@ async fn a_code_list_that_adds_one_persons_code_does_not_change_an_answer() {
             assert_eq!(refused(&cx, &sql).await, Rule::LowEffect, "{sql}");
         }
     }
+    // A list of rows' values read with another column in one condition is no class:
+    // refused (session-42 review).
     for sql in [
+        admitted("COALESCE(startage, epiorder) IN (40, 41)"),
+        admitted("COALESCE(startage, epiorder) IN (40, 41, 98)"),
+    ] {
+        assert_eq!(refused(&cx, &sql).await, Rule::LowEffect, "{sql}");
+    }
+    for sql in [
+        // One value of each of two columns is no list.
+        "SELECT CASE WHEN admimeth = '21' AND epiorder = 1 THEN 'a' ELSE 'b' END AS k, \
+         COUNT(DISTINCT patient_id) FROM hes_apc GROUP BY 1",
         "SELECT CASE WHEN snomedct_code = '60621009' THEN 'y' ELSE 'n' END AS k, \
          COUNT(DISTINCT patient_id) FROM clinical_events GROUP BY 1",
         "SELECT substr(bnf_code, 1, 2) AS chapter, COUNT(DISTINCT patient_id) FROM medications \
