@@ -1847,18 +1847,24 @@ impl<'a> LowEffect<'a> {
         // ranges on integers: two or more are a list however each is spelt (`lower(code) =
         // 'a' OR lower(code) = 'b'`, `code LIKE 'A' OR code LIKE 'B'`, found by the session-42
         // review), so each is read by class even where one alone would not be.
-        let mut parts: HashMap<Column, HashSet<&Expr>> = HashMap::new();
+        // Keyed by the stored column (two names of one column in a derived table are one,
+        // as `canon` groups them), each atom up to its polarity (`x LIKE p` and `(x LIKE p)
+        // IS NOT TRUE` are one condition), and not ranges (a `BETWEEN` is two atoms).
+        let mut parts: HashMap<String, HashSet<Expr>> = HashMap::new();
         for (_, e) in atoms {
             let refs = e.column_refs();
             if let [c] = refs.into_iter().collect::<Vec<_>>().as_slice()
                 && row_category(scope, c)
                 && !null_test(e)
-                && !(integer(scope, c) && range(e))
+                && !range(e)
             {
-                parts.entry((*c).clone()).or_default().insert(e);
+                parts
+                    .entry(stored(scope, c))
+                    .or_default()
+                    .insert(polarity_free(e));
             }
         }
-        let several = |c: &Column| parts.get(c).is_some_and(|p| p.len() > 1);
+        let several = |c: &Column| parts.get(&stored(scope, c)).is_some_and(|p| p.len() > 1);
         for (name, e) in atoms {
             let refs: Vec<Column> = e.column_refs().into_iter().cloned().collect();
             // A column with a template of its own (a cohort's per-person condition values).
@@ -1905,7 +1911,10 @@ impl<'a> LowEffect<'a> {
             // analyst's (`COALESCE(startage, epiorder) IN (40, 41, 98)`, `COALESCE(admimeth,
             // dismeth) IN (…)`) is no class and would be one measured condition (session-42
             // review): refused, as for per-person categories below.
+            // (Only columns of one relation: `b.epiorder = a.epiorder + 1` in a join of
+            // consecutive episodes relates two rows and is no list.)
             if refs.len() > 1
+                && refs.iter().all(|c| c.relation == refs[0].relation)
                 && refs.iter().any(|c| row_category(scope, c))
                 && (has_value(e) || refs.iter().any(|c| constant_column(scope, c)))
             {
@@ -7136,7 +7145,9 @@ fn row_set(e: &Expr) -> bool {
 /// list). Two or more atoms on one column are read by class whatever each is
 /// ([`LowEffect::edge_values`]).
 fn row_listed(e: &Expr) -> bool {
-    if matches!(e, Expr::Like(_)) {
+    // (`NOT LIKE` is read by class as `<>` is: `NOT LIKE '999000004'` is one, session-42
+    // review.)
+    if matches!(e, Expr::Like(l) if !l.negated) {
         return false;
     }
     // One equality of the column as it is (through casts) to a constant: not a function
@@ -7154,6 +7165,45 @@ fn row_listed(e: &Expr) -> bool {
         _ => false,
     };
     !single && !null_test(e)
+}
+
+/// The stored column (table and name) that column `c` of `plan` reads, or its name where
+/// it reads several or none.
+fn stored(plan: &LogicalPlan, c: &Column) -> String {
+    let mut base = BTreeSet::new();
+    source_of(plan, c, &mut base);
+    match base.len() {
+        1 => base.into_iter().next().unwrap_or_default(),
+        _ => c.flat_name(),
+    }
+}
+
+/// Atom `e` up to its polarity: truth tests and `NOT` taken off, `<>`, `NOT IN` and `NOT
+/// LIKE` made positive.
+fn polarity_free(e: &Expr) -> Expr {
+    match e {
+        Expr::Not(x)
+        | Expr::IsTrue(x)
+        | Expr::IsNotTrue(x)
+        | Expr::IsFalse(x)
+        | Expr::IsNotFalse(x)
+        | Expr::IsUnknown(x)
+        | Expr::IsNotUnknown(x) => polarity_free(x),
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::NotEq,
+            right,
+        }) => binary_expr((**left).clone(), Operator::Eq, (**right).clone()),
+        Expr::InList(l) => Expr::InList(InList {
+            negated: false,
+            ..l.clone()
+        }),
+        Expr::Like(l) => Expr::Like(Like {
+            negated: false,
+            ..l.clone()
+        }),
+        other => other.clone(),
+    }
 }
 
 /// Whether `e` is a column as it is, through casts.
@@ -7417,16 +7467,14 @@ fn category_mapped(plan: &LogicalPlan, g: &Expr) -> bool {
 /// between two cells (965 and 970, session 41). Keys with no list (`substr(bnf_code, 1,
 /// 2)`, `snomedct_code` itself) and one equality are not.
 fn code_list(plan: &LogicalPlan, e: &Expr) -> bool {
-    // The categories of rows an expression reads, as one key (`admimeth`, or several).
-    let reads = |x: &Expr| {
-        let mut cs: Vec<String> = x
-            .column_refs()
+    // The stored categories of rows an expression reads (two names of one column are
+    // one; a value compared with several columns counts for each, session-42 review).
+    let reads = |x: &Expr| -> Vec<String> {
+        x.column_refs()
             .into_iter()
             .filter(|c| row_category(plan, c))
-            .map(|c| c.flat_name())
-            .collect();
-        cs.sort();
-        (!cs.is_empty()).then(|| cs.join(","))
+            .map(|c| stored(plan, c))
+            .collect()
     };
     // (Any value: integer codes too, `CASE WHEN startage IN (40, 41) …`.)
     let text = |x: &Expr| match unaliased(x) {
@@ -7437,9 +7485,9 @@ fn code_list(plan: &LogicalPlan, e: &Expr) -> bool {
     // of each, not a list, session-42 review).
     let mut values: HashMap<String, BTreeSet<String>> = HashMap::new();
     let _ = e.apply(|x| {
-        let mut add = |k: Option<String>, v: Vec<String>| {
-            if let Some(k) = k {
-                values.entry(k).or_default().extend(v);
+        let mut add = |ks: Vec<String>, v: Vec<String>| {
+            for k in ks {
+                values.entry(k).or_default().extend(v.iter().cloned());
             }
         };
         match x {
@@ -7455,9 +7503,9 @@ fn code_list(plan: &LogicalPlan, e: &Expr) -> bool {
                 add(reads(right), text(left).into_iter().collect());
             }
             Expr::Case(c) => {
-                if let Some(k) = c.expr.as_deref().and_then(reads) {
+                if let Some(x) = c.expr.as_deref() {
                     add(
-                        Some(k),
+                        reads(x),
                         c.when_then_expr
                             .iter()
                             .filter_map(|(w, _)| text(w))

@@ -3312,6 +3312,17 @@ async fn a_code_list_that_adds_one_persons_code_does_not_change_an_answer() {
         persons("snomedct_code SIMILAR TO '(60621009|84114007)'"),
         persons("snomedct_code SIMILAR TO '(60621009|84114007|999000004)'"),
     ));
+    // … and by the second review: two names of one stored column.
+    let named = |list: &str| {
+        format!(
+            "SELECT COUNT(DISTINCT patient_id) FROM (SELECT patient_id, startage AS s1, \
+             startage AS s2 FROM hes_apc) t WHERE {list}"
+        )
+    };
+    pairs.push((
+        named("s1 = 40 OR s2 = 41"),
+        named("s1 = 40 OR s2 = 41 OR s2 = 98"),
+    ));
     let mut differs = 0;
     for (without, with) in &pairs {
         // The pair differs by the person in truth (or the test could not fail).
@@ -3410,7 +3421,20 @@ async fn a_code_list_that_adds_one_persons_code_does_not_change_an_answer() {
     ] {
         assert_eq!(refused(&cx, &sql).await, Rule::LowEffect, "{sql}");
     }
+    // Two names of one column mapped with a list in a key: refused (second review).
+    let key = "SELECT k, COUNT(DISTINCT patient_id) FROM (SELECT patient_id, CASE WHEN c1 = \
+               '60621009' THEN 1 WHEN c2 = '999000004' THEN 1 ELSE 0 END AS k FROM (SELECT \
+               patient_id, snomedct_code AS c1, snomedct_code AS c2 FROM clinical_events) t) \
+               u GROUP BY k";
+    assert_eq!(refused(&cx, key).await, Rule::LowEffect, "{key}");
     for sql in [
+        // Two rows related by a value (consecutive episodes) and a range of codes in a
+        // cohort are no lists (second review: refused by a first version).
+        "SELECT COUNT(DISTINCT a.patient_id) FROM hes_apc a JOIN hes_apc b \
+         ON b.patient_id = a.patient_id AND b.spell_id = a.spell_id \
+         AND b.epiorder = a.epiorder + 1",
+        "SELECT COUNT(*) FROM patients WHERE patient_id IN (SELECT patient_id FROM hes_apc \
+         WHERE diag_4_01 BETWEEN 'I20' AND 'I259')",
         // One value of each of two columns is no list.
         "SELECT CASE WHEN admimeth = '21' AND epiorder = 1 THEN 'a' ELSE 'b' END AS k, \
          COUNT(DISTINCT patient_id) FROM hes_apc GROUP BY 1",
