@@ -107,8 +107,11 @@
 //! one value of its rows that the part decides; in a cohort subquery or a per-person
 //! aggregation joined on the unit a list ([`row_set`]) is refused (a person's rows hold
 //! many codes). Integer columns of rows are categories too since session 42 (`startage IN
-//! (40, 41)`), but for ranges ([`range`]); a category compared with a subquery's values is
-//! refused ([`category_lists`]). See the rewrite design's "Lists of codes".
+//! (40, 41)`); since session 43 their conditions are snapped to the values of anchors
+//! whose decided rows in the cell hold one value, as per-person values are (but
+//! [`ORDINALS`], read by class); a category compared with a subquery's values is refused
+//! ([`category_lists`]). See the rewrite design's "Lists of codes" and "Ranges on integers
+//! of rows".
 //! Grouping keys are otherwise handled by the cell rewrite ([`crate::rewrite`]), which
 //! compares each cell with the cells that have one key fewer.
 //!
@@ -1048,6 +1051,10 @@ enum Unmeasured {
     /// conditions, or two in one `OR`: the anchors of one would depend on what the other
     /// drops or snaps ([`edge_stages`]).
     EdgeOr,
+    /// Conditions on one age of rows (`startage`, `arrivalage`, `apptage`) read through two
+    /// names in one part (both sides of a self-join, two aliases of one column): snapped
+    /// one name at a time, a pair of ages no anchor holds would move the target alone.
+    AgesTogether,
     /// A condition on a per-person category in a cohort subquery nested in another: its
     /// persons' values are carried one level up only ([`LowEffect::cohort_classes`]).
     NestedCategory,
@@ -1126,6 +1133,16 @@ fn unmeasured(at: Unmeasured) -> RewriteError {
                  range edge moved past one person must not change the answer); compare each \
                  value with constants on its own, in the WHERE or GROUP BY of the query that \
                  aggregates",
+            ));
+        }
+        Unmeasured::AgesTogether => {
+            return RewriteError::Refused(Refusal::new(
+                Rule::LowEffect,
+                "conditions on one age column of hospital rows (startage, arrivalage, \
+                 apptage) read through two names at once (both sides of a self-join, or two \
+                 aliases of the column) cannot be checked for low effect (a range edge moved \
+                 past one person must not change the answer); put the condition on one side \
+                 only, or aggregate each side per person first",
             ));
         }
         Unmeasured::EdgeOr => {
@@ -1350,6 +1367,11 @@ pub(crate) struct LowEffect<'a> {
     /// many of their values, so an anchor moves with a class only where it is the one
     /// value of the anchor's rows that the part decides in the cell.
     row_class_values: BTreeSet<String>,
+    /// The integer ones among [`LowEffect::row_class_values`] (`startage`, `epiorder`):
+    /// snapped to the nearest value of their class anchors rather than read by class
+    /// ([`LowEffect::snap_found`]), so that a range keeps its inside and only its edges
+    /// move.
+    row_snapped_values: BTreeSet<String>,
     /// How many cohort subqueries the plan being lifted is in: their aggregations over
     /// persons are measured without the answer's cells, where edges cannot be snapped.
     in_cohort: usize,
@@ -1424,6 +1446,7 @@ impl<'a> LowEffect<'a> {
             class_values: BTreeSet::new(),
             lists: BTreeSet::new(),
             row_class_values: BTreeSet::new(),
+            row_snapped_values: BTreeSet::new(),
             in_cohort: 0,
             kept: Vec::new(),
         }
@@ -1856,7 +1879,7 @@ impl<'a> LowEffect<'a> {
             if let [c] = refs.into_iter().collect::<Vec<_>>().as_slice()
                 && row_category(scope, c)
                 && !null_test(e)
-                && !range(e)
+                && !(self.in_cohort > 0 && range(e))
             {
                 parts
                     .entry(stored(scope, c))
@@ -1895,8 +1918,7 @@ impl<'a> LowEffect<'a> {
                 && !classed(scope, &refs[0])
                 && self.in_cohort == 0
                 && row_category(scope, &refs[0])
-                && (row_listed(e) || several(&refs[0]))
-                && !(integer(scope, &refs[0]) && range(e));
+                && (row_listed(e) || several(&refs[0]));
             let class = (one_column && classed(scope, &refs[0])) || row_class;
             // Not carried out of a cohort subquery or a joined per-person aggregation (a
             // person's rows hold many values): a list there is refused.
@@ -1969,6 +1991,10 @@ impl<'a> LowEffect<'a> {
                         }
                         if row_class {
                             self.row_class_values.insert(v.clone());
+                            let column = stored(scope, c);
+                            if integer(scope, c) && !ORDINALS.iter().any(|o| column.ends_with(o)) {
+                                self.row_snapped_values.insert(v.clone());
+                            }
                         }
                         named.insert(c.clone(), v.clone());
                         v
@@ -2825,6 +2851,23 @@ impl<'a> LowEffect<'a> {
                 // through other listed codes was read as written, and moved the target
                 // alone).
                 let mut counted = atom(&anchor).and(atom(ctx));
+                // An integer of rows (`startage`): snapped to the nearest anchored value
+                // below, not read by class.
+                // Every part on such a column, lists too: read one way by its lists and
+                // another by its ranges, a range and the same range spelt with a list
+                // (`startage BETWEEN 60 AND 70` and `… 69 AND startage <> 200`) could take
+                // a target at an age without an anchor in once and out once (session-43
+                // review). Through two names at once (a self-join's two sides), snapped
+                // one at a time, an anchor holds a pair of one age and the target's pair
+                // (60, 50) moves alone under `a.startage >= 60 AND b.startage <= 54`
+                // against `>= 61` (review): refused.
+                let rows_snapped = edge
+                    .values
+                    .iter()
+                    .any(|o| self.row_snapped_values.contains(o));
+                if rows_snapped && edge.values.len() > 1 {
+                    return Err(unmeasured(Unmeasured::AgesTogether));
+                }
                 if edge
                     .values
                     .iter()
@@ -2840,9 +2883,17 @@ impl<'a> LowEffect<'a> {
                         .find(|(n, _, _)| n == ctx)
                         .map(|(_, t, f)| atom(t).and(Expr::Not(Box::new(atom(f)))))
                         .unwrap_or_else(|| atom(ctx));
+                    // Read by class, only the rows that pass as written (a class is read as
+                    // written or false); snapped, every row the part decides, passing or
+                    // failing: an anchor whose decided rows all hold one value passes or
+                    // fails any condition on it as a per-person value would (with rows at
+                    // 40 and 60, an anchor passes `>= 41` and `>= 40` alike through 60,
+                    // and a target at 41 snapped to its 40 would move alone).
                     let row_decided = match edge.cond {
-                        Some(cond) => row_decided.and(Expr::IsTrue(Box::new(cond.expr()))),
-                        None => row_decided,
+                        Some(cond) if !rows_snapped => {
+                            row_decided.and(Expr::IsTrue(Box::new(cond.expr())))
+                        }
+                        _ => row_decided,
                     };
                     let mut of_person = Vec::new();
                     let mut one = Vec::new();
@@ -2868,6 +2919,32 @@ impl<'a> LowEffect<'a> {
                     if let Some(one) = conjunction(one) {
                         counted = counted.and(coalesce(vec![one, lit(false)]));
                     }
+                }
+                if rows_snapped {
+                    // Snapped in the cell (the partition without the value), each row to
+                    // the nearest value of such an anchor, as a per-person value is, for any
+                    // condition on it: a range keeps its inside and only its edges move (read by class, every age
+                    // without such an anchor left `startage >= 40`: 405 against raw 455 on
+                    // the fixture, and `startage <= 98` in a practice 365 against 470).
+                    for original in &edge.values {
+                        let v = &renamed[original];
+                        let (below, above) = (self.name("edb"), self.name("eda"));
+                        let value = when(counted.clone(), atom(v)).end()?;
+                        windows.extend(nearest_anchors(
+                            value,
+                            by_class.clone(),
+                            v,
+                            (&below, &above),
+                        )?);
+                        let data_type = plan
+                            .schema()
+                            .qualified_field_with_unqualified_name(v)
+                            .map(|(_, f)| f.data_type().clone())
+                            .map_err(|e| RewriteError::Unsupported(e.to_string()))?;
+                        of_candidate.insert(original.clone(), (below, above, data_type));
+                    }
+                    snapped.push(of_candidate);
+                    continue;
                 }
                 by_class.extend(edge.values.iter().map(|o| atom(&renamed[o])));
                 let has = self.name("edh");
@@ -7223,9 +7300,8 @@ fn integer(plan: &LogicalPlan, c: &Column) -> bool {
 }
 
 /// Whether atom `e` is a range: a comparison by order (`<`, `<=`, `>`, `>=`) or `BETWEEN`.
-/// Not read by class on an integer of rows (`startage >= 40`): every age without an anchor
-/// in the cell would leave it (405 against raw 455 on the fixture), where only its edges
-/// can be moved; snapping the edges of values of rows is an open item.
+/// Not counted among a category of rows' atoms for `several` in a cohort subquery, where a
+/// `BETWEEN` written as two edges would be refused as a list ([`LowEffect::edge_values`]).
 /// Only the column as it is (through casts) against constants: a comparison of anything
 /// else (`(startage IN (40, 41, 98)) >= true`, `strpos('|40|41|', …) > 0`) is a list
 /// (session-42 review).
@@ -7241,6 +7317,12 @@ fn range(e: &Expr) -> bool {
         _ => false,
     }
 }
+
+/// Integer columns of rows that number a person's rows (`epiorder`: an episode's place in
+/// its spell): every person with a second episode has a first, so no anchor holds one value
+/// above 1 and, snapped, `epiorder > 1` kept no one (raw 105 on the fixture). Read by class
+/// instead, ranges as lists (105).
+const ORDINALS: &[&str] = &["hes_apc.epiorder"];
 
 /// Whether column `c` of `plan` is a per-person category whose classes
 /// [`LowEffect::snap_found`] reads: not the privacy unit, a string, one value per person.

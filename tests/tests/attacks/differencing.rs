@@ -3319,10 +3319,20 @@ async fn a_code_list_that_adds_one_persons_code_does_not_change_an_answer() {
              startage AS s2 FROM hes_apc) t WHERE {list}"
         )
     };
+    // (Of a code; of an age, refused since session 43: snapped one name at a time, two
+    // names could be two rows of a self-join.)
+    let coded = |list: &str| {
+        format!(
+            "SELECT COUNT(DISTINCT patient_id) FROM (SELECT patient_id, snomedct_code AS c1, \
+             snomedct_code AS c2 FROM clinical_events) t WHERE {list}"
+        )
+    };
     pairs.push((
-        named("s1 = 40 OR s2 = 41"),
-        named("s1 = 40 OR s2 = 41 OR s2 = 98"),
+        coded("c1 = '60621009' OR c2 = '84114007'"),
+        coded("c1 = '60621009' OR c2 = '84114007' OR c2 = '999000004'"),
     ));
+    let aged = named("s1 = 40 OR s2 = 41 OR s2 = 98");
+    assert_eq!(refused(&cx, &aged).await, Rule::LowEffect, "{aged}");
     let mut differs = 0;
     for (without, with) in &pairs {
         // The pair differs by the person in truth (or the test could not fail).
@@ -3539,4 +3549,110 @@ async fn a_code_shared_with_persons_in_the_answer_anyway_does_not_move_the_targe
         attacks > 0,
         "no code shared by a non-anchor target and an anchor"
     );
+}
+
+/// A range edge on an integer of rows (`startage`) that lets in one person alone. Until
+/// session 43 such ranges were one measured condition: a list spelt with a range
+/// (`startage BETWEEN 40 AND 41 OR startage >= 98`, 98 an age one person was admitted at)
+/// answered 25 against 20 without it, and an edge moved past one person's only age in the
+/// range moved the answer by them. They are now snapped: each row's age is read at the
+/// nearest age of an anchor of the cell whose rows there all hold that one age. Each attack
+/// is a pair of ranges in one practice whose raw answers differ by one person who is no
+/// anchor; both answers must be equal.
+#[tokio::test]
+async fn a_range_edge_on_ages_of_rows_that_moves_one_person_does_not_change_an_answer() {
+    use std::collections::BTreeMap;
+    let f = fixture();
+    let cx = f.project(RESEARCH).await;
+    let anchors = edge_anchor_keys();
+    let anchor = |id: i64| anchors.contains(&f.record_key(id));
+    let admitted = |c: &str| format!("SELECT COUNT(DISTINCT patient_id) FROM hes_apc WHERE {c}");
+    let (list, with_range) = (
+        admitted("startage BETWEEN 40 AND 41"),
+        admitted("startage BETWEEN 40 AND 41 OR startage >= 98"),
+    );
+    let truth = |sql: String| {
+        let cx = &cx;
+        async move { num(&unprotected(cx, &sql).await[0][0]) }
+    };
+    assert_eq!(
+        truth(with_range.clone()).await - truth(list.clone()).await,
+        1.0
+    );
+    assert_eq!(single(&cx, &list).await, single(&cx, &with_range).await);
+    let (mut attacks, mut released) = (0, 0);
+    for practice in ["N81012", "N81003", "F81002"] {
+        // Each person's ages of admission in the practice from 50 on.
+        let mut ages: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+        for r in unprotected(
+            &cx,
+            &format!(
+                "SELECT patient_id, startage FROM hes_apc WHERE gpprac = '{practice}' \
+                 AND startage >= 50 GROUP BY 1, 2"
+            ),
+        )
+        .await
+        {
+            let id: i64 = r[0].parse().expect("patient_id");
+            ages.entry(id)
+                .or_default()
+                .push(r[1].parse().expect("startage"));
+        }
+        for v in 51..=98 {
+            // `BETWEEN 50 AND v` against `… v - 1`: the persons whose youngest age here is
+            // v; `BETWEEN v AND 98` against `v + 1 …`: those whose oldest is v.
+            for upper in [true, false] {
+                let moved: Vec<i64> = ages
+                    .iter()
+                    .filter(|(_, a)| {
+                        let edge = if upper {
+                            a.iter().min()
+                        } else {
+                            a.iter().max()
+                        };
+                        edge == Some(&v)
+                    })
+                    .map(|(id, _)| *id)
+                    .collect();
+                if moved.len() != 1 || anchor(moved[0]) {
+                    continue;
+                }
+                let (without, with) = if upper {
+                    ((50, v - 1), (50, v))
+                } else {
+                    ((v + 1, 98), (v, 98))
+                };
+                let sql = |(lo, hi): (i64, i64)| {
+                    admitted(&format!(
+                        "gpprac = '{practice}' AND startage BETWEEN {lo} AND {hi}"
+                    ))
+                };
+                let (without, with) = (sql(without), sql(with));
+                assert_eq!(
+                    truth(with.clone()).await - truth(without.clone()).await,
+                    1.0,
+                    "the pair differs by the target alone: {with}"
+                );
+                let answer = single(&cx, &without).await;
+                assert_eq!(answer, single(&cx, &with).await, "{with}");
+                attacks += 1;
+                released += usize::from(answer.is_some());
+            }
+        }
+    }
+    // (On the fixture 39 edges, 5 of which moved the answer by 5 before session 43.)
+    assert!(
+        attacks >= 20,
+        "only {attacks} edges move one person who is no anchor"
+    );
+    assert!(
+        released >= 10,
+        "only {released} of {attacks} pairs released"
+    );
+    // One age read through both sides of a self-join in one condition: snapped one side at
+    // a time, a target's pair of ages that no anchor holds would move alone (review).
+    let both = "SELECT COUNT(DISTINCT a.patient_id) FROM hes_apc a JOIN hes_apc b \
+                ON b.patient_id = a.patient_id \
+                WHERE a.gpprac = 'N81012' AND a.startage >= 60 AND b.startage <= 54";
+    assert_eq!(refused(&cx, both).await, Rule::LowEffect, "{both}");
 }
