@@ -2936,11 +2936,7 @@ impl<'a> LowEffect<'a> {
                             v,
                             (&below, &above),
                         )?);
-                        let data_type = plan
-                            .schema()
-                            .qualified_field_with_unqualified_name(v)
-                            .map(|(_, f)| f.data_type().clone())
-                            .map_err(|e| RewriteError::Unsupported(e.to_string()))?;
+                        let data_type = value_type(&plan, v)?;
                         of_candidate.insert(original.clone(), (below, above, data_type));
                     }
                     snapped.push(of_candidate);
@@ -2977,11 +2973,7 @@ impl<'a> LowEffect<'a> {
                     let value = when(atom(&anchor).and(atom(ctx)), atom(v)).end()?;
                     windows.extend(nearest_anchors(value, partition, v, (&below, &above))?);
                 }
-                let data_type = plan
-                    .schema()
-                    .qualified_field_with_unqualified_name(v)
-                    .map(|(_, f)| f.data_type().clone())
-                    .map_err(|e| RewriteError::Unsupported(e.to_string()))?;
+                let data_type = value_type(&plan, v)?;
                 of_candidate.insert(original.clone(), (below, above, data_type));
             }
             snapped.push(of_candidate);
@@ -6847,6 +6839,14 @@ fn nearest(v: Expr, below: &str, above: &str, t: &DataType) -> datafusion::commo
         .when(b.clone().is_null(), a.clone())
         .when(lower_nearer, b)
         .otherwise(a)
+}
+
+/// The type of value column `v` (unqualified) of `plan`.
+fn value_type(plan: &LogicalPlan, v: &str) -> Result<DataType, RewriteError> {
+    plan.schema()
+        .qualified_field_with_unqualified_name(v)
+        .map(|(_, f)| f.data_type().clone())
+        .map_err(|e| RewriteError::Unsupported(e.to_string()))
 }
 
 /// The two window functions that give each row the greatest value of `anchored` (a row's
