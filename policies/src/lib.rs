@@ -47,6 +47,7 @@ pub mod side_channel;
 mod top;
 mod values;
 pub mod view;
+mod whole_partition;
 
 pub use error::RegisterError;
 pub use register::{ApprovedTable, Member, OptOut, OutputControl, Project, Register, Role};

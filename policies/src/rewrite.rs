@@ -660,6 +660,19 @@ pub(crate) fn aggregate_per_set(
     aggr: Vec<Expr>,
     set_name: &str,
 ) -> Result<LogicalPlan, RewriteError> {
+    let (input, aggr) = pre_aggregate_finest(input, keys, sets, group, aggr)?;
+    aggregate_sets(input, keys, sets, group, aggr, set_name)
+}
+
+/// [`aggregate_per_set`] without [`pre_aggregate_finest`].
+fn aggregate_sets(
+    input: LogicalPlan,
+    keys: &[Expr],
+    sets: &[u64],
+    group: &[Expr],
+    aggr: Vec<Expr>,
+    set_name: &str,
+) -> Result<LogicalPlan, RewriteError> {
     let k = keys.len();
     let grouping_sets: Vec<Vec<Expr>> = sets
         .iter()
@@ -693,6 +706,83 @@ pub(crate) fn aggregate_per_set(
         .alias(set_name),
     );
     Ok(LogicalPlanBuilder::from(plan).project(exprs)?.build()?)
+}
+
+/// Aggregates whose value over a group is the same aggregate of their values over any
+/// partition of it into smaller groups, by the function's name.
+const REAGGREGATED: [&str; 6] = ["bool_or", "bool_and", "bit_or", "bit_and", "min", "max"];
+
+/// `input` aggregated once by every key of `sets` and `group` (finer than every set), and
+/// `aggr` over that; or both as they are, unless there are several sets, every key and
+/// `group` is a column and every aggregate is a plain one of [`REAGGREGATED`].
+///
+/// A grouping-sets aggregation looks every row up once per set: rule 7's measurement of
+/// practice-month at 200,000 patients spent 308 ms of its 368 ms finding the groups of
+/// 2.09 M rows in 4 sets, where the rows have about 200,000 distinct keys.
+fn pre_aggregate_finest(
+    input: LogicalPlan,
+    keys: &[Expr],
+    sets: &[u64],
+    group: &[Expr],
+    aggr: Vec<Expr>,
+) -> Result<(LogicalPlan, Vec<Expr>), RewriteError> {
+    // Each aggregate's alias (kept whole: qualifier and metadata) and function.
+    let plain = |e: &Expr| -> Option<(Alias, Arc<datafusion::logical_expr::AggregateUDF>)> {
+        let Expr::Alias(alias) = e else {
+            return None;
+        };
+        let Expr::AggregateFunction(f) = alias.expr.as_ref() else {
+            return None;
+        };
+        let p = &f.params;
+        (REAGGREGATED.contains(&f.func.name())
+            && !p.distinct
+            && p.filter.is_none()
+            && p.order_by.is_empty()
+            && p.args.len() == 1)
+            .then(|| (alias.clone(), Arc::clone(&f.func)))
+    };
+    let again: Option<Vec<_>> = aggr.iter().map(plain).collect();
+    let Some(again) = again.filter(|_| sets.len() > 1) else {
+        return Ok((input, aggr));
+    };
+    // The keys and `group` once each, as the columns of `input` they name (`x` and `t.x`
+    // are one column, which the grouping sets would take once).
+    let mut by: Vec<Expr> = Vec::with_capacity(keys.len() + group.len());
+    let mut seen: Vec<usize> = Vec::with_capacity(keys.len() + group.len());
+    for e in keys.iter().chain(group) {
+        let Expr::Column(c) = e else {
+            return Ok((input, aggr));
+        };
+        let Some(at) = input.schema().maybe_index_of_column(c) else {
+            return Ok((input, aggr));
+        };
+        if !seen.contains(&at) {
+            seen.push(at);
+            by.push(e.clone());
+        }
+    }
+    let pre = LogicalPlanBuilder::from(input)
+        .aggregate(by, aggr)?
+        .build()?;
+    let aggr = again
+        .into_iter()
+        .map(|(alias, func)| {
+            let again = Expr::AggregateFunction(AggregateFunction::new_udf(
+                func,
+                vec![col(Column::from_name(&alias.name))],
+                false,
+                None,
+                vec![],
+                None,
+            ));
+            Expr::Alias(Alias {
+                expr: Box::new(again),
+                ..alias
+            })
+        })
+        .collect();
+    Ok((pre, aggr))
 }
 
 /// The input of a cell aggregate's rewrite, prepared by [`rewrite_aggregate`].
@@ -1403,5 +1493,78 @@ impl ScalarUDFImpl for ProtectUdf {
             }
         };
         Ok(ColumnarValue::Array(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::util::pretty::pretty_format_batches;
+    use datafusion::functions_aggregate::expr_fn::{bit_or, bool_or, min};
+
+    use super::*;
+
+    /// The rows of `plan`, sorted.
+    async fn rows(ctx: &SessionContext, plan: LogicalPlan) -> String {
+        let batches = ctx
+            .execute_logical_plan(plan)
+            .await
+            .expect("plans")
+            .collect()
+            .await
+            .expect("runs");
+        let text = pretty_format_batches(&batches).expect("prints").to_string();
+        let mut lines: Vec<&str> = text.lines().collect();
+        lines.sort_unstable();
+        lines.join("\n")
+    }
+
+    #[tokio::test]
+    async fn pre_aggregating_the_finest_groups_gives_every_set_the_same_values() {
+        let ctx = SessionContext::new();
+        ctx.sql(
+            "CREATE TABLE t AS SELECT * FROM (VALUES \
+               ('a', 'x', 1, 0), ('a', 'x', 1, 3), ('a', 'y', 1, 1), ('a', NULL, 2, 2), \
+               ('b', 'x', 2, 5), ('b', 'x', 3, 0), (NULL, 'y', 3, 4), (NULL, NULL, 4, 6), \
+               ('b', 'y', 4, 0), ('b', 'y', 4, 7)) AS t(k0, k1, u, m)",
+        )
+        .await
+        .expect("table");
+        let input = ctx.table("t").await.expect("t").into_unoptimized_plan();
+        let keys = [col("k0"), col("k1")];
+        let sets = [
+            0,
+            set_bit(2, 0),
+            set_bit(2, 1),
+            set_bit(2, 0) | set_bit(2, 1),
+        ];
+        let aggr = || {
+            vec![
+                bool_or(col("m").eq(lit(0i64))).alias("hp"),
+                bit_or(binary_expr(lit(1i64), Operator::BitwiseShiftLeft, col("m"))).alias("ms"),
+                min(col("m")).alias("lo"),
+            ]
+        };
+        let group = [col("u")];
+        let (pre, again) =
+            pre_aggregate_finest(input.clone(), &keys, &sets, &group, aggr()).expect("pre");
+        assert!(matches!(pre, LogicalPlan::Aggregate(_)), "{pre}");
+        let with = aggregate_sets(pre, &keys, &sets, &group, again, "set").expect("sets");
+        let without =
+            aggregate_sets(input.clone(), &keys, &sets, &group, aggr(), "set").expect("sets");
+        let (with, without) = (rows(&ctx, with).await, rows(&ctx, without).await);
+        assert_eq!(with, without);
+        // The coarsest set (id 3, both keys left out) has one group per person.
+        assert_eq!(
+            with.lines().filter(|l| l.contains("| 3   |")).count(),
+            4,
+            "{with}"
+        );
+        // Not for one set, nor for an aggregate that cannot be aggregated again.
+        let (same, _) =
+            pre_aggregate_finest(input.clone(), &keys, &[0], &group, aggr()).expect("one set");
+        assert!(!matches!(same, LogicalPlan::Aggregate(_)));
+        let counted = vec![count(col("m")).alias("n")];
+        let (same, _) = pre_aggregate_finest(input, &keys, &sets, &group, counted).expect("count");
+        assert!(!matches!(same, LogicalPlan::Aggregate(_)));
     }
 }

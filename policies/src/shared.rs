@@ -184,7 +184,7 @@ impl TableProvider for SharedTable {
 /// output as slices of one array, and [`RecordBatch::get_array_memory_size`] counts the whole
 /// array for every slice: 32.5 GB were asked of the pool for rule 7's per-person counts of
 /// readmissions at 1M patients, a result of about a hundred megabytes.
-fn held_bytes(batches: &[RecordBatch]) -> Result<usize> {
+pub(crate) fn held_bytes(batches: &[RecordBatch]) -> Result<usize> {
     let mut total = 0;
     for b in batches {
         for c in b.columns() {

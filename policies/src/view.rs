@@ -20,12 +20,15 @@ use datafusion::datasource::provider_as_source;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, col, lit};
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use datafusion::prelude::SessionContext;
 use fivesafes_engine::catalog::{PRIVACY_UNIT, TableClass};
 use fivesafes_engine::session::{SessionOptions, config, runtime, table_provider};
 use fivesafes_engine::store::StoreVersion;
 
 use crate::opt_out::{Allowed, OptOutTable};
+use crate::whole_partition::WholePartitionWindows;
 
 /// The governance table holding national opt-out status.
 const OPT_OUT_TABLE: &str = "national_opt_out";
@@ -92,8 +95,18 @@ pub fn restricted_context_in(runtime: Arc<RuntimeEnv>, opts: &SessionOptions) ->
         // Replaces the defaults: no generate_series/range, no CREATE EXTERNAL TABLE formats.
         .with_table_functions(HashMap::new())
         .with_table_factories(HashMap::new())
+        .with_physical_optimizer_rules(physical_rules())
         .build();
     SessionContext::new_with_state(state)
+}
+
+/// DataFusion's physical optimizer rules, after [`WholePartitionWindows`] (first, so that
+/// the sorts a replaced window no longer needs are never added).
+pub(crate) fn physical_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
+    let mut rules: Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> =
+        vec![Arc::new(WholePartitionWindows)];
+    rules.extend(PhysicalOptimizer::new().rules);
+    rules
 }
 
 /// Builds the session of a project over a verified store version.
