@@ -770,7 +770,10 @@ fn pre_aggregate_finest(
         .map(|(alias, func)| {
             let again = Expr::AggregateFunction(AggregateFunction::new_udf(
                 func,
-                vec![col(Column::from_name(&alias.name))],
+                vec![Expr::Column(Column::new(
+                    alias.relation.clone(),
+                    &alias.name,
+                ))],
                 false,
                 None,
                 vec![],

@@ -64,7 +64,7 @@ impl PhysicalOptimizerRule for WholePartitionWindows {
             let Some(window) = node.downcast_ref::<WindowAggExec>() else {
                 return Ok(Transformed::no(node));
             };
-            Ok(match HashWindowExec::of_window(window)? {
+            Ok(match HashWindowExec::of_window(window) {
                 Some(hashed) => Transformed::yes(Arc::new(hashed) as Arc<dyn ExecutionPlan>),
                 None => Transformed::no(node),
             })
@@ -117,6 +117,8 @@ const ORDER_FREE: [&str; 6] = ["min", "max", "sum", "count", "bool_or", "bool_an
 pub(crate) struct HashWindowExec {
     input: Arc<dyn ExecutionPlan>,
     windows: Vec<Arc<dyn WindowExpr>>,
+    /// Each window's aggregate ([`whole_partition_aggregate`]).
+    aggregates: Vec<AggregateFunctionExpr>,
     /// The windows' one list of partition keys.
     partition_by: Vec<Arc<dyn PhysicalExpr>>,
     /// As the replaced window's: its input partitioned on the keys, or in one partition.
@@ -135,35 +137,36 @@ impl fmt::Debug for HashWindowExec {
 
 impl HashWindowExec {
     /// The replacement of `window`, where every window of it can be computed this way.
-    fn of_window(window: &WindowAggExec) -> Result<Option<HashWindowExec>> {
+    fn of_window(window: &WindowAggExec) -> Option<HashWindowExec> {
         let windows = window.window_expr().to_vec();
-        let Some(first) = windows.first() else {
-            return Ok(None);
-        };
-        let partition_by = first.partition_by().to_vec();
-        let computable = windows.iter().all(|w| {
-            whole_partition_aggregate(w.as_ref()).is_some()
-                && w.partition_by().len() == partition_by.len()
-                && w.partition_by()
-                    .iter()
-                    .zip(&partition_by)
-                    .all(|(a, b)| a.as_ref() == b.as_ref())
-        });
-        if !computable {
-            return Ok(None);
-        }
-        Ok(Some(HashWindowExec::new(
+        let partition_by = windows.first()?.partition_by().to_vec();
+        let aggregates = windows
+            .iter()
+            .map(|w| {
+                let same_keys = w.partition_by().len() == partition_by.len()
+                    && w.partition_by()
+                        .iter()
+                        .zip(&partition_by)
+                        .all(|(a, b)| a.as_ref() == b.as_ref());
+                same_keys
+                    .then(|| whole_partition_aggregate(w.as_ref()).cloned())
+                    .flatten()
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(HashWindowExec::new(
             Arc::clone(window.input()),
             windows,
+            aggregates,
             partition_by,
             window.input_distribution_requirements(),
             window.schema(),
-        )))
+        ))
     }
 
     fn new(
         input: Arc<dyn ExecutionPlan>,
         windows: Vec<Arc<dyn WindowExpr>>,
+        aggregates: Vec<AggregateFunctionExpr>,
         partition_by: Vec<Arc<dyn PhysicalExpr>>,
         distribution: InputDistributionRequirements,
         schema: SchemaRef,
@@ -179,6 +182,7 @@ impl HashWindowExec {
         HashWindowExec {
             input,
             windows,
+            aggregates,
             partition_by,
             distribution,
             properties,
@@ -229,6 +233,7 @@ impl ExecutionPlan for HashWindowExec {
         Ok(Arc::new(HashWindowExec::new(
             only_child(children, "HashWindowExec")?,
             self.windows.clone(),
+            self.aggregates.clone(),
             self.partition_by.clone(),
             self.distribution.clone(),
             self.schema(),
@@ -242,6 +247,7 @@ impl ExecutionPlan for HashWindowExec {
     ) -> Result<SendableRecordBatchStream> {
         let input = self.input.execute(partition, Arc::clone(&context))?;
         let windows = self.windows.clone();
+        let aggregates = self.aggregates.clone();
         let partition_by = self.partition_by.clone();
         let schema = self.schema();
         let out_schema = Arc::clone(&schema);
@@ -260,7 +266,14 @@ impl ExecutionPlan for HashWindowExec {
             }
             drop(input);
             let _timer = metrics.elapsed_compute().timer();
-            let computed = compute(&batches, &windows, &partition_by, &out_schema, &reservation)?;
+            let computed = compute(
+                &batches,
+                &windows,
+                &aggregates,
+                &partition_by,
+                &out_schema,
+                &reservation,
+            )?;
             drop(_timer);
             drop(batches);
             metrics.record_output(computed.iter().map(RecordBatch::num_rows).sum());
@@ -295,6 +308,7 @@ impl ExecutionPlan for HashWindowExec {
 fn compute(
     batches: &[RecordBatch],
     windows: &[Arc<dyn WindowExpr>],
+    aggregates: &[AggregateFunctionExpr],
     partition_by: &[Arc<dyn PhysicalExpr>],
     schema: &SchemaRef,
     reservation: &MemoryReservation,
@@ -349,12 +363,7 @@ fn compute(
     }
     // 2. Each window's value per group.
     let mut per_group: Vec<ArrayRef> = Vec::with_capacity(windows.len());
-    for (at, window) in windows.iter().enumerate() {
-        let aggregate = whole_partition_aggregate(window.as_ref()).ok_or_else(|| {
-            DataFusionError::Internal(format!(
-                "HashWindowExec: window {at} is not over its whole partition"
-            ))
-        })?;
+    for (window, aggregate) in windows.iter().zip(aggregates) {
         let mut accumulator: Box<dyn GroupsAccumulator> = aggregate.create_groups_accumulator()?;
         for ((batch, groups), total) in batches.iter().zip(&groups_of).zip(&totals) {
             let args = window.evaluate_args(batch)?;
@@ -524,8 +533,23 @@ mod tests {
             Arc::new(datafusion::execution::memory_pool::UnboundedMemoryPool::default());
         let reservation = MemoryConsumer::new("test").register(&pool);
         let partition_by = windows[0].partition_by().to_vec();
-        let out =
-            compute(&batches, &windows, &partition_by, &schema, &reservation).expect("computes");
+        let aggregates: Vec<AggregateFunctionExpr> = windows
+            .iter()
+            .map(|w| {
+                whole_partition_aggregate(w.as_ref())
+                    .cloned()
+                    .expect("whole")
+            })
+            .collect();
+        let out = compute(
+            &batches,
+            &windows,
+            &aggregates,
+            &partition_by,
+            &schema,
+            &reservation,
+        )
+        .expect("computes");
         let all = datafusion::arrow::compute::concat_batches(&schema, &out).expect("one batch");
         let n = all.num_columns();
         let (hi, total, big) = (all.column(n - 3), all.column(n - 2), all.column(n - 1));
