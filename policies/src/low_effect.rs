@@ -111,7 +111,10 @@
 //! whose decided rows in the cell hold one value, as per-person values are (but
 //! [`ORDINALS`], read by class); a category compared with a subquery's values is refused
 //! ([`category_lists`]). See the rewrite design's "Lists of codes" and "Ranges on integers
-//! of rows".
+//! of rows". As a grouping key such a column may be read only plainly ([`read_plainly`],
+//! session 45: `GROUP BY regexp_like(code, '^(A|B)$')` is a list [`code_list`] cannot
+//! count). A column of a `UNION` of personal rows ([`unioned`]) is neither read by class
+//! nor snapped: a range or a list on it is refused.
 //! Grouping keys are otherwise handled by the cell rewrite ([`crate::rewrite`]), which
 //! compares each cell with the cells that have one key fewer.
 //!
@@ -1055,6 +1058,9 @@ enum Unmeasured {
     /// names in one part (both sides of a self-join, two aliases of one column): snapped
     /// one name at a time, a pair of ages no anchor holds would move the target alone.
     AgesTogether,
+    /// A range or a list on a column of a `UNION` of personal rows (`startage` and
+    /// `arrivalage` as one `age`): no table's column, so neither snapped nor read by class.
+    UnionValue,
     /// A condition on a per-person category in a cohort subquery nested in another: its
     /// persons' values are carried one level up only ([`LowEffect::cohort_classes`]).
     NestedCategory,
@@ -1143,6 +1149,17 @@ fn unmeasured(at: Unmeasured) -> RewriteError {
                  aliases of the column) cannot be checked for low effect (a range edge moved \
                  past one person must not change the answer); put the condition on one side \
                  only, or aggregate each side per person first",
+            ));
+        }
+        Unmeasured::UnionValue => {
+            return RewriteError::Refused(Refusal::new(
+                Rule::LowEffect,
+                "a range or a list of values (IN, NOT IN, BETWEEN, <, >, or several \
+                 conditions on it) on a column of a UNION of rows about persons cannot be \
+                 checked for low effect (a range edge moved past one person, or a value \
+                 only one person has added to a list, must not change the answer); put the \
+                 condition on each table's own column in a query of its own, or compare the \
+                 column with one value (age = 40)",
             ));
         }
         Unmeasured::EdgeOr => {
@@ -1877,7 +1894,7 @@ impl<'a> LowEffect<'a> {
         for (_, e) in atoms {
             let refs = e.column_refs();
             if let [c] = refs.into_iter().collect::<Vec<_>>().as_slice()
-                && row_category(scope, c)
+                && (row_category(scope, c) || traced(scope, c, &unioned))
                 && !null_test(e)
                 && !(self.in_cohort > 0 && range(e))
             {
@@ -1920,6 +1937,17 @@ impl<'a> LowEffect<'a> {
                 && row_category(scope, &refs[0])
                 && (row_listed(e) || several(&refs[0]));
             let class = (one_column && classed(scope, &refs[0])) || row_class;
+            // A column of a `UNION` of personal rows (`SELECT startage AS age FROM hes_apc
+            // UNION ALL SELECT arrivalage FROM hes_ae`) is no table's column: its lists
+            // were one measured condition, and `age IN (40, 41)` against the same with an
+            // age only one person has answered 40 and 45 (truth 41 and 42, session 45);
+            // its ranges were not snapped (a person's `birth_month` so renamed neither).
+            // Refused but for one equality and tests of NULL.
+            if refs.iter().any(|c| traced(scope, c, &unioned))
+                && (row_listed(e) || range(e) || refs.iter().any(&several))
+            {
+                return Err(unmeasured(Unmeasured::UnionValue));
+            }
             // Not carried out of a cohort subquery or a joined per-person aggregation (a
             // person's rows hold many values): a list there is refused.
             if self.in_cohort > 0
@@ -2826,6 +2854,11 @@ impl<'a> LowEffect<'a> {
         let mut snapped: Vec<HashMap<String, (String, String, DataType)>> =
             Vec::with_capacity(found.len());
         let mut of_class: HashMap<usize, String> = HashMap::new();
+        // Per part (by its place in `found`) and value whose NULL the part lets pass:
+        // whether the cell holds a NULL anchor the part decides. (Not values of rows: a
+        // test of NULL beside a range on one, `a.startage IS NULL OR a.startage >= 48` over
+        // `patients LEFT JOIN hes_apc a`, is refused as a list.)
+        let mut of_null: HashMap<(usize, String), String> = HashMap::new();
         for (at, (edge, ctx)) in found.iter().zip(&decided).enumerate() {
             let mut of_candidate = HashMap::new();
             if edge.class {
@@ -2971,6 +3004,26 @@ impl<'a> LowEffect<'a> {
                     )?;
                 } else {
                     let value = when(atom(&anchor).and(atom(ctx)), atom(v)).end()?;
+                    let data_type = value_type(&plan, v)?;
+                    // A NULL that the part lets pass (`imd_decile IS NULL OR imd_decile >=
+                    // 6`, `COALESCE(imd_decile, 11) >= 6`): read as written only where an
+                    // anchor the part decides in the cell is NULL too, as any other value
+                    // is read only at an anchor's (session 45). Read as NULL everywhere,
+                    // the same without the test of NULL moved the cell's one NULL person
+                    // alone.
+                    if null_passes(edge, original, &data_type, &in_schema) {
+                        let has = self.name("edn");
+                        windows.push((
+                            over(
+                                bool_or_udaf(),
+                                atom(&anchor).and(atom(ctx)).and(atom(v).is_null()),
+                            )
+                            .partition_by(partition.clone())
+                            .build()?,
+                            has.clone(),
+                        ));
+                        of_null.insert((at, original.clone()), has);
+                    }
                     windows.extend(nearest_anchors(value, partition, v, (&below, &above))?);
                 }
                 let data_type = value_type(&plan, v)?;
@@ -2995,15 +3048,27 @@ impl<'a> LowEffect<'a> {
             }
             for (a, t) in &edge.templates {
                 let mut anchorless: Option<Expr> = None;
+                // A NULL the part lets pass, in a cell without a NULL anchor (`of_null`).
+                let mut null_alone: Option<Expr> = None;
                 let at_snapped = t.clone().transform(|x| {
                     Ok(match &x {
                         Expr::Column(c) => match of_candidate.get(&c.name) {
                             Some((below, above, data_type)) => {
-                                // (A NULL value is read as NULL: no anchor needed.)
+                                // (A NULL value is read as NULL, but where the part lets it
+                                // pass: below.)
                                 let none = atom(below)
                                     .is_null()
                                     .and(atom(above).is_null())
                                     .and(x.clone().is_not_null());
+                                if let Some(has) = of_null.get(&(at, c.name.clone())) {
+                                    let alone = x.clone().is_null().and(Expr::Not(Box::new(
+                                        coalesce(vec![atom(has), lit(false)]),
+                                    )));
+                                    null_alone = Some(match null_alone.take() {
+                                        Some(n) => n.or(alone),
+                                        None => alone,
+                                    });
+                                }
                                 anchorless = Some(match anchorless.take() {
                                     Some(n) => n.or(none),
                                     None => none,
@@ -3029,6 +3094,16 @@ impl<'a> LowEffect<'a> {
                             .otherwise(at_snapped.data)?
                     }
                     _ => at_snapped.data,
+                };
+                // A NULL that the part lets pass, where no anchor the part decides in the
+                // cell is NULL: every atom false, so the part fails the row as a part that
+                // does not let a NULL pass does (each of its atoms is false or NULL there).
+                // Not read far from every value: a hole is true there, and `x IS NULL OR x
+                // NOT IN (1, 2)` would let the NULL person in where `x NOT IN (1, 2)` keeps
+                // them out (session-45 review).
+                let value = match null_alone {
+                    Some(alone) => when(alone, lit(false)).otherwise(value)?,
+                    None => value,
                 };
                 replaced.insert(a.clone(), value);
             }
@@ -7127,6 +7202,19 @@ fn row_category(plan: &LogicalPlan, c: &Column) -> bool {
         )
 }
 
+/// Whether column `c` of `plan` is a column of a `UNION` (or `UNION ALL`) that reads
+/// personal tables, through aliases, filters, projections and joins: not the privacy unit
+/// and not a value of the query's own.
+fn unioned(plan: &LogicalPlan, c: &Column) -> bool {
+    c.name != PRIVACY_UNIT
+        && !constant_column(plan, c)
+        && matches!(
+            origin_of(plan, c),
+            Origin::Node(node @ LogicalPlan::Union(_), _)
+                if !crate::joins::reads_only_public(node)
+        )
+}
+
 /// `operands` of an `OR` (`any`) or an `AND`, with the equalities of one column to string
 /// constants (`code = 'A' OR code = 'B'`, and lists `code IN (…)` among them) made one list
 /// (`code IN ('A', 'B')`), and likewise `code <> 'A' AND code <> 'B'` (and `NOT IN` lists)
@@ -7249,9 +7337,12 @@ fn row_listed(e: &Expr) -> bool {
 fn stored(plan: &LogicalPlan, c: &Column) -> String {
     let mut base = BTreeSet::new();
     source_of(plan, c, &mut base);
+    // Several (a column of a `UNION`, or computed from two): keyed by all of them, so that
+    // two names of one such column are one (session-45 review: `a1 = 50 OR a2 = 98` over
+    // two aliases of a union's `age` were two columns).
     match base.len() {
-        1 => base.into_iter().next().unwrap_or_default(),
-        _ => c.flat_name(),
+        0 => c.flat_name(),
+        _ => base.into_iter().collect::<Vec<_>>().join(" + "),
     }
 }
 
@@ -7384,10 +7475,9 @@ pub(crate) fn category_lists(plan: &LogicalPlan) -> Result<(), RewriteError> {
                         _ => None,
                     };
                     if let Some((expr, subquery)) = compared
-                        && expr
-                            .column_refs()
-                            .iter()
-                            .any(|c| classed(input, c) || row_category(input, c))
+                        && expr.column_refs().iter().any(|c| {
+                            classed(input, c) || row_category(input, c) || unioned(input, c)
+                        })
                     {
                         let sub = subquery.subquery.as_ref();
                         let column = sub.schema().columns().into_iter().next();
@@ -7536,7 +7626,131 @@ fn category_mapped(plan: &LogicalPlan, g: &Expr) -> bool {
                     && (has_value(&other) || refs.iter().any(|r| constant_column(plan, r)))
                     && !one_class_key(&other))
                 || code_list(plan, &other)
+                || opaque_row_mapping(plan, &other)
         }
+    }
+}
+
+/// Functions of one value that a grouping key may apply to a category of rows (or a column
+/// of a `UNION` of them): each gives cells that are classes of the value the analyst does
+/// not choose one by one (`substr(bnf_code, 1, 2)`, `to_char(admidate, '%Y-%m')`).
+const VALUE_FUNCTIONS: &[&str] = &[
+    "substr",
+    "substring",
+    "left",
+    "right",
+    "upper",
+    "lower",
+    "btrim",
+    "trim",
+    "ltrim",
+    "rtrim",
+    "to_char",
+    "date_format",
+    "date_trunc",
+    "datetrunc",
+    "date_part",
+    "datepart",
+    "length",
+    "char_length",
+    "character_length",
+    "octet_length",
+];
+
+/// Whether grouping key (or filtered per-person value) `e` maps a category of rows, or a
+/// column of a `UNION` of personal rows, other than plainly ([`read_plainly`]). Such a key
+/// decides which codes share a cell as a list does, without a list [`code_list`] can count:
+/// `GROUP BY regexp_like(snomedct_code, '^(A|B)$')` against the same with a code one person
+/// has answered 965 and 970, and so did `strpos('|A|B|', code) > 0`, `SIMILAR TO` and the
+/// per-person flag `MAX(CASE WHEN regexp_like(…) …)`; over ages `(startage - 40) *
+/// (startage - 98) = 0` 20 and 25 (session 45). Refused ([`category_mapped`]).
+fn opaque_row_mapping(plan: &LogicalPlan, e: &Expr) -> bool {
+    let row = |c: &Column| traced(plan, c, &|p, c| row_category(p, c) || unioned(p, c));
+    let union = |c: &Column| traced(plan, c, &unioned);
+    !read_plainly(e, &row, &union)
+}
+
+/// Whether column `c` of `plan` is one that `is` holds for, or a value computed from one in
+/// a derived table (`startage + 0 AS a`).
+#[recursive::recursive]
+fn traced(plan: &LogicalPlan, c: &Column, is: &dyn Fn(&LogicalPlan, &Column) -> bool) -> bool {
+    is(plan, c)
+        || match origin_of(plan, c) {
+            Origin::Computed(input, e) => e.column_refs().iter().any(|r| traced(input, r, is)),
+            _ => false,
+        }
+}
+
+/// Whether `e` reads the columns `row` holds for only plainly: as they are (through casts),
+/// through [`VALUE_FUNCTIONS`] and arithmetic with constants (`startage / 10`), compared
+/// with constants (one equality, `<>`, a range, a `LIKE` pattern, an `IN` list: lists are
+/// counted by [`code_list`]), tested for NULL, and combined with `AND`, `OR`, `NOT` and
+/// `CASE`. Not: any other function (`regexp_like`, `strpos`, `regexp_replace`, `abs`,
+/// `sign`), `SIMILAR TO`, a remainder, a product of two readings of the column, or a
+/// comparison of it with another column; nor a range on a column of a `UNION`
+/// (`union`), which is not snapped.
+#[recursive::recursive]
+fn read_plainly(e: &Expr, row: &dyn Fn(&Column) -> bool, union: &dyn Fn(&Column) -> bool) -> bool {
+    let reads = |x: &Expr| x.column_refs().iter().any(|c| row(c));
+    if !reads(e) {
+        return true;
+    }
+    let plain = |x: &Expr| read_plainly(x, row, union);
+    let constant = |x: &Expr| x.column_refs().is_empty();
+    // One side reads the column plainly, the other is a constant.
+    let with_constant = |l: &Expr, r: &Expr| (plain(l) && constant(r)) || (constant(l) && plain(r));
+    let unioned = |x: &Expr| x.column_refs().iter().any(|c| union(c));
+    match e {
+        Expr::Column(_) => true,
+        Expr::Alias(a) => plain(&a.expr),
+        Expr::Cast(Cast { expr, .. }) | Expr::TryCast(TryCast { expr, .. }) => plain(expr),
+        Expr::Not(x)
+        | Expr::IsNull(x)
+        | Expr::IsNotNull(x)
+        | Expr::IsTrue(x)
+        | Expr::IsFalse(x)
+        | Expr::IsNotTrue(x)
+        | Expr::IsNotFalse(x)
+        | Expr::IsUnknown(x)
+        | Expr::IsNotUnknown(x)
+        | Expr::Negative(x) => plain(x),
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => match op {
+            Operator::And | Operator::Or => plain(left) && plain(right),
+            Operator::Eq
+            | Operator::NotEq
+            | Operator::IsDistinctFrom
+            | Operator::IsNotDistinctFrom
+            | Operator::Plus
+            | Operator::Minus
+            | Operator::Multiply
+            | Operator::Divide
+            | Operator::StringConcat => with_constant(left, right),
+            Operator::Lt | Operator::LtEq | Operator::Gt | Operator::GtEq => {
+                !unioned(e) && with_constant(left, right)
+            }
+            _ => false,
+        },
+        Expr::Between(b) => !unioned(e) && plain(&b.expr) && constant(&b.low) && constant(&b.high),
+        Expr::Like(l) => plain(&l.expr) && constant(&l.pattern),
+        Expr::InList(l) => plain(&l.expr) && l.list.iter().all(constant),
+        Expr::Case(c) => {
+            c.expr.as_deref().is_none_or(plain)
+                && c.when_then_expr.iter().all(|(w, t)| plain(w) && plain(t))
+                && c.else_expr.as_deref().is_none_or(plain)
+        }
+        Expr::ScalarFunction(f) => {
+            VALUE_FUNCTIONS.contains(&f.name())
+                && f.args.iter().filter(|a| reads(a)).count() == 1
+                && f.args
+                    .iter()
+                    .all(|a| if reads(a) { plain(a) } else { constant(a) })
+        }
+        Expr::AggregateFunction(a) => {
+            a.params.args.iter().all(plain)
+                && a.params.filter.as_deref().is_none_or(plain)
+                && a.params.order_by.iter().all(|s| plain(&s.expr))
+        }
+        _ => false,
     }
 }
 
@@ -7554,7 +7768,7 @@ fn code_list(plan: &LogicalPlan, e: &Expr) -> bool {
     let reads = |x: &Expr| -> Vec<String> {
         x.column_refs()
             .into_iter()
-            .filter(|c| row_category(plan, c))
+            .filter(|c| traced(plan, c, &|p, c| row_category(p, c) || unioned(p, c)))
             .map(|c| stored(plan, c))
             .collect()
     };
@@ -7595,11 +7809,47 @@ fn code_list(plan: &LogicalPlan, e: &Expr) -> bool {
                     );
                 }
             }
+            // Patterns count as values (`CASE WHEN code LIKE 'A%' OR code LIKE '999000004'`
+            // is a list of a prefix and a code), and so do the bounds of ranges on strings
+            // (`code BETWEEN 'A' AND 'A' OR code BETWEEN 'B' AND 'B'`, review): not on
+            // integers, whose ranges in keys are age bands (the open item of values of rows).
+            Expr::Like(l) => add(reads(&l.expr), text(&l.pattern).into_iter().collect()),
+            Expr::Between(b) => {
+                let bounds: Vec<String> = [&b.low, &b.high]
+                    .into_iter()
+                    .filter(|v| string_literal(v))
+                    .filter_map(|v| text(v))
+                    .collect();
+                if bounds.len() == 2 {
+                    add(reads(&b.expr), vec![bounds.join("..")]);
+                }
+            }
+            Expr::BinaryExpr(BinaryExpr {
+                left,
+                op: Operator::Lt | Operator::LtEq | Operator::Gt | Operator::GtEq,
+                right,
+            }) => {
+                for (x, v) in [(left, right), (right, left)] {
+                    if string_literal(v) {
+                        add(reads(x), text(v).into_iter().collect());
+                    }
+                }
+            }
             _ => {}
         }
         Ok(TreeNodeRecursion::Continue)
     });
     values.values().any(|v| v.len() > 1)
+}
+
+/// Whether `e` is a string constant (through aliases and casts).
+fn string_literal(e: &Expr) -> bool {
+    match e {
+        Expr::Literal(v, _) => v.data_type().is_string() && !v.is_null(),
+        Expr::Alias(a) => string_literal(&a.expr),
+        Expr::Cast(Cast { expr, .. }) | Expr::TryCast(TryCast { expr, .. }) => string_literal(expr),
+        _ => false,
+    }
 }
 
 /// Whether `e` holds a value that is not NULL.
@@ -7899,6 +8149,45 @@ fn far_from_anchors(
         Ok(e) if folded(&e) => e,
         _ => lit(false),
     }
+}
+
+/// Whether part `edge` of the conditions can pass a row whose value `value` (of type `t`)
+/// is NULL: one of its atoms that read it is true there (`x IS NULL`, `COALESCE(x, 11) >=
+/// 6`, `x IS DISTINCT FROM 5`), and it is more than tests of NULL (a test of NULL alone is
+/// measured as any condition). Not for grouping keys, which are read at NULL (open).
+fn null_passes(edge: &Edge<'_>, value: &str, t: &DataType, schema: &DFSchemaRef) -> bool {
+    use datafusion::optimizer::simplify_expressions::{ExprSimplifier, SimplifyContext};
+    if edge.cond.is_none() || edge.templates.iter().all(|(_, a)| null_test(a)) {
+        return false;
+    }
+    let Ok(null) = ScalarValue::try_from(t) else {
+        return true;
+    };
+    let context = SimplifyContext::builder()
+        .with_schema(Arc::clone(schema))
+        .build();
+    let simplifier = ExprSimplifier::new(context);
+    // (Only the atoms that read the value: another value's atom is no constant here.)
+    let reads = |a: &Expr| a.column_refs().iter().any(|c| c.name == value);
+    edge.templates
+        .iter()
+        .filter(|(_, a)| reads(a))
+        .any(|(_, a)| {
+            let at_null = a
+                .clone()
+                .transform(|x| {
+                    Ok(match &x {
+                        Expr::Column(c) if c.name == value => Transformed::yes(lit(null.clone())),
+                        _ => Transformed::no(x),
+                    })
+                })
+                .map(|t| t.data);
+            match at_null.and_then(|e| simplifier.simplify(e)) {
+                Ok(Expr::Literal(v, _)) => v == ScalarValue::Boolean(Some(true)),
+                // Not a constant (another value of the part, a cohort's flags): it may pass.
+                _ => true,
+            }
+        })
 }
 
 /// Whether every part of `e` that reads no column is a literal (nothing left to compute

@@ -252,3 +252,20 @@ async fn an_edge_without_an_anchor_never_counts_the_persons_it_leaves_out() {
     }
     assert!(released >= 2, "an edge with anchors is answered");
 }
+
+/// Every benchmark query is answered on the fixture (a refusal added for a privacy rule must
+/// not refuse the questions the benchmark times; the benchmark itself runs only on demand).
+#[tokio::test]
+async fn the_benchmark_queries_are_answered() {
+    use fivesafes_tests::bench::queries::QUERIES;
+    let f = fixture();
+    let cx = f.project(RESEARCH).await;
+    let mut refused = Vec::new();
+    for q in QUERIES {
+        let got = outcome(&cx, q.sql).await;
+        if !got.starts_with("rows: ") {
+            refused.push(format!("{}: {got}", q.name));
+        }
+    }
+    assert!(refused.is_empty(), "{}", refused.join("\n"));
+}

@@ -209,6 +209,9 @@ pub struct Planted {
     /// Whether the person's postcode is one of the lookup's (so that they have an LSOA);
     /// otherwise they have none.
     pub postcode: bool,
+    /// With `postcode`, the IMD decile of the lookup postcode they get (the first of the
+    /// lookup when `None`, or when the lookup has no postcode of that decile).
+    pub decile: Option<u8>,
 }
 
 /// Threshold-probing cohorts: (practice, persons). Every size 1..=13 appears; 7, 8 and 9
@@ -310,8 +313,19 @@ pub const AREA_SIZE: usize = 40;
 /// See [`AREA_PRACTICE`].
 pub const AREA_TARGET: usize = 8;
 
-/// The planted persons, in NHS-number order.
-fn plan_persons() -> Vec<Planted> {
+/// Decile cohorts, planted only in [`fixture_with_deciles`]: in each practice,
+/// [`DECILE_SIZE`] women, each with a postcode of the lookup of decile `1 + index % 10`
+/// (where the lookup has one), but for one person who is no edge anchor and has no
+/// postcode, so no decile: the practice's one NULL `imd_decile`.
+pub const DECILE_PRACTICES: &[&str] = &["X90001", "X90002", "X90003", "X90004", "X90005", "X90006"];
+/// A decile cohort like those of [`DECILE_PRACTICES`] whose one person without a postcode
+/// is an edge anchor.
+pub const DECILE_ANCHORED: &str = "X90007";
+/// See [`DECILE_PRACTICES`].
+pub const DECILE_SIZE: usize = 40;
+
+/// The planted persons, in NHS-number order (with the decile cohort where `deciles`).
+fn plan_persons(deciles: bool) -> Vec<Planted> {
     let mut out: Vec<Planted> = Vec::new();
     let mut next_prefix = 900_000_000u64;
     let mut person = |practice: &str, dob: String, sex: char, ndoo: Ndoo| -> Planted {
@@ -339,6 +353,7 @@ fn plan_persons() -> Vec<Planted> {
             events: Vec::new(),
             hes_apc: Vec::new(),
             postcode: false,
+            decile: None,
         }
     };
     let dob = |year: i32, month: u32, day: u32| format!("{year:04}-{month:02}-{day:02}");
@@ -490,6 +505,19 @@ fn plan_persons() -> Vec<Planted> {
         }
         out.push(p);
     }
+    if deciles {
+        let practices = DECILE_PRACTICES.iter().chain([&DECILE_ANCHORED]);
+        for (k, practice) in practices.enumerate() {
+            for i in 0..DECILE_SIZE {
+                let month = u32::try_from(i % 12).unwrap_or(0) + 1;
+                let year = 1960 + i32::try_from(k).unwrap_or(0);
+                let mut p = person(practice, dob(year, month, 9), 'F', Ndoo::In);
+                p.postcode = true;
+                p.decile = u8::try_from(1 + (i + k) % 10).ok();
+                out.push(p);
+            }
+        }
+    }
     out
 }
 
@@ -511,10 +539,26 @@ fn append_planted(dir: &Path, persons: &[Planted]) {
         .and_then(|l| l.split(',').next())
         .expect("a postcode in the lookup")
         .to_string();
+    // The first postcode of each decile (`postcode,lsoa,imd_decile`).
+    let mut of_decile: BTreeMap<u8, String> = BTreeMap::new();
+    for line in lookup.lines().skip(1) {
+        let fields: Vec<&str> = line.split(',').collect();
+        if let (Some(postcode), Some(Ok(decile))) =
+            (fields.first(), fields.get(2).map(|d| d.parse()))
+        {
+            of_decile
+                .entry(decile)
+                .or_insert_with(|| postcode.to_string());
+        }
+    }
     let mut epikey = 880_000_000_000i64;
     for p in persons {
         let nhs = p.nhs;
-        let postcode = if p.postcode { known.as_str() } else { "" };
+        let postcode = match (p.postcode, p.decile.and_then(|d| of_decile.get(&d))) {
+            (false, _) => "",
+            (true, Some(postcode)) => postcode.as_str(),
+            (true, None) => known.as_str(),
+        };
         let mut line = String::new();
         let _ = writeln!(
             line,
@@ -590,10 +634,18 @@ pub struct Fixture {
 /// The fixture of this test binary, built on first use.
 pub fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
-    FIXTURE.get_or_init(build)
+    FIXTURE.get_or_init(|| build(false))
 }
 
-fn build() -> Fixture {
+/// The fixture with the decile cohorts ([`DECILE_PRACTICES`], [`DECILE_ANCHORED`]) planted
+/// too: a second store, so that the answers over the whole of [`fixture`] stay as the
+/// `.slt` files expect them.
+pub fn fixture_with_deciles() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| build(true))
+}
+
+fn build(deciles: bool) -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
     let extracts = dir.path().join("extracts");
     generate(&SynthOptions {
@@ -605,10 +657,22 @@ fn build() -> Fixture {
     .expect("synthetic extracts");
     let keys = Keys::from_bytes(PSEUDONYM_KEY, RECORD_KEY);
     let pseudo = keys.pseudonymiser();
-    let mut planted = plan_persons();
+    let mut planted = plan_persons(deciles);
     for p in &mut planted {
         p.patient_id = pseudo.patient_id(p.nhs);
         p.record_key = pseudo.record_key(p.patient_id);
+    }
+    // Each decile cohort's one person without a postcode: the first who is no edge anchor
+    // (an anchor in [`DECILE_ANCHORED`]).
+    let anchors = output::edge_anchor_keys();
+    let practices = DECILE_PRACTICES.iter().map(|p| (p, false));
+    for (practice, anchor) in practices.chain([(&DECILE_ANCHORED, true)]) {
+        if let Some(p) = planted
+            .iter_mut()
+            .find(|p| p.practice == *practice && anchors.contains(&p.record_key) == anchor)
+        {
+            p.postcode = false;
+        }
     }
     append_planted(&extracts, &planted);
     let store = dir.path().join("store");
