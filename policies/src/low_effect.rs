@@ -1059,7 +1059,9 @@ enum Unmeasured {
     /// one name at a time, a pair of ages no anchor holds would move the target alone.
     AgesTogether,
     /// A range or a list on a column of a `UNION` of personal rows (`startage` and
-    /// `arrivalage` as one `age`): no table's column, so neither snapped nor read by class.
+    /// `arrivalage` as one `age`), or on a value computed from a column of rows in a derived
+    /// table that the condition is not followed through (`startage + 0 AS a`, `a IN (…)`
+    /// beside a subquery): no table's column, so neither snapped nor read by class.
     UnionValue,
     /// A condition on a per-person category in a cohort subquery nested in another: its
     /// persons' values are carried one level up only ([`LowEffect::cohort_classes`]).
@@ -1154,12 +1156,14 @@ fn unmeasured(at: Unmeasured) -> RewriteError {
         Unmeasured::UnionValue => {
             return RewriteError::Refused(Refusal::new(
                 Rule::LowEffect,
-                "a range or a list of values (IN, NOT IN, BETWEEN, <, >, or several \
-                 conditions on it) on a column of a UNION of rows about persons cannot be \
-                 checked for low effect (a range edge moved past one person, or a value \
-                 only one person has added to a list, must not change the answer); put the \
-                 condition on each table's own column in a query of its own, or compare the \
-                 column with one value (age = 40)",
+                "a range or a list of values (IN, NOT IN, BETWEEN, <, >, <>, a pattern, or \
+                 several conditions on it) on a column of a UNION of rows about persons, or \
+                 on a value computed from a column of rows in a derived table (startage + 0 \
+                 AS a), cannot be checked for low effect (a range edge moved past one \
+                 person, or a value only one person has added to a list, must not change the \
+                 answer); put the condition on the table's own column, in a query of its \
+                 own for each table of a UNION, or compare the column with one value (age = \
+                 40)",
             ));
         }
         Unmeasured::EdgeOr => {
@@ -1894,7 +1898,7 @@ impl<'a> LowEffect<'a> {
         for (_, e) in atoms {
             let refs = e.column_refs();
             if let [c] = refs.into_iter().collect::<Vec<_>>().as_slice()
-                && (row_category(scope, c) || traced(scope, c, &unioned))
+                && (row_category(scope, c) || opaque_rows(scope, c))
                 && !null_test(e)
                 && !(self.in_cohort > 0 && range(e))
             {
@@ -1942,8 +1946,11 @@ impl<'a> LowEffect<'a> {
             // were one measured condition, and `age IN (40, 41)` against the same with an
             // age only one person has answered 40 and 45 (truth 41 and 42, session 45);
             // its ranges were not snapped (a person's `birth_month` so renamed neither).
-            // Refused but for one equality and tests of NULL.
-            if refs.iter().any(|c| traced(scope, c, &unioned))
+            // Refused but for one equality and tests of NULL. Likewise a value computed
+            // from a column of rows in a derived table where the condition is not followed
+            // through it (beside a subquery: `a IN (40, 41)` over `startage + 0 AS a` answered
+            // 20 and 25 with 98 added, review).
+            if refs.iter().any(|c| opaque_rows(scope, c))
                 && (row_listed(e) || range(e) || refs.iter().any(&several))
             {
                 return Err(unmeasured(Unmeasured::UnionValue));
@@ -7213,6 +7220,14 @@ fn unioned(plan: &LogicalPlan, c: &Column) -> bool {
             Origin::Node(node @ LogicalPlan::Union(_), _)
                 if !crate::joins::reads_only_public(node)
         )
+}
+
+/// Whether column `c` of `plan` reads rows about persons without being a table's column:
+/// a column of a `UNION` of them ([`unioned`]) or a value computed in a derived table from
+/// one of those or from a category of rows ([`traced`]; not the layer's own columns).
+fn opaque_rows(plan: &LogicalPlan, c: &Column) -> bool {
+    !c.name.starts_with("__fs")
+        && (traced(plan, c, &unioned) || (!row_category(plan, c) && traced(plan, c, &row_category)))
 }
 
 /// `operands` of an `OR` (`any`) or an `AND`, with the equalities of one column to string

@@ -3858,6 +3858,24 @@ async fn a_list_or_a_range_on_a_column_of_a_union_of_rows_is_refused() {
         let got = outcome(&cx, &sql).await;
         assert!(got.starts_with("rows: "), "{sql}\n  -> {got}");
     }
+    // A value computed from an age of rows in a derived table, where a subquery beside it
+    // keeps the condition from being followed into the table (review: `a IN (40, 41)` 20
+    // and 25 with 98 added, truth 20 and 21): refused the same way. Without the subquery
+    // the condition is followed to `startage` and answered as it is.
+    let derived = |c: &str, beside: &str| {
+        format!(
+            "SELECT COUNT(DISTINCT patient_id) FROM (SELECT patient_id, startage + 0 AS a \
+             FROM hes_apc) t WHERE {c}{beside}"
+        )
+    };
+    let subquery = " AND patient_id IN (SELECT patient_id FROM patients)";
+    for c in ["a IN (40, 41)", "a IN (40, 41, 98)", "a >= 50"] {
+        let sql = derived(c, subquery);
+        assert_eq!(refused(&cx, &sql).await, Rule::LowEffect, "{sql}");
+        let sql = derived(c, "");
+        let got = outcome(&cx, &sql).await;
+        assert!(got.starts_with("rows: "), "{sql}\n  -> {got}");
+    }
 }
 
 /// A test of NULL beside a range on a per-person number (`imd_decile IS NULL OR imd_decile
