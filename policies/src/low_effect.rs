@@ -159,9 +159,9 @@ use datafusion::logical_expr::utils::{
     conjunction, disjunction, split_conjunction, split_conjunction_owned,
 };
 use datafusion::logical_expr::{
-    Aggregate, Between, BinaryExpr, Distinct, Expr, ExprFunctionExt, Filter, Join, JoinType,
-    LogicalPlan, LogicalPlanBuilder, Operator, Projection, ScalarUDF, SubqueryAlias, TableScan,
-    WindowFrame, binary_expr, cast, lit, when,
+    Aggregate, Between, BinaryExpr, Distinct, Expr, ExprFunctionExt, ExprSchemable, Filter, Join,
+    JoinType, LogicalPlan, LogicalPlanBuilder, Operator, Projection, ScalarUDF, SubqueryAlias,
+    TableScan, WindowFrame, binary_expr, cast, lit, when,
 };
 
 use fivesafes_engine::catalog::PRIVACY_UNIT;
@@ -3000,15 +3000,27 @@ impl<'a> LowEffect<'a> {
                 let (below, above) = (self.name("edb"), self.name("eda"));
                 if edge.key.is_some() {
                     // A key: the same values from the distinct (partition, value) pairs,
-                    // joined back to the rows (see [`LowEffect::anchors_by_value`]).
+                    // joined back to the rows (see [`LowEffect::anchors_by_value`]). A key
+                    // that gives a NULL a value (`imd_decile IS NULL OR imd_decile >= 5`,
+                    // `CASE WHEN imd_decile < 5 THEN 'a' ELSE 'b' END`) reads it as written
+                    // only where its partition holds a NULL anchor (the NULL pair's flag);
+                    // elsewhere the key is NULL, as `imd_decile >= 5` gives (session 45:
+                    // with one NULL person who is no anchor, the `true` cells of those two
+                    // keys answered 10 and 15).
+                    let data_type = value_type(&plan, v)?;
+                    let null_anchor = null_passes(edge, original, &data_type, &in_schema)
+                        .then(|| self.name("edn"));
                     plan = self.anchors_by_value(
                         plan,
                         &rows,
                         &partition,
                         v,
                         atom(&anchor).and(atom(ctx)),
-                        (&below, &above),
+                        (&below, &above, null_anchor.as_deref()),
                     )?;
+                    if let Some(has) = null_anchor {
+                        of_null.insert((at, original.clone()), has);
+                    }
                 } else {
                     let value = when(atom(&anchor).and(atom(ctx)), atom(v)).end()?;
                     let data_type = value_type(&plan, v)?;
@@ -3095,7 +3107,7 @@ impl<'a> LowEffect<'a> {
                 // (sex = 'F' OR lsoa IS NULL)`, whose `OR` leaves no anchor that cannot be
                 // dropped, answered 1,285 for 74 persons. The fate still depends on the
                 // anchors and the condition as written alone.
-                let value = match anchorless {
+                let value = match anchorless.clone() {
                     Some(none) if edge.key.is_none() => {
                         when(none, far_from_anchors(t, of_candidate, &in_schema))
                             .otherwise(at_snapped.data)?
@@ -3108,7 +3120,22 @@ impl<'a> LowEffect<'a> {
                 // Not read far from every value: a hole is true there, and `x IS NULL OR x
                 // NOT IN (1, 2)` would let the NULL person in where `x NOT IN (1, 2)` keeps
                 // them out (session-45 review).
+                // A key is NULL there, as a key that gives a NULL no value reads it; and so
+                // is every row of a partition without an anchor, which such a key reads at
+                // NULL (else a key that gives NULL a value would set them apart from the
+                // NULL rows where one that does not puts them together, review).
                 let value = match null_alone {
+                    Some(alone) if edge.key.is_some() => {
+                        let null = t
+                            .get_type(&in_schema)
+                            .and_then(|t| ScalarValue::try_from(&t))
+                            .map_err(|e| RewriteError::Unsupported(e.to_string()))?;
+                        let alone = match anchorless {
+                            Some(none) => alone.or(none),
+                            None => alone,
+                        };
+                        when(alone, lit(null)).otherwise(value)?
+                    }
                     Some(alone) => when(alone, lit(false)).otherwise(value)?,
                     None => value,
                 };
@@ -3135,7 +3162,9 @@ impl<'a> LowEffect<'a> {
     /// conditions let through (1M patients for an age band), where the two window sorts
     /// over the rows were most of the query's time. `rows` is read once more than before
     /// for each key (it must give the same rows each time: nothing under it is random or
-    /// limited).
+    /// limited). With `null_anchor`, also that column: whether the row's (partition, value)
+    /// pair holds an anchor, which for a NULL row says whether its partition has a NULL
+    /// anchor.
     fn anchors_by_value(
         &mut self,
         plan: LogicalPlan,
@@ -3143,7 +3172,7 @@ impl<'a> LowEffect<'a> {
         partition: &[Expr],
         v: &str,
         anchor: Expr,
-        (below, above): (&str, &str),
+        (below, above, null_anchor): (&str, &str, Option<&str>),
     ) -> Result<LogicalPlan, RewriteError> {
         let out = columns_of(plan.schema());
         let parts: Vec<String> = partition.iter().map(|_| self.name("edp")).collect();
@@ -3191,6 +3220,11 @@ impl<'a> LowEffect<'a> {
         let mut exprs = out;
         exprs.push(atom(below));
         exprs.push(atom(above));
+        // (A NULL row joins its partition's NULL pair, whose flag says whether an anchor
+        // there is NULL.)
+        if let Some(n) = null_anchor {
+            exprs.push(atom(&has).alias(n));
+        }
         // The pairs on the build side of the hash join: they are few, the rows many.
         Ok(LogicalPlanBuilder::from(pairs)
             .join_detailed(
@@ -8169,12 +8203,14 @@ fn far_from_anchors(
 /// Whether part `edge` of the conditions can pass a row whose value `value` (of type `t`)
 /// is NULL: one of its atoms that read it is true there (`x IS NULL`, `COALESCE(x, 11) >=
 /// 6`, `x IS DISTINCT FROM 5`), and it is more than tests of NULL (a test of NULL alone is
-/// measured as any condition). Not for grouping keys, which are read at NULL (open).
+/// measured as any condition). For a grouping key: it gives a NULL a value (`x IS NULL OR
+/// x >= 5`, `CASE WHEN x < 5 THEN 'a' ELSE 'b' END`), and it is more than a test of NULL.
 fn null_passes(edge: &Edge<'_>, value: &str, t: &DataType, schema: &DFSchemaRef) -> bool {
     use datafusion::optimizer::simplify_expressions::{ExprSimplifier, SimplifyContext};
-    if edge.cond.is_none() || edge.templates.iter().all(|(_, a)| null_test(a)) {
+    if edge.templates.iter().all(|(_, a)| null_test(a)) {
         return false;
     }
+    let key = edge.cond.is_none();
     let Ok(null) = ScalarValue::try_from(t) else {
         return true;
     };
@@ -8198,6 +8234,7 @@ fn null_passes(edge: &Edge<'_>, value: &str, t: &DataType, schema: &DFSchemaRef)
                 })
                 .map(|t| t.data);
             match at_null.and_then(|e| simplifier.simplify(e)) {
+                Ok(Expr::Literal(v, _)) if key => !v.is_null(),
                 Ok(Expr::Literal(v, _)) => v == ScalarValue::Boolean(Some(true)),
                 // Not a constant (another value of the part, a cohort's flags): it may pass.
                 _ => true,

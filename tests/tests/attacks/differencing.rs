@@ -3963,6 +3963,50 @@ async fn a_test_of_null_beside_a_range_on_a_persons_number_moves_no_one_alone() 
             }
         }
     }
+    // As grouping keys: a key that gives a NULL a value (the test of NULL, or `ELSE`)
+    // against one that leaves it NULL put the one NULL person in another cell (the `true`
+    // cells answered 10 and 15 before the key was read at NULL where no anchor is).
+    for practice in DECILE_PRACTICES {
+        for d in 3..=6 {
+            for (without, with) in [
+                (
+                    format!("imd_decile >= {d}"),
+                    format!("imd_decile IS NULL OR imd_decile >= {d}"),
+                ),
+                (
+                    format!(
+                        "CASE WHEN imd_decile < {d} THEN 'a' WHEN imd_decile >= {d} THEN 'b' END"
+                    ),
+                    format!("CASE WHEN imd_decile < {d} THEN 'a' ELSE 'b' END"),
+                ),
+            ] {
+                let keyed = |k: &str| {
+                    format!(
+                        "SELECT {k} AS k, COUNT(*) FROM patients \
+                         WHERE practice_code = '{practice}' GROUP BY 1"
+                    )
+                };
+                let (without, with) = (keyed(&without), keyed(&with));
+                let truth = |sql: String| {
+                    let cx = &cx;
+                    async move {
+                        let mut r = unprotected(cx, &sql).await;
+                        r.sort();
+                        r
+                    }
+                };
+                assert_ne!(truth(without.clone()).await, truth(with.clone()).await);
+                let (a, b) = (
+                    sorted_rows(&cx, &without).await,
+                    sorted_rows(&cx, &with).await,
+                );
+                if a != b {
+                    differing.push(format!("{without} -> {a:?}\n{with} -> {b:?}"));
+                }
+                pairs += 1;
+            }
+        }
+    }
     // Over ages of rows (NULL in `patients LEFT JOIN hes_apc` for a person without an
     // episode) the test of NULL beside a range is refused as a list of the column's values.
     let sql = format!(
@@ -3972,7 +4016,7 @@ async fn a_test_of_null_beside_a_range_on_a_persons_number_moves_no_one_alone() 
         DECILE_PRACTICES[0]
     );
     assert_eq!(refused(&cx, &sql).await, Rule::LowEffect, "{sql}");
-    assert!(pairs >= 36, "{pairs} pairs");
+    assert!(pairs >= 84, "{pairs} pairs");
     // Where the one NULL person is an anchor, a NULL is read as written: with the test of
     // NULL the cell has them, without it not, and the answers show it (not every NULL is
     // simply left out).
@@ -4002,6 +4046,20 @@ async fn a_test_of_null_beside_a_range_on_a_persons_number_moves_no_one_alone() 
             told += usize::from(a.is_some() && b.is_some() && a != b);
         }
     }
+    // … and as keys: with a NULL anchor the key gives the NULL its value.
+    let mut keys_told = 0;
+    for d in 2..=10 {
+        let keyed = |k: &str| {
+            format!(
+                "SELECT {k} AS k, COUNT(*) FROM patients \
+                 WHERE practice_code = '{DECILE_ANCHORED}' GROUP BY 1"
+            )
+        };
+        let without = keyed(&format!("imd_decile >= {d}"));
+        let with = keyed(&format!("imd_decile IS NULL OR imd_decile >= {d}"));
+        keys_told += usize::from(sorted_rows(&cx, &without).await != sorted_rows(&cx, &with).await);
+    }
+    assert!(keys_told > 0, "no key where the anchor's NULL shows");
     assert!(told > 0, "no edge where the anchor's presence shows");
     assert!(
         differing.is_empty(),
