@@ -3028,6 +3028,7 @@ impl<'a> LowEffect<'a> {
                 let v = &renamed[original];
                 let partition = value_partition(&plan, keys, v, edge.key, edge.class);
                 let (below, above) = (self.name("edb"), self.name("eda"));
+                let data_type = value_type(&plan, v)?;
                 if edge.key.is_some() {
                     // A key: the same values from the distinct (partition, value) pairs,
                     // joined back to the rows (see [`LowEffect::anchors_by_value`]). A key
@@ -3037,7 +3038,6 @@ impl<'a> LowEffect<'a> {
                     // elsewhere the key is NULL, as `imd_decile >= 5` gives (session 45:
                     // with one NULL person who is no anchor, the `true` cells of those two
                     // keys answered 10 and 15).
-                    let data_type = value_type(&plan, v)?;
                     let null_anchor = null_passes(edge, original, &data_type, &in_schema)
                         .then(|| self.name("edn"));
                     plan = self.anchors_by_value(
@@ -3053,7 +3053,6 @@ impl<'a> LowEffect<'a> {
                     }
                 } else {
                     let value = when(atom(&anchor).and(atom(ctx)), atom(v)).end()?;
-                    let data_type = value_type(&plan, v)?;
                     // A NULL that the part lets pass (`imd_decile IS NULL OR imd_decile >=
                     // 6`, `COALESCE(imd_decile, 11) >= 6`): read as written only where an
                     // anchor the part decides in the cell is NULL too, as any other value
@@ -3075,7 +3074,6 @@ impl<'a> LowEffect<'a> {
                     }
                     windows.extend(nearest_anchors(value, partition, v, (&below, &above))?);
                 }
-                let data_type = value_type(&plan, v)?;
                 of_candidate.insert(original.clone(), (below, above, data_type));
             }
             snapped.push(of_candidate);
@@ -7744,9 +7742,15 @@ const VALUE_FUNCTIONS: &[&str] = &[
 /// per-person flag `MAX(CASE WHEN regexp_like(…) …)`; over ages `(startage - 40) *
 /// (startage - 98) = 0` 20 and 25 (session 45). Refused ([`category_mapped`]).
 fn opaque_row_mapping(plan: &LogicalPlan, e: &Expr) -> bool {
-    let row = |c: &Column| traced(plan, c, &|p, c| row_category(p, c) || unioned(p, c));
+    let row = |c: &Column| of_rows(plan, c);
     let union = |c: &Column| traced(plan, c, &unioned);
     !read_plainly(e, &row, &union)
+}
+
+/// Whether column `c` of `plan` reads rows about persons as a category of rows does: one, a
+/// column of a `UNION` of them, or a value computed from either in a derived table.
+fn of_rows(plan: &LogicalPlan, c: &Column) -> bool {
+    traced(plan, c, &|p, c| row_category(p, c) || unioned(p, c))
 }
 
 /// Whether column `c` of `plan` is one that `is` holds for, or a value computed from one in
@@ -7847,7 +7851,7 @@ fn code_list(plan: &LogicalPlan, e: &Expr) -> bool {
     let reads = |x: &Expr| -> Vec<String> {
         x.column_refs()
             .into_iter()
-            .filter(|c| traced(plan, c, &|p, c| row_category(p, c) || unioned(p, c)))
+            .filter(|c| of_rows(plan, c))
             .map(|c| stored(plan, c))
             .collect()
     };
