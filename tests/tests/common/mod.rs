@@ -206,6 +206,8 @@ pub struct Planted {
     pub events: Vec<(String, String, Option<f64>)>,
     /// HES APC provider codes of this person's episodes (one episode each).
     pub hes_apc: Vec<String>,
+    /// The age at the start of each of those episodes (`startage`).
+    pub hes_age: u8,
     /// Whether the person's postcode is one of the lookup's (so that they have an LSOA);
     /// otherwise they have none.
     pub postcode: bool,
@@ -316,13 +318,18 @@ pub const AREA_TARGET: usize = 8;
 /// Decile cohorts, planted only in [`fixture_with_deciles`]: in each practice,
 /// [`DECILE_SIZE`] women, each with a postcode of the lookup of decile `1 + index % 10`
 /// (where the lookup has one), but for one person who is no edge anchor and has no
-/// postcode, so no decile: the practice's one NULL `imd_decile`.
+/// postcode, so no decile: the practice's one NULL `imd_decile`. Every person with a
+/// postcode has one admission (an episode at age `30 + index % 40` with provider
+/// [`DECILE_PROVIDER`]), the one without none: the practice's one NULL `startage` under
+/// `patients LEFT JOIN hes_apc`.
 pub const DECILE_PRACTICES: &[&str] = &["X90001", "X90002", "X90003", "X90004", "X90005", "X90006"];
 /// A decile cohort like those of [`DECILE_PRACTICES`] whose one person without a postcode
 /// is an edge anchor.
 pub const DECILE_ANCHORED: &str = "X90007";
 /// See [`DECILE_PRACTICES`].
 pub const DECILE_SIZE: usize = 40;
+/// See [`DECILE_PRACTICES`].
+pub const DECILE_PROVIDER: &str = "ZZ9";
 
 /// The planted persons, in NHS-number order (with the decile cohort where `deciles`).
 fn plan_persons(deciles: bool) -> Vec<Planted> {
@@ -352,6 +359,7 @@ fn plan_persons(deciles: bool) -> Vec<Planted> {
             ndoo,
             events: Vec::new(),
             hes_apc: Vec::new(),
+            hes_age: 60,
             postcode: false,
             decile: None,
         }
@@ -514,6 +522,8 @@ fn plan_persons(deciles: bool) -> Vec<Planted> {
                 let mut p = person(practice, dob(year, month, 9), 'F', Ndoo::In);
                 p.postcode = true;
                 p.decile = u8::try_from(1 + (i + k) % 10).ok();
+                p.hes_apc.push(DECILE_PROVIDER.to_string());
+                p.hes_age = 30 + u8::try_from(i % 40).unwrap_or(0);
                 out.push(p);
             }
         }
@@ -595,8 +605,8 @@ fn append_planted(dir: &Path, persons: &[Planted]) {
             let _ = writeln!(
                 apc,
                 "{nhs},{epikey},{epikey},1,2022-05-01,2022-05-01,2022-05-03,2022-05-03,21,19,1,\
-                 {provider},{},60,{},,I10X,I10X,,",
-                p.practice, p.sex
+                 {provider},{},{},{},,I10X,I10X,,",
+                p.practice, p.hes_age, p.sex
             );
         }
     }
@@ -672,6 +682,7 @@ fn build(deciles: bool) -> Fixture {
             .find(|p| p.practice == *practice && anchors.contains(&p.record_key) == anchor)
         {
             p.postcode = false;
+            p.hes_apc.clear();
         }
     }
     append_planted(&extracts, &planted);
