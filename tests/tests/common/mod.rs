@@ -208,6 +208,8 @@ pub struct Planted {
     pub hes_apc: Vec<String>,
     /// The age at the start of each of those episodes (`startage`).
     pub hes_age: u8,
+    /// Their primary diagnosis (`diag_4_01`).
+    pub hes_diag: &'static str,
     /// Whether the person's postcode is one of the lookup's (so that they have an LSOA);
     /// otherwise they have none.
     pub postcode: bool,
@@ -330,6 +332,12 @@ pub const DECILE_ANCHORED: &str = "X90007";
 pub const DECILE_SIZE: usize = 40;
 /// See [`DECILE_PRACTICES`].
 pub const DECILE_PROVIDER: &str = "ZZ9";
+/// The primary diagnosis of every other decile person's admission (the others' is `I10X`),
+/// but for one person who is no anchor in each practice, whose is
+/// [`DECILE_RARE_DIAGNOSIS`]: a code under `Z` that is not under `Z3`.
+pub const DECILE_DIAGNOSIS: &str = "Z30X";
+/// See [`DECILE_DIAGNOSIS`].
+pub const DECILE_RARE_DIAGNOSIS: &str = "Z99X";
 
 /// The planted persons, in NHS-number order (with the decile cohort where `deciles`).
 fn plan_persons(deciles: bool) -> Vec<Planted> {
@@ -360,6 +368,7 @@ fn plan_persons(deciles: bool) -> Vec<Planted> {
             events: Vec::new(),
             hes_apc: Vec::new(),
             hes_age: 60,
+            hes_diag: "I10X",
             postcode: false,
             decile: None,
         }
@@ -524,6 +533,9 @@ fn plan_persons(deciles: bool) -> Vec<Planted> {
                 p.decile = u8::try_from(1 + (i + k) % 10).ok();
                 p.hes_apc.push(DECILE_PROVIDER.to_string());
                 p.hes_age = 30 + u8::try_from(i % 40).unwrap_or(0);
+                if i % 2 == 1 {
+                    p.hes_diag = DECILE_DIAGNOSIS;
+                }
                 out.push(p);
             }
         }
@@ -605,8 +617,8 @@ fn append_planted(dir: &Path, persons: &[Planted]) {
             let _ = writeln!(
                 apc,
                 "{nhs},{epikey},{epikey},1,2022-05-01,2022-05-01,2022-05-03,2022-05-03,21,19,1,\
-                 {provider},{},{},{},,I10X,I10X,,",
-                p.practice, p.hes_age, p.sex
+                 {provider},{},{},{},,{},{},,",
+                p.practice, p.hes_age, p.sex, p.hes_diag, p.hes_diag
             );
         }
     }
@@ -683,6 +695,14 @@ fn build(deciles: bool) -> Fixture {
         {
             p.postcode = false;
             p.hes_apc.clear();
+        }
+        // (The second person who is no anchor, with an admission.)
+        if let Some(p) = planted
+            .iter_mut()
+            .filter(|p| p.practice == *practice && !anchors.contains(&p.record_key))
+            .nth(1)
+        {
+            p.hes_diag = DECILE_RARE_DIAGNOSIS;
         }
     }
     append_planted(&extracts, &planted);
