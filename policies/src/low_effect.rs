@@ -7669,10 +7669,12 @@ fn bare_column(e: &Expr) -> bool {
 /// Whether column `c` of `plan` is an age of rows (`startage`, `arrivalage`, `apptage`):
 /// an integer category of rows that is no ordinal, snapped rather than read by class.
 fn row_age(plan: &LogicalPlan, c: &Column) -> bool {
-    row_category(plan, c)
-        && integer(plan, c)
-        && !ORDINALS.iter().any(|o| stored(plan, c).ends_with(o))
-        && !identifying(plan, c)
+    row_category(plan, c) && integer(plan, c) && !ordinal(plan, c) && !identifying(plan, c)
+}
+
+/// Whether column `c` of `plan` is an ordinal of rows as stored ([`ORDINALS`]).
+fn ordinal(plan: &LogicalPlan, c: &Column) -> bool {
+    row_category(plan, c) && ORDINALS.iter().any(|o| stored(plan, c).ends_with(o))
 }
 
 /// Whether column `c` of `plan` is an identifying column of a personal table as stored
@@ -7746,10 +7748,7 @@ fn age_source(plan: &LogicalPlan, c: &Column) -> bool {
         Some(below) => below
             .iter()
             .any(|(input, e)| e.column_refs().iter().any(|r| age_source(input, r))),
-        None => {
-            row_age(plan, c)
-                || (row_category(plan, c) && ORDINALS.iter().any(|o| stored(plan, c).ends_with(o)))
-        }
+        None => row_age(plan, c) || ordinal(plan, c),
     }
 }
 
@@ -7779,8 +7778,7 @@ fn by_order(e: &Expr) -> bool {
 /// Whether grouping key `g` over `plan` reads an ordinal of rows ([`ORDINALS`]) other than
 /// as it is, in one equality or in a test of NULL: by order, arithmetic or a list.
 fn ordinal_mapped(plan: &LogicalPlan, g: &Expr) -> bool {
-    let ordinal =
-        |c: &Column| row_category(plan, c) && ORDINALS.iter().any(|o| stored(plan, c).ends_with(o));
+    let ordinal = |c: &Column| ordinal(plan, c);
     if !g.column_refs().iter().any(|c| ordinal(c)) {
         return false;
     }
