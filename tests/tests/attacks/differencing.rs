@@ -3966,18 +3966,7 @@ async fn a_prefix_that_adds_one_persons_code_does_not_change_an_answer() {
     let anchors = edge_anchor_keys();
     let (mut differed, mut released) = (0, 0);
     for practice in DECILE_PRACTICES {
-        // The one person with the rare code is no anchor.
-        let rare = unprotected(
-            &cx,
-            &format!(
-                "SELECT patient_id FROM hes_apc WHERE gpprac = '{practice}' \
-                 AND diag_4_01 = '{DECILE_RARE_DIAGNOSIS}' GROUP BY 1"
-            ),
-        )
-        .await;
-        assert_eq!(rare.len(), 1, "{practice}");
-        let id: i64 = rare[0][0].parse().expect("patient_id");
-        assert!(!anchors.contains(&f.record_key(id)), "{practice}");
+        assert_rare_person_is_no_anchor(f, &cx, practice, &anchors).await;
         let q = |pattern: &str| {
             // (The mean age shows the one person where a count rounds them away.)
             format!(
@@ -4488,4 +4477,198 @@ async fn a_range_on_ages_of_rows_inside_a_cohort_is_refused() {
         let got = outcome(&cx, sql).await;
         assert!(got.starts_with("rows: "), "{sql}\n  -> {got}");
     }
+}
+
+/// Two levels of a code hierarchy as grouping keys: `substr(diag_4_01, 1, 1)`'s `Z` cell
+/// against `substr(diag_4_01, 1, 2)`'s `Z3` cell differ by the persons whose `Z` codes all
+/// lie outside `Z3`; on the planted store, by one person who is no anchor per practice.
+/// Such keys are read by class (the key as written where the row's code holds an anchor
+/// whose rows in the cell all hold it, else NULL), so the two cells are equal, as are the
+/// `true` cells of the `LIKE` and `left(…) =` spellings. The same mapping done below (a
+/// derived table's key, an inner aggregation's key, a per-person flag) and grouped on or
+/// filtered above is refused; a flag of one code, a per-person count of distinct codes and a
+/// code passed up as it is stay answered.
+#[tokio::test]
+async fn levels_of_a_code_hierarchy_as_keys_move_no_one_alone() {
+    let f = fixture_with_deciles();
+    let cx = f.project(RESEARCH).await;
+    let anchors = edge_anchor_keys();
+    let (mut differed, mut released) = (0, 0);
+    let cell = |rows: Vec<Vec<String>>, key: &str| -> Option<Vec<String>> {
+        rows.into_iter()
+            .find(|r| r[0] == key)
+            .map(|r| r[1..].to_vec())
+    };
+    for practice in DECILE_PRACTICES {
+        assert_rare_person_is_no_anchor(f, &cx, practice, &anchors).await;
+        let keyed = |k: &str| {
+            // (The mean age shows the one person where a count rounds them away.)
+            format!(
+                "SELECT {k} AS k, COUNT(DISTINCT patient_id), AVG(startage) FROM hes_apc \
+                 WHERE gpprac = '{practice}' GROUP BY 1"
+            )
+        };
+        for (wide, wide_cell, narrow, narrow_cell) in [
+            (
+                "substr(diag_4_01, 1, 1)",
+                "Z",
+                "substr(diag_4_01, 1, 2)",
+                "Z3",
+            ),
+            (
+                "diag_4_01 LIKE 'Z%'",
+                "true",
+                "diag_4_01 LIKE 'Z3%'",
+                "true",
+            ),
+            (
+                "left(diag_4_01, 1) = 'Z'",
+                "true",
+                "left(diag_4_01, 2) = 'Z3'",
+                "true",
+            ),
+            // (A test of NULL of a mapping is a key that maps, review.)
+            (
+                "(CASE WHEN diag_4_01 LIKE 'Z%' THEN 1 END) IS NOT NULL",
+                "true",
+                "(CASE WHEN diag_4_01 LIKE 'Z3%' THEN 1 END) IS NOT NULL",
+                "true",
+            ),
+        ] {
+            let (wide, narrow) = (keyed(wide), keyed(narrow));
+            let persons =
+                |rows: Vec<Vec<String>>, key: &str| cell(rows, key).map_or(0.0, |r| num(&r[0]));
+            assert_eq!(
+                persons(unprotected(&cx, &wide).await, wide_cell)
+                    - persons(unprotected(&cx, &narrow).await, narrow_cell),
+                1.0,
+                "{wide}"
+            );
+            let answer = cell(rows(&cx, &wide).await, wide_cell);
+            differed += usize::from(answer != cell(rows(&cx, &narrow).await, narrow_cell));
+            released += usize::from(answer.is_some());
+        }
+    }
+    assert_eq!(differed, 0, "{differed} of 24 pairs differed");
+    assert!(released >= 16, "only {released} of 24 answered");
+    // Beside another key (the practice), read in each grouping set's cells.
+    let practices = DECILE_PRACTICES
+        .iter()
+        .map(|p| format!("'{p}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let by_practice = |k: &str| {
+        format!(
+            "SELECT gpprac, {k} AS k, COUNT(DISTINCT patient_id), AVG(startage) FROM hes_apc \
+             WHERE gpprac IN ({practices}) GROUP BY 1, 2"
+        )
+    };
+    let cells = |rows: Vec<Vec<String>>, key: &str| -> Vec<Vec<String>> {
+        let mut out: Vec<Vec<String>> = rows
+            .into_iter()
+            .filter(|r| r[1] == key)
+            .map(|r| [&r[..1], &r[2..]].concat())
+            .collect();
+        out.sort();
+        out
+    };
+    let (wide, narrow) = (
+        by_practice("substr(diag_4_01, 1, 1)"),
+        by_practice("substr(diag_4_01, 1, 2)"),
+    );
+    let (truth_wide, truth_narrow) = (
+        cells(unprotected(&cx, &wide).await, "Z"),
+        cells(unprotected(&cx, &narrow).await, "Z3"),
+    );
+    assert_eq!(truth_wide.len(), 6, "{wide}");
+    for (w, n) in truth_wide.iter().zip(&truth_narrow) {
+        assert_eq!(num(&w[1]) - num(&n[1]), 1.0, "{wide}");
+    }
+    let answer = cells(rows(&cx, &wide).await, "Z");
+    assert!(answer.len() >= 4, "{answer:?}");
+    assert_eq!(answer, cells(rows(&cx, &narrow).await, "Z3"));
+    // The same mapping below, grouped on or filtered above: refused.
+    let p = DECILE_PRACTICES[0];
+    for sql in [
+        format!(
+            "SELECT k, COUNT(DISTINCT patient_id), AVG(a) FROM (SELECT patient_id, \
+             startage AS a, substr(diag_4_01, 1, 1) AS k FROM hes_apc WHERE gpprac = '{p}') t \
+             GROUP BY k"
+        ),
+        format!(
+            "SELECT k, COUNT(*) FROM (SELECT patient_id, substr(diag_4_01, 1, 1) AS k \
+             FROM hes_apc WHERE gpprac = '{p}' GROUP BY 1, 2) t GROUP BY k"
+        ),
+        format!(
+            "SELECT COUNT(*) FROM (SELECT patient_id, MAX(CASE WHEN diag_4_01 LIKE 'Z%' \
+             THEN 1 ELSE 0 END) AS f FROM hes_apc WHERE gpprac = '{p}' GROUP BY patient_id) t \
+             WHERE f = 1"
+        ),
+        format!(
+            "SELECT COUNT(*) FROM (SELECT patient_id, COUNT(*) FILTER (WHERE \
+             substr(diag_4_01, 1, 2) = 'Z3') AS n FROM hes_apc WHERE gpprac = '{p}' \
+             GROUP BY patient_id) t WHERE n > 0"
+        ),
+        format!(
+            "SELECT substr(c, 1, 1), COUNT(*) FROM (SELECT patient_id, diag_4_01 AS c \
+             FROM hes_apc WHERE gpprac = '{p}' GROUP BY 1, 2) t GROUP BY 1"
+        ),
+        // … a flag in a join's own condition (review) …
+        format!(
+            "SELECT COUNT(*), AVG(p.imd_decile) FROM patients p JOIN (SELECT patient_id, \
+             MAX(CASE WHEN diag_4_01 LIKE 'Z%' THEN 1 ELSE 0 END) AS f FROM hes_apc \
+             WHERE gpprac = '{p}' GROUP BY 1) t ON t.patient_id = p.patient_id AND t.f = 1"
+        ),
+        // … and a key read by class beside an `OR`, whose anchors the `OR` may drop.
+        format!(
+            "SELECT substr(a.diag_4_01, 1, 1), COUNT(DISTINCT a.patient_id) FROM hes_apc a \
+             JOIN patients p ON p.patient_id = a.patient_id WHERE a.gpprac = '{p}' \
+             AND (p.sex = 'F' OR p.imd_decile = 3) GROUP BY 1"
+        ),
+    ] {
+        assert_eq!(refused(&cx, &sql).await, Rule::LowEffect, "{sql}");
+    }
+    // Still answered: a flag of one code, distinct codes per person, a code passed up as
+    // it is.
+    for sql in [
+        format!(
+            "SELECT COUNT(*) FROM (SELECT patient_id, MAX(CASE WHEN diag_4_01 = \
+             '{DECILE_DIAGNOSIS}' THEN 1 ELSE 0 END) AS f FROM hes_apc GROUP BY patient_id) t \
+             WHERE f = 1"
+        ),
+        "SELECT n, COUNT(*) FROM (SELECT patient_id, COUNT(DISTINCT diag_4_01) AS n \
+         FROM hes_apc GROUP BY patient_id) t GROUP BY n"
+            .to_string(),
+        "SELECT c, COUNT(*) FROM (SELECT patient_id, diag_4_01 AS c FROM hes_apc \
+         GROUP BY 1, 2) t GROUP BY c"
+            .to_string(),
+        // (A count of codes is a number, banded above as one; review.)
+        "SELECT CASE WHEN n >= 3 THEN '3+' ELSE CAST(n AS VARCHAR) END, COUNT(*) FROM \
+         (SELECT patient_id, COUNT(DISTINCT diag_4_01) AS n FROM hes_apc GROUP BY patient_id) t \
+         GROUP BY 1"
+            .to_string(),
+    ] {
+        assert!(outcome(&cx, &sql).await.starts_with("rows"), "{sql}");
+    }
+}
+
+/// Asserts that one person of planted `practice` has an admission coded
+/// [`DECILE_RARE_DIAGNOSIS`] and that they are no anchor.
+async fn assert_rare_person_is_no_anchor(
+    f: &Fixture,
+    cx: &ProjectContext,
+    practice: &str,
+    anchors: &[u8],
+) {
+    let rare = unprotected(
+        cx,
+        &format!(
+            "SELECT patient_id FROM hes_apc WHERE gpprac = '{practice}' \
+             AND diag_4_01 = '{DECILE_RARE_DIAGNOSIS}' GROUP BY 1"
+        ),
+    )
+    .await;
+    assert_eq!(rare.len(), 1, "{practice}");
+    let id: i64 = rare[0][0].parse().expect("patient_id");
+    assert!(!anchors.contains(&f.record_key(id)), "{practice}");
 }
