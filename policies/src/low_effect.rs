@@ -1075,6 +1075,9 @@ enum Unmeasured {
     /// A grouping key that maps a code of rows (read by class) beside an `OR` in the
     /// conditions.
     CodeKeyOr,
+    /// A grouping key that maps a code of rows beside other keys and beside a part that is
+    /// snapped or read by class before the rows are copied per grouping set.
+    CodeKeyBeside,
     /// A grouping key that reads an ordinal of rows (`epiorder`) by order, arithmetic or
     /// a list.
     OrdinalKey,
@@ -1229,6 +1232,15 @@ fn unmeasured(at: Unmeasured) -> RewriteError {
                  cannot be checked for low effect (two levels of a code hierarchy must not \
                  differ by one person); map the code in the GROUP BY or WHERE of the query \
                  that counts (GROUP BY substr(diag_4_01, 1, 1), WHERE diag_4_01 LIKE 'I21%')",
+            ));
+        }
+        Unmeasured::CodeKeyBeside => {
+            return RewriteError::Refused(Refusal::new(
+                Rule::LowEffect,
+                "a grouping key that maps a code of rows (substr(diag_4_01, 1, 1)) beside \
+                 another grouping key and a range on a person's value or an age of rows \
+                 (birth_month < …, startage >= 65) cannot be checked for low effect; drop \
+                 one of the keys or write the range as a grouping key of its own",
             ));
         }
         Unmeasured::CodeKeyOr => {
@@ -2739,6 +2751,24 @@ impl<'a> LowEffect<'a> {
         if !class_keys.is_empty() && formula.nodes.iter().any(|n| !n.and) {
             return Err(unmeasured(Unmeasured::CodeKeyOr));
         }
+        // Keys read by class beside other keys are read in each grouping set's cells, as
+        // parts split by the cells are: read once in the finest cells, a coarser set (the
+        // cell's own key measured against it) counted a target through an anchor of a
+        // finer cell where the query with fewer keys does not (review).
+        let keys_per_set = per_set && keys.len() > 1 && !class_keys.is_empty();
+        let is_anchor = self.is_anchor(unit);
+        // Else they are read first ([`LowEffect::snap_found`]: the key as written where the
+        // row's code holds such an anchor, else NULL), among the rows the conditions pass
+        // as written (an anchor's own values are read as written), so that every part is
+        // then read in the cells the answer has: read in the key's cells as written, a
+        // target sent to the NULL cell kept the fate that anchors of its old cell gave it
+        // (second review).
+        let keyed = if class_keys.is_empty() || keys_per_set {
+            keyed
+        } else {
+            let edges: Vec<&Edge<'_>> = class_keys.iter().collect();
+            self.snap_found(keyed, &root, &edges, keys, unit, &is_anchor, None)?
+        };
         let (mut first, node) = edge_stages(&keyed, &formula, &found)?;
         // Parts read by class where no `OR` can drop their anchors and none is in an `OR`
         // with another part snapped or read by class (each is then in the first stage);
@@ -2819,11 +2849,11 @@ impl<'a> LowEffect<'a> {
                 split = read.clone();
             }
         }
-        // Keys read by class beside other keys are read in each grouping set's cells, as
-        // parts split by the cells are: read once in the finest cells, a coarser set (the
-        // cell's own key measured against it) counted a target through an anchor of a
-        // finer cell where the query with fewer keys does not (review).
-        let keys_per_set = per_set && keys.len() > 1 && !class_keys.is_empty();
+        // Per set, the parts read here would be read in the keys' cells as written:
+        // refused, as beside an age key. (Parts read per set are read after the keys.)
+        if keys_per_set && (0..found.len()).any(|i| !split.iter().any(|(s, _)| *s == i)) {
+            return Err(unmeasured(Unmeasured::CodeKeyBeside));
+        }
         let per_set = (!split.is_empty() || keys_per_set).then(|| PerSet {
             root: root.clone(),
             beside,
@@ -2842,29 +2872,23 @@ impl<'a> LowEffect<'a> {
                 })
                 .collect(),
         });
-        let is_anchor = self.is_anchor(unit);
-        // Keys read by class ([`LowEffect::snap_found`]: the key as written where the row's
-        // code holds such an anchor, else NULL), once every other part is read.
-        // (Per grouping set, their code columns are kept for [`LowEffect::snap_per_set`].)
-        let class_keyed = |me: &mut Self, plan: LogicalPlan| -> Result<LogicalPlan, RewriteError> {
-            let mut out = columns_of(&out_schema);
-            let plan = if class_keys.is_empty() {
-                plan
-            } else if keys_per_set {
-                out.extend(
-                    class_keys
-                        .iter()
-                        .flat_map(|e| e.values.iter().map(|v| atom(v))),
-                );
-                plan
-            } else {
-                let edges: Vec<&Edge<'_>> = class_keys.iter().collect();
-                me.snap_found(plan, &root, &edges, keys, unit, &is_anchor, None)?
-            };
-            Ok(LogicalPlanBuilder::from(plan).project(out)?.build()?)
+        // The output: `keyed`'s columns, and per grouping set the code columns of the keys
+        // read by class for [`LowEffect::snap_per_set`].
+        let mut out = columns_of(&out_schema);
+        if keys_per_set {
+            out.extend(
+                class_keys
+                    .iter()
+                    .flat_map(|e| e.values.iter().map(|v| atom(v))),
+            );
+        }
+        let class_keyed = |plan: LogicalPlan| -> Result<LogicalPlan, RewriteError> {
+            Ok(LogicalPlanBuilder::from(plan)
+                .project(out.clone())?
+                .build()?)
         };
         if found.is_empty() {
-            return Ok((class_keyed(self, keyed)?, per_set));
+            return Ok((class_keyed(keyed)?, per_set));
         }
         // Candidates that no `OR` can drop the anchors of are snapped first; the others
         // then take their anchors from the masks of the one `OR` that can, read at the
@@ -2919,7 +2943,7 @@ impl<'a> LowEffect<'a> {
                 plan = self.snap_found(plan, &root, &classes, keys, unit, &is_anchor, None)?;
             }
         }
-        Ok((class_keyed(self, plan)?, per_set))
+        Ok((class_keyed(plan)?, per_set))
     }
 
     /// The parts `per_set` that [`LowEffect::snap_edges`] left to be read by class per
@@ -2927,7 +2951,8 @@ impl<'a> LowEffect<'a> {
     /// keys (NULL where a set leaves them out) and the set id. Each class is read among the
     /// rows of its set's cell, so a coarser cell reads it as the query with fewer keys
     /// reads it, and the cells compared with it for the grouping keys' own effect
-    /// (`rewrite`'s coarser sets) see the same persons. The output schema is `plan`'s.
+    /// (`rewrite`'s coarser sets) see the same persons. The output schema is `plan`'s
+    /// without the code columns of the keys read by class.
     pub(crate) fn snap_per_set(
         &mut self,
         plan: LogicalPlan,
@@ -2958,18 +2983,10 @@ impl<'a> LowEffect<'a> {
             .collect();
         let found: Vec<&Edge<'_>> = edges.iter().collect();
         let is_anchor = self.is_anchor(unit);
-        let plan = match beside {
-            // Beside an `OR`: the anchors it cannot drop in each set's cells.
-            Some(id) => {
-                let formula = Formula::new(root.clone());
-                self.read_beside(plan, &root, &formula, id, &found, cells, unit, one_row)?
-            }
-            None if found.is_empty() => plan,
-            None => self.snap_found(plan, &root, &found, cells, unit, &is_anchor, None)?,
-        };
-        // The keys read by class last, each in its set's cells (a set that leaves the key
-        // out has it NULL already), among the rows the parts as read pass; their code
-        // columns are dropped after.
+        // The keys read by class first, each in its set's cells (a set that leaves the key
+        // out has it NULL already), among the rows the conditions pass as written (an
+        // anchor's own values are read as written), so that the parts are read in the
+        // cells the answer has (second review); their code columns are dropped after.
         let mut key_edges = Vec::with_capacity(keys.len());
         for (i, values) in &keys {
             let Some(cell) = cells.get(*i) else {
@@ -2996,6 +3013,16 @@ impl<'a> LowEffect<'a> {
         } else {
             let edges: Vec<&Edge<'_>> = key_edges.iter().collect();
             self.snap_found(plan, &root, &edges, cells, unit, &is_anchor, None)?
+        };
+        // Then the parts, in the cells as read.
+        let plan = match beside {
+            // Beside an `OR`: the anchors it cannot drop in each set's cells.
+            Some(id) => {
+                let formula = Formula::new(root.clone());
+                self.read_beside(plan, &root, &formula, id, &found, cells, unit, one_row)?
+            }
+            None if found.is_empty() => plan,
+            None => self.snap_found(plan, &root, &found, cells, unit, &is_anchor, None)?,
         };
         let dropped: BTreeSet<&String> = keys.iter().flat_map(|(_, v)| v).collect();
         let out: Vec<Expr> = columns_of(&in_schema)

@@ -4619,6 +4619,13 @@ async fn levels_of_a_code_hierarchy_as_keys_move_no_one_alone() {
              MAX(CASE WHEN diag_4_01 LIKE 'Z%' THEN 1 ELSE 0 END) AS f FROM hes_apc \
              WHERE gpprac = '{p}' GROUP BY 1) t ON t.patient_id = p.patient_id AND t.f = 1"
         ),
+        // … a key read by class beside another key and a range on a person's value, which
+        // would be snapped in the key's cells as written (review) …
+        format!(
+            "SELECT p.sex, substr(a.diag_4_01, 1, 1), COUNT(DISTINCT a.patient_id) FROM \
+             hes_apc a JOIN patients p ON p.patient_id = a.patient_id WHERE a.gpprac = '{p}' \
+             AND p.birth_month >= DATE '1960-01-01' GROUP BY 1, 2"
+        ),
         // … and a key read by class beside an `OR`, whose anchors the `OR` may drop.
         format!(
             "SELECT substr(a.diag_4_01, 1, 1), COUNT(DISTINCT a.patient_id) FROM hes_apc a \
@@ -4629,8 +4636,13 @@ async fn levels_of_a_code_hierarchy_as_keys_move_no_one_alone() {
         assert_eq!(refused(&cx, &sql).await, Rule::LowEffect, "{sql}");
     }
     // Still answered: a flag of one code, distinct codes per person, a code passed up as
-    // it is.
+    // it is, and one such key beside a range on a person's value (read after the key).
     for sql in [
+        format!(
+            "SELECT substr(a.diag_4_01, 1, 1), COUNT(DISTINCT a.patient_id) FROM hes_apc a \
+             JOIN patients p ON p.patient_id = a.patient_id WHERE a.gpprac = '{p}' \
+             AND p.birth_month >= DATE '1960-01-01' GROUP BY 1"
+        ),
         format!(
             "SELECT COUNT(*) FROM (SELECT patient_id, MAX(CASE WHEN diag_4_01 = \
              '{DECILE_DIAGNOSIS}' THEN 1 ELSE 0 END) AS f FROM hes_apc GROUP BY patient_id) t \
