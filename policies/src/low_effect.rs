@@ -2857,11 +2857,14 @@ impl<'a> LowEffect<'a> {
         let per_set = (!split.is_empty() || keys_per_set).then(|| PerSet {
             root: root.clone(),
             beside,
-            keys: class_keys
-                .iter()
-                .filter(|_| keys_per_set)
-                .filter_map(|e| Some((e.key?, e.values.clone())))
-                .collect(),
+            keys: if keys_per_set {
+                class_keys
+                    .iter()
+                    .filter_map(|e| Some((e.key?, e.values.clone())))
+                    .collect()
+            } else {
+                Vec::new()
+            },
             parts: split
                 .iter()
                 .map(|(i, at)| PerSetPart {
@@ -2882,13 +2885,13 @@ impl<'a> LowEffect<'a> {
                     .flat_map(|e| e.values.iter().map(|v| atom(v))),
             );
         }
-        let class_keyed = |plan: LogicalPlan| -> Result<LogicalPlan, RewriteError> {
+        let finish = |plan: LogicalPlan| -> Result<LogicalPlan, RewriteError> {
             Ok(LogicalPlanBuilder::from(plan)
                 .project(out.clone())?
                 .build()?)
         };
         if found.is_empty() {
-            return Ok((class_keyed(keyed)?, per_set));
+            return Ok((finish(keyed)?, per_set));
         }
         // Candidates that no `OR` can drop the anchors of are snapped first; the others
         // then take their anchors from the masks of the one `OR` that can, read at the
@@ -2943,7 +2946,7 @@ impl<'a> LowEffect<'a> {
                 plan = self.snap_found(plan, &root, &classes, keys, unit, &is_anchor, None)?;
             }
         }
-        Ok((class_keyed(plan)?, per_set))
+        Ok((finish(plan)?, per_set))
     }
 
     /// The parts `per_set` that [`LowEffect::snap_edges`] left to be read by class per
