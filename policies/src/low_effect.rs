@@ -1072,6 +1072,10 @@ enum Unmeasured {
     /// 1, 1) AS k` in a derived table, a per-person `MAX(CASE WHEN diag_4_01 LIKE 'Z%' …)`),
     /// or passed up and mapped above, then grouped on or filtered: not read by class there.
     CodeMapBelow,
+    /// A grouping key on a public table's column looked up by a code of rows
+    /// ([`code_lookup`]) where the code is not a column of the aggregation's input (a
+    /// derived table passes up `pr.region` without `a.gpprac`).
+    CodeLookupBelow,
     /// A grouping key that maps a code of rows (read by class) beside an `OR` in the
     /// conditions.
     CodeKeyOr,
@@ -1232,6 +1236,16 @@ fn unmeasured(at: Unmeasured) -> RewriteError {
                  cannot be checked for low effect (two levels of a code hierarchy must not \
                  differ by one person); map the code in the GROUP BY or WHERE of the query \
                  that counts (GROUP BY substr(diag_4_01, 1, 1), WHERE diag_4_01 LIKE 'I21%')",
+            ));
+        }
+        Unmeasured::CodeLookupBelow => {
+            return RewriteError::Refused(Refusal::new(
+                Rule::LowEffect,
+                "a grouping key on a public table's column looked up by a code of rows (the \
+                 region or sub-ICB of practices joined on hes_apc.gpprac) is read by the code \
+                 it is looked up by, and that code is not a column where the key is grouped \
+                 (a derived table passes the looked-up column up without it); join the public \
+                 table in the query that counts, or pass the code up beside it",
             ));
         }
         Unmeasured::CodeKeyBeside => {
@@ -1500,6 +1514,10 @@ pub(crate) struct LowEffect<'a> {
     /// many of their values, so an anchor moves with a class only where it is the one
     /// value of the anchor's rows that the part decides in the cell.
     row_class_values: BTreeSet<String>,
+    /// Class value columns of atoms on a public table's column looked up by a code (other
+    /// than the key): each carries the code ([`code_lookup`]), and one equality on the
+    /// looked-up column is a list of codes ([`LowEffect::lists`]).
+    lookup_values: BTreeSet<String>,
     /// The integer ones among [`LowEffect::row_class_values`] (`startage`, `epiorder`):
     /// snapped to the nearest value of their class anchors rather than read by class
     /// ([`LowEffect::snap_found`]), so that a range keeps its inside and only its edges
@@ -1582,6 +1600,7 @@ impl<'a> LowEffect<'a> {
             class_values: BTreeSet::new(),
             lists: BTreeSet::new(),
             row_class_values: BTreeSet::new(),
+            lookup_values: BTreeSet::new(),
             row_snapped_values: BTreeSet::new(),
             in_cohort: 0,
             kept: Vec::new(),
@@ -2013,7 +2032,9 @@ impl<'a> LowEffect<'a> {
         for (_, e) in atoms {
             let refs = e.column_refs();
             if let [c] = refs.into_iter().collect::<Vec<_>>().as_slice()
-                && (row_category(scope, c) || opaque_rows(scope, c))
+                && (row_category(scope, c)
+                    || opaque_rows(scope, c)
+                    || code_lookup(scope, c).is_some_and(|l| l.of_rows))
                 && !null_test(e)
                 && !(self.in_cohort > 0 && range(e))
             {
@@ -2050,11 +2071,27 @@ impl<'a> LowEffect<'a> {
             // atom is measured as before, unclassed.
             let one_column =
                 values.is_empty() && !refs.is_empty() && refs.iter().all(|c| *c == refs[0]);
+            // A public table's column looked up by a code (`pr.region` by `a.gpprac` or by
+            // `p.practice_code`) is read by the class of that code: its own classes are
+            // coarser, and `pr.region = 'R'` against `pr.sub_icb_code = 'S'` (a sub-ICB of
+            // `R`) differed by the one person in the region's other sub-ICB (the mean
+            // decile 3.26 against 3.22, session 48). One equality on it is a list of codes.
+            // By a code of rows, it is a category of rows.
+            let looked = if one_column {
+                code_lookup(scope, &refs[0])
+            } else {
+                None
+            };
+            let rows_looked = looked.as_ref().is_some_and(|l| l.of_rows);
+            let mapped = looked.as_ref().is_some_and(|l| !l.key) && !null_test(e);
+            if self.in_cohort > 0 && rows_looked && (mapped || row_set(e) || several(&refs[0])) {
+                return Err(unmeasured(Unmeasured::RowListInCohort));
+            }
             let row_class = one_column
                 && !classed(scope, &refs[0])
                 && self.in_cohort == 0
-                && row_category(scope, &refs[0])
-                && (row_listed(e) || several(&refs[0]));
+                && (row_category(scope, &refs[0]) || rows_looked)
+                && (row_listed(e) || several(&refs[0]) || mapped);
             let class = (one_column && classed(scope, &refs[0])) || row_class;
             // A column of a `UNION` of personal rows (`SELECT startage AS age FROM hes_apc
             // UNION ALL SELECT arrivalage FROM hes_ae`) is no table's column: its lists
@@ -2172,7 +2209,20 @@ impl<'a> LowEffect<'a> {
                     Some(v) => v.clone(),
                     None => {
                         let v = format!("{name}_v{}", out.len());
-                        out.push(Expr::Column(c.clone()).alias(&v));
+                        // (A looked-up column: its code, found by where it comes from. A
+                        // class atom's template is never evaluated, only read for its shape
+                        // and its columns: [`LowEffect::lists`].)
+                        let read = match &looked {
+                            Some(l) if mapped && class => match &l.code {
+                                Some(code) => {
+                                    self.lookup_values.insert(v.clone());
+                                    code.clone()
+                                }
+                                None => return Err(unmeasured(Unmeasured::CodeLookupBelow)),
+                            },
+                            _ => c.clone(),
+                        };
+                        out.push(Expr::Column(read).alias(&v));
                         self.snapped_values.insert(v.clone(), snapped(c) || class);
                         if class {
                             self.class_values.insert(v.clone());
@@ -2206,6 +2256,19 @@ impl<'a> LowEffect<'a> {
             }
         }
         Ok(out)
+    }
+
+    /// Whether a part of atoms `templates` on one category is a list ([`listed`]), one
+    /// equality on a public table's column looked up by a code included: a list of the
+    /// codes it is looked up by (`pr.region = 'R'` is every practice of `R`).
+    fn lists(&self, templates: &[(String, Expr)]) -> bool {
+        listed(templates)
+            || templates.iter().any(|(_, t)| {
+                !null_test(t)
+                    && t.column_refs()
+                        .iter()
+                        .any(|c| self.lookup_values.contains(&c.name))
+            })
     }
 
     /// The value columns of the atoms of `conds` ([`LowEffect::edge_values`]) that `schema`
@@ -2321,7 +2384,7 @@ impl<'a> LowEffect<'a> {
                 .filter(|a| !kept.contains(*a) && self.class_of(a).is_some())
                 .filter_map(|a| self.snaps.get(a).map(|t| (a.clone(), t.clone())))
                 .collect();
-            if listed(&part) {
+            if self.lists(&part) {
                 return Err(unmeasured(Unmeasured::CategoryOr));
             }
         }
@@ -2517,13 +2580,23 @@ impl<'a> LowEffect<'a> {
                 if !plain && ordinal_mapped(scope, g) {
                     return Err(unmeasured(Unmeasured::OrdinalKey));
                 }
-                if matches!(bare, Expr::Column(_)) {
+                // A public table's column looked up by a code of rows, other than the
+                // table's key (`pr.region` over `JOIN practices pr ON pr.practice_code =
+                // a.gpprac`), maps the code however the key reads it: each of its cells
+                // is many codes ([`code_lookup`]).
+                let lookups: Vec<Lookup> = refs
+                    .iter()
+                    .filter_map(|c| code_lookup(scope, c).filter(|l| !l.key))
+                    .collect();
+                if matches!(bare, Expr::Column(_)) && lookups.is_empty() {
                     continue;
                 }
                 // A test of NULL of the column only is the same on the snapped value. (Not
                 // of anything computed from it: `(CASE WHEN diag_4_01 LIKE 'Z%' THEN 1 END)
                 // IS NOT NULL` is a key that maps the code, session-47 review.)
-                if matches!(&plain_key, Expr::IsNull(x) | Expr::IsNotNull(x) if bare_column(x)) {
+                if lookups.is_empty()
+                    && matches!(&plain_key, Expr::IsNull(x) | Expr::IsNotNull(x) if bare_column(x))
+                {
                     continue;
                 }
                 // A key that maps an age of rows (`CASE WHEN startage BETWEEN 40 AND 41 OR
@@ -2547,20 +2620,48 @@ impl<'a> LowEffect<'a> {
                 // differed by the one person whose `Z` codes all lie outside `Z3` (6 of 6
                 // planted practices). With a per-person ordered value beside it, the two
                 // cannot be read in one pass: refused.
-                let coded = |c: &Column| row_code(scope, c);
+                // (A looked-up column is read by class by the code it is looked up by, which
+                // must be a column here (found by where it comes from, whatever its name):
+                // `pr.region` passed up through a derived table without `a.gpprac` is
+                // refused.)
+                let mut codes: Vec<(Column, bool)> = Vec::new();
+                for l in &lookups {
+                    let Some(code) = &l.code else {
+                        return Err(unmeasured(Unmeasured::CodeLookupBelow));
+                    };
+                    if !refs.contains(code) && !codes.iter().any(|(x, _)| x == code) {
+                        codes.push((code.clone(), l.of_rows));
+                    }
+                }
+                // (Of rows, its rows are read as one code's in the cell: `row_class_values`.)
+                let of_rows = |c: &Column| {
+                    row_code(scope, c)
+                        || code_lookup(scope, c).is_some_and(|l| l.of_rows)
+                        || codes.iter().any(|(x, rows)| x == c && *rows)
+                };
+                let coded = |c: &Column| {
+                    row_code(scope, c)
+                        || code_lookup(scope, c).is_some()
+                        || codes.iter().any(|(x, _)| x == c)
+                };
                 let class_key = refs.iter().any(|c| coded(c));
                 if class_key && refs.iter().any(|c| snappable(c)) {
                     return Err(unmeasured(Unmeasured::EdgeMix));
                 }
                 let mut map: HashMap<Column, String> = HashMap::new();
-                for c in refs {
+                let read: Vec<Column> = refs
+                    .iter()
+                    .map(|c| (*c).clone())
+                    .chain(codes.iter().map(|(c, _)| c.clone()))
+                    .collect();
+                for c in &read {
                     let aged = aged(c);
                     let coded = coded(c);
                     if (snappable(c) || aged || coded) && !map.contains_key(c) {
                         let name = self.name("edk");
                         extra.push(Expr::Column(c.clone()).alias(&name));
                         self.snapped_values.insert(name.clone(), true);
-                        if aged || coded {
+                        if aged || (coded && of_rows(c)) {
                             self.row_class_values.insert(name.clone());
                         }
                         if aged {
@@ -2666,7 +2767,7 @@ impl<'a> LowEffect<'a> {
                 // measured; or merged with other atoms into one part, as a `CASE` taken
                 // apart puts its condition and its constant results in one group.)
                 if classed_lost || classed_templates.len() != total {
-                    if listed(&classed_templates) {
+                    if self.lists(&classed_templates) {
                         return Err(unmeasured(Unmeasured::CategoryOr));
                     }
                 } else if !classed_templates.is_empty() && !only_nulls(&classed_templates) {
@@ -2688,7 +2789,7 @@ impl<'a> LowEffect<'a> {
                 // Lost on the way up or read twice: not evaluated where it is measured.
                 return Err(unmeasured(Unmeasured::Below));
             }
-            if listed(&classed_templates) {
+            if self.lists(&classed_templates) {
                 return Err(unmeasured(Unmeasured::CategoryOr));
             }
             if values.is_empty() || only_nulls(&templates) {
@@ -2800,7 +2901,7 @@ impl<'a> LowEffect<'a> {
                         .values
                         .iter()
                         .all(|v| self.row_class_values.contains(v));
-                if listed(&class.templates) && !one_prefix {
+                if self.lists(&class.templates) && !one_prefix {
                     return Err(unmeasured(Unmeasured::CategoryOr));
                 }
                 continue;
@@ -2836,7 +2937,11 @@ impl<'a> LowEffect<'a> {
                 .collect();
             beside = class_or(&formula, &names);
         }
-        if beside.is_none() && late.iter().any(|(class, _, _)| listed(&class.templates)) {
+        if beside.is_none()
+            && late
+                .iter()
+                .any(|(class, _, _)| self.lists(&class.templates))
+        {
             return Err(unmeasured(Unmeasured::CategoryOr));
         }
         if beside.is_some() {
@@ -7515,22 +7620,10 @@ fn looked_up(join: &Join, left: bool, index: usize) -> bool {
     let Some((scan, _)) = public_column(public, &value) else {
         return false;
     };
-    // Equalities of the join: its keys, and those of its filter (`ON l.lsoa = p.lsoa` is
-    // a filter until the optimizer moves it).
-    let mut pairs: Vec<(&Expr, &Expr)> = join.on.iter().map(|(l, r)| (l, r)).collect();
-    if let Some(f) = &join.filter {
-        for e in split_conjunction(f) {
-            if let Expr::BinaryExpr(BinaryExpr {
-                left,
-                op: Operator::Eq,
-                right,
-            }) = e
-            {
-                pairs.push((left.as_ref(), right.as_ref()));
-                pairs.push((right.as_ref(), left.as_ref()));
-            }
-        }
-    }
+    // (Either way round: the key may be on either side of an equality of the filter.)
+    let pairs = join_equalities(join)
+        .into_iter()
+        .flat_map(|(l, r)| [(l, r), (r, l)]);
     pairs.into_iter().any(|(l, r)| {
         let (key, other) = if left { (l, r) } else { (r, l) };
         let Expr::Column(key) = key else {
@@ -7544,6 +7637,105 @@ fn looked_up(join: &Join, left: bool, index: usize) -> bool {
                 .into_iter()
                 .all(|c| personal.schema().has_column(c) && per_person_value(personal, c))
     })
+}
+
+/// A public table's column looked up on the table's key by a code ([`code_lookup`]).
+struct Lookup {
+    /// The code as a column of the plan the lookup was asked of (the same stored column
+    /// or aggregate output as the join's, whatever its name there), if it is one.
+    code: Option<Column>,
+    /// Whether the looked-up column is the key itself (the code again, one cell per code).
+    key: bool,
+    /// Whether the code is a code of rows (many per person), not a person's category.
+    of_rows: bool,
+}
+
+/// Where column `c` of `plan` is a public table's column looked up on the table's key by a
+/// code (`JOIN practices pr ON pr.practice_code = a.gpprac` makes `pr.region` a function of
+/// the code of rows `a.gpprac`; `… = p.practice_code`, of a person's category): the code it
+/// is looked up by ([`Lookup`]). Any column of a public side that reads one table (a
+/// computed one too: `region || ''` in a derived table of `practices` is a function of the
+/// key as well), and any personal column but the privacy unit as the code. Not a value
+/// snapped as a person's (`lsoas.imd_decile` looked up by `p.lsoa`: [`looked_up`]).
+fn code_lookup(plan: &LogicalPlan, c: &Column) -> Option<Lookup> {
+    let Origin::Lookup { join, left, index } = origin_of(plan, c) else {
+        return None;
+    };
+    if snappable(plan, c) {
+        return None;
+    }
+    let (public, personal) = if left {
+        (join.left.as_ref(), join.right.as_ref())
+    } else {
+        (join.right.as_ref(), join.left.as_ref())
+    };
+    let value = Column::from(public.schema().qualified_field(index));
+    // The scan the value is a column of, or, computed, the one table the side reads.
+    let own = public_column(public, &value);
+    // (Either way round: the key may be on either side of an equality of the filter.)
+    let pairs = join_equalities(join)
+        .into_iter()
+        .flat_map(|(l, r)| [(l, r), (r, l)]);
+    pairs.into_iter().find_map(|(l, r)| {
+        let (key, other) = if left { (l, r) } else { (r, l) };
+        let Expr::Column(key) = key else {
+            return None;
+        };
+        let mut bare = other;
+        while let Expr::Cast(Cast { expr, .. }) | Expr::TryCast(TryCast { expr, .. }) = bare {
+            bare = expr.as_ref();
+        }
+        let Expr::Column(code) = bare else {
+            return None;
+        };
+        let scan = public_key(public, key)?;
+        let same = match &own {
+            Some((t, _)) => std::ptr::eq(*t, scan),
+            None => crate::joins::public_table(public),
+        };
+        if !same || !personal.schema().has_column(code) || unit_column(personal, code) {
+            return None;
+        }
+        let key = own
+            .as_ref()
+            .is_some_and(|(t, name)| public_def(t).is_some_and(|d| d.key == Some(name.as_str())));
+        Some(Lookup {
+            code: same_column(plan, personal, code),
+            key,
+            of_rows: !classed(personal, code),
+        })
+    })
+}
+
+/// Whether column `c` of `plan` is the privacy unit as stored (whatever its name).
+fn unit_column(plan: &LogicalPlan, c: &Column) -> bool {
+    c.name == PRIVACY_UNIT
+        || matches!(origin_of(plan, c), Origin::Node(LogicalPlan::TableScan(t), i)
+            if t.projected_schema.field(i).name() == PRIVACY_UNIT)
+}
+
+/// The column of `plan` that is column `c` of `below` (a plan inside it): the same stored
+/// column or output of the same node, whatever its name and qualifier in `plan` (`t.gpprac`
+/// over a derived table of `a.gpprac`; not another table's `a.gpprac`).
+fn same_column(plan: &LogicalPlan, below: &LogicalPlan, c: &Column) -> Option<Column> {
+    let Origin::Node(node, i) = origin_of(below, c) else {
+        return None;
+    };
+    plan.schema().columns().into_iter().find(
+        |x| matches!(origin_of(plan, x), Origin::Node(n, j) if std::ptr::eq(n, node) && i == j),
+    )
+}
+
+/// Whether `e` over `plan` reads a public table's column looked up by a code
+/// ([`code_lookup`], not the key itself) in any way: a value, a key, an aggregate of it or
+/// inside an aggregate's filter (`MAX(CASE WHEN pr.region = 'x' …)`). Passed up so and
+/// grouped on or filtered above, it maps the code where it cannot be read by class.
+fn code_lookup_read(plan: &LogicalPlan, e: &Expr) -> bool {
+    // (A count of looked-up values is a count of classes of codes, as `COUNT(DISTINCT
+    // substr(code, 1, 1))` is: any read, review.)
+    e.column_refs()
+        .iter()
+        .any(|c| code_lookup(plan, c).is_some_and(|l| !l.key))
 }
 
 /// Whether column `c` of `plan` is a per-person ordered value whose range edges are
@@ -8048,9 +8240,17 @@ fn code_source(plan: &LogicalPlan, c: &Column) -> bool {
             read.iter()
                 .any(|x| x.column_refs().iter().any(|r| code_source(input, r)))
         }),
-        // (An ordinal passed up is an age's matter: [`age_source`].)
-        None => row_code(plan, c) && !ordinal(plan, c),
+        // (An ordinal passed up is an age's matter: [`age_source`].) A public table's
+        // column looked up by a code is a function of the code ([`code_lookup`]).
+        None => (row_code(plan, c) && !ordinal(plan, c)) || code_lookup(plan, c).is_some(),
     }
+}
+
+/// Whether column `c` of `plan` is a code passed up from below ([`code_source`]): not a
+/// code of rows read here, nor a public table's column looked up by one here
+/// ([`code_lookup`]: grouped on as it is, it is read by class, [`LowEffect::snap_edges`]).
+fn passed_up(plan: &LogicalPlan, c: &Column) -> bool {
+    !row_category(plan, c) && code_lookup(plan, c).is_none() && code_source(plan, c)
 }
 
 /// Whether `e` maps a code that `reads` holds for to a coarser level: through a function
@@ -8094,6 +8294,7 @@ fn code_map_column(plan: &LogicalPlan, c: &Column) -> bool {
     given_by(plan, c).is_some_and(|below| {
         below.iter().any(|(input, e)| {
             code_mapped(e, &|r| code_source(input, r))
+                || code_lookup_read(input, e)
                 || e.column_refs().iter().any(|r| code_map_column(input, r))
         })
     })
@@ -8172,7 +8373,7 @@ pub(crate) fn category_lists(plan: &LogicalPlan) -> Result<(), RewriteError> {
                     .iter()
                     .any(|g| g.column_refs().iter().any(|c| age_band_column(input, c)));
                 // A code mapped below, or passed up as it is and mapped here (session 47).
-                let passed = |c: &Column| !row_category(input, c) && code_source(input, c);
+                let passed = |c: &Column| passed_up(input, c);
                 coded |= a.group_expr.iter().any(|g| {
                     grouping_exprs(g).any(|g| {
                         g.column_refs().iter().any(|c| code_map_column(input, c))
@@ -8183,7 +8384,7 @@ pub(crate) fn category_lists(plan: &LogicalPlan) -> Result<(), RewriteError> {
             // A join's own conditions are lifted as a filter's are (`ON t.patient_id =
             // p.patient_id AND t.f = 1` over a per-person flag, session-47 review).
             LogicalPlan::Join(j) => {
-                let passed = |c: &Column| !row_category(n, c) && code_source(n, c);
+                let passed = |c: &Column| passed_up(n, c);
                 for e in j.filter.iter().chain(j.on.iter().flat_map(|(l, r)| [l, r])) {
                     let refs = e.column_refs();
                     coded |= refs.iter().any(|c| code_map_column(n, c)) || code_mapped(e, &passed);
@@ -8192,7 +8393,7 @@ pub(crate) fn category_lists(plan: &LogicalPlan) -> Result<(), RewriteError> {
             }
             LogicalPlan::Filter(f) => {
                 let input = f.input.as_ref();
-                let passed = |c: &Column| !row_category(input, c) && code_source(input, c);
+                let passed = |c: &Column| passed_up(input, c);
                 coded |= f
                     .predicate
                     .column_refs()

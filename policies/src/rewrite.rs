@@ -41,6 +41,7 @@ use datafusion::functions_aggregate::first_last::first_value_udaf;
 use datafusion::functions_aggregate::sum::sum_udaf;
 use datafusion::logical_expr::expr::{AggregateFunction, Alias, GroupingSet};
 use datafusion::logical_expr::expr::{WindowFunction, WindowFunctionDefinition};
+use datafusion::logical_expr::expr_rewriter::normalize_col;
 use datafusion::logical_expr::{
     Aggregate, ColumnarValue, Expr, Filter, LogicalPlan, LogicalPlanBuilder, Operator, Projection,
     ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Sort, SubqueryAlias, Volatility,
@@ -1085,6 +1086,13 @@ pub(crate) fn with_windows(
     windows: Vec<(Expr, String)>,
 ) -> Result<LogicalPlan, RewriteError> {
     let mut exprs = all_columns(&plan);
+    // Named after their columns as the window node resolves them (`t.__fs_a2`, not
+    // `__fs_a2`): an unqualified column of a derived table in a window's argument named
+    // it otherwise, and the projection did not find it (a schema error, session 48).
+    let windows = windows
+        .into_iter()
+        .map(|(w, name)| Ok((normalize_col(w, &plan)?, name)))
+        .collect::<Result<Vec<_>, DataFusionError>>()?;
     exprs.extend(
         windows.iter().map(|(w, name)| {
             Expr::Column(Column::from_name(w.schema_name().to_string())).alias(name)

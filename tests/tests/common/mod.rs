@@ -210,6 +210,8 @@ pub struct Planted {
     pub hes_age: u8,
     /// Their primary diagnosis (`diag_4_01`).
     pub hes_diag: &'static str,
+    /// The practice their episodes are recorded at (`gpprac`), where it is not `practice`.
+    pub hes_gpprac: Option<&'static str>,
     /// Whether the person's postcode is one of the lookup's (so that they have an LSOA);
     /// otherwise they have none.
     pub postcode: bool,
@@ -338,6 +340,14 @@ pub const DECILE_PROVIDER: &str = "ZZ9";
 pub const DECILE_DIAGNOSIS: &str = "Z30X";
 /// See [`DECILE_DIAGNOSIS`].
 pub const DECILE_RARE_DIAGNOSIS: &str = "Z99X";
+/// The practice of one admission in each of [`DECILE_PRACTICES`]: that of the third person
+/// who is no anchor, recorded at this practice rather than their own. It is the one
+/// practice of sub-ICB [`ELSEWHERE_SUB_ICB`], in the region of the planted practices
+/// (`Test Region`, sub-ICB `99Z`), and the registered practice of one person only: the
+/// third who is no anchor of [`DECILE_ANCHORED`]'s cohort (whose admission is here too).
+pub const ELSEWHERE_PRACTICE: &str = "Y98001";
+/// See [`ELSEWHERE_PRACTICE`].
+pub const ELSEWHERE_SUB_ICB: &str = "98Z";
 
 /// The planted persons, in NHS-number order (with the decile cohort where `deciles`).
 fn plan_persons(deciles: bool) -> Vec<Planted> {
@@ -369,6 +379,7 @@ fn plan_persons(deciles: bool) -> Vec<Planted> {
             hes_apc: Vec::new(),
             hes_age: 60,
             hes_diag: "I10X",
+            hes_gpprac: None,
             postcode: false,
             decile: None,
         }
@@ -549,8 +560,24 @@ fn append_planted(dir: &Path, persons: &[Planted]) {
     let mut practices: Vec<&str> = persons.iter().map(|p| p.practice.as_str()).collect();
     practices.sort_unstable();
     practices.dedup();
-    for code in practices {
-        let line = format!("{code},Planted Practice {code},99Z,Test Region\n");
+    for code in &practices {
+        let sub_icb = if *code == ELSEWHERE_PRACTICE {
+            ELSEWHERE_SUB_ICB
+        } else {
+            "99Z"
+        };
+        let line = format!("{code},Planted Practice {code},{sub_icb},Test Region\n");
+        files.entry("practices.csv").or_default().push_str(&line);
+    }
+    if !practices.contains(&ELSEWHERE_PRACTICE)
+        && persons
+            .iter()
+            .any(|p| p.hes_gpprac == Some(ELSEWHERE_PRACTICE))
+    {
+        let line = format!(
+            "{ELSEWHERE_PRACTICE},Planted Practice {ELSEWHERE_PRACTICE},{ELSEWHERE_SUB_ICB},\
+             Test Region\n"
+        );
         files.entry("practices.csv").or_default().push_str(&line);
     }
     // The first postcode of the lookup, for the persons who have one.
@@ -618,7 +645,11 @@ fn append_planted(dir: &Path, persons: &[Planted]) {
                 apc,
                 "{nhs},{epikey},{epikey},1,2022-05-01,2022-05-01,2022-05-03,2022-05-03,21,19,1,\
                  {provider},{},{},{},,{},{},,",
-                p.practice, p.hes_age, p.sex, p.hes_diag, p.hes_diag
+                p.hes_gpprac.unwrap_or(&p.practice),
+                p.hes_age,
+                p.sex,
+                p.hes_diag,
+                p.hes_diag
             );
         }
     }
@@ -703,6 +734,24 @@ fn build(deciles: bool) -> Fixture {
             .nth(1)
         {
             p.hes_diag = DECILE_RARE_DIAGNOSIS;
+        }
+        // (The third, with their admission at [`ELSEWHERE_PRACTICE`].)
+        if !anchor
+            && let Some(p) = planted
+                .iter_mut()
+                .filter(|p| p.practice == *practice && !anchors.contains(&p.record_key))
+                .nth(2)
+        {
+            p.hes_gpprac = Some(ELSEWHERE_PRACTICE);
+        }
+        // (In [`DECILE_ANCHORED`], the third is registered at [`ELSEWHERE_PRACTICE`].)
+        if anchor
+            && let Some(p) = planted
+                .iter_mut()
+                .filter(|p| p.practice == *practice && !anchors.contains(&p.record_key))
+                .nth(2)
+        {
+            p.practice = ELSEWHERE_PRACTICE.to_string();
         }
     }
     append_planted(&extracts, &planted);
