@@ -2034,7 +2034,7 @@ impl<'a> LowEffect<'a> {
             if let [c] = refs.into_iter().collect::<Vec<_>>().as_slice()
                 && (row_category(scope, c)
                     || opaque_rows(scope, c)
-                    || code_lookup(scope, c).is_some_and(|l| l.of_rows))
+                    || code_lookup(scope, c).is_some_and(|l| l.of_rows && !l.key))
                 && !null_test(e)
                 && !(self.in_cohort > 0 && range(e))
             {
@@ -2082,7 +2082,10 @@ impl<'a> LowEffect<'a> {
             } else {
                 None
             };
-            let rows_looked = looked.as_ref().is_some_and(|l| l.of_rows);
+            // (Not the key itself: a list on it beside the join's own test of a match is
+            // one part that cannot be read by class, and it is measured as one condition,
+            // as `gpprac IN (SELECT practice_code FROM practices WHERE …)` always was.)
+            let rows_looked = looked.as_ref().is_some_and(|l| l.of_rows && !l.key);
             let mapped = looked.as_ref().is_some_and(|l| !l.key) && !null_test(e);
             if self.in_cohort > 0 && rows_looked && (mapped || row_set(e) || several(&refs[0])) {
                 return Err(unmeasured(Unmeasured::RowListInCohort));
@@ -7656,7 +7659,8 @@ struct Lookup {
 /// is looked up by ([`Lookup`]). Any column of a public side that reads one table (a
 /// computed one too: `region || ''` in a derived table of `practices` is a function of the
 /// key as well), and any personal column but the privacy unit as the code. Not a value
-/// snapped as a person's (`lsoas.imd_decile` looked up by `p.lsoa`: [`looked_up`]).
+/// snapped as a person's (`lsoas.imd_decile` looked up by `p.lsoa`: [`looked_up`]). Joined
+/// on no plain column, the code is none ([`Lookup::code`]).
 fn code_lookup(plan: &LogicalPlan, c: &Column) -> Option<Lookup> {
     let Origin::Lookup { join, left, index } = origin_of(plan, c) else {
         return None;
@@ -7676,7 +7680,7 @@ fn code_lookup(plan: &LogicalPlan, c: &Column) -> Option<Lookup> {
     let pairs = join_equalities(join)
         .into_iter()
         .flat_map(|(l, r)| [(l, r), (r, l)]);
-    pairs.into_iter().find_map(|(l, r)| {
+    let found = pairs.into_iter().find_map(|(l, r)| {
         let (key, other) = if left { (l, r) } else { (r, l) };
         let Expr::Column(key) = key else {
             return None;
@@ -7704,14 +7708,25 @@ fn code_lookup(plan: &LogicalPlan, c: &Column) -> Option<Lookup> {
             key,
             of_rows: !classed(personal, code),
         })
-    })
+    });
+    // A public table joined on no plain code at all (`pr.practice_code = upper(a.gpprac)`
+    // left over a cross join, review): its columns are still functions of the rows' codes,
+    // but of none that can be named: read as a code that is not a column here (refused).
+    match found {
+        None if own.is_some() || crate::joins::public_table(public) => Some(Lookup {
+            code: None,
+            key: false,
+            of_rows: true,
+        }),
+        found => found,
+    }
 }
 
-/// Whether column `c` of `plan` is the privacy unit as stored (whatever its name).
+/// Whether column `c` of `plan` is the privacy unit as stored, whatever its name (a code
+/// renamed `patient_id` in a derived table is still a code, review).
 fn unit_column(plan: &LogicalPlan, c: &Column) -> bool {
-    c.name == PRIVACY_UNIT
-        || matches!(origin_of(plan, c), Origin::Node(LogicalPlan::TableScan(t), i)
-            if t.projected_schema.field(i).name() == PRIVACY_UNIT)
+    matches!(origin_of(plan, c), Origin::Node(LogicalPlan::TableScan(t), i)
+        if t.projected_schema.field(i).name() == PRIVACY_UNIT)
 }
 
 /// The column of `plan` that is column `c` of `below` (a plan inside it): the same stored

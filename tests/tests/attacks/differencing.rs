@@ -4773,12 +4773,6 @@ async fn levels_of_a_public_hierarchy_over_a_code_of_rows_move_no_one_alone() {
             "SELECT COUNT(*) FROM (SELECT a.patient_id, MAX(CASE WHEN pr.sub_icb_code = \
              '99Z' THEN 1 ELSE 0 END) AS f FROM {joined} GROUP BY 1) t WHERE f = 1"
         ),
-        // (A list on the key through the join is a list of codes, beside the join's own
-        // test of a match on the key, review; `a.gpprac IN (…)` is read by class.)
-        format!(
-            "SELECT COUNT(DISTINCT a.patient_id) FROM {joined} WHERE pr.practice_code IN \
-             ('{p}', '{other}', '{ELSEWHERE_PRACTICE}')"
-        ),
         // (Another table's `gpprac` of the same alias is not the code, review.)
         format!(
             "SELECT t.region, COUNT(DISTINCT a.patient_id) FROM hes_op a JOIN (SELECT \
@@ -4787,6 +4781,17 @@ async fn levels_of_a_public_hierarchy_over_a_code_of_rows_move_no_one_alone() {
         ),
     ] {
         assert_eq!(refused(&cx, &sql).await, Rule::LowEffect, "{sql}");
+    }
+    // Joined on no plain code (a computed key over a cross join): refused, by one rule or
+    // another (review).
+    for sql in [
+        "SELECT pr.region, COUNT(DISTINCT a.patient_id) FROM hes_apc a, practices pr WHERE \
+         pr.practice_code = upper(a.gpprac) GROUP BY 1",
+        "WITH x AS (SELECT a.patient_id, a.gpprac, pr.practice_code, pr.region FROM hes_apc \
+         a CROSS JOIN practices pr) SELECT region, COUNT(DISTINCT patient_id) FROM x WHERE \
+         gpprac = practice_code GROUP BY 1",
+    ] {
+        assert!(outcome(&cx, sql).await.starts_with("FS-"), "{sql}");
     }
     // Answered: the key itself (one cell per code), the lookup beside another key (read
     // per grouping set), practices looked up by a person's registered practice, and the
