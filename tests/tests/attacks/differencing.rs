@@ -4773,6 +4773,19 @@ async fn levels_of_a_public_hierarchy_over_a_code_of_rows_move_no_one_alone() {
             "SELECT COUNT(*) FROM (SELECT a.patient_id, MAX(CASE WHEN pr.sub_icb_code = \
              '99Z' THEN 1 ELSE 0 END) AS f FROM {joined} GROUP BY 1) t WHERE f = 1"
         ),
+        // (A list on the key through the join: measured as one condition, adding the
+        // practice of one person moved the answer, 12 of 12 pairs; it shares a part with
+        // the join's own test of a match, so it cannot be read by class. `a.gpprac IN
+        // (…)` is.)
+        format!(
+            "SELECT COUNT(DISTINCT a.patient_id) FROM {joined} JOIN patients p ON \
+             p.patient_id = a.patient_id WHERE p.practice_code IN ('{p}', '{other}') AND \
+             pr.practice_code IN ('{p}', '{other}', '{ELSEWHERE_PRACTICE}')"
+        ),
+        format!(
+            "SELECT COUNT(DISTINCT patient_id) FROM hes_apc WHERE gpprac IN (SELECT \
+             practice_code FROM practices WHERE practice_code IN ('{p}', '{other}'))"
+        ),
         // (Another table's `gpprac` of the same alias is not the code, review.)
         format!(
             "SELECT t.region, COUNT(DISTINCT a.patient_id) FROM hes_op a JOIN (SELECT \
