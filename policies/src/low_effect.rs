@@ -1251,19 +1251,21 @@ fn unmeasured(at: Unmeasured) -> RewriteError {
         Unmeasured::CodeKeyBeside => {
             return RewriteError::Refused(Refusal::new(
                 Rule::LowEffect,
-                "a grouping key that maps a code of rows (substr(diag_4_01, 1, 1)) beside \
-                 another grouping key and a range on a person's value or an age of rows \
-                 (birth_month < …, startage >= 65) cannot be checked for low effect; drop \
-                 one of the keys or write the range as a grouping key of its own",
+                "a grouping key that maps a code of rows (substr(diag_4_01, 1, 1)) or a \
+                 public table's column looked up by a code (the region or sub-ICB of \
+                 practices) beside another grouping key and a range on a person's value or \
+                 an age of rows (birth_month < …, startage >= 65) cannot be checked for low \
+                 effect; drop one of the keys or write the range as a grouping key of its own",
             ));
         }
         Unmeasured::CodeKeyOr => {
             return RewriteError::Refused(Refusal::new(
                 Rule::LowEffect,
                 "a grouping key that maps a code of rows (substr(diag_4_01, 1, 1), \
-                 diag_4_01 LIKE 'Z%') beside an OR in the conditions cannot be checked for \
-                 low effect; group by the code itself, or write the OR's branches as \
-                 separate queries",
+                 diag_4_01 LIKE 'Z%') or a public table's column looked up by a code (the \
+                 region or sub-ICB of practices) beside an OR in the conditions cannot be \
+                 checked for low effect; group by the code itself, or write the OR's \
+                 branches as separate queries",
             ));
         }
         Unmeasured::UnionValue => {
