@@ -1072,8 +1072,8 @@ enum Unmeasured {
     /// 1, 1) AS k` in a derived table, a per-person `MAX(CASE WHEN diag_4_01 LIKE 'Z%' …)`),
     /// or passed up and mapped above, then grouped on or filtered: not read by class there.
     CodeMapBelow,
-    /// A grouping key on a public table's column looked up by a code of rows
-    /// ([`code_lookup`]) where the code is not a column of the aggregation's input (a
+    /// A grouping key or a condition on a public table's column looked up by a code
+    /// ([`code_lookup`]) where the code is not a column of the plan that reads it (a
     /// derived table passes up `pr.region` without `a.gpprac`).
     CodeLookupBelow,
     /// A grouping key that maps a code of rows (read by class) beside an `OR` in the
@@ -1241,11 +1241,12 @@ fn unmeasured(at: Unmeasured) -> RewriteError {
         Unmeasured::CodeLookupBelow => {
             return RewriteError::Refused(Refusal::new(
                 Rule::LowEffect,
-                "a grouping key on a public table's column looked up by a code of rows (the \
-                 region or sub-ICB of practices joined on hes_apc.gpprac) is read by the code \
-                 it is looked up by, and that code is not a column where the key is grouped \
-                 (a derived table passes the looked-up column up without it); join the public \
-                 table in the query that counts, or pass the code up beside it",
+                "a grouping key or condition on a public table's column looked up by a code \
+                 (the region or sub-ICB of practices joined on hes_apc.gpprac or \
+                 patients.practice_code) is read by the code it is looked up by, and that \
+                 code is not a column where the key or condition is read (a derived table \
+                 passes the looked-up column up without it); join the public table in the \
+                 query that counts, or pass the code up beside it",
             ));
         }
         Unmeasured::CodeKeyBeside => {
@@ -2086,15 +2087,12 @@ impl<'a> LowEffect<'a> {
             };
             let rows_looked = looked.as_ref().is_some_and(|l| l.of_rows);
             let mapped = looked.as_ref().is_some_and(|l| !l.key) && !null_test(e);
-            // The key itself by a code of rows is that code: a list on it (`pr.practice_code
-            // IN (…)`, as `gpprac IN (SELECT practice_code FROM practices WHERE …)` is
-            // rewritten) is read by class as `a.gpprac IN (…)` is, and so is the join's
-            // own test of a match on it, in the same part (`canon`): measured as one
-            // condition, adding a practice of one person moved the answer (12 of 12
-            // pairs, session 48).
-            let key_listed = looked.as_ref().is_some_and(|l| l.of_rows && l.key)
-                && null_test(e)
-                && parts.contains_key(&stored(scope, &refs[0]));
+            // (The key itself by a code of rows is that code: a list on it,
+            // `pr.practice_code IN (…)` as `gpprac IN (SELECT practice_code FROM practices
+            // WHERE …)` is rewritten, is a list of codes of rows. Measured as one condition,
+            // adding a practice of one person moved the answer: 12 of 12 pairs, session
+            // 48. It shares a part (`canon`) with the join's own test of a match on the
+            // key, which is not read by class, so the part is refused: `CategoryOr`.)
             if self.in_cohort > 0 && rows_looked && (mapped || row_set(e) || several(&refs[0])) {
                 return Err(unmeasured(Unmeasured::RowListInCohort));
             }
@@ -2102,7 +2100,7 @@ impl<'a> LowEffect<'a> {
                 && !classed(scope, &refs[0])
                 && self.in_cohort == 0
                 && (row_category(scope, &refs[0]) || rows_looked)
-                && (row_listed(e) || several(&refs[0]) || mapped || key_listed);
+                && (row_listed(e) || several(&refs[0]) || mapped);
             let class = (one_column && classed(scope, &refs[0])) || row_class;
             // A column of a `UNION` of personal rows (`SELECT startage AS age FROM hes_apc
             // UNION ALL SELECT arrivalage FROM hes_ae`) is no table's column: its lists
@@ -7631,23 +7629,33 @@ fn looked_up(join: &Join, left: bool, index: usize) -> bool {
     let Some((scan, _)) = public_column(public, &value) else {
         return false;
     };
-    // (Either way round: the key may be on either side of an equality of the filter.)
-    let pairs = join_equalities(join)
-        .into_iter()
-        .flat_map(|(l, r)| [(l, r), (r, l)]);
-    pairs.into_iter().any(|(l, r)| {
-        let (key, other) = if left { (l, r) } else { (r, l) };
-        let Expr::Column(key) = key else {
-            return false;
-        };
-        let keyed = public_key(public, key).is_some_and(|t| std::ptr::eq(t, scan));
+    keyed_equalities(join, left).any(|(t, other)| {
         let refs = other.column_refs();
-        keyed
+        std::ptr::eq(t, scan)
             && !refs.is_empty()
             && refs
                 .into_iter()
                 .all(|c| personal.schema().has_column(c) && per_person_value(personal, c))
     })
+}
+
+/// The equalities of `join` between a public table's key (`TableDef::key`) on its public
+/// side (`left`: the left input) and an expression of the other side, either way round
+/// (`ON l.lsoa = p.lsoa` is a filter until the optimizer moves it): the key's scan and
+/// that expression.
+fn keyed_equalities(join: &Join, left: bool) -> impl Iterator<Item = (&TableScan, &Expr)> {
+    let public = if left {
+        join.left.as_ref()
+    } else {
+        join.right.as_ref()
+    };
+    join_equalities(join)
+        .into_iter()
+        .flat_map(|(l, r)| [(l, r), (r, l)])
+        .filter_map(move |(key, other)| match key {
+            Expr::Column(key) => public_key(public, key).map(|t| (t, other)),
+            _ => None,
+        })
 }
 
 /// A public table's column looked up on the table's key by a code ([`code_lookup`]).
@@ -7684,15 +7692,7 @@ fn code_lookup(plan: &LogicalPlan, c: &Column) -> Option<Lookup> {
     let value = Column::from(public.schema().qualified_field(index));
     // The scan the value is a column of, or, computed, the one table the side reads.
     let own = public_column(public, &value);
-    // (Either way round: the key may be on either side of an equality of the filter.)
-    let pairs = join_equalities(join)
-        .into_iter()
-        .flat_map(|(l, r)| [(l, r), (r, l)]);
-    let found = pairs.into_iter().find_map(|(l, r)| {
-        let (key, other) = if left { (l, r) } else { (r, l) };
-        let Expr::Column(key) = key else {
-            return None;
-        };
+    let found = keyed_equalities(join, left).find_map(|(scan, other)| {
         let mut bare = other;
         while let Expr::Cast(Cast { expr, .. }) | Expr::TryCast(TryCast { expr, .. }) = bare {
             bare = expr.as_ref();
@@ -7700,7 +7700,6 @@ fn code_lookup(plan: &LogicalPlan, c: &Column) -> Option<Lookup> {
         let Expr::Column(code) = bare else {
             return None;
         };
-        let scan = public_key(public, key)?;
         let same = match &own {
             Some((t, _)) => std::ptr::eq(*t, scan),
             None => crate::joins::public_table(public),
