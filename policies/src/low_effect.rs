@@ -1082,6 +1082,13 @@ enum Unmeasured {
     /// A grouping key that maps a code of rows beside other keys and beside a part that is
     /// snapped or read by class before the rows are copied per grouping set.
     CodeKeyBeside,
+    /// A category (of rows or of the person, or a looked-up column) read with another
+    /// column in one condition, other than two compared as they are
+    /// ([`compared_as_they_are`]).
+    CodeCompared,
+    /// A condition that casts a category (a code of rows, a person's category or a looked-up
+    /// column) to a type that does not hold each of its values ([`lossy_cast`]).
+    CodeCast,
     /// A grouping key that reads an ordinal of rows (`epiorder`) by order, arithmetic or
     /// a list.
     OrdinalKey,
@@ -1257,6 +1264,31 @@ fn unmeasured(at: Unmeasured) -> RewriteError {
                  practices) beside another grouping key and a range on a person's value or \
                  an age of rows (birth_month < …, startage >= 65) cannot be checked for low \
                  effect; drop one of the keys or write the range as a grouping key of its own",
+            ));
+        }
+        Unmeasured::CodeCast => {
+            return RewriteError::Refused(Refusal::new(
+                Rule::LowEffect,
+                "a condition that casts a code or a category (snomedct_code, diag_4_01, \
+                 admimeth, ethnicity, the region of a practice) to a type that cannot hold \
+                 each of its values (TRY_CAST(snomedct_code AS DECIMAL(9, 0)) IS NULL, \
+                 CAST(admimeth AS INT) = 21) selects a set of codes that cannot be checked \
+                 for low effect; compare the code as it is, with a string \
+                 (admimeth = '21', admimeth IN ('21', '22'))",
+            ));
+        }
+        Unmeasured::CodeCompared => {
+            return RewriteError::Refused(Refusal::new(
+                Rule::LowEffect,
+                "a code or a category (diag_4_01, admimeth, startage, ethnicity, \
+                 practice_code, the region of a practice) read with another column in one \
+                 condition cannot be checked for low effect, but for two codes compared as \
+                 they are (a.diag_4_01 = b.diag_4_01, a.gpprac <> p.practice_code) and \
+                 consecutive episodes (b.epiorder = a.epiorder + 1): values of the query's \
+                 own (VALUES, a derived table of constants, a public table) or two codes \
+                 mapped (substr(a.diag_4_01, 1, 1) = substr(b.diag_4_01, 1, 1)) select sets \
+                 of codes; write the values as constants (substr(diag_4_01, 1, 1) = 'Z', \
+                 diag_4_01 IN ('A', 'B'))",
             ));
         }
         Unmeasured::CodeKeyOr => {
@@ -2141,6 +2173,47 @@ impl<'a> LowEffect<'a> {
             if refs.len() > 1 && refs.iter().any(|c| row_category(scope, c)) && by_order(e) {
                 return Err(unmeasured(Unmeasured::CategoryOr));
             }
+            // A category: of rows or of the person, a public table's column looked up by a
+            // code, or one passed up from below as it is (`GROUP BY patient_id, diag_4_01`
+            // in a derived table, review).
+            let category = |c: &Column| {
+                row_category(scope, c)
+                    || classed(scope, c)
+                    || code_lookup(scope, c).is_some()
+                    || category_source(scope, c)
+            };
+            // A lossy cast of a category (`TRY_CAST(snomedct_code AS DECIMAL(9, 0)) IS NULL`:
+            // the codes of ten digits or more, or with a letter) is a set of codes that a
+            // test of NULL or one equality left as written, one measured condition: the
+            // precision picks the set (session 49; a one-person pair of precisions differed,
+            // 290 and 290 with mean deciles 3.47 and 3.5). Refused, but where the atom is
+            // read by class as any function of one code of rows is
+            // (`CAST(substr(diag_4_01, 2, 2) AS INT) BETWEEN 20 AND 25`, review).
+            let read_by_class =
+                one_column && self.in_cohort == 0 && row_category(scope, &refs[0]) && row_listed(e);
+            if !read_by_class && lossy_cast(scope, e, &category) {
+                return Err(unmeasured(Unmeasured::CodeCast));
+            }
+            // A category (of rows or of the person, or a public table's column looked up by
+            // a code) read with another column in one atom: no class and no snapped value,
+            // one measured condition. With values of the query's own in another relation
+            // (`CROSS JOIN (VALUES ('Z', 'Z3')) v(d, e) WHERE substr(a.diag_4_01, 1, 1) =
+            // v.d` against `substr(a.diag_4_01, 1, 2) = v.e`) the cells differed by the one
+            // person of the practice whose `Z` codes all lie outside `Z3`, in 12 of 12 pairs
+            // (session 49); a relation of literals, a grouped public table, a list held in
+            // one atom beside another relation's column (`(a.diag_4_01 = 'A' OR …) = (b.x
+            // IS NULL)`) or a mapping of two rows' codes (`substr(a.…) = substr(b.…)`, a
+            // coarser level of the pair) would do the same (review). Only two categories
+            // compared as they are (`a.diag_4_01 = b.diag_4_01`, `a.gpprac <>
+            // p.practice_code`, a public table's key: the lookup join), and an ordinal
+            // against another plus a constant (`b.epiorder = a.epiorder + 1`, consecutive
+            // episodes) are answered; anything else is refused.
+            if refs.iter().any(|c| c != &refs[0])
+                && refs.iter().any(category)
+                && !compared_as_they_are(scope, e)
+            {
+                return Err(unmeasured(Unmeasured::CodeCompared));
+            }
             // Not carried out of a cohort subquery or a joined per-person aggregation (a
             // person's rows hold many values): a list there is refused.
             if self.in_cohort > 0
@@ -2597,13 +2670,19 @@ impl<'a> LowEffect<'a> {
                     .iter()
                     .filter_map(|c| code_lookup(scope, c).filter(|l| !l.key))
                     .collect();
-                if matches!(bare, Expr::Column(_)) && lookups.is_empty() {
+                // (A lossy cast of a code, `TRY_CAST(snomedct_code AS DECIMAL(9, 0))` or a
+                // test of NULL of one, maps it as a function does: [`lossy_cast`].)
+                let lossy = lossy_cast(scope, g, &|c| {
+                    row_category(scope, c) || code_lookup(scope, c).is_some()
+                });
+                if matches!(bare, Expr::Column(_)) && lookups.is_empty() && !lossy {
                     continue;
                 }
                 // A test of NULL of the column only is the same on the snapped value. (Not
                 // of anything computed from it: `(CASE WHEN diag_4_01 LIKE 'Z%' THEN 1 END)
                 // IS NOT NULL` is a key that maps the code, session-47 review.)
                 if lookups.is_empty()
+                    && !lossy
                     && matches!(&plain_key, Expr::IsNull(x) | Expr::IsNotNull(x) if bare_column(x))
                 {
                     continue;
@@ -8316,6 +8395,7 @@ fn code_map_column(plan: &LogicalPlan, c: &Column) -> bool {
     given_by(plan, c).is_some_and(|below| {
         below.iter().any(|(input, e)| {
             code_mapped(e, &|r| code_source(input, r))
+                || lossy_cast(input, e, &|r| code_source(input, r))
                 || code_lookup_read(input, e)
                 || e.column_refs().iter().any(|r| code_map_column(input, r))
         })
@@ -8400,6 +8480,7 @@ pub(crate) fn category_lists(plan: &LogicalPlan) -> Result<(), RewriteError> {
                     grouping_exprs(g).any(|g| {
                         g.column_refs().iter().any(|c| code_map_column(input, c))
                             || code_mapped(g, &passed)
+                            || lossy_cast(input, g, &passed)
                     })
                 });
             }
@@ -8409,7 +8490,9 @@ pub(crate) fn category_lists(plan: &LogicalPlan) -> Result<(), RewriteError> {
                 let passed = |c: &Column| passed_up(n, c);
                 for e in j.filter.iter().chain(j.on.iter().flat_map(|(l, r)| [l, r])) {
                     let refs = e.column_refs();
-                    coded |= refs.iter().any(|c| code_map_column(n, c)) || code_mapped(e, &passed);
+                    coded |= refs.iter().any(|c| code_map_column(n, c))
+                        || code_mapped(e, &passed)
+                        || lossy_cast(n, e, &passed);
                     banded |= refs.iter().any(|c| age_band_column(n, c));
                 }
             }
@@ -8421,7 +8504,8 @@ pub(crate) fn category_lists(plan: &LogicalPlan) -> Result<(), RewriteError> {
                     .column_refs()
                     .iter()
                     .any(|c| code_map_column(input, c))
-                    || code_mapped(&f.predicate, &passed);
+                    || code_mapped(&f.predicate, &passed)
+                    || lossy_cast(input, &f.predicate, &passed);
                 mapped |= f
                     .predicate
                     .column_refs()
@@ -8586,6 +8670,10 @@ fn equality_value(e: &Expr) -> Option<ScalarValue> {
 /// answer without the key by one person is the key's own low effect, measured as such).
 #[recursive::recursive]
 fn category_mapped(plan: &LogicalPlan, g: &Expr) -> bool {
+    // (A lossy cast of a category is a set of its values: [`lossy_cast`].)
+    if lossy_cast(plan, g, &|c| classed(plan, c)) {
+        return true;
+    }
     match unaliased(g) {
         Expr::IsNull(x) | Expr::IsNotNull(x) if matches!(x.as_ref(), Expr::Column(_)) => {
             category_mapped(plan, &x)
@@ -8936,6 +9024,169 @@ fn constant_column(plan: &LogicalPlan, c: &Column) -> bool {
             origin_of(plan, c),
             Origin::Node(LogicalPlan::TableScan(_), _)
         )
+}
+
+/// Whether `e` casts a value that reads a column `reads` holds for to a type that cannot
+/// hold each of its values as it is, over `plan`'s schema: `TRY_CAST(snomedct_code AS
+/// DECIMAL(9, 0))` is NULL past nine digits and for a code with a letter, so its `NULL` and
+/// `NOT NULL` are two sets of codes, as `length(snomedct_code) <= 9` is (a cast becomes
+/// `TRY_CAST` under rule 6). Not casts to a string nor an integer widened.
+fn lossy_cast(plan: &LogicalPlan, e: &Expr, reads: &dyn Fn(&Column) -> bool) -> bool {
+    let schema = plan.schema();
+    any_node(e, &|x| {
+        let (inner, to) = match x {
+            Expr::Cast(Cast { expr, field }) | Expr::TryCast(TryCast { expr, field }) => {
+                (expr.as_ref(), field.data_type())
+            }
+            _ => return false,
+        };
+        inner.column_refs().iter().any(|c| reads(c))
+            && inner
+                .get_type(schema.as_ref())
+                .map_or(true, |from| !lossless(&from, to))
+    })
+}
+
+/// Whether every value of type `from` is a distinct value of type `to`: the same type, a
+/// string, an integer widened, or an integer of at most 32 bits as a double.
+pub(crate) fn lossless(from: &DataType, to: &DataType) -> bool {
+    use DataType::*;
+    let integer = |t: &DataType| match t {
+        Int8 => Some((8u32, true)),
+        Int16 => Some((16, true)),
+        Int32 => Some((32, true)),
+        Int64 => Some((64, true)),
+        UInt8 => Some((8, false)),
+        UInt16 => Some((16, false)),
+        UInt32 => Some((32, false)),
+        UInt64 => Some((64, false)),
+        _ => None,
+    };
+    if from == to || matches!(to, Utf8 | LargeUtf8 | Utf8View) {
+        return true;
+    }
+    // Decimal digits before the point that each integer type needs.
+    let digits = |bits: u32, signed: bool| -> i64 {
+        match (bits, signed) {
+            (8, _) => 3,
+            (16, _) => 5,
+            (32, _) => 10,
+            (64, true) => 19,
+            _ => 20,
+        }
+    };
+    match (integer(from), integer(to), to) {
+        (Some((f, signed)), Some((t, to_signed)), _) => {
+            (signed == to_signed && t >= f) || (!signed && to_signed && t > f)
+        }
+        (Some((f, _)), None, Float64) => f <= 32,
+        (Some((f, _)), None, Float32) => f <= 16,
+        (Some((f, signed)), None, Decimal128(p, s) | Decimal256(p, s)) => {
+            i64::from(*p) - i64::from(*s) >= digits(f, signed)
+        }
+        (None, None, _) => match (from, to) {
+            (Float32, Float64) => true,
+            (Decimal128(p1, s1) | Decimal256(p1, s1), Decimal128(p2, s2) | Decimal256(p2, s2)) => {
+                s2 >= s1 && i64::from(*p2) - i64::from(*s2) >= i64::from(*p1) - i64::from(*s1)
+            }
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// Whether column `c` of `plan` reads a category as stored ([`source_of`], through
+/// projections, aggregations, joins and `UNION`s): a string or integer column of a personal
+/// table other than the privacy unit (a code or an age of rows, a person's category), as a
+/// code passed up by `GROUP BY patient_id, diag_4_01` in a derived table is.
+fn category_source(plan: &LogicalPlan, c: &Column) -> bool {
+    use fivesafes_engine::catalog::{TableClass, table};
+    let mut sources = BTreeSet::new();
+    source_of(plan, c, &mut sources);
+    sources.iter().any(|s| {
+        let Some((relation, column)) = s.rsplit_once('.') else {
+            return false;
+        };
+        let name = relation.rsplit('.').next().unwrap_or(relation);
+        column != PRIVACY_UNIT
+            && table(name).is_some_and(|d| {
+                d.class == TableClass::Personal
+                    && d.columns.iter().any(|col| {
+                        col.name == column
+                            && (matches!(col.data_type, DataType::Utf8)
+                                || col.data_type.is_integer())
+                    })
+            })
+    })
+}
+
+/// Whether atom `e` over `plan` compares two categories as they are (see
+/// [`LowEffect::edge_values`]): `x = y`, `x <> y` or `x IS [NOT] DISTINCT FROM y` (up to its
+/// polarity, through casts) of two columns each a category of rows or of the person, or a
+/// public table's key; or an ordinal of rows against another plus or minus a constant.
+fn compared_as_they_are(plan: &LogicalPlan, e: &Expr) -> bool {
+    let Expr::BinaryExpr(BinaryExpr { left, op, right }) = polarity_free(e) else {
+        return false;
+    };
+    if !matches!(
+        op,
+        Operator::Eq | Operator::IsDistinctFrom | Operator::IsNotDistinctFrom
+    ) {
+        return false;
+    }
+    let column = |x: &Expr| match x {
+        Expr::Column(c) => Some(c.clone()),
+        Expr::Cast(Cast { expr, .. }) | Expr::TryCast(TryCast { expr, .. }) => {
+            match expr.as_ref() {
+                Expr::Column(c) => Some(c.clone()),
+                _ => None,
+            }
+        }
+        _ => None,
+    };
+    let category = |c: &Column| {
+        row_category(plan, c)
+            || classed(plan, c)
+            || code_lookup(plan, c).is_some_and(|l| l.key)
+            || public_key(plan, c).is_some()
+            || (category_source(plan, c) && code_lookup(plan, c).is_none())
+    };
+    // An ordinal against an aggregate of personal rows as it is (`a.epiorder = s.n`, the
+    // last episode of a spell by its count of episodes).
+    let counted = |c: &Column| {
+        matches!(origin_of(plan, c), Origin::Node(LogicalPlan::Aggregate(a), i)
+            if i >= a.group_expr.len() && !reads_only_public(&a.input))
+    };
+    if let (Some(l), Some(r)) = (column(&left), column(&right)) {
+        return (category(&l) && category(&r))
+            || (ordinal(plan, &l) && counted(&r))
+            || (counted(&l) && ordinal(plan, &r));
+    }
+    // `b.epiorder = a.epiorder + 1`: by one only (`+ 3` holds for the persons with a spell
+    // of four episodes or more, `+ 4` of five: a range, review).
+    let one = |x: &Expr| {
+        matches!(x, Expr::Literal(v, _)
+            if ScalarValue::new_one(&v.data_type()).is_ok_and(|one| &one == v))
+    };
+    let shifted = |x: &Expr| match x {
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Plus | Operator::Minus,
+            right,
+        }) if one(right) => column(left),
+        _ => None,
+    };
+    match (
+        column(&left),
+        shifted(&left),
+        column(&right),
+        shifted(&right),
+    ) {
+        (Some(l), _, _, Some(r)) | (_, Some(l), Some(r), _) => {
+            ordinal(plan, &l) && ordinal(plan, &r)
+        }
+        _ => false,
+    }
 }
 
 /// `e` without its aliases (a projection can alias an alias: `count(Int64(1)) AS count(*) AS

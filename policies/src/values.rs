@@ -11,7 +11,9 @@
 //!
 //! Such conditions cannot be measured per row without measuring each aggregate separately,
 //! so an analyst's cell aggregate over persons may only read *plain* values (FS-7 otherwise):
-//! a column, a constant, a cast, `date_part` of a plain value, or a plain value shifted,
+//! a column, a constant, a cast that keeps every value (to a string, an integer widened:
+//! one past its range is NULL there, a condition, session 49), `date_part` of a plain
+//! value, or a plain value shifted,
 //! scaled or divided by a constant, traced through projections, joins and per-person
 //! aggregations (whose own aggregates must read plain values, without `FILTER`) down to the
 //! tables. These change a value the same way for every person, so no person can be singled
@@ -19,7 +21,8 @@
 //!
 //! Canned reports are exempt, as from the rest of rule 7.
 
-use datafusion::logical_expr::{Aggregate, Distinct, Expr, LogicalPlan, Operator};
+use datafusion::logical_expr::expr::{Cast, TryCast};
+use datafusion::logical_expr::{Aggregate, Distinct, Expr, ExprSchemable, LogicalPlan, Operator};
 use datafusion::scalar::ScalarValue;
 
 use crate::decision::{Refusal, Rule};
@@ -41,9 +44,10 @@ pub(crate) fn check(agg: &Aggregate) -> Result<(), Refusal> {
         if !af.params.args.iter().all(|a| plain(&agg.input, a)) {
             return Err(refusal(format!(
                 "the argument of {name} over persons may only be a column, a constant, a \
-                 cast, date_part of a column, or a column shifted or scaled by a constant: a \
-                 condition inside an aggregate (CASE, NULLIF, a comparison, a division by a \
-                 column)"
+                 cast that keeps every value (to a string or a wider number), date_part of a \
+                 column, or a column shifted or scaled by a constant: a condition inside an \
+                 aggregate (CASE, NULLIF, a comparison, a division by a column, a cast that is \
+                 NULL past its range such as TRY_CAST(x AS TINYINT))"
             )));
         }
     }
@@ -83,8 +87,15 @@ pub(crate) fn plain(input: &LogicalPlan, e: &Expr) -> bool {
             .schema()
             .index_of_column(c)
             .is_ok_and(|i| plain_at(input, i)),
-        Expr::Cast(c) => plain(input, &c.expr),
-        Expr::TryCast(c) => plain(input, &c.expr),
+        // A cast that cannot hold each value is NULL past its range (rule 6 makes every
+        // cast a `TRY_CAST`): `COUNT(TRY_CAST(imd_decile + 118 AS TINYINT))` counts the
+        // persons of decile 9 or less, a condition (session-49 review).
+        Expr::Cast(Cast { expr, field }) | Expr::TryCast(TryCast { expr, field }) => {
+            plain(input, expr)
+                && expr
+                    .get_type(input.schema().as_ref())
+                    .is_ok_and(|from| crate::low_effect::lossless(&from, field.data_type()))
+        }
         Expr::Negative(x) => plain(input, x),
         Expr::BinaryExpr(b) => {
             let (l, r) = (b.left.as_ref(), b.right.as_ref());

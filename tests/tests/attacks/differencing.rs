@@ -4919,6 +4919,222 @@ async fn levels_of_a_public_hierarchy_over_a_persons_practice_move_no_one_alone(
     }
 }
 
+/// Two levels of a code compared with values of the query's own (session 49): the
+/// session-47 pair (`substr(diag_4_01, 1, 1)`'s `Z` against `(…, 1, 2)`'s `Z3`) with its
+/// values moved into a cross-joined `VALUES`, so that the condition reads two relations and
+/// was neither read by class nor snapped: one measured condition, whose cells differed by
+/// the one person of each planted practice with only a `Z99X` code (12 of 12 answered
+/// pairs). Refused now (FS-7), as are the same through a public table's column and two
+/// rows' codes mapped and compared (a self-join's `substr(a.…) = substr(b.…)`, two looked-up
+/// regions). The codes compared as they are, the lookup join spelt in `WHERE` and
+/// consecutive episodes are answered.
+#[tokio::test]
+async fn a_code_compared_with_values_of_the_querys_own_is_refused() {
+    let f = fixture_with_deciles();
+    let cx = f.project(RESEARCH).await;
+    let anchors = edge_anchor_keys();
+    let values = "(VALUES ('Z30X', 'Z', 'Z3')) v(c, d, e)";
+    for practice in DECILE_PRACTICES {
+        assert_rare_person_is_no_anchor(f, &cx, practice, &anchors).await;
+        let of = |c: &str| {
+            format!(
+                "SELECT 1 AS k, COUNT(DISTINCT a.patient_id), AVG(p.imd_decile) FROM hes_apc a \
+                 JOIN patients p ON p.patient_id = a.patient_id CROSS JOIN {values} WHERE \
+                 p.practice_code = '{practice}' AND {c} GROUP BY 1"
+            )
+        };
+        for (wide, narrow) in [
+            (
+                "substr(a.diag_4_01, 1, 1) = v.d",
+                "substr(a.diag_4_01, 1, 2) = v.e",
+            ),
+            (
+                "substr(a.diag_4_01, 1, 1) = substr(v.c, 1, 1)",
+                "substr(a.diag_4_01, 1, 2) = substr(v.c, 1, 2)",
+            ),
+        ] {
+            let (wide, narrow) = (of(wide), of(narrow));
+            // One person apart in truth: the one with only a `Z99X` code.
+            let persons = |rows: Vec<Vec<String>>| num(&rows[0][1]);
+            assert_eq!(
+                persons(unprotected(&cx, &wide).await) - persons(unprotected(&cx, &narrow).await),
+                1.0,
+                "{wide}"
+            );
+            for sql in [wide, narrow] {
+                assert_eq!(refused(&cx, &sql).await, Rule::LowEffect, "{sql}");
+            }
+        }
+    }
+    let self_join = "hes_apc a JOIN hes_apc b ON a.patient_id = b.patient_id AND a.admidate < \
+                     b.admidate";
+    let regions = "hes_apc a JOIN practices pr ON pr.practice_code = a.gpprac JOIN hes_apc b \
+                   ON b.patient_id = a.patient_id JOIN practices q ON q.practice_code = \
+                   b.gpprac";
+    for sql in [
+        format!(
+            "SELECT COUNT(DISTINCT a.patient_id) FROM {self_join} AND substr(a.diag_4_01, 1, \
+             1) = substr(b.diag_4_01, 1, 1)"
+        ),
+        format!(
+            "SELECT COUNT(DISTINCT a.patient_id) FROM {self_join} WHERE substr(a.diag_4_01, 1, \
+             2) = substr(b.diag_4_01, 1, 2)"
+        ),
+        format!("SELECT COUNT(DISTINCT a.patient_id) FROM {regions} WHERE pr.region = q.region"),
+        format!(
+            "SELECT COUNT(DISTINCT a.patient_id) FROM hes_apc a CROSS JOIN (SELECT sub_icb_code \
+             FROM practices WHERE practice_code = '{ELSEWHERE_PRACTICE}') s WHERE \
+             substr(a.diag_4_01, 1, 1) = substr(s.sub_icb_code, 3, 1)"
+        ),
+        format!(
+            "SELECT COUNT(DISTINCT patient_id) FROM patients WHERE patient_id IN (SELECT \
+             a.patient_id FROM hes_apc a CROSS JOIN {values} WHERE substr(a.diag_4_01, 1, 1) \
+             = v.d)"
+        ),
+        "SELECT COUNT(DISTINCT a.patient_id) FROM hes_apc a CROSS JOIN (VALUES (40, 49)) \
+         v(lo, hi) WHERE a.startage / 10 = v.lo / 10"
+            .to_string(),
+        // (Found by the review: a relation of literals, a truth test that keeps the
+        // equality out of the join; a person's category against a grouped public table; a
+        // list of ordinals in arithmetic beside another relation; a list in one atom
+        // compared with another relation's column.)
+        "SELECT COUNT(DISTINCT a.patient_id) FROM hes_apc a CROSS JOIN (SELECT 'Z30X' AS c \
+         UNION ALL SELECT 'Z99X' AS c) v WHERE (a.diag_4_01 = v.c) IS TRUE"
+            .to_string(),
+        "SELECT COUNT(DISTINCT p.patient_id) FROM patients p CROSS JOIN (SELECT practice_code \
+         AS pc FROM practices WHERE sub_icb_code = '98Z' GROUP BY 1) m WHERE (p.practice_code \
+         = m.pc) IS TRUE"
+            .to_string(),
+        format!(
+            "SELECT COUNT(DISTINCT a.patient_id) FROM {self_join} WHERE (a.epiorder - 2) * \
+             (a.epiorder - 3) = 0 * b.epiorder"
+        ),
+        format!(
+            "SELECT COUNT(DISTINCT a.patient_id) FROM {self_join} WHERE (a.diag_4_01 = 'Z30X' \
+             OR a.diag_4_01 = 'Z99X') = (b.admidate IS NOT NULL)"
+        ),
+        // (Second review: a code passed up as it is through an aggregation, against a
+        // relation of literals; an episode number shifted by more than one, a range of
+        // spell lengths.)
+        "SELECT COUNT(DISTINCT t.patient_id) FROM (SELECT patient_id, diag_4_01 AS c FROM \
+         hes_apc GROUP BY patient_id, diag_4_01) t CROSS JOIN (SELECT 'Z30X' AS c UNION ALL \
+         SELECT 'Z99X' AS c) v WHERE (t.c = v.c) IS TRUE"
+            .to_string(),
+        format!(
+            "SELECT COUNT(DISTINCT a.patient_id) FROM {self_join} WHERE b.epiorder = a.epiorder + 3"
+        ),
+        // A lossy cast of a code: the codes past nine digits or with a letter.
+        "SELECT COUNT(DISTINCT patient_id) FROM clinical_events WHERE \
+         TRY_CAST(snomedct_code AS DECIMAL(9, 0)) IS NULL"
+            .to_string(),
+        "SELECT COUNT(DISTINCT patient_id) FROM hes_apc WHERE CAST(admimeth AS INT) = 21"
+            .to_string(),
+    ] {
+        assert_eq!(refused(&cx, &sql).await, Rule::LowEffect, "{sql}");
+    }
+    for sql in [
+        format!(
+            "SELECT COUNT(DISTINCT a.patient_id) FROM {self_join} WHERE a.diag_4_01 = b.diag_4_01"
+        ),
+        format!(
+            "SELECT COUNT(DISTINCT a.patient_id) FROM {self_join} WHERE a.admimeth <> \
+             b.admimeth"
+        ),
+        "SELECT COUNT(DISTINCT a.patient_id) FROM hes_apc a JOIN patients p ON p.patient_id = \
+         a.patient_id WHERE a.gpprac <> p.practice_code"
+            .to_string(),
+        "SELECT COUNT(DISTINCT a.patient_id) FROM hes_apc a JOIN hes_apc b ON a.patient_id = \
+         b.patient_id AND b.epiorder = a.epiorder + 1"
+            .to_string(),
+        "SELECT COUNT(DISTINCT a.patient_id) FROM hes_apc a, practices pr WHERE \
+         pr.practice_code = a.gpprac AND pr.region = 'Test Region'"
+            .to_string(),
+    ] {
+        assert!(!rows(&cx, &sql).await.is_empty(), "{sql}");
+    }
+}
+
+/// A lossy cast of a code (session 49): `TRY_CAST(snomedct_code AS DECIMAL(p, 0)) IS NOT
+/// NULL` holds for the numeric codes of at most `p` digits, a set whose edge the precision
+/// picks. As a condition it was one measured condition: the practice whose persons with
+/// such a code differ by one between two precisions answered 290 and 290 with mean deciles
+/// 3.47 and 3.5. Refused now (FS-7). As a grouping key it is read by class, as a function
+/// of the code is, and the two `true` cells are equal. (They were equal before too, the
+/// key left as written: this pair's key is neutralised as of low effect. The store shows no
+/// pair of `NULL` cells of the cast itself one person apart; the class reading follows
+/// the session-47 argument for functions of a code.)
+#[tokio::test]
+async fn a_lossy_cast_of_a_code_moves_no_one_alone() {
+    let f = fixture_with_deciles();
+    let cx = f.project(RESEARCH).await;
+    let of = |p: usize, filter: &str| {
+        format!(
+            "SELECT p.practice_code AS k, COUNT(DISTINCT e.patient_id), AVG(p.imd_decile) FROM \
+             clinical_events e JOIN patients p ON p.patient_id = e.patient_id WHERE {filter} \
+             TRY_CAST(e.snomedct_code AS DECIMAL({p}, 0)) IS NOT NULL GROUP BY 1"
+        )
+    };
+    let keyed = |p: usize, practice: &str| {
+        format!(
+            "SELECT TRY_CAST(e.snomedct_code AS DECIMAL({p}, 0)) IS NOT NULL AS k, \
+             COUNT(DISTINCT e.patient_id), AVG(p.imd_decile) FROM clinical_events e JOIN \
+             patients p ON p.patient_id = e.patient_id WHERE p.practice_code = '{practice}' \
+             GROUP BY 1"
+        )
+    };
+    let mut tally = Tally::default();
+    for p in 6..18 {
+        let narrow = unprotected(&cx, &of(p, "")).await;
+        for wide in unprotected(&cx, &of(p + 1, "")).await {
+            let persons = num(&wide[1]);
+            let fewer = narrow
+                .iter()
+                .find(|r| r[0] == wide[0])
+                .map_or(0.0, |r| num(&r[1]));
+            if persons - fewer != 1.0 || persons < 10.0 {
+                continue;
+            }
+            let filter = format!("p.practice_code = '{}' AND", wide[0]);
+            for sql in [of(p + 1, &filter), of(p, &filter)] {
+                assert_eq!(refused(&cx, &sql).await, Rule::LowEffect, "{sql}");
+            }
+            tally
+                .pair(
+                    &cx,
+                    (&keyed(p + 1, &wide[0]), "true"),
+                    (&keyed(p, &wide[0]), "true"),
+                )
+                .await;
+        }
+    }
+    assert!(tally.pairs >= 1, "{tally:?}");
+    assert_eq!(tally.differed, 0, "{tally:?}");
+    assert_eq!(tally.released, tally.pairs, "{tally:?}");
+    // Inside an aggregated value a lossy cast is a condition (`imd_decile + 118` fits a
+    // `TINYINT` for the deciles up to 9), and a code passed up as it is and cast above is
+    // a mapping below (second review): refused.
+    for sql in [
+        "SELECT COUNT(TRY_CAST(p.imd_decile + 118 AS TINYINT)) FROM patients p",
+        "SELECT COUNT(t.c) FROM (SELECT patient_id, MAX(TRY_CAST(snomedct_code AS DECIMAL(9, \
+         0))) AS c FROM clinical_events GROUP BY patient_id) t",
+        "SELECT TRY_CAST(t.c AS DECIMAL(9, 0)) IS NOT NULL AS k, COUNT(DISTINCT t.patient_id) \
+         FROM (SELECT patient_id, snomedct_code AS c FROM clinical_events GROUP BY patient_id, \
+         snomedct_code) t GROUP BY 1",
+    ] {
+        assert_eq!(refused(&cx, sql).await, Rule::LowEffect, "{sql}");
+    }
+    // A cast that keeps every value, and one read by class with the code (the ICD-10 range
+    // idiom), are answered.
+    for sql in [
+        "SELECT COUNT(DISTINCT patient_id) FROM hes_apc WHERE CAST(substr(diag_4_01, 2, 2) AS \
+         INT) BETWEEN 20 AND 25",
+        "SELECT COUNT(DISTINCT patient_id) FROM hes_apc WHERE CAST(startage AS BIGINT) >= 40",
+        "SELECT SUM(CAST(startage AS DOUBLE)) FROM hes_apc",
+    ] {
+        assert!(!rows(&cx, sql).await.is_empty(), "{sql}");
+    }
+}
+
 /// Pairs of cells one person apart in truth, and how their released answers compare.
 #[derive(Debug, Default)]
 struct Tally {
