@@ -1272,7 +1272,8 @@ fn unmeasured(at: Unmeasured) -> RewriteError {
                 "a condition that casts a code or a category (snomedct_code, diag_4_01, \
                  admimeth, ethnicity, the region of a practice) to a type that cannot hold \
                  each of its values (TRY_CAST(snomedct_code AS DECIMAL(9, 0)) IS NULL, \
-                 CAST(admimeth AS INT) = 21) selects a set of codes that cannot be checked \
+                 CAST(admimeth AS INT) = 21), or compares it with a number (admimeth = \
+                 21, which is cast to one), selects a set of codes that cannot be checked \
                  for low effect; compare the code as it is, with a string \
                  (admimeth = '21', admimeth IN ('21', '22'))",
             ));
@@ -2191,7 +2192,9 @@ impl<'a> LowEffect<'a> {
             // (`CAST(substr(diag_4_01, 2, 2) AS INT) BETWEEN 20 AND 25`, review).
             let read_by_class =
                 one_column && self.in_cohort == 0 && row_category(scope, &refs[0]) && row_listed(e);
-            if !read_by_class && lossy_cast(scope, e, &category) {
+            if !read_by_class
+                && (lossy_cast(scope, e, &category) || string_as_number(scope, e, &category))
+            {
                 return Err(unmeasured(Unmeasured::CodeCast));
             }
             // A category (of rows or of the person, or a public table's column looked up by
@@ -9047,8 +9050,35 @@ fn lossy_cast(plan: &LogicalPlan, e: &Expr, reads: &dyn Fn(&Column) -> bool) -> 
     })
 }
 
+/// Whether `e` compares a string that reads a column `reads` holds for with a number
+/// (`admimeth = 21`, `aeattenddisp IN (1, 2)`): type coercion, after the rewrite, casts the
+/// string to the number, so that `= 1` holds for `'1'` and `'01'` alike, a list of codes
+/// left as written where one equality is (session 49).
+fn string_as_number(plan: &LogicalPlan, e: &Expr, reads: &dyn Fn(&Column) -> bool) -> bool {
+    let schema = plan.schema();
+    let string = |x: &Expr| {
+        x.column_refs().iter().any(|c| reads(c))
+            && x.get_type(schema.as_ref()).is_ok_and(|t| {
+                matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+            })
+    };
+    let number = |x: &Expr| x.get_type(schema.as_ref()).is_ok_and(|t| t.is_numeric());
+    any_node(e, &|x| match x {
+        Expr::BinaryExpr(BinaryExpr { left, op, right })
+            if is_comparison(*op)
+                || matches!(op, Operator::IsDistinctFrom | Operator::IsNotDistinctFrom) =>
+        {
+            (string(left) && number(right)) || (number(left) && string(right))
+        }
+        Expr::InList(l) => string(&l.expr) && l.list.iter().any(number),
+        Expr::Between(b) => string(&b.expr) && (number(&b.low) || number(&b.high)),
+        _ => false,
+    })
+}
+
 /// Whether every value of type `from` is a distinct value of type `to`: the same type, a
-/// string, an integer widened, or an integer of at most 32 bits as a double.
+/// string, an integer widened, an integer to a double (32 bits at most) or to a decimal with
+/// digits enough, a float or a decimal widened.
 pub(crate) fn lossless(from: &DataType, to: &DataType) -> bool {
     use DataType::*;
     let integer = |t: &DataType| match t {

@@ -5029,6 +5029,12 @@ async fn a_code_compared_with_values_of_the_querys_own_is_refused() {
             .to_string(),
         "SELECT COUNT(DISTINCT patient_id) FROM hes_apc WHERE CAST(admimeth AS INT) = 21"
             .to_string(),
+        // (A number against a string code: cast to the number after the rewrite, `= 1`
+        // holds for `'1'` and `'01'` alike.)
+        "SELECT COUNT(DISTINCT patient_id) FROM hes_apc WHERE admimeth = 21".to_string(),
+        format!(
+            "SELECT COUNT(DISTINCT a.patient_id) FROM {self_join} WHERE a.admimeth = b.epiorder"
+        ),
     ] {
         assert_eq!(refused(&cx, &sql).await, Rule::LowEffect, "{sql}");
     }
