@@ -9188,7 +9188,7 @@ fn compared_as_they_are(plan: &LogicalPlan, e: &Expr) -> bool {
             || classed(plan, c)
             || code_lookup(plan, c).is_some_and(|l| l.key)
             || public_key(plan, c).is_some()
-            || (category_source(plan, c) && code_lookup(plan, c).is_none())
+            || category_source(plan, c)
     };
     // An ordinal against an aggregate of personal rows as it is (`a.epiorder = s.n`, the
     // last episode of a spell by its count of episodes).
