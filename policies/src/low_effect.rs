@@ -161,7 +161,7 @@ use datafusion::logical_expr::utils::{
 use datafusion::logical_expr::{
     Aggregate, Between, BinaryExpr, Distinct, Expr, ExprFunctionExt, ExprSchemable, Filter, Join,
     JoinType, LogicalPlan, LogicalPlanBuilder, Operator, Projection, ScalarUDF, SubqueryAlias,
-    TableScan, WindowFrame, binary_expr, cast, lit, when,
+    TableScan, WindowFrame, WindowFrameBound, WindowFrameUnits, binary_expr, cast, lit, when,
 };
 
 use fivesafes_engine::catalog::PRIVACY_UNIT;
@@ -1058,6 +1058,12 @@ enum Unmeasured {
     /// names in one part (both sides of a self-join, two aliases of one column): snapped
     /// one name at a time, a pair of ages no anchor holds would move the target alone.
     AgesTogether,
+    /// A condition on a snapped number of rows (an age, a reading) that lets a row without
+    /// a value pass (`(numeric_value >= 50) IS NOT TRUE`, `COALESCE(numeric_value, 0) < 50`):
+    /// a NULL has no anchor to be read at, and read as written the one person in a cell
+    /// without a reading moved alone between it and `numeric_value < 50` (review, session
+    /// 50).
+    RowNullPasses,
     /// A grouping key that reads an age of rows with another column (`CASE WHEN admimeth =
     /// '21' AND startage >= 65 …`, or two names of the age): the age is snapped on its own,
     /// and the other column could keep an anchor in its cell while the target moves.
@@ -1190,6 +1196,17 @@ fn unmeasured(at: Unmeasured) -> RewriteError {
                  aliases of the column) cannot be checked for low effect (a range edge moved \
                  past one person must not change the answer); put the condition on one side \
                  only, or aggregate each side per person first",
+            ));
+        }
+        Unmeasured::RowNullPasses => {
+            return RewriteError::Refused(Refusal::new(
+                Rule::LowEffect,
+                "a condition on an age or a reading of rows (startage, numeric_value) that \
+                 lets a row without a value pass (IS NOT TRUE, IS NOT FALSE, COALESCE, CASE … \
+                 ELSE, IS DISTINCT FROM) cannot be checked for low effect (the persons \
+                 without a value must not be told apart one by one): write the condition so \
+                 that a missing value fails it (numeric_value < 50), and count the rows \
+                 without a value in a query of their own (numeric_value IS NULL)",
             ));
         }
         Unmeasured::AgeKeyMix => {
@@ -1380,8 +1397,8 @@ fn unmeasured(at: Unmeasured) -> RewriteError {
         Unmeasured::RowRangeInCohort => {
             return RewriteError::Refused(Refusal::new(
                 Rule::LowEffect,
-                "a range (or a list, or <>) on an age or other integer of rows (startage, \
-                 arrivalage, apptage, epiorder) inside a cohort subquery or a per-person \
+                "a range (or a list, or <>) on an age, a reading or another number of rows \
+                 (startage, arrivalage, apptage, epiorder, numeric_value) inside a cohort subquery or a per-person \
                  aggregation cannot be checked for low effect (a range edge moved past one \
                  person's only age in it must not change the answer): write it in the WHERE \
                  clause of the query that counts, joining the rows to patients on \
@@ -2231,7 +2248,7 @@ impl<'a> LowEffect<'a> {
                 && row_category(scope, &refs[0])
                 && (row_set(e)
                     || (several(&refs[0]) && !null_test(e))
-                    || (row_listed(e) && !integer(scope, &refs[0])))
+                    || (row_listed(e) && !integer(scope, &refs[0]) && !floating(scope, &refs[0])))
             {
                 return Err(unmeasured(Unmeasured::RowListInCohort));
             }
@@ -2243,7 +2260,7 @@ impl<'a> LowEffect<'a> {
             if self.in_cohort > 0
                 && refs.len() == 1
                 && row_category(scope, &refs[0])
-                && integer(scope, &refs[0])
+                && (integer(scope, &refs[0]) || floating(scope, &refs[0]))
                 && (range(e) || row_listed(e))
             {
                 return Err(unmeasured(Unmeasured::RowRangeInCohort));
@@ -3529,14 +3546,43 @@ impl<'a> LowEffect<'a> {
                     for original in &edge.values {
                         let v = &renamed[original];
                         let (below, above) = (self.name("edb"), self.name("eda"));
-                        let value = when(counted.clone(), atom(v)).end()?;
-                        windows.extend(nearest_anchors(
-                            value,
-                            by_class.clone(),
-                            v,
-                            (&below, &above),
-                        )?);
+                        // From the distinct (cell, value) pairs, joined back to the rows
+                        // ([`LowEffect::anchors_by_value`]), where the cell is all columns:
+                        // the windows' two sorts over every row (most rows of events have
+                        // no reading) were most of hba1c-over-58's time.
+                        if by_class.iter().all(|p| matches!(p, Expr::Column(_))) {
+                            let rows_now = plan.clone();
+                            plan = self.anchors_by_value(
+                                plan,
+                                &rows_now,
+                                &by_class,
+                                v,
+                                counted.clone(),
+                                (&below, &above, None),
+                            )?;
+                        } else {
+                            let value = when(counted.clone(), atom(v)).end()?;
+                            windows.extend(nearest_anchors(
+                                value,
+                                by_class.clone(),
+                                v,
+                                (&below, &above),
+                            )?);
+                        }
                         let data_type = value_type(&plan, v)?;
+                        // A condition that lets a NULL pass, on a value that can be NULL
+                        // (a reading, an age over an outer join's missing rows): refused
+                        // (`RowNullPasses`).
+                        let nullable = plan
+                            .schema()
+                            .field_with_unqualified_name(v)
+                            .map_or(true, |f| f.is_nullable());
+                        if edge.key.is_none()
+                            && nullable
+                            && null_passes(edge, original, &data_type, &in_schema)
+                        {
+                            return Err(unmeasured(Unmeasured::RowNullPasses));
+                        }
                         // A key that gives a NULL a value (over an outer join's missing
                         // rows: `CASE WHEN a.startage < 50 THEN 'a' ELSE 'b' END`) reads
                         // it as written only where an anchor whose decided rows are all
@@ -7554,27 +7600,44 @@ fn value_type(plan: &LogicalPlan, v: &str) -> Result<DataType, RewriteError> {
 /// The two window functions that give each row the greatest value of `anchored` (a row's
 /// value where it is an anchor's, else NULL) at or below the row's value column `v`, named
 /// `below`, and the least at or above it, named `above`, within `partition`. Every row of a
-/// value sees the anchors of that value (its peers: a range frame).
+/// value sees the anchors of that value: within one value the anchors are sorted first, and
+/// the frame runs from the partition's start to the row itself.
+///
+/// (Not a range frame over the value's peers, as until session 50: DataFusion's bounded
+/// window holds a peer group until it ends and copies what it holds with each batch, and
+/// the rows without a value (events without a reading, most of them) are one peer group.
+/// Snapping readings over the events under hba1c-over-58 took 75 s of compute per window at
+/// 200,000 patients that way. A row frame emits each row as it comes, and gives every row
+/// the same anchors: those at lower values, and at its own value all of them, sorted
+/// before it.)
 fn nearest_anchors(
     anchored: Expr,
     partition: Vec<Expr>,
     v: &str,
     (below, above): (&str, &str),
 ) -> datafusion::common::Result<Vec<(Expr, String)>> {
+    let running = || {
+        WindowFrame::new_bounds(
+            WindowFrameUnits::Rows,
+            WindowFrameBound::Preceding(ScalarValue::UInt64(None)),
+            WindowFrameBound::CurrentRow,
+        )
+    };
+    let anchors_first = anchored.clone().is_null().sort(true, false);
     Ok(vec![
         (
             over(max_udaf(), anchored.clone())
                 .partition_by(partition.clone())
-                .order_by(vec![atom(v).sort(true, false)])
-                .window_frame(WindowFrame::new(Some(false)))
+                .order_by(vec![atom(v).sort(true, false), anchors_first.clone()])
+                .window_frame(running())
                 .build()?,
             below.to_string(),
         ),
         (
             over(min_udaf(), anchored)
                 .partition_by(partition)
-                .order_by(vec![atom(v).sort(false, false)])
-                .window_frame(WindowFrame::new(Some(false)))
+                .order_by(vec![atom(v).sort(false, false), anchors_first])
+                .window_frame(running())
                 .build()?,
             above.to_string(),
         ),
@@ -7909,8 +7972,10 @@ fn value_partition(
 /// personal table other than `patients` read as it is stored (`snomedct_code`, `bnf_code`,
 /// `admimeth`; `startage`, `epiorder`), many values per person. Integers since session 42:
 /// `startage IN (40, 41)` against the same with an age only one person was admitted at
-/// answered 20 and 25 (raw 21 and 22). (Not dates and not `numeric_value`: their ranges
-/// are the open item of values of rows.)
+/// answered 20 and 25 (raw 21 and 22). Floating-point numbers (`numeric_value`, a
+/// reading) since session 50: `numeric_value < v` against `<= v` over the differencing
+/// cohort (one reading each) answered `SUM`s differing by the one reading at `v` for every
+/// `v` from 49 to 56. (Not dates: their ranges are the open item of values of rows.)
 fn row_category(plan: &LogicalPlan, c: &Column) -> bool {
     c.name != PRIVACY_UNIT
         && plan
@@ -7921,6 +7986,7 @@ fn row_category(plan: &LogicalPlan, c: &Column) -> bool {
                     f.data_type(),
                     DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
                 ) || f.data_type().is_integer()
+                    || f.data_type().is_floating()
             })
         && matches!(
             origin_of(plan, c),
@@ -8139,10 +8205,14 @@ fn bare_column(e: &Expr) -> bool {
     }
 }
 
-/// Whether column `c` of `plan` is an age of rows (`startage`, `arrivalage`, `apptage`):
-/// an integer category of rows that is no ordinal, snapped rather than read by class.
+/// Whether column `c` of `plan` is an age of rows (`startage`, `arrivalage`, `apptage`) or
+/// a reading (`numeric_value`): a number of rows that is no ordinal, snapped rather than
+/// read by class.
 fn row_age(plan: &LogicalPlan, c: &Column) -> bool {
-    row_category(plan, c) && integer(plan, c) && !ordinal(plan, c) && !identifying(plan, c)
+    row_category(plan, c)
+        && (integer(plan, c) || floating(plan, c))
+        && !ordinal(plan, c)
+        && !identifying(plan, c)
 }
 
 /// Whether column `c` of `plan` is a code of rows that a grouping key reads by class
@@ -8309,13 +8379,19 @@ fn any_node(e: &Expr, f: &dyn Fn(&Expr) -> bool) -> bool {
     found
 }
 
-/// Whether `e` over `plan` reads an age of rows ([`row_age`]) other than as it is: through
-/// anything but casts, or an aggregate of it with a filter.
+/// Whether `e` over `plan` reads an age or a reading of rows ([`row_age`]) other than as it
+/// is: through anything but casts that keep every value ([`lossless`]), or an aggregate of
+/// it with a filter. (A rounding cast is a band: `CAST(numeric_value AS DECIMAL(5, 1)) =
+/// 50.9` against `DECIMAL(5, 2)` and `50.90` in a derived table beside a subquery, one
+/// equality each, set apart a reading of 50.93; review, session 50.)
 fn age_banded(plan: &LogicalPlan, e: &Expr) -> bool {
     let bare = |x: &Expr| match unaliased(x) {
         Expr::Column(_) | Expr::Literal(..) => true,
-        Expr::Cast(Cast { expr, .. }) | Expr::TryCast(TryCast { expr, .. }) => {
+        Expr::Cast(Cast { expr, field }) | Expr::TryCast(TryCast { expr, field }) => {
             matches!(expr.as_ref(), Expr::Column(_))
+                && expr
+                    .get_type(plan.schema())
+                    .is_ok_and(|from| lossless(&from, field.data_type()))
         }
         _ => false,
     };
@@ -8412,6 +8488,13 @@ fn code_map_column(plan: &LogicalPlan, c: &Column) -> bool {
                 || e.column_refs().iter().any(|r| code_map_column(input, r))
         })
     })
+}
+
+/// Whether column `c` of `plan` is a floating-point number (`numeric_value`).
+fn floating(plan: &LogicalPlan, c: &Column) -> bool {
+    plan.schema()
+        .qualified_field_from_column(c)
+        .is_ok_and(|(_, f)| f.data_type().is_floating())
 }
 
 /// Whether column `c` of `plan` is an integer.

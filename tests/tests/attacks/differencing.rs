@@ -343,7 +343,8 @@ async fn excluding_one_person_by_a_grouping_key_does_not_change_a_count() {
 async fn excluding_or_adding_one_person_inside_a_large_cohort_subquery_does_not_change_a_count() {
     let f = fixture();
     let cx = f.project(RESEARCH).await;
-    // The cohort: persons 0..15 of the differencing practice (event values 40..54), so the
+    // The cohort: persons 0..15 of the differencing practice (events on 1 to 15 June 2021;
+    // their readings, 40..54, are snapped since session 50 and refused in a cohort), so the
     // selection leaves out half the cell: a condition with a large effect. A second
     // condition inside the subquery leaves out (or adds) one more person, on a column of
     // another table. Measured over the subquery's own persons, a condition that leaves out
@@ -363,8 +364,16 @@ async fn excluding_or_adding_one_person_inside_a_large_cohort_subquery_does_not_
              clinical_events WHERE snomedct_code = '{DIFF_CODE}') AND patient_id NOT IN ({sub})"
         )
     };
-    let base_in = single(&cx, &within(&format!("{rows} AND e.numeric_value < 55"))).await;
-    let base_out = single(&cx, &outside(&format!("{rows} AND e.numeric_value >= 55"))).await;
+    let base_in = single(
+        &cx,
+        &within(&format!("{rows} AND e.event_date < DATE '2021-06-16'")),
+    )
+    .await;
+    let base_out = single(
+        &cx,
+        &outside(&format!("{rows} AND e.event_date >= DATE '2021-06-16'")),
+    )
+    .await;
     assert!(base_in.is_some(), "the cohort of 15 is released");
     assert!(
         base_out.is_some(),
@@ -376,39 +385,39 @@ async fn excluding_or_adding_one_person_inside_a_large_cohort_subquery_does_not_
         let attacks = if i < 15 {
             vec![
                 within(&format!(
-                    "{rows} AND e.numeric_value < 55 AND p.birth_month <> DATE '{m}'"
+                    "{rows} AND e.event_date < DATE '2021-06-16' AND p.birth_month <> DATE '{m}'"
                 )),
                 within(&format!(
-                    "{rows} AND e.numeric_value < 55 AND NOT (p.birth_month = DATE '{m}')"
+                    "{rows} AND e.event_date < DATE '2021-06-16' AND NOT (p.birth_month = DATE '{m}')"
                 )),
                 within(&format!(
-                    "{rows} AND e.numeric_value < 55 AND {}",
+                    "{rows} AND e.event_date < DATE '2021-06-16' AND {}",
                     one_here_many_elsewhere("p", i)
                 )),
                 within(&format!(
                     "SELECT DISTINCT e.patient_id FROM clinical_events e \
                      JOIN patients p ON e.patient_id = p.patient_id \
-                     WHERE e.snomedct_code = '{DIFF_CODE}' AND e.numeric_value < 55 \
+                     WHERE e.snomedct_code = '{DIFF_CODE}' AND e.event_date < DATE '2021-06-16' \
                      AND p.birth_month <> DATE '{m}'"
                 )),
                 within(&format!(
-                    "{rows} AND e.numeric_value < 55 AND p.birth_month <> DATE '{m}' \
+                    "{rows} AND e.event_date < DATE '2021-06-16' AND p.birth_month <> DATE '{m}' \
                      GROUP BY e.patient_id"
                 )),
                 // Adding the person to the cohort that NOT IN leaves out.
                 outside(&format!(
-                    "{rows} AND (e.numeric_value >= 55 OR p.birth_month = DATE '{m}')"
+                    "{rows} AND (e.event_date >= DATE '2021-06-16' OR p.birth_month = DATE '{m}')"
                 )),
             ]
         } else {
             vec![
                 // Adding the person through an OR branch inside the subquery.
                 within(&format!(
-                    "{rows} AND (e.numeric_value < 55 OR p.birth_month = DATE '{m}')"
+                    "{rows} AND (e.event_date < DATE '2021-06-16' OR p.birth_month = DATE '{m}')"
                 )),
                 // Taking the person out of the cohort that NOT IN leaves out.
                 outside(&format!(
-                    "{rows} AND e.numeric_value >= 55 AND p.birth_month <> DATE '{m}'"
+                    "{rows} AND e.event_date >= DATE '2021-06-16' AND p.birth_month <> DATE '{m}'"
                 )),
             ]
         };
@@ -431,6 +440,12 @@ async fn excluding_or_adding_one_person_inside_a_large_cohort_subquery_does_not_
             }
         }
     }
+    let by_reading = within(&format!("{rows} AND e.numeric_value < 55"));
+    assert_eq!(
+        refused(&cx, &by_reading).await,
+        Rule::LowEffect,
+        "{by_reading}"
+    );
     assert!(
         differing.is_empty(),
         "one person inside a cohort subquery changed the released count:\n{}",
@@ -1157,8 +1172,11 @@ async fn a_condition_inside_an_aggregated_value_is_refused() {
 /// every person with a reading of `v`, but leaves out only those all of whose readings
 /// are `v`. Measured by the persons with such a row it was large, and when it left out one
 /// person the released count changed with that person (220 against 215 on this fixture,
-/// 215 being exactly the count of the others). The pairs are found in the background data:
-/// at least 12 persons with a reading of `v`, exactly one of whom has no other.
+/// 215 being exactly the count of the others). Readings are snapped since session 50 (a
+/// test of NULL beside their hole is refused), so the condition is now on the month of the
+/// events, a value of rows measured as written: `to_char(event_date, '%Y-%m') <> m`. The
+/// pairs are found in the background data: at least 12 persons with an event in `m`,
+/// exactly one of whom has no other.
 #[tokio::test]
 async fn excluding_one_person_by_a_condition_on_one_of_their_rows_does_not_change_a_count() {
     let f = fixture();
@@ -1166,17 +1184,18 @@ async fn excluding_one_person_by_a_condition_on_one_of_their_rows_does_not_chang
     let found = unprotected(
         &cx,
         "SELECT pc, code, v FROM (
-           SELECT pc, snomedct_code AS code, numeric_value AS v, COUNT(*) AS having_v,
+           SELECT pc, snomedct_code AS code, m AS v, COUNT(*) AS having_v,
                   SUM(CASE WHEN n_all = n_v THEN 1 ELSE 0 END) AS only_v
            FROM (SELECT p.practice_code AS pc, e.patient_id, e.snomedct_code,
-                        e.numeric_value, COUNT(*) AS n_v, MAX(t.n_all) AS n_all
+                        to_char(e.event_date, '%Y-%m') AS m, COUNT(*) AS n_v,
+                        MAX(t.n_all) AS n_all
                  FROM clinical_events e JOIN patients p ON e.patient_id = p.patient_id
                  JOIN (SELECT patient_id, snomedct_code, COUNT(*) AS n_all
                        FROM clinical_events GROUP BY patient_id, snomedct_code) t
                    ON e.patient_id = t.patient_id AND e.snomedct_code = t.snomedct_code
-                 WHERE e.numeric_value IS NOT NULL
-                 GROUP BY p.practice_code, e.patient_id, e.snomedct_code, e.numeric_value) x
-           GROUP BY pc, snomedct_code, numeric_value) y
+                 GROUP BY p.practice_code, e.patient_id, e.snomedct_code,
+                          to_char(e.event_date, '%Y-%m')) x
+           GROUP BY pc, snomedct_code, m) y
          WHERE only_v = 1 AND having_v >= 12 ORDER BY pc, code, v LIMIT 12",
     )
     .await;
@@ -1189,7 +1208,7 @@ async fn excluding_one_person_by_a_condition_on_one_of_their_rows_does_not_chang
              WHERE snomedct_code = '{code}' AND patient_id IN \
              (SELECT patient_id FROM patients WHERE practice_code = '{pc}')"
         );
-        let attack = format!("{all} AND (numeric_value <> {v} OR numeric_value IS NULL)");
+        let attack = format!("{all} AND to_char(event_date, '%Y-%m') <> '{v}'");
         // Whether output control alone would tell the two sets apart: the pairs where the
         // leak was visible.
         let mut expected = Vec::new();
@@ -1217,8 +1236,7 @@ async fn excluding_one_person_by_a_condition_on_one_of_their_rows_does_not_chang
              ON p.patient_id = e.patient_id \
              WHERE p.practice_code = '{pc}' AND e.snomedct_code = '{code}'"
         );
-        let joined_attack =
-            format!("{joined} AND (e.numeric_value <> {v} OR e.numeric_value IS NULL)");
+        let joined_attack = format!("{joined} AND to_char(e.event_date, '%Y-%m') <> '{v}'");
         for (all, attack) in [(&all, &attack), (&joined, &joined_attack)] {
             let (got_all, got) = (single(&cx, all).await, single(&cx, attack).await);
             if got != got_all {
@@ -1227,6 +1245,19 @@ async fn excluding_one_person_by_a_condition_on_one_of_their_rows_does_not_chang
         }
     }
     assert!(visible > 0, "no pair where the person's absence would show");
+    // The hole on readings with the test of NULL that keeps the rows without one: a part
+    // that lets a NULL pass beside a snapped value of rows is refused.
+    let pc = &found[0][0];
+    let by_reading = format!(
+        "SELECT COUNT(DISTINCT patient_id) FROM clinical_events WHERE patient_id IN \
+         (SELECT patient_id FROM patients WHERE practice_code = '{pc}') \
+         AND (numeric_value <> 131.0 OR numeric_value IS NULL)"
+    );
+    assert_eq!(
+        refused(&cx, &by_reading).await,
+        Rule::LowEffect,
+        "{by_reading}"
+    );
     assert!(
         differing.is_empty(),
         "a condition that leaves out one person changed the released count:\n{}",
@@ -1246,9 +1277,10 @@ async fn a_condition_aimed_at_the_low_effect_threshold_tips_only_by_chance() {
     let cx = f.project(RESEARCH).await;
     let p = *cx.output_control();
     let cohort = f.cohort(DIFF_PRACTICE);
-    // The cohort's one event each, of value `40 + index`: a condition on a value of rows is
+    // The cohort's one event each, on 2021-06-(1 + index): a condition on a date of rows is
     // not snapped (birth month is: see
-    // `moving_a_range_edge_or_a_hole_past_one_person_changes_an_answer_only_at_an_anchor`).
+    // `moving_a_range_edge_or_a_hole_past_one_person_changes_an_answer_only_at_an_anchor`;
+    // and readings are, since session 50).
     let events = "SELECT COUNT(DISTINCT e.patient_id) FROM clinical_events e \
                   JOIN patients p ON e.patient_id = p.patient_id \
                   WHERE p.practice_code = 'X20001' AND e.snomedct_code = '999000001'";
@@ -1257,7 +1289,7 @@ async fn a_condition_aimed_at_the_low_effect_threshold_tips_only_by_chance() {
     let floor = usize::try_from(low_effect_floor(&p)).expect("a small threshold");
     let values = |who: &[usize]| {
         who.iter()
-            .map(|&j| format!("{}", 40 + j))
+            .map(|&j| diff_date(j))
             .collect::<Vec<_>>()
             .join(", ")
     };
@@ -1268,9 +1300,12 @@ async fn a_condition_aimed_at_the_low_effect_threshold_tips_only_by_chance() {
         let others: Vec<usize> = (1..DIFF_SIZE).map(|j| (t + j) % DIFF_SIZE).collect();
         for start in [0, floor - 1, others.len() - (floor - 1)] {
             let known = &others[start..start + floor - 1];
-            // Without the target (a value nobody in the cell has): too few persons, always
+            // Without the target (a date nobody in the cell has): too few persons, always
             // ignored.
-            let absent = format!("{events} AND e.numeric_value NOT IN (7, {})", values(known));
+            let absent = format!(
+                "{events} AND e.event_date NOT IN (DATE '1999-01-01', {})",
+                values(known)
+            );
             let got = single(&cx, &absent).await;
             if got != base {
                 wrong.push(format!("{absent} -> {got:?} (all: {base:?})"));
@@ -1279,10 +1314,7 @@ async fn a_condition_aimed_at_the_low_effect_threshold_tips_only_by_chance() {
             // from their keys.
             let mut left_out = known.to_vec();
             left_out.push(t);
-            let present = format!(
-                "{events} AND e.numeric_value NOT IN ({})",
-                values(&left_out)
-            );
+            let present = format!("{events} AND e.event_date NOT IN ({})", values(&left_out));
             let key = f.cell_key(left_out.iter().map(|&j| cohort[j]));
             let kept: Vec<_> = (0..DIFF_SIZE)
                 .filter(|j| !left_out.contains(j))
@@ -1302,7 +1334,7 @@ async fn a_condition_aimed_at_the_low_effect_threshold_tips_only_by_chance() {
             // The same condition as a grouping key: the cell of the persons it keeps is
             // released as the whole practice when the key's effect is low.
             let grouped = format!(
-                "SELECT e.numeric_value NOT IN ({}) AS kept, COUNT(DISTINCT e.patient_id) \
+                "SELECT e.event_date NOT IN ({}) AS kept, COUNT(DISTINCT e.patient_id) \
                  FROM clinical_events e JOIN patients p ON e.patient_id = p.patient_id \
                  WHERE p.practice_code = 'X20001' AND e.snomedct_code = '999000001' \
                  GROUP BY 1",
@@ -1571,10 +1603,16 @@ async fn an_or_of_many_branches_that_leaves_out_few_persons_does_not_change_a_co
 async fn a_case_too_large_to_take_apart_is_refused() {
     let f = fixture();
     let cx = f.project(RESEARCH).await;
-    // (On values of rows: a `CASE` over a person's category, `WHEN lsoa = …`, is a list of
-    // categories and refused beside an edge since session 38.)
+    // (On dates of rows: a `CASE` over a person's category, `WHEN lsoa = …`, is a list of
+    // categories and refused beside an edge since session 38; over readings, `WHEN
+    // e.numeric_value = k`, a list of readings, since session 50.)
     let whens: Vec<String> = (0..120)
-        .map(|k| format!("WHEN e.numeric_value = {k} THEN e.event_date <> DATE '2021-06-01'"))
+        .map(|k| {
+            format!(
+                "WHEN e.event_date = DATE '{}-01-01' THEN e.event_date <> DATE '2021-06-01'",
+                1900 + k
+            )
+        })
         .collect();
     let case = |whens: &[String]| {
         format!(
@@ -1600,8 +1638,10 @@ async fn a_case_too_large_to_take_apart_is_refused() {
 /// readings of `v`. Now a mask that touches many persons but decides few lets in the rows
 /// of the persons it decides only, so the answer is the readings without `v` plus those
 /// persons' readings: it moves with them by their own rows, as the query without the
-/// condition does. The values are found in the background data (read by at least 20
-/// persons at the practice, at most 7 of whom have no other reading of the code), and the
+/// condition does. Readings are snapped since session 50, so the condition is now on the
+/// month of the events (`to_char(event_date, '%Y-%m') <> m`, a value of rows measured as
+/// written). The months are found in the background data (held by at least 20 persons at
+/// the practice, at most 7 of whom have no other event of the code in another), and the
 /// released count must be output control's for exactly those rows, through the plain
 /// aggregation, a grouped one (the sampled measurement) and an `OR` (the general one).
 #[tokio::test]
@@ -1617,16 +1657,15 @@ async fn a_condition_that_decides_few_persons_does_not_change_a_count_of_rows_by
                    SELECT pc, code, v, COUNT(*) AS having_v,
                           SUM(CASE WHEN n_other = 0 THEN 1 ELSE 0 END) AS only_v
                    FROM (SELECT p.practice_code AS pc, e.patient_id, e.snomedct_code AS code,
-                                e.numeric_value AS v, MAX(t.n_all) - COUNT(*) AS n_other
+                                to_char(e.event_date, '%Y-%m') AS v,
+                                MAX(t.n_all) - COUNT(*) AS n_other
                          FROM clinical_events e JOIN patients p ON e.patient_id = p.patient_id
-                         JOIN (SELECT patient_id, snomedct_code,
-                                      COUNT(numeric_value) AS n_all
+                         JOIN (SELECT patient_id, snomedct_code, COUNT(*) AS n_all
                                FROM clinical_events GROUP BY patient_id, snomedct_code) t
                            ON e.patient_id = t.patient_id
                           AND e.snomedct_code = t.snomedct_code
-                         WHERE e.numeric_value IS NOT NULL
                          GROUP BY p.practice_code, e.patient_id, e.snomedct_code,
-                                  e.numeric_value) x
+                                  to_char(e.event_date, '%Y-%m')) x
                    GROUP BY pc, code, v) y
                  WHERE having_v >= 20 AND {which} ORDER BY pc, code, v LIMIT 4"
             ),
@@ -1642,13 +1681,13 @@ async fn a_condition_that_decides_few_persons_does_not_change_a_count_of_rows_by
             "FROM clinical_events WHERE snomedct_code = '{code}' AND patient_id IN \
              (SELECT patient_id FROM patients WHERE practice_code = '{pc}')"
         );
-        // The rows the answer must count: every reading other than `v` (`<>` is not true
-        // for NULL), and every reading of the persons with no such reading.
+        // The rows the answer must count: every event outside the month `v`, and every
+        // event of the persons with none outside it.
         let kept = unprotected(
             &cx,
             &format!(
                 "SELECT patient_id, COUNT(*) AS n, \
-                 COUNT(*) FILTER (WHERE numeric_value <> {v}) AS other {cell} \
+                 COUNT(*) FILTER (WHERE to_char(event_date, '%Y-%m') <> '{v}') AS other {cell} \
                  GROUP BY patient_id"
             ),
         )
@@ -1662,15 +1701,15 @@ async fn a_condition_that_decides_few_persons_does_not_change_a_count_of_rows_by
         let want = expected_rows(&per_person, (key % 256) as u8, cx.output_control());
         assert!(want.is_some(), "{cell}");
         for sql in [
-            format!("SELECT COUNT(*) {cell} AND numeric_value <> {v}"),
+            format!("SELECT COUNT(*) {cell} AND to_char(event_date, '%Y-%m') <> '{v}'"),
             format!(
                 "SELECT p.practice_code, COUNT(*) FROM clinical_events e \
                  JOIN patients p ON e.patient_id = p.patient_id \
                  WHERE e.snomedct_code = '{code}' AND p.practice_code = '{pc}' \
-                 AND e.numeric_value <> {v} GROUP BY p.practice_code"
+                 AND to_char(e.event_date, '%Y-%m') <> '{v}' GROUP BY p.practice_code"
             ),
             format!(
-                "SELECT COUNT(*) {cell} AND (numeric_value <> {v} \
+                "SELECT COUNT(*) {cell} AND (to_char(event_date, '%Y-%m') <> '{v}' \
                  OR event_date < DATE '1900-01-01')"
             ),
         ] {
@@ -2065,7 +2104,7 @@ async fn a_person_let_in_by_a_dropped_or_branch_is_not_an_edge_anchor() {
     let f = fixture();
     let cx = f.project(RESEARCH).await;
     let m = |i: usize| format!("DATE '{}'", birth_month(i));
-    // The differencing cohort kept by event values (rows, not snapped), with its men let in
+    // The differencing cohort kept by event dates (rows, not snapped), with its men let in
     // by a second branch: too few anchors share any mask of the `OR`, so no edge on birth
     // month has an anchor, and each keeps no one, wherever it is (until session 40 none was
     // applied, which released the whole cohort for an edge below all of it). (Its code is the cohort's alone. With
@@ -2073,13 +2112,13 @@ async fn a_person_let_in_by_a_dropped_or_branch_is_not_an_edge_anchor() {
     // anchors the `OR` cannot drop, and it has none: no answer, since session 37.)
     let kept: Vec<String> = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 14, 18, 20, 22]
         .iter()
-        .map(|i| (40 + i).to_string())
+        .map(|&i| diff_date(i))
         .collect();
     let events = format!(
         "SELECT COUNT(DISTINCT e.patient_id) FROM clinical_events e \
          JOIN patients p ON e.patient_id = p.patient_id \
          WHERE e.snomedct_code = '999000001' \
-         AND (e.numeric_value IN ({}) OR p.sex = 'M')",
+         AND (e.event_date IN ({}) OR p.sex = 'M')",
         kept.join(", ")
     );
     let without = single(&cx, &events).await;
@@ -2130,7 +2169,8 @@ async fn a_person_let_in_by_a_dropped_or_branch_is_not_an_edge_anchor() {
     // counted over the rows the `OR` decides, so the women's mask keeps its anchors and
     // the edge applies as it does without the `OR`.
     let events = "SELECT COUNT(DISTINCT e.patient_id) FROM clinical_events e \
-                  JOIN patients p ON e.patient_id = p.patient_id WHERE e.numeric_value > 0";
+                  JOIN patients p ON e.patient_id = p.patient_id \
+                  WHERE e.numeric_value IS NOT NULL";
     for row in &men {
         let few = format!("(p.lsoa = '{}' AND p.ethnicity = '{}')", row[0], row[1]);
         let edge = format!("p.birth_month <= DATE '{}'", row[2]);
@@ -2212,17 +2252,21 @@ async fn a_condition_ignored_inside_an_or_branch_lets_in_no_one_the_branch_would
              WHERE e.snomedct_code = '999000001'";
     let mut differing = Vec::new();
     let mut released = 0;
-    // Ranges of values `40 + index` that keep 14 or 15 persons (at least the highest
+    // Ranges of indexes (the events' dates, 2021-06-(1 + index)) that keep 14 or 15 persons (at least the highest
     // low-effect threshold, 14), none of sex `I` (index 7), and leave out at least 14 with
     // them: whether the `OR` has a large effect does not then depend on that person (a
     // count near the threshold tips with one person, the drawn-threshold edge, a separate
     // matter).
-    let ranges: Vec<(usize, usize)> = (48..=55)
+    let ranges: Vec<(usize, usize)> = (8..=15)
         .flat_map(|lo| [(lo, lo + 13), (lo, lo + 14)])
         .collect();
     for &(lo, hi) in &ranges {
         for sex in ["I"] {
-            let range = format!("e.numeric_value BETWEEN {lo} AND {hi}");
+            let range = format!(
+                "e.event_date BETWEEN {} AND {}",
+                diff_date(lo),
+                diff_date(hi)
+            );
             let plain = format!("{q} AND ({range} OR p.sex = '{sex}')");
             let want = single(&cx, &plain).await;
             released += usize::from(want.is_some());
@@ -2242,6 +2286,24 @@ async fn a_condition_ignored_inside_an_or_branch_lets_in_no_one_the_branch_would
         }
     }
     assert_eq!(released, ranges.len(), "an answer was suppressed");
+    // The same on the readings (`40 + index`), snapped since session 50: each branch that
+    // lets in no one answers as the `OR` with the branch alone does.
+    for (lo, hi) in [(48, 61), (55, 69)] {
+        let range = format!("e.numeric_value BETWEEN {lo} AND {hi}");
+        let want = single(&cx, &format!("{q} AND ({range} OR p.sex = 'I')")).await;
+        for branch in [
+            "(p.sex = 'I' AND p.ethnicity = 'ZZ')",
+            "(p.ethnicity = 'ZZ' AND p.sex = 'I')",
+        ] {
+            let sql = format!("{q} AND ({range} OR {branch})");
+            let got = single(&cx, &sql).await;
+            if got != want {
+                differing.push(format!(
+                    "{sql} -> {got:?} (without the condition: {want:?})"
+                ));
+            }
+        }
+    }
     assert!(
         differing.is_empty(),
         "a condition ignored inside an OR branch let in persons the branch alone would drop:\n{}",
@@ -2311,31 +2373,38 @@ async fn an_or_beside_a_condition_it_repeats_lets_in_no_one_through_its_other_br
     // The other way round: a person left out by a condition that leaves out only them is
     // let in though the `OR` beside it passes them only through a branch that lets in no
     // one else, where that `OR` itself leaves out few persons of the cell (the practice's
-    // men and the person of sex `I`, values `40 + index` at indexes 3, 7, 13, 23). Judged
+    // men and the person of sex `I`, indexes 3, 7, 13, 23, each singled out by the date of
+    // their event: readings are snapped since session 50). Judged
     // as if the `OR` failed them they are let in all the same; a first fix that kept them
     // out answered differently for each of them (1,630, 1,560, 1,530 against 1,610).
     let q = "SELECT SUM(e.numeric_value) FROM clinical_events e \
              JOIN patients p ON e.patient_id = p.patient_id \
              WHERE e.snomedct_code = '999000001'";
-    let branch = |v: usize| format!("{q} AND (p.sex = 'F' OR e.numeric_value = {v})");
-    let want = single(&cx, &format!("{} AND e.numeric_value <> 999", branch(999))).await;
+    let never = "DATE '1999-01-01'";
+    let branch = |d: &str| format!("{q} AND (p.sex = 'F' OR e.event_date = {d})");
+    let want = single(
+        &cx,
+        &format!("{} AND e.event_date <> {never}", branch(never)),
+    )
+    .await;
     assert!(want.is_some(), "the sum is released");
     // And where every person the `OR` passes passes two of its branches at once (no branch
     // has a large effect alone; the review's case for judging an `OR` by its pass mask).
-    let both = |v: usize| {
+    let both = |d: &str| {
         format!(
             "SELECT SUM(e.numeric_value) FROM clinical_events e \
              JOIN patients p ON e.patient_id = p.patient_id \
              WHERE (p.practice_code = 'X20001' OR e.snomedct_code = '999000001') \
-             AND e.numeric_value <> {v}"
+             AND e.event_date <> {d}"
         )
     };
-    assert_eq!(single(&cx, &both(999)).await, want, "{}", both(999));
-    for v in [43, 47, 53, 63] {
+    assert_eq!(single(&cx, &both(never)).await, want, "{}", both(never));
+    for i in [3, 7, 13, 23] {
+        let d = diff_date(i);
         for sql in [
-            format!("{} AND e.numeric_value <> {v}", branch(v)),
-            branch(v),
-            both(v),
+            format!("{} AND e.event_date <> {d}", branch(&d)),
+            branch(&d),
+            both(&d),
         ] {
             let got = single(&cx, &sql).await;
             if got != want {
@@ -3663,6 +3732,159 @@ async fn a_range_edge_on_ages_of_rows_that_moves_one_person_does_not_change_an_a
                 ON b.patient_id = a.patient_id \
                 WHERE a.gpprac = 'N81012' AND a.startage >= 60 AND b.startage <= 54";
     assert_eq!(refused(&cx, both).await, Rule::LowEffect, "{both}");
+}
+
+/// A range edge, a list or a band on readings (`numeric_value`, a floating-point value of
+/// rows) moved past one person's only reading. Until session 50 readings were neither read
+/// by class nor snapped: over the differencing cohort (one reading each, `40 + index`),
+/// `numeric_value < v` against `<= v` answered `SUM`s differing by exactly the reading `v`
+/// for every `v` from 49 to 56 (404 against 413, 413 against 527, …), and counts moved
+/// with the one person too (10 against 15 at 51). Readings are now snapped as ages of rows
+/// are: each row's reading is read at the nearest reading of an anchor of the cell whose
+/// readings there are all one value. Each pair below differs by one person who is no anchor
+/// (checked on the raw rows), and both answers must be equal; a range in a cohort
+/// subquery or beside a test of NULL that lets the NULLs pass is refused.
+#[tokio::test]
+async fn a_range_or_a_list_on_readings_moves_no_one_alone() {
+    let f = fixture();
+    let cx = f.project(RESEARCH).await;
+    let anchors = edge_anchor_keys();
+    let cohort = f.cohort(DIFF_PRACTICE);
+    let readings = format!(
+        "FROM clinical_events e JOIN patients p ON e.patient_id = p.patient_id \
+         WHERE e.snomedct_code = '{DIFF_CODE}'"
+    );
+    let persons = |sql: String| {
+        let cx = &cx;
+        async move {
+            unprotected(
+                cx,
+                &sql.replacen("SELECT SUM(e.numeric_value)", "SELECT e.patient_id", 1),
+            )
+            .await
+            .into_iter()
+            .map(|r| r[0].parse::<i64>().expect("an id"))
+            .collect::<std::collections::BTreeSet<i64>>()
+        }
+    };
+    let (mut attacks, mut released) = (0, 0);
+    let mut differing = Vec::new();
+    for i in (1..DIFF_SIZE - 1).step_by(2) {
+        let target = &cohort[i];
+        if anchors.contains(&target.record_key) {
+            continue;
+        }
+        let v = 40 + i;
+        let below: Vec<String> = (40..v).map(|x| x.to_string()).collect();
+        let pairs = [
+            (
+                format!("e.numeric_value < {v}"),
+                format!("e.numeric_value <= {v}"),
+            ),
+            (
+                format!("e.numeric_value > {v}"),
+                format!("e.numeric_value >= {v}"),
+            ),
+            (
+                format!("e.numeric_value + 0 < {v}"),
+                format!("e.numeric_value + 0 < {v}.5"),
+            ),
+            (
+                format!("e.numeric_value IN ({})", below.join(", ")),
+                format!("e.numeric_value IN ({}, {v})", below.join(", ")),
+            ),
+            (
+                format!("e.numeric_value BETWEEN {} AND 90", v + 1),
+                format!("e.numeric_value BETWEEN {v} AND 90"),
+            ),
+        ];
+        for (without, with) in pairs {
+            let (without, with) = (
+                format!("SELECT SUM(e.numeric_value) {readings} AND {without}"),
+                format!("SELECT SUM(e.numeric_value) {readings} AND {with}"),
+            );
+            let moved: Vec<i64> = persons(with.clone())
+                .await
+                .symmetric_difference(&persons(without.clone()).await)
+                .copied()
+                .collect();
+            assert_eq!(
+                moved,
+                vec![target.patient_id],
+                "the pair differs by the target alone: {with}"
+            );
+            for agg in [
+                "SUM(e.numeric_value)",
+                "COUNT(DISTINCT e.patient_id)",
+                "COUNT(*)",
+            ] {
+                let (a, b) = (
+                    without.replacen("SUM(e.numeric_value)", agg, 1),
+                    with.replacen("SUM(e.numeric_value)", agg, 1),
+                );
+                let (got_a, got_b) = (single(&cx, &a).await, single(&cx, &b).await);
+                if got_a != got_b {
+                    differing.push(format!("{a} -> {got_a:?}\n{b} -> {got_b:?}"));
+                }
+                attacks += 1;
+                released += usize::from(got_a.is_some());
+            }
+        }
+        // A band of readings as a grouping key: every cell the same.
+        let band = |hi: usize| {
+            format!(
+                "SELECT CASE WHEN e.numeric_value <= {hi} THEN 'low' ELSE 'high' END AS k, \
+                 SUM(e.numeric_value) {readings} GROUP BY 1"
+            )
+        };
+        let (a, b) = (band(v - 1), band(v));
+        let (got_a, got_b) = (sorted_rows(&cx, &a).await, sorted_rows(&cx, &b).await);
+        if got_a != got_b {
+            differing.push(format!("{a} -> {got_a:?}\n{b} -> {got_b:?}"));
+        }
+        attacks += 1;
+    }
+    assert!(
+        differing.is_empty(),
+        "a condition on readings moved one person who is no anchor:\n{}",
+        differing.join("\n")
+    );
+    eprintln!("{attacks} pairs, {released} released");
+    assert!(attacks >= 100, "only {attacks} pairs");
+    assert!(
+        released >= attacks / 4,
+        "only {released} of {attacks} answers released"
+    );
+    for sql in [
+        format!(
+            "SELECT COUNT(*) FROM patients WHERE patient_id IN \
+             (SELECT e.patient_id {readings} AND e.numeric_value < 55)"
+        ),
+        format!(
+            "SELECT COUNT(*) {readings} AND (e.numeric_value >= 55 OR e.numeric_value IS NULL)"
+        ),
+        // One atom that lets a missing reading pass: the persons without a reading would be
+        // told apart from `numeric_value < 55` (review).
+        format!("SELECT COUNT(*) {readings} AND (e.numeric_value >= 55) IS NOT TRUE"),
+        format!("SELECT COUNT(*) {readings} AND COALESCE(e.numeric_value, 0) < 55"),
+        // A rounding cast is a band of readings: in a derived table beside a subquery, where
+        // the condition is not followed down, one equality on it (review).
+        format!(
+            "SELECT COUNT(DISTINCT t.patient_id) FROM (SELECT patient_id, \
+             CAST(numeric_value AS DECIMAL(5, 1)) AS r FROM clinical_events \
+             WHERE snomedct_code = '{DIFF_CODE}') t WHERE t.r = 50.9 AND t.patient_id IN \
+             (SELECT patient_id FROM patients WHERE practice_code = '{DIFF_PRACTICE}')"
+        ),
+        format!(
+            "SELECT t.r, COUNT(DISTINCT t.patient_id) FROM (SELECT patient_id, \
+             CAST(numeric_value AS INT) AS r FROM clinical_events \
+             WHERE snomedct_code = '{DIFF_CODE}') t WHERE t.patient_id IN \
+             (SELECT patient_id FROM patients WHERE practice_code = '{DIFF_PRACTICE}') \
+             GROUP BY 1"
+        ),
+    ] {
+        assert_eq!(refused(&cx, &sql).await, Rule::LowEffect, "{sql}");
+    }
 }
 
 /// A grouping key that bands an age of rows (`CASE WHEN startage BETWEEN 50 AND v THEN 'a'

@@ -253,10 +253,17 @@ pub const THRESHOLD_GROUPS: &[(&str, usize)] = &[
 
 /// Differencing cohort: 30 persons born in consecutive months from January 1940, so each is
 /// singled out by its birth month; sexes 26 F, 3 M (indexes 3, 13, 23) and one I (index 7).
-/// Each has one event of [`DIFF_CODE`] with value `40 + index`.
+/// Each has one event of [`DIFF_CODE`] with value `40 + index`, on 2021-06-(1 + index)
+/// (see [`diff_date`]): since readings are snapped (session 50), an event's date is the one
+/// value of rows that singles a person out and is measured as written.
 pub const DIFF_PRACTICE: &str = "X20001";
 /// See [`DIFF_PRACTICE`].
 pub const DIFF_CODE: &str = "999000001";
+/// The date of the [`DIFF_CODE`] event of person `i` of the differencing cohort, as a SQL
+/// literal.
+pub fn diff_date(i: usize) -> String {
+    format!("DATE '2021-06-{:02}'", 1 + i)
+}
 /// Persons in the differencing cohort.
 pub const DIFF_SIZE: usize = 30;
 
@@ -411,7 +418,7 @@ fn plan_persons(deciles: bool) -> Vec<Planted> {
             Ndoo::In,
         );
         p.events.push((
-            "2021-06-01".into(),
+            format!("2021-06-{:02}", 1 + month),
             DIFF_CODE.into(),
             Some(40.0 + f64::from(month)),
         ));
