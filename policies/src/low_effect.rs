@@ -1398,8 +1398,8 @@ fn unmeasured(at: Unmeasured) -> RewriteError {
             return RewriteError::Refused(Refusal::new(
                 Rule::LowEffect,
                 "a range (or a list, or <>) on an age, a reading or another number of rows \
-                 (startage, arrivalage, apptage, epiorder, numeric_value) inside a cohort subquery or a per-person \
-                 aggregation cannot be checked for low effect (a range edge moved past one \
+                 (startage, arrivalage, apptage, epiorder, numeric_value) inside a cohort \
+                 subquery or a per-person aggregation cannot be checked for low effect (a range edge moved past one \
                  person's only age in it must not change the answer): write it in the WHERE \
                  clause of the query that counts, joining the rows to patients on \
                  patient_id, where it is snapped; or aggregate the value per person first \
@@ -2248,7 +2248,7 @@ impl<'a> LowEffect<'a> {
                 && row_category(scope, &refs[0])
                 && (row_set(e)
                     || (several(&refs[0]) && !null_test(e))
-                    || (row_listed(e) && !integer(scope, &refs[0]) && !floating(scope, &refs[0])))
+                    || (row_listed(e) && !number(scope, &refs[0])))
             {
                 return Err(unmeasured(Unmeasured::RowListInCohort));
             }
@@ -2260,7 +2260,7 @@ impl<'a> LowEffect<'a> {
             if self.in_cohort > 0
                 && refs.len() == 1
                 && row_category(scope, &refs[0])
-                && (integer(scope, &refs[0]) || floating(scope, &refs[0]))
+                && number(scope, &refs[0])
                 && (range(e) || row_listed(e))
             {
                 return Err(unmeasured(Unmeasured::RowRangeInCohort));
@@ -3545,6 +3545,19 @@ impl<'a> LowEffect<'a> {
                     // the fixture, and `startage <= 98` in a practice 365 against 470).
                     for original in &edge.values {
                         let v = &renamed[original];
+                        // A condition that lets a NULL pass, on a value that can be NULL
+                        // (a reading, an age over an outer join's missing rows): refused
+                        // (`RowNullPasses`).
+                        let nullable = plan
+                            .schema()
+                            .field_with_unqualified_name(v)
+                            .map_or(true, |f| f.is_nullable());
+                        if edge.key.is_none()
+                            && nullable
+                            && null_passes(edge, original, &value_type(&plan, v)?, &in_schema)
+                        {
+                            return Err(unmeasured(Unmeasured::RowNullPasses));
+                        }
                         let (below, above) = (self.name("edb"), self.name("eda"));
                         // From the distinct (cell, value) pairs, joined back to the rows
                         // ([`LowEffect::anchors_by_value`]), where the cell is all columns:
@@ -3570,19 +3583,6 @@ impl<'a> LowEffect<'a> {
                             )?);
                         }
                         let data_type = value_type(&plan, v)?;
-                        // A condition that lets a NULL pass, on a value that can be NULL
-                        // (a reading, an age over an outer join's missing rows): refused
-                        // (`RowNullPasses`).
-                        let nullable = plan
-                            .schema()
-                            .field_with_unqualified_name(v)
-                            .map_or(true, |f| f.is_nullable());
-                        if edge.key.is_none()
-                            && nullable
-                            && null_passes(edge, original, &data_type, &in_schema)
-                        {
-                            return Err(unmeasured(Unmeasured::RowNullPasses));
-                        }
                         // A key that gives a NULL a value (over an outer join's missing
                         // rows: `CASE WHEN a.startage < 50 THEN 'a' ELSE 'b' END`) reads
                         // it as written only where an anchor whose decided rows are all
@@ -8209,10 +8209,7 @@ fn bare_column(e: &Expr) -> bool {
 /// a reading (`numeric_value`): a number of rows that is no ordinal, snapped rather than
 /// read by class.
 fn row_age(plan: &LogicalPlan, c: &Column) -> bool {
-    row_category(plan, c)
-        && (integer(plan, c) || floating(plan, c))
-        && !ordinal(plan, c)
-        && !identifying(plan, c)
+    row_category(plan, c) && number(plan, c) && !ordinal(plan, c) && !identifying(plan, c)
 }
 
 /// Whether column `c` of `plan` is a code of rows that a grouping key reads by class
@@ -8490,18 +8487,12 @@ fn code_map_column(plan: &LogicalPlan, c: &Column) -> bool {
     })
 }
 
-/// Whether column `c` of `plan` is a floating-point number (`numeric_value`).
-fn floating(plan: &LogicalPlan, c: &Column) -> bool {
+/// Whether column `c` of `plan` is an integer or a floating-point number (`startage`,
+/// `numeric_value`).
+fn number(plan: &LogicalPlan, c: &Column) -> bool {
     plan.schema()
         .qualified_field_from_column(c)
-        .is_ok_and(|(_, f)| f.data_type().is_floating())
-}
-
-/// Whether column `c` of `plan` is an integer.
-fn integer(plan: &LogicalPlan, c: &Column) -> bool {
-    plan.schema()
-        .qualified_field_from_column(c)
-        .is_ok_and(|(_, f)| f.data_type().is_integer())
+        .is_ok_and(|(_, f)| f.data_type().is_integer() || f.data_type().is_floating())
 }
 
 /// Whether atom `e` is a range: a comparison by order (`<`, `<=`, `>`, `>=`) or `BETWEEN`.
