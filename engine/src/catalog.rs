@@ -127,6 +127,12 @@ pub const PRACTICE_REGISTRATIONS: TableDef = TableDef {
     key: None,
 };
 
+/// The largest magnitude of a stored reading (`clinical_events.numeric_value`): ingest
+/// rejects a reading past it. No clinical reading comes near it; the policy layer relies
+/// on it to prove that arithmetic on readings inside an aggregate cannot overflow (rule 7
+/// for values, `values.rs`).
+pub const MAX_READING: f64 = 1e15;
+
 /// `clinical_events`: coded GP events (diagnoses, observations).
 pub const CLINICAL_EVENTS: TableDef = TableDef {
     name: "clinical_events",

@@ -490,6 +490,24 @@ enum Pre {
     NotPossible(LogicalPlan),
 }
 
+/// `SUM` of the argument of `af` (a `SUM` or `AVG`) over rows of `schema`, in floating
+/// point: a per-person total of integers or decimals in their own type could wrap (or fail)
+/// for a person with many large values, a condition on their values (`values.rs`).
+fn float_sum(af: &AggregateFunction, schema: &datafusion::common::DFSchema) -> Expr {
+    let mut a = af.clone();
+    a.func = sum_udaf();
+    a.params.args = a
+        .params
+        .args
+        .into_iter()
+        .map(|x| match x.get_type(schema) {
+            Ok(DataType::Float64) => x,
+            _ => cast(x, DataType::Float64),
+        })
+        .collect();
+    Expr::AggregateFunction(a)
+}
+
 /// The per-group partial column(s) of one aggregate expression of a pre-aggregated input.
 #[derive(Debug, Clone)]
 enum Partial {
@@ -552,12 +570,12 @@ fn pre_aggregate(
             }
             "sum" if !params.distinct => {
                 let name = format!("__fs_pre_s{j}");
-                aggr.push(with(sum_udaf()).alias(&name));
+                aggr.push(float_sum(af, input.schema()).alias(&name));
                 partials.push(Partial::Sum(name));
             }
             "avg" if !params.distinct => {
                 let (sums, rows) = (format!("__fs_pre_s{j}"), format!("__fs_pre_n{j}"));
-                aggr.push(with(sum_udaf()).alias(&sums));
+                aggr.push(float_sum(af, input.schema()).alias(&sums));
                 aggr.push(with(count_udaf()).alias(&rows));
                 partials.push(Partial::Mean { sums, rows });
             }
@@ -893,7 +911,7 @@ fn finish_aggregate(
                         inner_aggr.push(again(n).alias(&rows));
                     }
                     _ => {
-                        inner_aggr.push(with(sum_udaf()).alias(&sums));
+                        inner_aggr.push(float_sum(af, input.schema()).alias(&sums));
                         if name == "avg" {
                             inner_aggr.push(with(count_udaf()).alias(&rows));
                         }

@@ -19,11 +19,35 @@
 //! tables. These change a value the same way for every person, so no person can be singled
 //! out by them. A condition goes in `WHERE`, where it is measured, or in `GROUP BY`.
 //!
+//! A `SUM` or `AVG` reads more than whether a value is NULL: it adds the values up, so the
+//! arithmetic on them must also treat every value alike ([`linear`], session 51). Three
+//! kinds of arithmetic do not, and each made a condition inside a sum:
+//!
+//! - **division that rounds**: integers and decimals divide with a rounded result, so
+//!   `SUM((startage + 950) / 1000)` counted the episodes of age 50 and over (920 on the
+//!   attack fixture) and `(startage + 949) / 1000` those of 51 and over (896): an edge on
+//!   ages that `WHERE` would have snapped;
+//! - **integer arithmetic that wraps** past its type's range (DataFusion does not fail on
+//!   it): `(x - v) * 2^58` is 0 exactly where `x` is `v` or `v ± 64`;
+//! - **floating point pushed past its range or precision**: a factor that overflows some
+//!   values to infinity (`(x - v) * 1e308 * 1e-300`: a sum with an infinite contribution is
+//!   suppressed, so whether it was released said whether every value lay within 1.8 of `v`),
+//!   one that underflows them to zero, or two constant shifts that cancel (`(x + 2^62) -
+//!   2^62` rounds `x` to a multiple of 1,024: a band).
+//!
+//! [`linear`] proves these away from bounds: stored integers by their type, readings by
+//! [`MAX_READING`] (enforced by ingest), parts of dates by the years ingest accepts, and a
+//! per-group `COUNT` or `SUM` by [`GROUP_ROWS`] rows; at most one constant shift of a
+//! floating-point value. The per-person totals output control adds up are computed in
+//! floating point (`rewrite.rs`), so they cannot wrap.
+//!
 //! Canned reports are exempt, as from the rest of rule 7.
 
+use datafusion::arrow::datatypes::DataType;
 use datafusion::logical_expr::expr::{Cast, TryCast};
 use datafusion::logical_expr::{Aggregate, Distinct, Expr, ExprSchemable, LogicalPlan, Operator};
 use datafusion::scalar::ScalarValue;
+use fivesafes_engine::catalog::MAX_READING;
 
 use crate::decision::{Refusal, Rule};
 
@@ -49,6 +73,20 @@ pub(crate) fn check(agg: &Aggregate) -> Result<(), Refusal> {
                  aggregate (CASE, NULLIF, a comparison, a division by a column, a cast that is \
                  NULL past its range such as TRY_CAST(x AS TINYINT))"
             )));
+        }
+        if matches!(name.as_str(), "SUM" | "AVG" | "MEAN") {
+            for a in &af.params.args {
+                if let Err(why) = linear(&agg.input, a) {
+                    return Err(Refusal::new(
+                        Rule::LowEffect,
+                        format!(
+                            "the argument of {name} over persons {why}. Arithmetic that \
+                             treats some values unlike others is a condition inside an \
+                             aggregate, which cannot be checked for low effect"
+                        ),
+                    ));
+                }
+            }
         }
     }
     Ok(())
@@ -162,3 +200,323 @@ fn plain_at(plan: &LogicalPlan, i: usize) -> bool {
         _ => false,
     }
 }
+
+/// The largest magnitude a floating-point value added up may reach: summed over every row
+/// of the store it stays far from overflow.
+const FLOAT_LIMIT: f64 = 1e200;
+
+/// The smallest factor a floating-point value added up may be scaled by: a reading scaled
+/// by it stays far from underflow (a value rounded to zero, or to a coarse subnormal step).
+const SCALE_LIMIT: f64 = 1e-100;
+
+/// The most rows one group of a table can have (2^40, over a trillion): bounds a `COUNT`
+/// and a `SUM` per group.
+pub(crate) const GROUP_ROWS: f64 = 1_099_511_627_776.0;
+
+/// What arithmetic did to a value that is added up ([`linear`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Shape {
+    /// The largest magnitude it can have.
+    bound: f64,
+    /// The product of the magnitudes of the constant factors and divisors it was scaled by
+    /// (1 for a value as stored).
+    scale: f64,
+    /// Whether a constant was added to it in floating point (which rounds it).
+    shifted: bool,
+    /// Whether it counts rows (a `COUNT`, or a `SUM`, `MAX` … of counts of disjoint
+    /// groups): at most [`GROUP_ROWS`] summed over any group too.
+    rows: bool,
+}
+
+impl Shape {
+    fn at_most(bound: f64) -> Shape {
+        Shape {
+            bound,
+            scale: 1.0,
+            shifted: false,
+            rows: false,
+        }
+    }
+
+    /// A count of rows.
+    fn rows() -> Shape {
+        Shape {
+            rows: true,
+            ..Shape::at_most(GROUP_ROWS)
+        }
+    }
+
+    /// A stored value of type `t`: integers and decimals by their type's range, floating
+    /// point by [`MAX_READING`] (the one stored floating-point column is a reading); other
+    /// types are not numbers (unbounded: they cannot be added up).
+    fn stored(t: &DataType) -> Shape {
+        Shape::at_most(type_bound(t).unwrap_or(match t {
+            DataType::Float16 | DataType::Float32 | DataType::Float64 => MAX_READING,
+            _ => f64::INFINITY,
+        }))
+    }
+
+    /// Either of two values (a union's inputs).
+    fn either(self, other: Shape) -> Shape {
+        Shape {
+            bound: self.bound.max(other.bound),
+            scale: self.scale.min(other.scale),
+            shifted: self.shifted || other.shifted,
+            rows: false,
+        }
+    }
+}
+
+/// The largest magnitude of an integer or decimal type (`None` for other types).
+fn type_bound(t: &DataType) -> Option<f64> {
+    use DataType::*;
+    Some(match t {
+        Int8 => 128.0,
+        Int16 => 32_768.0,
+        Int32 => 2_147_483_648.0,
+        Int64 => 9_223_372_036_854_775_808.0,
+        UInt8 => 255.0,
+        UInt16 => 65_535.0,
+        UInt32 => 4_294_967_295.0,
+        UInt64 => 18_446_744_073_709_551_615.0,
+        Decimal32(p, s) | Decimal64(p, s) | Decimal128(p, s) | Decimal256(p, s) => {
+            10f64.powi(i32::from(*p) - i32::from(*s))
+        }
+        _ => return None,
+    })
+}
+
+/// The magnitude of a constant (infinite when it is not a number; 0 for NULL).
+fn magnitude(v: &ScalarValue) -> f64 {
+    if v.is_null() {
+        return 0.0;
+    }
+    match v.cast_to(&DataType::Float64) {
+        Ok(ScalarValue::Float64(Some(x))) => x.abs(),
+        _ => f64::INFINITY,
+    }
+}
+
+/// Whether `t` is a floating-point type.
+fn floating(t: &DataType) -> bool {
+    matches!(t, DataType::Float16 | DataType::Float32 | DataType::Float64)
+}
+
+/// Whether the result of arithmetic of type `t` can hold a value of shape `s`: an integer
+/// within its type (integer arithmetic wraps), floating point within [`FLOAT_LIMIT`] and
+/// scaled by no less than [`SCALE_LIMIT`].
+fn fits(t: &DataType, s: Shape) -> Result<Shape, &'static str> {
+    if floating(t) {
+        if s.bound.is_nan() || s.bound > FLOAT_LIMIT {
+            return Err(
+                "could overflow to infinity for some values (a constant too large for \
+                        the values it scales or shifts)",
+            );
+        }
+        if s.scale < SCALE_LIMIT && s.scale != 0.0 {
+            return Err("is scaled by so small a factor that some values would round to zero");
+        }
+    } else if let Some(max) = type_bound(t)
+        && !matches!(
+            t,
+            DataType::Decimal32(..)
+                | DataType::Decimal64(..)
+                | DataType::Decimal128(..)
+                | DataType::Decimal256(..)
+        )
+        && (s.bound.is_nan() || s.bound >= max)
+    {
+        return Err(
+            "could wrap past the range of its integer type for some values (integer \
+                    arithmetic wraps: `(x - v) * 2^58` is 0 exactly where x is v or v ± 64); \
+                    compute in DOUBLE (CAST(x AS DOUBLE))",
+        );
+    }
+    Ok(s)
+}
+
+/// The bound of `date_part(part, d)` for a date ingest accepts (years 1850 to 2199, moved by
+/// at most the 50 years of interval `side_channel.rs` allows).
+fn date_part_bound(part: &str) -> f64 {
+    match part.to_lowercase().as_str() {
+        "year" | "isoyear" | "decade" | "century" | "millennium" | "millenium" => 10_000.0,
+        "second" | "seconds" | "s" | "sec" | "secs" => 60.0,
+        "millisecond" | "milliseconds" | "ms" | "msec" | "msecs" => 60_000.0,
+        "microsecond" | "microseconds" | "us" | "usec" | "usecs" => 60_000_000.0,
+        "nanosecond" | "nanoseconds" | "ns" | "nsec" | "nsecs" => 60_000_000_000.0,
+        "month" | "months" | "week" | "weeks" | "day" | "days" | "dow" | "doy" | "isodow"
+        | "quarter" | "hour" | "hours" | "minute" | "minutes" | "m" | "h" | "d" | "w" | "mon"
+        | "mons" | "min" | "mins" => 1_000.0,
+        // `epoch` (seconds since 1970) and anything else.
+        _ => 1e11,
+    }
+}
+
+/// The shape of `e` over the rows of `input`, a plain value ([`plain`]) that is added up by
+/// `SUM` or `AVG`: an error, saying why, when its arithmetic could treat some values
+/// differently from others (see the module documentation).
+fn linear(input: &LogicalPlan, e: &Expr) -> Result<Shape, &'static str> {
+    let constant = |x: &Expr| match unalias(x) {
+        Expr::Literal(v, _) => Some(magnitude(v)),
+        _ => None,
+    };
+    let schema = input.schema();
+    match e {
+        Expr::Alias(a) => linear(input, &a.expr),
+        Expr::Literal(v, _) => Ok(Shape::at_most(magnitude(v))),
+        Expr::Column(c) => match schema.index_of_column(c) {
+            Ok(i) => linear_at(input, i),
+            Err(_) => Err("reads a column it cannot follow"),
+        },
+        // A cast that keeps every value ([`plain`]) keeps its shape.
+        Expr::Cast(Cast { expr, .. }) | Expr::TryCast(TryCast { expr, .. }) => linear(input, expr),
+        Expr::Negative(x) => {
+            let s = Shape {
+                rows: false,
+                ..linear(input, x)?
+            };
+            fits(&e.get_type(schema.as_ref()).map_err(|_| UNTYPED)?, s)
+        }
+        Expr::BinaryExpr(b) => {
+            let t = e.get_type(schema.as_ref()).map_err(|_| UNTYPED)?;
+            let (l, r) = (b.left.as_ref(), b.right.as_ref());
+            let (x, c) = match (constant(l), constant(r)) {
+                (_, Some(c)) => (l, c),
+                (Some(c), None) => (r, c),
+                (None, None) => return Err("combines two values"),
+            };
+            let s = linear(input, x)?;
+            let shape = match b.op {
+                Operator::Plus | Operator::Minus => {
+                    let shifts = floating(&t) && c != 0.0;
+                    if shifts && s.shifted {
+                        return Err("adds constants to a floating-point value more than once \
+                                    (`(x + 2^62) - 2^62` rounds x to a multiple of 1,024: a \
+                                    band); add them up into one");
+                    }
+                    Shape {
+                        bound: s.bound + c,
+                        scale: s.scale,
+                        shifted: s.shifted || shifts,
+                        rows: false,
+                    }
+                }
+                Operator::Multiply if c == 0.0 => Shape::at_most(0.0),
+                Operator::Multiply => Shape {
+                    bound: s.bound * c,
+                    scale: s.scale * c,
+                    shifted: s.shifted,
+                    rows: false,
+                },
+                Operator::Divide if floating(&t) => Shape {
+                    bound: s.bound / c,
+                    scale: s.scale / c,
+                    shifted: s.shifted,
+                    rows: false,
+                },
+                Operator::Divide => {
+                    return Err(
+                        "divides integers or decimals, which rounds (`(startage + 950) \
+                                / 1000` is 1 from age 50 on and 0 below); divide a DOUBLE \
+                                instead (CAST(x AS DOUBLE) / 1000), or group by the band",
+                    );
+                }
+                _ => return Err("uses an operator other than +, -, * and /"),
+            };
+            fits(&t, shape)
+        }
+        Expr::ScalarFunction(f) => match f.args.as_slice() {
+            [part, _] if matches!(f.func.name(), "date_part" | "datepart") => match unalias(part) {
+                Expr::Literal(
+                    ScalarValue::Utf8(Some(p))
+                    | ScalarValue::Utf8View(Some(p))
+                    | ScalarValue::LargeUtf8(Some(p)),
+                    _,
+                ) => Ok(Shape::at_most(date_part_bound(p))),
+                _ => Ok(Shape::at_most(1e11)),
+            },
+            _ => Err("calls a function"),
+        },
+        _ => Err("is not a column, a constant or arithmetic on them"),
+    }
+}
+
+const UNTYPED: &str = "has a type that cannot be found";
+
+/// The shape of output column `i` of `plan` (see [`linear`]).
+fn linear_at(plan: &LogicalPlan, i: usize) -> Result<Shape, &'static str> {
+    let field = |p: &LogicalPlan| p.schema().field(i).data_type().clone();
+    match plan {
+        LogicalPlan::TableScan(_) => Ok(Shape::stored(&field(plan))),
+        LogicalPlan::EmptyRelation(_) => Ok(Shape::at_most(0.0)),
+        LogicalPlan::Values(v) => Ok(v.values.iter().fold(Shape::at_most(0.0), |s, row| {
+            let b = match row.get(i).map(unalias) {
+                Some(Expr::Literal(x, _)) => magnitude(x),
+                _ => Shape::stored(&field(plan)).bound,
+            };
+            s.either(Shape::at_most(b))
+        })),
+        LogicalPlan::Projection(p) => match p.expr.get(i) {
+            Some(e) => linear(&p.input, e),
+            None => Err(UNFOLLOWED),
+        },
+        LogicalPlan::Filter(_)
+        | LogicalPlan::Sort(_)
+        | LogicalPlan::Limit(_)
+        | LogicalPlan::SubqueryAlias(_)
+        | LogicalPlan::Repartition(_)
+        | LogicalPlan::Distinct(Distinct::All(_)) => match plan.inputs().first() {
+            Some(p) => linear_at(p, i),
+            None => Err(UNFOLLOWED),
+        },
+        LogicalPlan::Join(j) => {
+            use datafusion::logical_expr::JoinType::*;
+            let n = j.left.schema().fields().len();
+            match j.join_type {
+                LeftSemi | LeftAnti | LeftMark if i < n => linear_at(&j.left, i),
+                LeftSemi | LeftAnti | LeftMark => Err(UNFOLLOWED),
+                RightSemi | RightAnti => linear_at(&j.right, i),
+                _ if i < n => linear_at(&j.left, i),
+                _ => linear_at(&j.right, i - n),
+            }
+        }
+        LogicalPlan::Union(u) => u
+            .inputs
+            .iter()
+            .map(|p| linear_at(p, i))
+            .reduce(|a, b| Ok(a?.either(b?)))
+            .unwrap_or(Err(UNFOLLOWED)),
+        LogicalPlan::Window(w) if i < w.input.schema().fields().len() => linear_at(&w.input, i),
+        LogicalPlan::Aggregate(a) => {
+            let n = a.group_expr.len();
+            if i < n {
+                return linear(&a.input, &a.group_expr[i]);
+            }
+            let Some(Expr::AggregateFunction(af)) = a.aggr_expr.get(i - n).map(unalias) else {
+                return Err(UNFOLLOWED);
+            };
+            let arg = || match af.params.args.as_slice() {
+                [x] => linear(&a.input, x),
+                _ => Err("is computed by an aggregate of several arguments"),
+            };
+            let shape = match af.func.name().to_lowercase().as_str() {
+                "count" => Shape::rows(),
+                "sum" => match arg()? {
+                    s if s.rows => s,
+                    s => Shape {
+                        bound: s.bound * GROUP_ROWS,
+                        ..s
+                    },
+                },
+                "avg" | "mean" | "min" | "max" | "median" | "first_value" | "last_value" => arg()?,
+                _ => {
+                    return Err("is computed by an aggregate whose range cannot be bounded");
+                }
+            };
+            fits(&field(plan), shape)
+        }
+        _ => Err(UNFOLLOWED),
+    }
+}
+
+const UNFOLLOWED: &str = "reads a value that cannot be followed to the tables";

@@ -694,7 +694,7 @@ pub fn events(ctx: Await<'_>, ex: &mut Extract, progress: impl FnMut(u64)) -> Re
             rej,
             r,
             cols[3],
-            "not a finite number",
+            "not a number of magnitude at most 1e15",
             v::opt_number(r.get(3)).ok()
         );
         let Some(nhs) = nhs_numbers.of(r, rej) else {

@@ -170,7 +170,8 @@ pub fn small_order(s: &[u8]) -> Option<i16> {
     (v > 0).then_some(v)
 }
 
-/// An optional finite decimal number.
+/// An optional decimal number of magnitude at most [`MAX_READING`](crate::catalog::MAX_READING)
+/// (so never infinite or NaN).
 #[allow(clippy::result_unit_err)]
 pub fn opt_number(s: &[u8]) -> Result<Option<f64>, ()> {
     if s.is_empty() {
@@ -186,7 +187,11 @@ pub fn opt_number(s: &[u8]) -> Result<Option<f64>, ()> {
         .map_err(|_| ())?
         .parse()
         .map_err(|_| ())?;
-    if v.is_finite() { Ok(Some(v)) } else { Err(()) }
+    if v.abs() <= crate::catalog::MAX_READING {
+        Ok(Some(v))
+    } else {
+        Err(())
+    }
 }
 
 /// A boolean `true`/`false`.
@@ -271,6 +276,9 @@ mod tests {
         assert_eq!(opt_number(b""), Ok(None));
         assert_eq!(opt_number(b"NaN"), Err(()));
         assert_eq!(opt_number(b"inf"), Err(()));
+        assert_eq!(opt_number(b"-1e15"), Ok(Some(-1e15)));
+        assert_eq!(opt_number(b"1.5e15"), Err(()));
+        assert_eq!(opt_number(b"1e308"), Err(()));
         assert_eq!(postcode_key(b"ls1 4ap"), postcode_key(b"LS14AP"));
         assert!(postcode_key(b"LS1 4AP").is_some());
         assert!(postcode_key(b"SW1A 1AA").is_some());

@@ -1167,6 +1167,95 @@ async fn a_condition_inside_an_aggregated_value_is_refused() {
     }
 }
 
+/// Arithmetic inside a sum that treats some values unlike others (`values::linear`, session
+/// 51): integer division rounds, so `SUM((startage + 1000 - a) / 1000)` counts the episodes
+/// of age `a` and over, an edge on ages that `WHERE` would have snapped (920 against 896
+/// over all episodes at 50 and 51, before); integer arithmetic wraps; floating point
+/// overflows, underflows, or rounds under two constant shifts. Each is refused, through
+/// derived tables and per-person aggregations too; arithmetic that treats every value alike
+/// is answered.
+#[tokio::test]
+async fn arithmetic_that_rounds_wraps_or_overflows_inside_a_sum_is_refused() {
+    let f = fixture();
+    let cx = f.project(RESEARCH).await;
+    // A practice where exactly one person was admitted at some age: the two step sums
+    // around that age single that person out.
+    let found = unprotected(
+        &cx,
+        "SELECT gpprac, startage FROM (SELECT gpprac, startage, \
+         COUNT(DISTINCT patient_id) AS n FROM hes_apc GROUP BY gpprac, startage) t \
+         WHERE n = 1 ORDER BY gpprac, startage LIMIT 1",
+    )
+    .await;
+    assert!(!found.is_empty(), "the fixture has no such age");
+    let (pc, a) = (&found[0][0], num(&found[0][1]) as i64);
+    let step = |a: i64| {
+        format!(
+            "SELECT SUM((startage + {}) / 1000) FROM hes_apc WHERE gpprac = '{pc}'",
+            1000 - a
+        )
+    };
+    let episodes = unprotected(
+        &cx,
+        &format!("SELECT COUNT(*) FROM hes_apc WHERE gpprac = '{pc}' AND startage = {a}"),
+    )
+    .await;
+    let (at, above) = (
+        num(&unprotected(&cx, &step(a)).await[0][0]),
+        num(&unprotected(&cx, &step(a + 1)).await[0][0]),
+    );
+    assert_eq!(
+        at - above,
+        num(&episodes[0][0]),
+        "the steps differ by the one person"
+    );
+    assert!(at > above);
+    let two_62 = "4611686018427387904.0";
+    let attacks = [
+        step(a),
+        step(a + 1),
+        format!("SELECT AVG((startage + {}) / 1000) FROM hes_apc", 1000 - a),
+        "SELECT SUM((date_part('year', birth_month) - 1941 + 1000) / 1000) FROM patients \
+         WHERE practice_code = 'X20001'"
+            .to_string(),
+        // Wraps.
+        "SELECT SUM((startage - 50) * 288230376151711744) FROM hes_apc".to_string(),
+        "SELECT SUM(startage + 9223372036854775000) FROM hes_apc".to_string(),
+        // Overflows to infinity, underflows to zero, rounds under two shifts.
+        "SELECT SUM((numeric_value - 50) * 1e308 * 1e-300) FROM clinical_events".to_string(),
+        "SELECT SUM((numeric_value - 50) * 1e-300 * 1e-300) FROM clinical_events".to_string(),
+        format!("SELECT SUM((numeric_value + {two_62}) - {two_62}) FROM clinical_events"),
+        // Through a derived table and a per-person aggregation.
+        "SELECT SUM(b) FROM (SELECT (startage + 950) / 1000 AS b FROM hes_apc) t".to_string(),
+        format!(
+            "SELECT SUM(t.s - {two_62}) FROM (SELECT patient_id, \
+             SUM(numeric_value + {two_62}) AS s FROM clinical_events GROUP BY patient_id) t"
+        ),
+        "SELECT SUM(t.s) FROM (SELECT patient_id, SUM(startage * 1000000000000000) AS s \
+         FROM hes_apc GROUP BY patient_id) t"
+            .to_string(),
+    ];
+    for sql in &attacks {
+        assert_eq!(refused(&cx, sql).await, Rule::LowEffect, "{sql}");
+    }
+    // Arithmetic that treats every value alike is answered.
+    for sql in [
+        "SELECT SUM((startage + 950) / 1000.0) FROM hes_apc",
+        "SELECT SUM(CAST(startage AS DOUBLE) / 1000), AVG(startage * 2 + 1) FROM hes_apc",
+        "SELECT SUM(numeric_value - 40), AVG(numeric_value * 3) FROM clinical_events",
+        "SELECT SUM(date_part('year', birth_month) - 1900) FROM patients",
+        "SELECT SUM(t.s), AVG(t.n) FROM (SELECT patient_id, SUM(n) AS s, MAX(n) AS n FROM \
+         (SELECT patient_id, snomedct_code, COUNT(*) AS n FROM clinical_events \
+         GROUP BY patient_id, snomedct_code) u GROUP BY patient_id) t",
+    ] {
+        let r = rows(&cx, sql).await;
+        assert!(
+            r.len() == 1 && r[0].iter().all(|v| v != "NULL"),
+            "{sql}: {r:?}"
+        );
+    }
+}
+
 /// Conditions on a table with many rows per person (DESIGN.md rule 7 counts persons, not
 /// rows). `numeric_value <> v` over one code's readings in a practice touches the rows of
 /// every person with a reading of `v`, but leaves out only those all of whose readings
