@@ -21,6 +21,9 @@
 //!   past even a nanosecond timestamp's range (1677–2262). Operands are read by their
 //!   type, so an interval carried in a column counts (session 41); and the difference of
 //!   two timestamps, a duration in nanoseconds that overflows past 292 years, is refused.
+//!   A number added to or taken from a date is a number of days and counts the same way:
+//!   it must be a literal (session 51: `admidate + 2147480000` failed for every date, and
+//!   a little less would have failed for the later dates only).
 //! - [`check`] also evaluates, at plan time, every call whose risky arguments are constants
 //!   on an ordinary value of each other argument (`fails_on_a_sample`): a constant that is
 //!   not valid (`substr(x, 1, -5)`, `date_trunc('fortnight', d)`) fails for every value, but
@@ -284,6 +287,19 @@ fn literal_interval(e: &Expr) -> Option<f64> {
     }
 }
 
+/// The magnitude of `e` in days if it is an integer written as a literal (possibly
+/// negated).
+fn literal_days(e: &Expr) -> Option<f64> {
+    match e {
+        Expr::Literal(v, _) if v.data_type().is_integer() => match v.cast_to(&DataType::Float64) {
+            Ok(ScalarValue::Float64(Some(d))) => Some(d.abs()),
+            _ => None,
+        },
+        Expr::Negative(x) => literal_days(x),
+        _ => None,
+    }
+}
+
 /// Refuses (FS-6) scalar functions that could fail on some data values, and date
 /// arithmetic that could overflow on some (an interval computed from the data, or
 /// intervals adding up to more than [`MAX_INTERVAL_DAYS`]: `birth_month + INTERVAL
@@ -333,7 +349,32 @@ pub fn check(plan: &LogicalPlan) -> Result<(), Refusal> {
                         ));
                         return Ok(TreeNodeRecursion::Stop);
                     }
+                    // A number added to or taken from a date is a number of days
+                    // (`admidate + 2147480000` failed for the later dates only, review):
+                    // counted as an interval.
+                    let dated = types.iter().any(|t| {
+                        matches!(
+                            t,
+                            DataType::Date32 | DataType::Date64 | DataType::Timestamp(..)
+                        )
+                    });
                     for (side, ty) in [left, right].into_iter().zip(&types) {
+                        if dated && ty.is_integer() {
+                            match literal_days(side) {
+                                Some(days) => interval_total += days,
+                                None => {
+                                    refusal = Some(Refusal::new(
+                                        Rule::SideChannel,
+                                        "a number of days added to or taken from a date \
+                                         must be written as a literal: a computed one could \
+                                         overflow on some values only, and whether a query \
+                                         fails must not depend on the data",
+                                    ));
+                                    return Ok(TreeNodeRecursion::Stop);
+                                }
+                            }
+                            continue;
+                        }
                         if !is_interval(ty) {
                             continue;
                         }

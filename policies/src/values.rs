@@ -213,6 +213,9 @@ const SCALE_LIMIT: f64 = 1e-100;
 /// and a `SUM` per group.
 pub(crate) const GROUP_ROWS: f64 = 1_099_511_627_776.0;
 
+/// The largest factor and constant a value from one input of a union may carry.
+const UNION_LIMIT: f64 = 1_048_576.0;
+
 /// What arithmetic did to a value that is added up ([`linear`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Shape {
@@ -221,8 +224,12 @@ struct Shape {
     /// The product of the magnitudes of the constant factors and divisors it was scaled by
     /// (1 for a value as stored).
     scale: f64,
-    /// Whether a constant was added to it in floating point (which rounds it).
+    /// Whether a constant was added to it (in floating point that rounds it; an integer so
+    /// shifted rounds when it is made floating point: `(startage + 2^62 + 462) - 2^62.0`
+    /// counted the episodes from age 51 on, review).
     shifted: bool,
+    /// The largest magnitude of the constants added to it, as scaled since.
+    offset: f64,
     /// Whether it counts rows (a `COUNT`, or a `SUM`, `MAX` … of counts of disjoint
     /// groups): at most [`GROUP_ROWS`] summed over any group too.
     rows: bool,
@@ -234,7 +241,16 @@ impl Shape {
             bound,
             scale: 1.0,
             shifted: false,
+            offset: 0.0,
             rows: false,
+        }
+    }
+
+    /// A constant of magnitude `m`: all offset.
+    fn constant(m: f64) -> Shape {
+        Shape {
+            offset: m,
+            ..Shape::at_most(m)
         }
     }
 
@@ -262,19 +278,31 @@ impl Shape {
             bound: self.bound.max(other.bound),
             scale: self.scale.min(other.scale),
             shifted: self.shifted || other.shifted,
+            offset: self.offset.max(other.offset),
             rows: false,
         }
     }
+
+    /// Whether rows of this shape may be added to rows of another expression (a union's
+    /// other inputs) without one absorbing the other's low digits: scaled up and shifted
+    /// by at most [`UNION_LIMIT`]. A union of `MAX(startage) * 10.14 + 2^62` with `-2^62`
+    /// made each person's total the first rounded to a multiple of 1,024 (review).
+    fn mixes(self) -> bool {
+        self.scale <= UNION_LIMIT && self.offset <= UNION_LIMIT
+    }
 }
 
-/// The largest magnitude of an integer or decimal type (`None` for other types).
+/// The largest value of an integer or decimal type (`None` for other types). A value of
+/// magnitude up to it is held with either sign; a signed type's minimum (one further) is
+/// never stored (ingest keeps ages, deciles and episode numbers small and identifiers
+/// non-negative), so negating a stored value does not wrap.
 fn type_bound(t: &DataType) -> Option<f64> {
     use DataType::*;
     Some(match t {
-        Int8 => 128.0,
-        Int16 => 32_768.0,
-        Int32 => 2_147_483_648.0,
-        Int64 => 9_223_372_036_854_775_808.0,
+        Int8 => 127.0,
+        Int16 => 32_767.0,
+        Int32 => 2_147_483_647.0,
+        Int64 => 9_223_372_036_854_775_807.0,
         UInt8 => 255.0,
         UInt16 => 65_535.0,
         UInt32 => 4_294_967_295.0,
@@ -310,7 +338,7 @@ fn fits(t: &DataType, s: Shape) -> Result<Shape, &'static str> {
         if s.bound.is_nan() || s.bound > FLOAT_LIMIT {
             return Err(
                 "could overflow to infinity for some values (a constant too large for \
-                        the values it scales or shifts)",
+                 the values it scales or shifts)",
             );
         }
         if s.scale < SCALE_LIMIT && s.scale != 0.0 {
@@ -324,22 +352,25 @@ fn fits(t: &DataType, s: Shape) -> Result<Shape, &'static str> {
                 | DataType::Decimal128(..)
                 | DataType::Decimal256(..)
         )
-        && (s.bound.is_nan() || s.bound >= max)
+        && (s.bound.is_nan() || s.bound > max)
     {
         return Err(
-            "could wrap past the range of its integer type for some values (integer \
-                    arithmetic wraps: `(x - v) * 2^58` is 0 exactly where x is v or v ± 64); \
-                    compute in DOUBLE (CAST(x AS DOUBLE))",
+            "could pass the range of its integer type for some values, where integer \
+             arithmetic wraps round; compute in floating point (x * 1.0, x / 1000.0)",
         );
     }
     Ok(s)
 }
 
-/// The bound of `date_part(part, d)` for a date ingest accepts (years 1850 to 2199, moved by
-/// at most the 50 years of interval `side_channel.rs` allows).
+/// The bound of `date_part(part, d)` for any date a `Date32` holds (about 5.9 million
+/// years either side of 1970), not only those ingest accepts: date arithmetic in a query
+/// may move a date far (review).
 fn date_part_bound(part: &str) -> f64 {
     match part.to_lowercase().as_str() {
-        "year" | "isoyear" | "decade" | "century" | "millennium" | "millenium" => 10_000.0,
+        "year" | "years" | "y" | "isoyear" => 6e6,
+        "decade" | "decades" => 6e5,
+        "century" | "centuries" => 6e4,
+        "millennium" | "millennia" | "millenium" => 6e3,
         "second" | "seconds" | "s" | "sec" | "secs" => 60.0,
         "millisecond" | "milliseconds" | "ms" | "msec" | "msecs" => 60_000.0,
         "microsecond" | "microseconds" | "us" | "usec" | "usecs" => 60_000_000.0,
@@ -348,7 +379,7 @@ fn date_part_bound(part: &str) -> f64 {
         | "quarter" | "hour" | "hours" | "minute" | "minutes" | "m" | "h" | "d" | "w" | "mon"
         | "mons" | "min" | "mins" => 1_000.0,
         // `epoch` (seconds since 1970) and anything else.
-        _ => 1e11,
+        _ => 2e14,
     }
 }
 
@@ -363,7 +394,7 @@ fn linear(input: &LogicalPlan, e: &Expr) -> Result<Shape, &'static str> {
     let schema = input.schema();
     match e {
         Expr::Alias(a) => linear(input, &a.expr),
-        Expr::Literal(v, _) => Ok(Shape::at_most(magnitude(v))),
+        Expr::Literal(v, _) => Ok(Shape::constant(magnitude(v))),
         Expr::Column(c) => match schema.index_of_column(c) {
             Ok(i) => linear_at(input, i),
             Err(_) => Err("reads a column it cannot follow"),
@@ -388,16 +419,18 @@ fn linear(input: &LogicalPlan, e: &Expr) -> Result<Shape, &'static str> {
             let s = linear(input, x)?;
             let shape = match b.op {
                 Operator::Plus | Operator::Minus => {
-                    let shifts = floating(&t) && c != 0.0;
-                    if shifts && s.shifted {
-                        return Err("adds constants to a floating-point value more than once \
-                                    (`(x + 2^62) - 2^62` rounds x to a multiple of 1,024: a \
-                                    band); add them up into one");
+                    let shifts = c != 0.0;
+                    if shifts && floating(&t) && s.shifted {
+                        return Err(
+                            "adds constants to a value more than once in floating point, which \
+                            can round it to a coarse step; add one constant",
+                        );
                     }
                     Shape {
                         bound: s.bound + c,
                         scale: s.scale,
                         shifted: s.shifted || shifts,
+                        offset: s.offset + c,
                         rows: false,
                     }
                 }
@@ -406,19 +439,21 @@ fn linear(input: &LogicalPlan, e: &Expr) -> Result<Shape, &'static str> {
                     bound: s.bound * c,
                     scale: s.scale * c,
                     shifted: s.shifted,
+                    offset: s.offset * c,
                     rows: false,
                 },
                 Operator::Divide if floating(&t) => Shape {
                     bound: s.bound / c,
                     scale: s.scale / c,
                     shifted: s.shifted,
+                    offset: s.offset / c,
                     rows: false,
                 },
                 Operator::Divide => {
                     return Err(
-                        "divides integers or decimals, which rounds (`(startage + 950) \
-                                / 1000` is 1 from age 50 on and 0 below); divide a DOUBLE \
-                                instead (CAST(x AS DOUBLE) / 1000), or group by the band",
+                        "divides integers or decimals, which rounds the result to a step (a \
+                         band of values); divide by a floating-point constant (x / 1000.0), \
+                         or group by the band",
                     );
                 }
                 _ => return Err("uses an operator other than +, -, * and /"),
@@ -433,7 +468,7 @@ fn linear(input: &LogicalPlan, e: &Expr) -> Result<Shape, &'static str> {
                     | ScalarValue::LargeUtf8(Some(p)),
                     _,
                 ) => Ok(Shape::at_most(date_part_bound(p))),
-                _ => Ok(Shape::at_most(1e11)),
+                _ => Ok(Shape::at_most(2e14)),
             },
             _ => Err("calls a function"),
         },
@@ -472,20 +507,36 @@ fn linear_at(plan: &LogicalPlan, i: usize) -> Result<Shape, &'static str> {
         LogicalPlan::Join(j) => {
             use datafusion::logical_expr::JoinType::*;
             let n = j.left.schema().fields().len();
-            match j.join_type {
+            let shape = match j.join_type {
                 LeftSemi | LeftAnti | LeftMark if i < n => linear_at(&j.left, i),
                 LeftSemi | LeftAnti | LeftMark => Err(UNFOLLOWED),
                 RightSemi | RightAnti => linear_at(&j.right, i),
                 _ if i < n => linear_at(&j.left, i),
                 _ => linear_at(&j.right, i - n),
-            }
+            }?;
+            // A join repeats a count on each of the rows it matches: summed again, no
+            // longer a count of the rows below (a per-person count joined back to the
+            // person's events and summed is its square, review).
+            Ok(Shape {
+                rows: false,
+                ..shape
+            })
         }
-        LogicalPlan::Union(u) => u
-            .inputs
-            .iter()
-            .map(|p| linear_at(p, i))
-            .reduce(|a, b| Ok(a?.either(b?)))
-            .unwrap_or(Err(UNFOLLOWED)),
+        LogicalPlan::Union(u) => {
+            let shapes = u
+                .inputs
+                .iter()
+                .map(|p| linear_at(p, i))
+                .collect::<Result<Vec<_>, _>>()?;
+            if shapes.len() > 1 && !shapes.iter().all(|s| s.mixes()) {
+                return Err(
+                    "adds up rows of a UNION scaled or shifted by more than 2^20 \
+                            (a large value added to a small one in floating point rounds \
+                            it away); scale or shift the sum instead",
+                );
+            }
+            shapes.into_iter().reduce(Shape::either).ok_or(UNFOLLOWED)
+        }
         LogicalPlan::Window(w) if i < w.input.schema().fields().len() => linear_at(&w.input, i),
         LogicalPlan::Aggregate(a) => {
             let n = a.group_expr.len();
@@ -505,10 +556,17 @@ fn linear_at(plan: &LogicalPlan, i: usize) -> Result<Shape, &'static str> {
                     s if s.rows => s,
                     s => Shape {
                         bound: s.bound * GROUP_ROWS,
+                        offset: s.offset * GROUP_ROWS,
                         ..s
                     },
                 },
-                "avg" | "mean" | "min" | "max" | "median" | "first_value" | "last_value" => arg()?,
+                // A median of an even number of integers and a mean of decimals round
+                // (the median halves the middle pair's sum in integers: a parity).
+                "avg" | "mean" | "median" if !floating(&field(plan)) => {
+                    return Err("is a per-group mean or median that rounds (of integers or \
+                                decimals); take it of a DOUBLE (x * 1.0)");
+                }
+                "avg" | "mean" | "median" | "min" | "max" | "first_value" | "last_value" => arg()?,
                 _ => {
                     return Err("is computed by an aggregate whose range cannot be bounded");
                 }
@@ -519,4 +577,4 @@ fn linear_at(plan: &LogicalPlan, i: usize) -> Result<Shape, &'static str> {
     }
 }
 
-const UNFOLLOWED: &str = "reads a value that cannot be followed to the tables";
+const UNFOLLOWED: &str = "reads a value whose range cannot be bounded";

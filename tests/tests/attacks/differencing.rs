@@ -1234,6 +1234,21 @@ async fn arithmetic_that_rounds_wraps_or_overflows_inside_a_sum_is_refused() {
         "SELECT SUM(t.s) FROM (SELECT patient_id, SUM(startage * 1000000000000000) AS s \
          FROM hes_apc GROUP BY patient_id) t"
             .to_string(),
+        // From the review: an integer shifted, then shifted back in floating point (it is
+        // rounded to a multiple of 1,024 on the way: released 896 and 920 at 51 and 50);
+        // two inputs of a union that cancel; a part of a date scaled to wrap.
+        format!(
+            "SELECT SUM(((startage + {}) - 4611686018427387904.0) * 0.0009765625) FROM hes_apc",
+            4_611_686_018_427_387_904i64 + 512 - a
+        ),
+        format!(
+            "SELECT SUM(y) FROM (SELECT patient_id, MAX(startage) * 10.14 + {two_62} AS y \
+             FROM hes_apc GROUP BY patient_id UNION ALL \
+             SELECT patient_id, -{two_62} FROM hes_apc GROUP BY patient_id) u"
+        ),
+        "SELECT SUM(date_part('year', admidate) * 562949953421312 * 5.421010862427522e-20) \
+         FROM hes_apc"
+            .to_string(),
     ];
     for sql in &attacks {
         assert_eq!(refused(&cx, sql).await, Rule::LowEffect, "{sql}");
@@ -1247,6 +1262,11 @@ async fn arithmetic_that_rounds_wraps_or_overflows_inside_a_sum_is_refused() {
         "SELECT SUM(t.s), AVG(t.n) FROM (SELECT patient_id, SUM(n) AS s, MAX(n) AS n FROM \
          (SELECT patient_id, snomedct_code, COUNT(*) AS n FROM clinical_events \
          GROUP BY patient_id, snomedct_code) u GROUP BY patient_id) t",
+        "SELECT SUM(-startage), AVG(startage - 18) FROM hes_apc",
+        "SELECT AVG(t.s / 60.0) FROM (SELECT patient_id, SUM(startage) AS s FROM hes_apc \
+         GROUP BY patient_id) t",
+        "SELECT SUM(y) FROM (SELECT patient_id, 1 AS y FROM hes_op \
+         UNION ALL SELECT patient_id, 1 FROM hes_ae) u",
     ] {
         let r = rows(&cx, sql).await;
         assert!(

@@ -120,6 +120,8 @@ async fn date_arithmetic_is_answered_only_where_it_cannot_overflow() {
         // A chain of literal intervals is a date plus literals, not a computed interval.
         "SELECT COUNT(*) FROM patients WHERE practice_code = 'F81002' \
          AND birth_month + INTERVAL '1' YEAR - INTERVAL '30' DAY > DATE '1900-01-01'",
+        // A literal number of days counts as an interval.
+        "SELECT COUNT(*) FROM hes_apc WHERE admidate - 30 > DATE '2020-01-01'",
     ] {
         assert!(outcome(&cx, within).await.starts_with("rows: "), "{within}");
     }
@@ -143,6 +145,11 @@ async fn date_arithmetic_is_answered_only_where_it_cannot_overflow() {
          > INTERVAL '1' DAY",
         "SELECT COUNT(*) FROM (SELECT CAST(birth_month AS TIMESTAMP) AS t FROM patients \
          WHERE practice_code = 'F81002') p WHERE t - DATE '2000-01-01' < INTERVAL '1' DAY",
+        // A number added to a date is days: two billion of them failed for every date,
+        // and a little fewer would fail for the later dates only (session-51 review).
+        "SELECT COUNT(*) FROM hes_apc WHERE admidate + 2147480000 > DATE '2020-01-01'",
+        "SELECT COUNT(*) FROM hes_apc WHERE admidate - 20000 < DATE '1900-01-01'",
+        "SELECT COUNT(*) FROM hes_apc WHERE admidate + epiorder > DATE '2020-01-01'",
     ] {
         assert_eq!(refused(&cx, sql).await, Rule::SideChannel, "{sql}");
     }
