@@ -359,34 +359,24 @@ pub fn check(plan: &LogicalPlan) -> Result<(), Refusal> {
                         )
                     });
                     for (side, ty) in [left, right].into_iter().zip(&types) {
-                        if dated && ty.is_integer() {
-                            match literal_days(side) {
-                                Some(days) => interval_total += days,
-                                None => {
-                                    refusal = Some(Refusal::new(
-                                        Rule::SideChannel,
-                                        "a number of days added to or taken from a date \
-                                         must be written as a literal: a computed one could \
-                                         overflow on some values only, and whether a query \
-                                         fails must not depend on the data",
-                                    ));
-                                    return Ok(TreeNodeRecursion::Stop);
-                                }
-                            }
+                        let (days, what, like) = if dated && ty.is_integer() {
+                            (literal_days(side), "a number of days", "admidate + 30")
+                        } else if is_interval(ty) {
+                            (literal_interval(side), "an interval", "INTERVAL '30' DAY")
+                        } else {
                             continue;
-                        }
-                        if !is_interval(ty) {
-                            continue;
-                        }
-                        match literal_interval(side) {
+                        };
+                        match days {
                             Some(days) => interval_total += days,
                             None => {
                                 refusal = Some(Refusal::new(
                                     Rule::SideChannel,
-                                    "an interval added to or taken from a date must be \
-                                     written as a literal (INTERVAL '30' DAY): a computed one \
-                                     could overflow on some values only, and whether a query \
-                                     fails must not depend on the data",
+                                    format!(
+                                        "{what} added to or taken from a date must be \
+                                         written as a literal ({like}): a computed one could \
+                                         overflow on some values only, and whether a query \
+                                         fails must not depend on the data"
+                                    ),
                                 ));
                                 return Ok(TreeNodeRecursion::Stop);
                             }
