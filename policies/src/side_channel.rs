@@ -287,6 +287,27 @@ fn literal_interval(e: &Expr) -> Option<f64> {
     }
 }
 
+/// Whether `e`, in an expression of `node`, is a date as stored (a column traced to a
+/// table through projections and joins, a cast of one, or one moved by literal intervals or
+/// days, which [`check`] counts), or a literal.
+fn stored_date(node: &LogicalPlan, e: &Expr) -> bool {
+    let scope = match node.inputs().as_slice() {
+        [one] => *one,
+        _ => node,
+    };
+    match e {
+        Expr::Alias(a) => stored_date(node, &a.expr),
+        Expr::Literal(..) => true,
+        Expr::Cast(c) => stored_date(node, &c.expr),
+        Expr::TryCast(c) => stored_date(node, &c.expr),
+        Expr::BinaryExpr(b) if matches!(b.op, Operator::Plus | Operator::Minus) => {
+            stored_date(node, &b.left) && stored_date(node, &b.right)
+        }
+        Expr::Column(_) => crate::values::plain(scope, e),
+        _ => false,
+    }
+}
+
 /// The magnitude of `e` in days if it is an integer written as a literal (possibly
 /// negated).
 fn literal_days(e: &Expr) -> Option<f64> {
@@ -380,6 +401,26 @@ pub fn check(plan: &LogicalPlan) -> Result<(), Refusal> {
                                 ));
                                 return Ok(TreeNodeRecursion::Stop);
                             }
+                        }
+                        // The 50 years hold for a stored date (1850–2199) only: a date
+                        // computed per row (`CASE WHEN … THEN TIMESTAMP '2262-04-11' …
+                        // END + INTERVAL '1' DAY`) failed for the rows that picked the far
+                        // literal only (review). The date moved must be a stored one, as it
+                        // is (through casts and literal moves), or a literal.
+                        let other = if std::ptr::eq(side.as_ref(), left.as_ref()) {
+                            right
+                        } else {
+                            left
+                        };
+                        if !stored_date(node, other) {
+                            refusal = Some(Refusal::new(
+                                Rule::SideChannel,
+                                "an interval or a number of days may be added to or taken \
+                                 from a stored date or a literal only, not a date computed \
+                                 per row (CASE, COALESCE, a function): such a date could lie \
+                                 where the arithmetic overflows for some rows only",
+                            ));
+                            return Ok(TreeNodeRecursion::Stop);
                         }
                     }
                 }

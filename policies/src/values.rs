@@ -36,14 +36,21 @@
 //!   2^62` rounds `x` to a multiple of 1,024: a band).
 //!
 //! [`linear`] proves these away from bounds: stored integers by their type, readings by
-//! [`MAX_READING`] (enforced by ingest), parts of dates by the years ingest accepts, and a
-//! per-group `COUNT` or `SUM` by [`GROUP_ROWS`] rows; at most one constant shift of a
-//! floating-point value. The per-person totals output control adds up are computed in
-//! floating point (`rewrite.rs`), so they cannot wrap.
+//! [`MAX_READING`] (enforced by ingest), parts of dates by the range of `Date32`, and a
+//! per-group `COUNT` or `SUM` by [`GROUP_ROWS`] rows; a constant shifted into a value at
+//! most once before it is shifted in floating point. The per-person totals output control
+//! adds up are computed in floating point (`rewrite.rs`), so they cannot wrap.
+//!
+//! Rows of several inputs of a `UNION` added up together could cancel each other's large
+//! constants, so each input carries at most a factor and a constant of 2^20; their
+//! smallest, largest or middle value clamps (a median of a value beside the rows 0 and 1 is
+//! a step); and made distinct they merge exactly where their values are equal (refused
+//! before the rest, [`dedups_union`]). Two reviews found these (session 51).
 //!
 //! Canned reports are exempt, as from the rest of rule 7.
 
 use datafusion::arrow::datatypes::DataType;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::logical_expr::expr::{Cast, TryCast};
 use datafusion::logical_expr::{Aggregate, Distinct, Expr, ExprSchemable, LogicalPlan, Operator};
 use datafusion::scalar::ScalarValue;
@@ -54,6 +61,14 @@ use crate::decision::{Refusal, Rule};
 /// Refuses (FS-7) a cell aggregate over persons whose aggregates filter rows (`FILTER`) or
 /// read a value that is not plain (see the module documentation).
 pub(crate) fn check(agg: &Aggregate) -> Result<(), Refusal> {
+    if dedups_union(&agg.input) {
+        return Err(Refusal::new(
+            Rule::LowEffect,
+            "rows of a UNION are made distinct (UNION without ALL, DISTINCT, or GROUP BY \
+             more than one value over it): whether rows of two inputs are one depends on \
+             their values, a condition that cannot be checked for low effect; use UNION ALL",
+        ));
+    }
     for e in &agg.aggr_expr {
         let e = unalias(e);
         let Expr::AggregateFunction(af) = e else {
@@ -230,6 +245,8 @@ struct Shape {
     shifted: bool,
     /// The largest magnitude of the constants added to it, as scaled since.
     offset: f64,
+    /// Whether it comes from several inputs of a union (rows of different expressions).
+    mixed: bool,
     /// Whether it counts rows (a `COUNT`, or a `SUM`, `MAX` … of counts of disjoint
     /// groups): at most [`GROUP_ROWS`] summed over any group too.
     rows: bool,
@@ -242,6 +259,7 @@ impl Shape {
             scale: 1.0,
             shifted: false,
             offset: 0.0,
+            mixed: false,
             rows: false,
         }
     }
@@ -279,6 +297,7 @@ impl Shape {
             scale: self.scale.min(other.scale),
             shifted: self.shifted || other.shifted,
             offset: self.offset.max(other.offset),
+            mixed: true,
             rows: false,
         }
     }
@@ -431,6 +450,7 @@ fn linear(input: &LogicalPlan, e: &Expr) -> Result<Shape, &'static str> {
                         scale: s.scale,
                         shifted: s.shifted || shifts,
                         offset: s.offset + c,
+                        mixed: s.mixed,
                         rows: false,
                     }
                 }
@@ -440,6 +460,7 @@ fn linear(input: &LogicalPlan, e: &Expr) -> Result<Shape, &'static str> {
                     scale: s.scale * c,
                     shifted: s.shifted,
                     offset: s.offset * c,
+                    mixed: s.mixed,
                     rows: false,
                 },
                 Operator::Divide if floating(&t) => Shape {
@@ -447,6 +468,7 @@ fn linear(input: &LogicalPlan, e: &Expr) -> Result<Shape, &'static str> {
                     scale: s.scale / c,
                     shifted: s.shifted,
                     offset: s.offset / c,
+                    mixed: s.mixed,
                     rows: false,
                 },
                 Operator::Divide => {
@@ -467,7 +489,9 @@ fn linear(input: &LogicalPlan, e: &Expr) -> Result<Shape, &'static str> {
                     | ScalarValue::Utf8View(Some(p))
                     | ScalarValue::LargeUtf8(Some(p)),
                     _,
-                ) => Ok(Shape::at_most(date_part_bound(p))),
+                ) if !f.args[1].column_refs().is_empty() => Ok(Shape::at_most(date_part_bound(p))),
+                // Of a constant: a constant (`date_part('epoch', DATE '…')`, review).
+                _ if f.args[1].column_refs().is_empty() => Ok(Shape::constant(2e14)),
                 _ => Ok(Shape::at_most(2e14)),
             },
             _ => Err("calls a function"),
@@ -484,13 +508,14 @@ fn linear_at(plan: &LogicalPlan, i: usize) -> Result<Shape, &'static str> {
     match plan {
         LogicalPlan::TableScan(_) => Ok(Shape::stored(&field(plan))),
         LogicalPlan::EmptyRelation(_) => Ok(Shape::at_most(0.0)),
-        LogicalPlan::Values(v) => Ok(v.values.iter().fold(Shape::at_most(0.0), |s, row| {
-            let b = match row.get(i).map(unalias) {
+        // The query's own constants (a large one hidden in a `VALUES` list made a union's
+        // shift, review).
+        LogicalPlan::Values(v) => Ok(Shape::constant(v.values.iter().fold(0.0, |m, row| {
+            m.max(match row.get(i).map(unalias) {
                 Some(Expr::Literal(x, _)) => magnitude(x),
                 _ => Shape::stored(&field(plan)).bound,
-            };
-            s.either(Shape::at_most(b))
-        })),
+            })
+        }))),
         LogicalPlan::Projection(p) => match p.expr.get(i) {
             Some(e) => linear(&p.input, e),
             None => Err(UNFOLLOWED),
@@ -566,6 +591,14 @@ fn linear_at(plan: &LogicalPlan, i: usize) -> Result<Shape, &'static str> {
                     return Err("is a per-group mean or median that rounds (of integers or \
                                 decimals); take it of a DOUBLE (x * 1.0)");
                 }
+                // The smallest, largest or middle of rows of a union clamps: with the rows
+                // 0 and 1 beside a person's value, a median is a step on the value (review).
+                "median" | "min" | "max" | "first_value" | "last_value" if arg()?.mixed => {
+                    return Err(
+                        "takes the smallest, largest or middle of rows from several \
+                                inputs of a UNION, which clamps values to a step",
+                    );
+                }
                 "avg" | "mean" | "median" | "min" | "max" | "first_value" | "last_value" => arg()?,
                 _ => {
                     return Err("is computed by an aggregate whose range cannot be bounded");
@@ -578,3 +611,37 @@ fn linear_at(plan: &LogicalPlan, i: usize) -> Result<Shape, &'static str> {
 }
 
 const UNFOLLOWED: &str = "reads a value whose range cannot be bounded";
+
+/// Whether `plan` makes the rows of a union of several inputs distinct by more than one
+/// value (a `DISTINCT` over it, `UNION` without `ALL`, an aggregation grouped by two values
+/// or more): two rows from different inputs are merged exactly where their values are
+/// equal, a condition on them (review, session 51). A union of the privacy unit alone
+/// (the persons of two tables) is a union of persons.
+fn dedups_union(plan: &LogicalPlan) -> bool {
+    fn union_below(p: &LogicalPlan) -> bool {
+        match p {
+            LogicalPlan::Union(u) => u.inputs.len() > 1 && u.schema.fields().len() > 1,
+            LogicalPlan::SubqueryAlias(_)
+            | LogicalPlan::Projection(_)
+            | LogicalPlan::Filter(_)
+            | LogicalPlan::Sort(_)
+            | LogicalPlan::Limit(_)
+            | LogicalPlan::Repartition(_) => p.inputs().iter().any(|i| union_below(i)),
+            _ => false,
+        }
+    }
+    let mut found = false;
+    let _ = plan.apply(|node| {
+        let dedups = match node {
+            LogicalPlan::Distinct(_) => true,
+            LogicalPlan::Aggregate(a) => a.group_expr.len() > 1,
+            _ => false,
+        };
+        if dedups && node.inputs().iter().any(|i| union_below(i)) {
+            found = true;
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
+}

@@ -1249,6 +1249,30 @@ async fn arithmetic_that_rounds_wraps_or_overflows_inside_a_sum_is_refused() {
         "SELECT SUM(date_part('year', admidate) * 562949953421312 * 5.421010862427522e-20) \
          FROM hes_apc"
             .to_string(),
+        // From the second review: a median of a person's value beside the rows 0 and 1
+        // of a union (a step at the month the shift picks); a union's shift hidden in a
+        // `VALUES` list; rows of a union made distinct (1 row for the persons born in the
+        // month, 2 for the others).
+        "SELECT SUM(t.m) FROM (SELECT patient_id, MEDIAN(v) AS m FROM (SELECT patient_id, \
+         (date_part('epoch', birth_month) - 320716800.0) / 2332800.0 AS v FROM patients \
+         UNION ALL SELECT patient_id, 0.0 FROM patients \
+         UNION ALL SELECT patient_id, 1.0 FROM patients) u GROUP BY patient_id) t \
+         JOIN patients p ON p.patient_id = t.patient_id WHERE p.practice_code = 'X20001'"
+            .to_string(),
+        format!(
+            "SELECT SUM((t.y - {two_62}) * 0.0009765625) FROM (SELECT patient_id, SUM(v) AS y \
+             FROM (SELECT patient_id, MAX(startage) * 10.1386 AS v FROM hes_apc \
+             GROUP BY patient_id UNION ALL SELECT p.patient_id, k.c FROM patients p \
+             CROSS JOIN (VALUES ({two_62})) k(c)) u GROUP BY patient_id) t"
+        ),
+        "SELECT SUM(t.n - 1) FROM (SELECT patient_id, COUNT(*) AS n FROM (SELECT patient_id, \
+         birth_month AS d FROM patients UNION SELECT patient_id, DATE '1941-03-01' \
+         FROM patients) u GROUP BY patient_id) t"
+            .to_string(),
+        "SELECT SUM(t.n - 1) FROM (SELECT patient_id, COUNT(*) AS n FROM (SELECT DISTINCT \
+         patient_id, d FROM (SELECT patient_id, birth_month AS d FROM patients UNION ALL \
+         SELECT patient_id, DATE '1941-03-01' FROM patients) v) u GROUP BY patient_id) t"
+            .to_string(),
     ];
     for sql in &attacks {
         assert_eq!(refused(&cx, sql).await, Rule::LowEffect, "{sql}");
@@ -1267,6 +1291,9 @@ async fn arithmetic_that_rounds_wraps_or_overflows_inside_a_sum_is_refused() {
          GROUP BY patient_id) t",
         "SELECT SUM(y) FROM (SELECT patient_id, 1 AS y FROM hes_op \
          UNION ALL SELECT patient_id, 1 FROM hes_ae) u",
+        // The persons of two tables: a union of the privacy unit alone.
+        "SELECT COUNT(*) FROM (SELECT patient_id FROM hes_apc UNION SELECT patient_id \
+         FROM hes_ae) u",
     ] {
         let r = rows(&cx, sql).await;
         assert!(

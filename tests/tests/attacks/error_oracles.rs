@@ -122,6 +122,11 @@ async fn date_arithmetic_is_answered_only_where_it_cannot_overflow() {
          AND birth_month + INTERVAL '1' YEAR - INTERVAL '30' DAY > DATE '1900-01-01'",
         // A literal number of days counts as an interval.
         "SELECT COUNT(*) FROM hes_apc WHERE admidate - 30 > DATE '2020-01-01'",
+        // A stored date cast, or moved by literals in a derived table, is still stored.
+        "SELECT COUNT(*) FROM patients WHERE CAST(birth_month AS TIMESTAMP) \
+         + INTERVAL '1' DAY > TIMESTAMP '2000-01-01 00:00:00'",
+        "SELECT COUNT(*) FROM (SELECT patient_id, birth_month + INTERVAL '1' YEAR AS b \
+         FROM patients) t WHERE b - 30 > DATE '2000-01-01'",
     ] {
         assert!(outcome(&cx, within).await.starts_with("rows: "), "{within}");
     }
@@ -150,6 +155,14 @@ async fn date_arithmetic_is_answered_only_where_it_cannot_overflow() {
         "SELECT COUNT(*) FROM hes_apc WHERE admidate + 2147480000 > DATE '2020-01-01'",
         "SELECT COUNT(*) FROM hes_apc WHERE admidate - 20000 < DATE '1900-01-01'",
         "SELECT COUNT(*) FROM hes_apc WHERE admidate + epiorder > DATE '2020-01-01'",
+        // The 50 years hold for stored dates only: one computed per row could be a far
+        // literal for the target's row alone (second review).
+        "SELECT COUNT(*) FROM patients WHERE (CASE WHEN birth_month = DATE '1980-03-01' \
+         AND practice_code = 'X20001' THEN TIMESTAMP '2262-04-11 00:00:00' \
+         ELSE CAST(birth_month AS TIMESTAMP) END) + INTERVAL '1' DAY \
+         > TIMESTAMP '2000-01-01 00:00:00'",
+        "SELECT COUNT(*) FROM patients WHERE (CASE WHEN birth_month = DATE '1980-03-01' \
+         THEN DATE '2100-01-01' ELSE birth_month END) + 30 > DATE '2000-01-01'",
     ] {
         assert_eq!(refused(&cx, sql).await, Rule::SideChannel, "{sql}");
     }
