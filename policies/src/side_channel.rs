@@ -253,17 +253,20 @@ fn is_interval(t: &DataType) -> bool {
     matches!(t, DataType::Interval(_) | DataType::Duration(_))
 }
 
+/// Whether `t` is a date or a timestamp.
+fn point_in_time(t: &DataType) -> bool {
+    matches!(
+        t,
+        DataType::Timestamp(..) | DataType::Date32 | DataType::Date64
+    )
+}
+
 /// Whether a `-` of operands of `types` is the difference of two points in time of which
 /// one is a timestamp (a duration in nanoseconds, which overflows for points more than 292
 /// years apart: the stored dates span 350 years and timestamp literals 585). `date - date`
 /// gives days and cannot overflow.
 fn timestamps(types: &[DataType; 2]) -> bool {
-    let point = |t: &DataType| {
-        matches!(
-            t,
-            DataType::Timestamp(..) | DataType::Date32 | DataType::Date64
-        )
-    };
+    let point = point_in_time;
     let stamp = |t: &DataType| matches!(t, DataType::Timestamp(..));
     types.iter().all(point) && types.iter().any(stamp)
 }
@@ -373,12 +376,7 @@ pub fn check(plan: &LogicalPlan) -> Result<(), Refusal> {
                     // A number added to or taken from a date is a number of days
                     // (`admidate + 2147480000` failed for the later dates only, review):
                     // counted as an interval.
-                    let dated = types.iter().any(|t| {
-                        matches!(
-                            t,
-                            DataType::Date32 | DataType::Date64 | DataType::Timestamp(..)
-                        )
-                    });
+                    let dated = types.iter().any(point_in_time);
                     for (side, ty) in [left, right].into_iter().zip(&types) {
                         let (days, what, like) = if dated && ty.is_integer() {
                             (literal_days(side), "a number of days", "admidate + 30")

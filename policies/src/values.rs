@@ -344,16 +344,11 @@ fn magnitude(v: &ScalarValue) -> f64 {
     }
 }
 
-/// Whether `t` is a floating-point type.
-fn floating(t: &DataType) -> bool {
-    matches!(t, DataType::Float16 | DataType::Float32 | DataType::Float64)
-}
-
 /// Whether the result of arithmetic of type `t` can hold a value of shape `s`: an integer
 /// within its type (integer arithmetic wraps), floating point within [`FLOAT_LIMIT`] and
 /// scaled by no less than [`SCALE_LIMIT`].
 fn fits(t: &DataType, s: Shape) -> Result<Shape, &'static str> {
-    if floating(t) {
+    if t.is_floating() {
         if s.bound.is_nan() || s.bound > FLOAT_LIMIT {
             return Err(
                 "could overflow to infinity for some values (a constant too large for \
@@ -439,7 +434,7 @@ fn linear(input: &LogicalPlan, e: &Expr) -> Result<Shape, &'static str> {
             let shape = match b.op {
                 Operator::Plus | Operator::Minus => {
                     let shifts = c != 0.0;
-                    if shifts && floating(&t) && s.shifted {
+                    if shifts && t.is_floating() && s.shifted {
                         return Err(
                             "adds constants to a value more than once in floating point, which \
                             can round it to a coarse step; add one constant",
@@ -463,7 +458,7 @@ fn linear(input: &LogicalPlan, e: &Expr) -> Result<Shape, &'static str> {
                     mixed: s.mixed,
                     rows: false,
                 },
-                Operator::Divide if floating(&t) => Shape {
+                Operator::Divide if t.is_floating() => Shape {
                     bound: s.bound / c,
                     scale: s.scale / c,
                     shifted: s.shifted,
@@ -587,7 +582,7 @@ fn linear_at(plan: &LogicalPlan, i: usize) -> Result<Shape, &'static str> {
                 },
                 // A median of an even number of integers and a mean of decimals round
                 // (the median halves the middle pair's sum in integers: a parity).
-                "avg" | "mean" | "median" if !floating(&field(plan)) => {
+                "avg" | "mean" | "median" if !field(plan).is_floating() => {
                     return Err("is a per-group mean or median that rounds (of integers or \
                                 decimals); take it of a DOUBLE (x * 1.0)");
                 }
