@@ -12,7 +12,10 @@
 //!   (written or implied by type coercion) becomes `TRY_CAST` (NULL where it would fail),
 //!   and every division or remainder by something other than a non-zero constant divides
 //!   by `NULLIF(divisor, 0)` (NULL instead of a division-by-zero error), and `abs(x)`
-//!   becomes `CASE WHEN x < 0 THEN -x ELSE x END` (no overflow error). These are documented
+//!   becomes `CASE WHEN x < 0 THEN -x ELSE x END` (no overflow error); a signed integer
+//!   divided by (or taken the remainder of) anything but a positive constant is
+//!   `CASE WHEN divisor = -1 THEN -x (or 0) ELSE … END`, as the smallest integer divided by
+//!   -1 fails with an overflow (session 52). These are documented
 //!   differences from standard SQL for analysts.
 //! - [`check`] also refuses date arithmetic that could overflow (session 40: `birth_month +
 //!   INTERVAL '260120' YEAR` failed only for persons born after 2022): an interval added
@@ -628,6 +631,32 @@ fn nonzero_literal(e: &Expr) -> bool {
     }
 }
 
+/// Whether `e` is a numeric literal greater than zero.
+fn positive_literal(e: &Expr) -> bool {
+    match e {
+        Expr::Literal(v, _) if !v.is_null() => ScalarValue::new_zero(&v.data_type())
+            .ok()
+            .and_then(|z| v.partial_cmp(&z))
+            .is_some_and(|o| o.is_gt()),
+        _ => false,
+    }
+}
+
+/// For a division or remainder of a signed integer (after type coercion), -1 of the
+/// divisor's type; `None` for any other operands. An error where the types cannot be
+/// derived (the plan, not the data, decides that).
+fn signed_minus_one(
+    left: &Expr,
+    right: &Expr,
+    schema: &DFSchema,
+) -> Result<Option<ScalarValue>, DataFusionError> {
+    let (l, r) = (left.get_type(schema)?, right.get_type(schema)?);
+    if !(l.is_signed_integer() && r.is_signed_integer()) {
+        return Ok(None);
+    }
+    ScalarValue::Int64(Some(-1)).cast_to(&r).map(Some)
+}
+
 fn is_zero(v: &ScalarValue) -> bool {
     ScalarValue::new_zero(&v.data_type()).is_ok_and(|z| &z == v)
         || matches!(v, ScalarValue::Float64(Some(f)) if *f == 0.0)
@@ -641,12 +670,46 @@ pub fn neutralise(plan: LogicalPlan) -> Result<LogicalPlan, DataFusionError> {
     let plan = TypeCoercion::new().analyze(plan, &ConfigOptions::default())?;
     let plan = plan
         .transform_up_with_subqueries(|node| {
+            let schema = expression_schema(&node);
             node.map_expressions(|e| {
                 e.transform_up(|x| {
                     Ok(match x {
                         Expr::Cast(c) => Transformed::yes(Expr::TryCast(TryCast::new_from_field(
                             c.expr, c.field,
                         ))),
+                        // The smallest signed integer divided by -1 (or its remainder by
+                        // -1) fails with an overflow, where other integer arithmetic
+                        // wraps: `COUNT(((startage + 14) * 2^57) / -1)` failed exactly when
+                        // some episode's age was 50 (session-52 review). By -1, a quotient
+                        // is the (wrapping) negation and a remainder 0, as for every other
+                        // value; written so, neither fails.
+                        Expr::BinaryExpr(BinaryExpr { left, op, right })
+                            if matches!(op, Operator::Divide | Operator::Modulo)
+                                && !positive_literal(&right)
+                                && let Some(minus_one) =
+                                    signed_minus_one(&left, &right, &schema)? =>
+                        {
+                            let by_minus_one = match op {
+                                Operator::Divide => Expr::Negative(left.clone()),
+                                _ => lit(ScalarValue::new_zero(&left.get_type(&schema)?)?),
+                            };
+                            let divisor = if nonzero_literal(&right) {
+                                *right.clone()
+                            } else {
+                                nullif(
+                                    *right.clone(),
+                                    lit(ScalarValue::new_zero(&minus_one.data_type())?),
+                                )
+                            };
+                            Transformed::yes(
+                                when(right.as_ref().clone().eq(lit(minus_one)), by_minus_one)
+                                    .otherwise(Expr::BinaryExpr(BinaryExpr {
+                                        left,
+                                        op,
+                                        right: Box::new(divisor),
+                                    }))?,
+                            )
+                        }
                         Expr::BinaryExpr(BinaryExpr { left, op, right })
                             if matches!(op, Operator::Divide | Operator::Modulo)
                                 && !nonzero_literal(&right) =>

@@ -1273,7 +1273,44 @@ async fn arithmetic_that_rounds_wraps_or_overflows_inside_a_sum_is_refused() {
          patient_id, d FROM (SELECT patient_id, birth_month AS d FROM patients UNION ALL \
          SELECT patient_id, DATE '1941-03-01' FROM patients) v) u GROUP BY patient_id) t"
             .to_string(),
+        // From the third review (session 52): an age scaled down beside a constant row of a
+        // union, added up per person, is rounded to a step (checked below); a part of a
+        // date of a union hides the union from `MEDIAN`; a distinct count per person over
+        // a union (1 where the oldest age is 50, else 2: 1,430 against 1,440 with 51); `nth_value`
+        // is NULL below `n` rows (an edge on a count); a part of a date moved by an
+        // interval moves the calendar's edges (25 against 23 unmoved).
+        tiny_union_step(50),
+        "SELECT SUM((t.m + 912470400.0) / 2419200.0) FROM (SELECT patient_id, \
+         MEDIAN(date_part('epoch', u.d)) AS m FROM (SELECT patient_id, birth_month AS d \
+         FROM patients UNION ALL SELECT patient_id, DATE '1941-02-01' FROM patients \
+         UNION ALL SELECT patient_id, DATE '1941-03-01' FROM patients) u GROUP BY patient_id) t \
+         JOIN patients p ON p.patient_id = t.patient_id WHERE p.practice_code = 'X20001'"
+            .to_string(),
+        "SELECT SUM(t.n) FROM (SELECT patient_id, COUNT(DISTINCT a) AS n FROM \
+         (SELECT patient_id, MAX(startage) AS a FROM hes_apc GROUP BY patient_id UNION ALL \
+         SELECT patient_id, 50 FROM hes_apc GROUP BY patient_id) u GROUP BY patient_id) t"
+            .to_string(),
+        "SELECT COUNT(t.v) FROM (SELECT patient_id, nth_value(numeric_value, 400) AS v \
+         FROM clinical_events GROUP BY patient_id) t"
+            .to_string(),
+        "SELECT SUM(date_part('year', birth_month + INTERVAL '31' DAY) - 1940) FROM patients \
+         WHERE practice_code = 'X20001'"
+            .to_string(),
     ];
+    // The first of those is a step in truth: each person adds 1 where their oldest age is
+    // above 50 (and below 151), else 0.
+    let older = unprotected(
+        &cx,
+        "SELECT COUNT(*), MAX(m) FROM (SELECT patient_id, MAX(startage) AS m FROM hes_apc \
+         GROUP BY patient_id) t WHERE m > 50",
+    )
+    .await;
+    assert!(num(&older[0][1]) < 151.0);
+    assert_eq!(
+        num(&unprotected(&cx, &tiny_union_step(50)).await[0][0]),
+        num(&older[0][0]),
+        "the scaled union is a step at 50"
+    );
     for sql in &attacks {
         assert_eq!(refused(&cx, sql).await, Rule::LowEffect, "{sql}");
     }
@@ -1291,6 +1328,10 @@ async fn arithmetic_that_rounds_wraps_or_overflows_inside_a_sum_is_refused() {
          GROUP BY patient_id) t",
         "SELECT SUM(y) FROM (SELECT patient_id, 1 AS y FROM hes_op \
          UNION ALL SELECT patient_id, 1 FROM hes_ae) u",
+        "SELECT SUM(y), AVG(y) FROM (SELECT patient_id, numeric_value AS y \
+         FROM clinical_events UNION ALL SELECT patient_id, 1.0 FROM hes_ae) u",
+        "SELECT AVG(date_part('month', admidate)), SUM(date_part('year', admidate) - 2000) \
+         FROM hes_apc",
         // The persons of two tables: a union of the privacy unit alone.
         "SELECT COUNT(*) FROM (SELECT patient_id FROM hes_apc UNION SELECT patient_id \
          FROM hes_ae) u",
@@ -1301,6 +1342,20 @@ async fn arithmetic_that_rounds_wraps_or_overflows_inside_a_sum_is_refused() {
             "{sql}: {r:?}"
         );
     }
+}
+
+/// A per-person `SUM` of a union of an age scaled by `2^-33 / (a + 0.5)` and the constant
+/// 2^20: the age is below half the last digit of 2^20 exactly up to `a`, so it rounds away
+/// there, and each person adds 1 above `a` (up to `3a + 1`) and 0 up to it (session-52
+/// review).
+fn tiny_union_step(a: i64) -> String {
+    let factor = 2f64.powi(-33) / (a as f64 + 0.5);
+    format!(
+        "SELECT SUM((t.y - 1048576.0) * 4294967296.0) FROM (SELECT patient_id, SUM(v) AS y \
+         FROM (SELECT patient_id, MAX(startage) * {factor:e} AS v FROM hes_apc \
+         GROUP BY patient_id UNION ALL SELECT patient_id, 1048576.0 FROM hes_apc \
+         GROUP BY patient_id) u GROUP BY patient_id) t"
+    )
 }
 
 /// Conditions on a table with many rows per person (DESIGN.md rule 7 counts persons, not

@@ -46,6 +46,18 @@ const ORACLES: &[&str] = &[
      AND CASE WHEN birth_month = DATE '{m}' \
      THEN CAST(birth_month AS TIMESTAMP) + INTERVAL '400' YEAR \
      ELSE CAST(birth_month AS TIMESTAMP) END > TIMESTAMP '1800-01-01 00:00:00'",
+    // The smallest integer divided by -1, or its remainder by -1, overflows, where other
+    // integer arithmetic wraps (session-52 review: `COUNT(((startage + 14) * 2^57) / -1)`
+    // failed exactly when some episode's age was 50). By a constant, and by a computed -1.
+    "SELECT COUNT(*) FROM patients WHERE practice_code = 'X20001' \
+     AND (CASE WHEN birth_month = DATE '{m}' THEN -9223372036854775807 - 1 ELSE 0 END) / -1 \
+     = 0",
+    "SELECT COUNT(*) FROM patients WHERE practice_code = 'X20001' \
+     AND (CASE WHEN birth_month = DATE '{m}' THEN -9223372036854775807 - 1 ELSE 0 END) % -1 \
+     = 0",
+    "SELECT COUNT(*) FROM patients WHERE practice_code = 'X20001' \
+     AND (CASE WHEN birth_month = DATE '{m}' THEN -9223372036854775807 - 1 ELSE 0 END) \
+     / (CASE WHEN birth_month = DATE '{m}' THEN -1 ELSE 1 END) = 0",
     // An interval carried in a column of a subquery, added past the end of the calendar
     // (session 41: the check read only intervals written beside the `+`).
     "SELECT COUNT(*) FROM (SELECT birth_month, INTERVAL '262000' YEAR AS i FROM patients \
@@ -85,6 +97,21 @@ async fn run_time_errors_do_not_reveal_whether_a_person_is_there() {
         ORACLES.len(),
         leaks.join("\n")
     );
+    // The review's form: an age that wraps to the smallest integer (64 × 2^57 = 2^63) is
+    // divided by -1 inside a count. The fixture has episodes at 50, so it failed; every
+    // age answers alike now.
+    assert!(
+        !unprotected(&cx, "SELECT 1 FROM hes_apc WHERE startage = 50")
+            .await
+            .is_empty()
+    );
+    for a in [49, 50] {
+        let sql = format!(
+            "SELECT COUNT(((startage + {}) * 144115188075855872) / -1) FROM hes_apc",
+            64 - a
+        );
+        assert!(outcome(&cx, &sql).await.starts_with("rows: "), "{sql}");
+    }
 }
 
 #[tokio::test]
