@@ -1296,6 +1296,21 @@ async fn arithmetic_that_rounds_wraps_or_overflows_inside_a_sum_is_refused() {
         "SELECT SUM(date_part('year', birth_month + INTERVAL '31' DAY) - 1940) FROM patients \
          WHERE practice_code = 'X20001'"
             .to_string(),
+        // From its second review: the constant hidden in a part of a `VALUES` date (its
+        // epoch times 8192 absorbs an age scaled by 2^-11 up to 50); the union made
+        // distinct above a join.
+        "SELECT SUM((t.y - 7755241881600.0) * 1024.0) FROM (SELECT patient_id, SUM(v) AS y \
+         FROM (SELECT patient_id, MAX(startage) * 9.668935643564357e-06 AS v FROM hes_apc \
+         GROUP BY patient_id UNION ALL SELECT h.patient_id, \
+         MAX(date_part('epoch', k.d)) * 8192.0 FROM hes_apc h \
+         CROSS JOIN (VALUES (DATE '2000-01-01')) k(d) GROUP BY h.patient_id) u \
+         GROUP BY patient_id) t"
+            .to_string(),
+        "SELECT SUM(t.n) FROM (SELECT u.patient_id, COUNT(DISTINCT u.a) AS n FROM \
+         (SELECT patient_id, MAX(startage) AS a FROM hes_apc GROUP BY patient_id UNION ALL \
+         SELECT patient_id, 50 FROM hes_apc GROUP BY patient_id) u \
+         CROSS JOIN (VALUES (1)) k(c) GROUP BY u.patient_id) t"
+            .to_string(),
     ];
     // The first of those is a step in truth: each person adds 1 where their oldest age is
     // above 50 (and below 151), else 0.

@@ -66,6 +66,51 @@ const ORACLES: &[&str] = &[
      > DATE '1800-01-01'",
 ];
 
+/// The date of an event of the differencing cohort (present), and one no event has.
+const PRESENT_DATE: &str = "2021-06-05";
+const ABSENT_DATE: &str = "1899-01-01";
+
+/// Attacks over a target event date `{d}` (a value of rows, which rule 7 does not snap):
+/// each failed at run time iff an event of the cohort's code is on that date (session-52
+/// review, probed: an execution error with the date present, an answer without). A
+/// negation of a constant (DataFusion negates a constant with a check, a column wrapping),
+/// also as the division rewrite wrote it; `sqrt` of a negative number; rounding an integer
+/// to tens near its limit; `ceil` of a decimal past its precision; truncating or formatting
+/// a date computed per row past the calendar's range.
+const ROW_ORACLES: &[&str] = &[
+    "(-9223372036854775807 - 1) / (CASE WHEN e.event_date = DATE '{d}' THEN -1 ELSE 1 END) = 0",
+    "CASE WHEN e.event_date = DATE '{d}' THEN -(-9223372036854775807 - 1) ELSE 0 END = 0",
+    "(CASE WHEN e.event_date = DATE '{d}' THEN -9223372036854775807 - 1 ELSE 0 END) / -1 = 0",
+    "sqrt(CASE WHEN e.event_date = DATE '{d}' THEN -1.0 ELSE 1.0 END) > 0",
+    "round(CASE WHEN e.event_date = DATE '{d}' THEN 9223372036854775807 ELSE 0 END, -1) = 0",
+    "ceil(CAST(CASE WHEN e.event_date = DATE '{d}' THEN 9.5 ELSE 0.5 END AS DECIMAL(2, 1))) > 0",
+    "date_trunc('year', CASE WHEN e.event_date = DATE '{d}' \
+     THEN TIMESTAMP '1677-09-22 00:00:00' ELSE TIMESTAMP '2000-01-01 00:00:00' END) \
+     < TIMESTAMP '2100-01-01 00:00:00'",
+    "to_char(CAST(CASE WHEN e.event_date = DATE '{d}' THEN 2000000000 ELSE 0 END AS DATE), \
+     '%Y') <> 'x'",
+    "CAST(CASE WHEN e.event_date = DATE '{d}' THEN 2000000000 ELSE 0 END AS DATE) \
+     + INTERVAL '1' DAY > DATE '1800-01-01'",
+    // From the third review: a negated interval; decimal quotients and remainders that
+    // scale their dividend past 38 digits; negative digits written as an expression.
+    "-(CASE WHEN e.event_date = DATE '{d}' THEN INTERVAL '-2147483648 days' \
+     ELSE INTERVAL '1 day' END) > INTERVAL '0 days'",
+    "CAST(CASE WHEN e.event_date = DATE '{d}' THEN 1e37 ELSE 1 END AS DECIMAL(38, 0)) \
+     % CAST(7 AS DECIMAL(3, 2)) > 0",
+    "CAST(CASE WHEN e.event_date = DATE '{d}' THEN 1e25 ELSE 1 END AS DECIMAL(36, 10)) \
+     / CAST(3 AS DECIMAL(1, 0)) > 0",
+    "round(CASE WHEN e.event_date = DATE '{d}' THEN 9223372036854775807 ELSE 0 END, 0 - 1) = 0",
+];
+
+/// [`ROW_ORACLES`] over a relation of far literal timestamps joined to the rows (`v.hi`,
+/// `v.lo`): a column of literals is no stored date (third review).
+const VALUE_ORACLES: &[&str] = &[
+    "CASE WHEN e.event_date = DATE '{d}' THEN v.hi + INTERVAL '1' DAY ELSE v.hi END \
+     > TIMESTAMP '2000-01-01 00:00:00'",
+    "CASE WHEN e.event_date = DATE '{d}' THEN date_trunc('year', v.lo) \
+     ELSE TIMESTAMP '2000-01-01 00:00:00' END < TIMESTAMP '2100-01-01 00:00:00'",
+];
+
 /// The kind of an outcome: `rows`, the refusing rule with its message, `invalid: …`, or
 /// `execution error`.
 fn kind(outcome: &str) -> &str {
@@ -90,11 +135,33 @@ async fn run_time_errors_do_not_reveal_whether_a_person_is_there() {
             ));
         }
     }
+    let values = "CROSS JOIN (VALUES (TIMESTAMP '2262-04-11 00:00:00', \
+                  TIMESTAMP '1677-09-22 00:00:00')) v(hi, lo)";
+    let conditions = ROW_ORACLES
+        .iter()
+        .map(|c| ("", c))
+        .chain(VALUE_ORACLES.iter().map(|c| (values, c)));
+    for (joined, condition) in conditions {
+        let template = format!(
+            "SELECT COUNT(*) FROM clinical_events e {joined} \
+             WHERE e.snomedct_code = '{DIFF_CODE}' AND {condition}"
+        );
+        let present = outcome(&cx, &template.replace("{d}", PRESENT_DATE)).await;
+        let absent = outcome(&cx, &template.replace("{d}", ABSENT_DATE)).await;
+        if kind(&present) != kind(&absent)
+            || present == "execution error"
+            || absent == "execution error"
+        {
+            leaks.push(format!(
+                "{template}\n    event present: {present}\n    event absent:  {absent}"
+            ));
+        }
+    }
     assert!(
         leaks.is_empty(),
         "{} of {} error oracles tell whether the person is in the cohort:\n{}",
         leaks.len(),
-        ORACLES.len(),
+        ORACLES.len() + ROW_ORACLES.len() + VALUE_ORACLES.len(),
         leaks.join("\n")
     );
     // The review's form: an age that wraps to the smallest integer (64 × 2^57 = 2^63) is
