@@ -100,6 +100,14 @@ const ROW_ORACLES: &[&str] = &[
     "CAST(CASE WHEN e.event_date = DATE '{d}' THEN 1e25 ELSE 1 END AS DECIMAL(36, 10)) \
      / CAST(3 AS DECIMAL(1, 0)) > 0",
     "round(CASE WHEN e.event_date = DATE '{d}' THEN 9223372036854775807 ELSE 0 END, 0 - 1) = 0",
+    // From the fourth review: a far date cast to text, and a timestamp in seconds cast to
+    // a date, fail even as TRY_CAST; so does the same date joined to text.
+    "length(CAST(CAST(CASE WHEN e.event_date = DATE '{d}' THEN 2000000000 ELSE 0 END AS DATE) \
+     AS VARCHAR)) > 0",
+    "CAST(CAST(CASE WHEN e.event_date = DATE '{d}' THEN 9000000000000000000 ELSE 0 END \
+     AS TIMESTAMP(0)) AS DATE) > DATE '1800-01-01'",
+    "length(CAST(CASE WHEN e.event_date = DATE '{d}' THEN 2000000000 ELSE 0 END AS DATE) \
+     || 'x') > 0",
 ];
 
 /// [`ROW_ORACLES`] over a relation of far literal timestamps joined to the rows (`v.hi`,
@@ -164,6 +172,17 @@ async fn run_time_errors_do_not_reveal_whether_a_person_is_there() {
         ORACLES.len() + ROW_ORACLES.len() + VALUE_ORACLES.len(),
         leaks.join("\n")
     );
+    // A per-person mean of decimals that needs more digits than its type holds (fourth
+    // review): it failed only where a group exists.
+    for d in [PRESENT_DATE, ABSENT_DATE] {
+        let sql = format!(
+            "SELECT COUNT(a) FROM (SELECT e.patient_id, \
+             AVG(CAST(9000000000000000 AS DECIMAL(38, 19))) AS a FROM clinical_events e \
+             WHERE e.snomedct_code = '{DIFF_CODE}' AND e.event_date = DATE '{d}' \
+             GROUP BY e.patient_id) t"
+        );
+        assert_ne!(outcome(&cx, &sql).await, "execution error", "{sql}");
+    }
     // The review's form: an age that wraps to the smallest integer (64 × 2^57 = 2^63) is
     // divided by -1 inside a count. The fixture has episodes at 50, so it failed; every
     // age answers alike now.
