@@ -581,6 +581,24 @@ pub fn check(plan: &LogicalPlan) -> Result<(), Refusal> {
 }
 
 /// A value of type `t` to evaluate a call on at plan time: an ordinary, non-null one.
+/// How many sample rows [`fails_on_a_sample`] evaluates a call on.
+const SAMPLES: usize = 2;
+
+/// [`SAMPLES`] ordinary values of type `t`: the same value twice, but for strings, one of
+/// ASCII and one not. `ILIKE` with a constant pattern takes a path that cannot fail where
+/// every value of a batch is ASCII, and compiles the pattern as a regular expression,
+/// which fails past a size, where one is not: a 60,000-character pattern failed only
+/// where the target's row held an `é` (session-52 review).
+fn samples(t: &DataType) -> Vec<ScalarValue> {
+    let other = match t {
+        DataType::Utf8 => ScalarValue::Utf8(Some("é".into())),
+        DataType::LargeUtf8 => ScalarValue::LargeUtf8(Some("é".into())),
+        DataType::Utf8View => ScalarValue::Utf8View(Some("é".into())),
+        _ => sample(t),
+    };
+    vec![sample(t), other]
+}
+
 fn sample(t: &DataType) -> ScalarValue {
     match t {
         DataType::Utf8 => ScalarValue::Utf8(Some("a".into())),
@@ -679,7 +697,7 @@ fn fails_on_a_sample(e: &Expr, schema: &DFSchema) -> Option<String> {
                 return Ok(Transformed::no(child));
             };
             let column = format!("sample_{}", fields.len());
-            columns.push(sample(&t).to_array_of_size(1)?);
+            columns.push(ScalarValue::iter_to_array(samples(&t))?);
             fields.push(Field::new(&column, t, true));
             Ok(Transformed::yes(Expr::Column(Column::from_name(column))))
         })
@@ -715,9 +733,9 @@ fn fails_on_a_sample(e: &Expr, schema: &DFSchema) -> Option<String> {
         let batch = RecordBatch::try_new_with_options(
             arrow,
             columns,
-            &RecordBatchOptions::new().with_row_count(Some(1)),
+            &RecordBatchOptions::new().with_row_count(Some(SAMPLES)),
         )?;
-        physical.evaluate(&batch)?.into_array(1)
+        physical.evaluate(&batch)?.into_array(SAMPLES)
     });
     evaluated.is_err().then(failed).flatten()
 }
