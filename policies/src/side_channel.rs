@@ -509,10 +509,11 @@ pub fn check(plan: &LogicalPlan) -> Result<(), Refusal> {
                 // even of a constant (it fails only where a group exists).
                 if let Expr::AggregateFunction(af) = x
                     && matches!(af.func.name().to_lowercase().as_str(), "avg" | "mean")
-                    && af.params.args.iter().any(|a| {
-                        a.get_type(&schema)
-                            .is_ok_and(|t| decimal_digits(&t).is_some_and(|d| d.2.is_some()))
-                    })
+                    && af
+                        .params
+                        .args
+                        .iter()
+                        .any(|a| a.get_type(&schema).is_ok_and(|t| decimal(&t)))
                 {
                     refusal = Some(Refusal::new(
                         Rule::SideChannel,
@@ -580,7 +581,6 @@ pub fn check(plan: &LogicalPlan) -> Result<(), Refusal> {
     refusal.map_or(Ok(()), Err)
 }
 
-/// A value of type `t` to evaluate a call on at plan time: an ordinary, non-null one.
 /// How many sample rows [`fails_on_a_sample`] evaluates a call on.
 const SAMPLES: usize = 2;
 
@@ -599,6 +599,7 @@ fn samples(t: &DataType) -> Vec<ScalarValue> {
     vec![sample(t), other]
 }
 
+/// A value of type `t` to evaluate a call on at plan time: an ordinary, non-null one.
 fn sample(t: &DataType) -> ScalarValue {
     match t {
         DataType::Utf8 => ScalarValue::Utf8(Some("a".into())),
@@ -777,23 +778,13 @@ fn fails_past_a_bound(
         && !constant(x)
         && let Ok(t) = x.get_type(schema)
     {
-        let decimal = matches!(
-            t,
-            DataType::Decimal32(..)
-                | DataType::Decimal64(..)
-                | DataType::Decimal128(..)
-                | DataType::Decimal256(..)
-        );
         // (Digits are anything but a literal of zero or more: `0 - 1` is negative too,
         // review.)
         let negative_digits = args.get(1).is_some_and(|d| match d {
-            Expr::Literal(v, _) => ScalarValue::new_zero(&v.data_type())
-                .ok()
-                .and_then(|z| v.partial_cmp(&z))
-                .is_none_or(|o| o.is_lt()),
+            Expr::Literal(v, _) => against_zero(v).is_none_or(|o| o.is_lt()),
             _ => true,
         });
-        if decimal || (t.is_integer() && negative_digits) {
+        if decimal(&t) || (t.is_integer() && negative_digits) {
             return Some(format!(
                 "{name} of a decimal, or of an integer to tens or more, fails on overflow \
                  near the limit of its type, so whether a query fails would depend on the \
@@ -830,12 +821,22 @@ fn wrapping_negation(x: Expr, schema: &DFSchema) -> Result<Expr, DataFusionError
 /// Whether `e` is a numeric literal greater than zero.
 fn positive_literal(e: &Expr) -> bool {
     match e {
-        Expr::Literal(v, _) if !v.is_null() => ScalarValue::new_zero(&v.data_type())
-            .ok()
-            .and_then(|z| v.partial_cmp(&z))
-            .is_some_and(|o| o.is_gt()),
+        Expr::Literal(v, _) if !v.is_null() => against_zero(v).is_some_and(|o| o.is_gt()),
         _ => false,
     }
+}
+
+/// How numeric constant `v` compares with zero (`None` for a NULL or a value that is no
+/// number).
+fn against_zero(v: &ScalarValue) -> Option<std::cmp::Ordering> {
+    ScalarValue::new_zero(&v.data_type())
+        .ok()
+        .and_then(|z| v.partial_cmp(&z))
+}
+
+/// Whether `t` is a decimal type.
+fn decimal(t: &DataType) -> bool {
+    decimal_digits(t).is_some_and(|(_, _, max)| max.is_some())
 }
 
 /// For a division or remainder of a signed integer (after type coercion), -1 of the
